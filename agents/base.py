@@ -1,0 +1,254 @@
+"""The one interface every selection method shares (GUIDE §6.7–6.8).
+
+A *selector* looks at the cached state tensors of a batch of videos and scores every
+(position, crop) cell; ``select`` keeps the top m and predicts the video's class from what
+it kept. Non-learned baselines implement only :meth:`Selector.score`; learned agents add a
+frozen ``Config`` dataclass, ``fit`` and a checkpoint that alone rebuilds them.
+
+Shapes: V videos, T positions, K crops, D feature size, C classes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from data.errors import InputError, StoreError, UnknownNameError
+
+MODES = ("frame", "region")
+
+
+@dataclass
+class States:
+    """Cached backbone outputs of V videos for one stream: the agents' whole world.
+
+    features: (V, T, K, D) float32; logits: (V, T, K, C) float32 per-frame classifier logits;
+    labels: (V,) int64, or (V, C) float32 multi-hot when ``multilabel``; motion: (V, T)
+    float32 mean flow magnitude or None; feature_maps: (V, T, K, h, w, d) float32 or None;
+    observer: (V, T, K, D') float32 features of a cheap stream (DSN's observation) or None;
+    video_ids: (V,) int64 rows of the store these came from.
+    """
+
+    features: torch.Tensor
+    logits: torch.Tensor
+    labels: torch.Tensor
+    motion: torch.Tensor | None = None
+    feature_maps: torch.Tensor | None = None
+    observer: torch.Tensor | None = None
+    video_ids: np.ndarray | None = None
+    multilabel: bool = False
+
+    def __post_init__(self):
+        V, T, K, _ = self.features.shape
+        if self.logits.shape[:3] != (V, T, K):
+            raise InputError(f"logits {tuple(self.logits.shape)} do not match features {tuple(self.features.shape)}")
+        if self.labels.shape[0] != V:
+            raise InputError(f"{self.labels.shape[0]} labels for {V} videos")
+        if self.video_ids is None:
+            self.video_ids = np.arange(V, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """(V, T, K, D, C)."""
+        V, T, K, D = self.features.shape
+        return V, T, K, D, self.logits.shape[-1]
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """(V, T, K, C) softmax of the per-frame logits."""
+        return torch.softmax(self.logits, dim=-1)
+
+    def subset(self, idx) -> "States":
+        """The same states for the videos ``idx`` (a 1-D index array or tensor)."""
+        idx_t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        pick = lambda x: None if x is None else x[idx_t.to(x.device)]  # noqa: E731
+        return dataclasses.replace(
+            self, features=pick(self.features), logits=pick(self.logits), labels=pick(self.labels),
+            motion=pick(self.motion), feature_maps=pick(self.feature_maps), observer=pick(self.observer),
+            video_ids=np.asarray(self.video_ids)[np.asarray(idx)])
+
+    def to(self, device) -> "States":
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return dataclasses.replace(
+            self, features=move(self.features), logits=move(self.logits), labels=move(self.labels),
+            motion=move(self.motion), feature_maps=move(self.feature_maps), observer=move(self.observer))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a method kept and what it predicts from it.
+
+    scores: (V, T, K) float32 importance (higher = keep); keep: (V, T, K) bool;
+    video_scores: (V, C) float32 class scores in logit space; num_kept: (V,) int64 positions
+    kept (frame mode) or cells kept (region mode).
+    """
+
+    scores: torch.Tensor
+    keep: torch.Tensor
+    video_scores: torch.Tensor
+    num_kept: torch.Tensor
+    mode: str = "frame"
+
+
+def top_m_mask(scores: torch.Tensor, m: int | None, mode: str = "frame") -> torch.Tensor:
+    """Keep the m best positions (frame mode: ranked by the mean score over crops, every crop
+    of a kept position kept) or the m·K best (position, crop) cells (region mode, 000 Table 3).
+
+    scores: (V, T, K) -> (V, T, K) bool. ``m=None`` or m >= T keeps everything. Ties break by
+    position order (``torch.topk`` on CPU is stable for equal values only by index), so a
+    constant score equals uniform sampling of the first m — callers wanting random tie
+    breaks add noise first.
+    """
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, not {mode!r}")
+    V, T, K = scores.shape
+    if m is None or m >= T:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if m < 1:
+        raise InputError(f"m must be >= 1, not {m}")
+    if mode == "frame":
+        idx = scores.mean(dim=2).topk(m, dim=1).indices            # (V, m)
+        keep_t = torch.zeros(V, T, dtype=torch.bool, device=scores.device)
+        keep_t.scatter_(1, idx, True)
+        return keep_t[:, :, None].expand(V, T, K).clone()
+    flat = scores.reshape(V, T * K)
+    idx = flat.topk(m * K, dim=1).indices
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep.scatter_(1, idx, True)
+    return keep.reshape(V, T, K)
+
+
+def aggregate(logits: torch.Tensor, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+    """Video-level scores: weighted mean of per-frame logits, weight 1 on kept cells and α on
+    dropped ones (000 eq. 10, Table 4; α = 0 is pure hard attention).
+
+    logits: (V, T, K, C), keep: (V, T, K) bool -> (V, C) float32.
+    """
+    w = keep.to(logits.dtype) + alpha * (~keep).to(logits.dtype)
+    return (logits * w[..., None]).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-12)[:, None]
+
+
+class Selector:
+    """Base of every selection method. Subclasses implement :meth:`score`."""
+
+    name: ClassVar[str] = ""
+    learned: ClassVar[bool] = False
+    variable_m: ClassVar[bool] = False   # True when the method decides how many it keeps
+
+    def score(self, states: States) -> torch.Tensor:
+        """(V, T, K) float32 importance of every cell."""
+        raise NotImplementedError
+
+    def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
+        """Keep the top m positions by :meth:`score` and predict from them."""
+        with torch.no_grad():
+            scores = self.score(states).float()
+            keep = top_m_mask(scores, m, mode)
+            video_scores = aggregate(states.logits, keep, alpha)
+        per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
+        return Selection(scores, keep, video_scores, per.long(), mode)
+
+
+_REGISTRY: dict[str, type[Selector]] = {}
+
+
+def register(name: str):
+    """Class decorator registering a selector (baseline or agent) under ``name``."""
+    def deco(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"selector {name!r} is already registered by {_REGISTRY[name].__qualname__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def _load_all():
+    # Importing the modules fills the registry; done here, not at package import, so the
+    # registry never depends on what the caller happened to import first.
+    from agents import baselines, learned  # noqa: F401
+
+
+def selector_names(*, learned: bool | None = None) -> list[str]:
+    _load_all()
+    return sorted(n for n, c in _REGISTRY.items() if learned is None or c.learned == learned)
+
+
+def selector_class(name: str) -> type[Selector]:
+    _load_all()
+    if name not in _REGISTRY:
+        raise UnknownNameError("selector", name, _REGISTRY)
+    return _REGISTRY[name]
+
+
+class Agent(Selector):
+    """A learned selector: a frozen ``Config`` dataclass, a torch module, a checkpoint.
+
+    Subclasses set ``Config`` (a frozen dataclass whose defaults are the paper's settings)
+    and implement ``build(num_classes, feature_dim)``, ``score`` and ``fit``.
+    """
+
+    learned = True
+    Config: ClassVar[type] = None
+
+    def __init__(self, config, *, num_classes: int, feature_dim: int, seed: int = 0):
+        self.config = config
+        self.num_classes, self.feature_dim, self.seed = num_classes, feature_dim, seed
+        torch.manual_seed(seed)
+        self.module: torch.nn.Module = self.build()
+        self.store_identity: dict[str, Any] = {}
+        self.history: list[dict] = []
+
+    def build(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
+            progress=False, val: States | None = None) -> list[dict]:
+        """Train on ``train``; append one dict per epoch to ``self.history`` (and the JSONL
+        at ``log_path``); save a resumable checkpoint at ``checkpoint_path`` every epoch."""
+        raise NotImplementedError
+
+    # -- checkpoints ------------------------------------------------------------------
+    def checkpoint(self, **extra) -> dict:
+        from data import __version__
+        return {"framesel_checkpoint": 1, "agent": self.name, "config": dataclasses.asdict(self.config),
+                "num_classes": self.num_classes, "feature_dim": self.feature_dim, "seed": self.seed,
+                "store": self.store_identity, "history": self.history,
+                "state_dict": self.module.state_dict(),
+                "versions": {"framesel": __version__, "torch": torch.__version__}, **extra}
+
+    def save(self, path, **extra) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.checkpoint(**extra), tmp)
+        tmp.replace(path)   # atomic: a killed run never leaves half a checkpoint
+
+
+def load_agent(path, *, map_location="cpu") -> Agent:
+    """Rebuild an agent from its checkpoint alone."""
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except (OSError, RuntimeError) as err:
+        raise StoreError(f"cannot read agent checkpoint {path}: {err}") from err
+    if not isinstance(ck, dict) or ck.get("framesel_checkpoint") != 1:
+        raise InputError(f"{path} is not a framesel agent checkpoint")
+    cls = selector_class(ck["agent"])
+    config = cls.Config(**ck["config"])
+    agent = cls(config, num_classes=ck["num_classes"], feature_dim=ck["feature_dim"], seed=ck["seed"])
+    agent.module.load_state_dict(ck["state_dict"])
+    agent.store_identity, agent.history = ck.get("store", {}), ck.get("history", [])
+    return agent
+
+
+def append_jsonl(path, row: dict) -> None:
+    """One training-log row per line (reward, entropy, fraction kept, loss per epoch)."""
+    if path is None:
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, sort_keys=True) + "\n")
