@@ -1,0 +1,507 @@
+"""Video lists and split files: mmaction2 lists, UCF101 and HMDB51 splits, class folders.
+
+Every reader returns a :class:`VideoList`: the video paths exactly as the list gives them
+(relative to some root directory), their labels, the class names, and the sha256 of the
+bytes that were parsed, so that a feature store can record which list it was built from.
+
+Conventions (GUIDE §4), handled here so that nobody downstream has to know them:
+
+- mmaction2: ``path label [label ...]``, labels 0-based; several labels on a line make the
+  list multi-label. Raw-frame lists (``frame_dir total_frames label``) are not supported:
+  their frame count would be read as a second label.
+- UCF101: ``classInd.txt`` is 1-based; ``trainlistNN.txt`` lines are ``path label`` with
+  1-based labels; ``testlistNN.txt`` lines carry no label, which comes from the class folder
+  of the path. Class folders are matched case-insensitively (``HandstandPushups`` vs the
+  file names ``v_HandStandPushups_*``). CRLF line endings are accepted everywhere.
+- HMDB51: ``<class>_test_split<k>.txt`` lines ``name 0|1|2`` (0 unused, 1 train, 2 test),
+  often with trailing spaces; classes are indexed in sorted name order.
+
+Duplicate paths in one list are an error: they would silently double-weight a video in
+training and metrics, and a store keyed by list position would hold the video twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from data.errors import InputError, UnknownNameError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".3gp", ".ogv"}
+)
+_UCF_LIST_NAME = re.compile(r"^(train|test)list\d+\.txt$", re.IGNORECASE)
+_HMDB_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>\d+)\.txt$")
+_HMDB_SUBSETS = {"train": 1, "test": 2}
+
+
+@dataclass(frozen=True, eq=False)
+class VideoList:
+    """A parsed video list.
+
+    Attributes:
+        paths: (V,) video paths relative to a root directory, exactly as the list gives them.
+        labels: (V,) int32 0-based class indices (-1 = unlabelled), or (V, C) uint8 multi-hot
+            when ``multilabel``. Stored read-only.
+        classes: (C,) class names in index order (``class_<i>`` when the list names none).
+        multilabel: whether ``labels`` is multi-hot.
+        source: what was parsed, ``"<format>:<absolute path>"``.
+        sha256: hex sha256 of the parsed file bytes concatenated in a fixed order (for a
+            single list file, equal to ``sha256sum`` of that file).
+    """
+
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    multilabel: bool
+    source: str
+    sha256: str
+
+    def __post_init__(self):
+        labels = np.asarray(self.labels)
+        _check_labels(labels, len(self.paths), len(self.classes), self.multilabel)
+        labels = np.array(labels, dtype=np.uint8 if self.multilabel else np.int32, copy=True)
+        labels.setflags(write=False)  # frozen means frozen: nobody edits labels in place
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "paths", tuple(str(p) for p in self.paths))
+        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __eq__(self, other):
+        if not isinstance(other, VideoList):
+            return NotImplemented
+        return (self.paths == other.paths and self.classes == other.classes
+                and self.multilabel == other.multilabel
+                and np.array_equal(self.labels, other.labels))
+
+    __hash__ = None  # labels are an array: equal lists need not hash alike
+
+
+def _check_labels(labels: np.ndarray, num_videos: int, num_classes: int, multilabel: bool):
+    want = (num_videos, num_classes) if multilabel else (num_videos,)
+    if labels.shape != want:
+        raise InputError(f"labels have shape {labels.shape}, expected {want}")
+    if labels.size and not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise InputError(f"labels must be integers, not {labels.dtype}")
+    if multilabel:
+        if labels.size and (labels.min() < 0 or labels.max() > 1):
+            raise InputError("multi-hot labels must be 0 or 1")
+    elif labels.size and (labels.min() < -1 or labels.max() >= num_classes):
+        raise InputError(f"labels must lie in [-1, {num_classes - 1}]")
+
+
+# ----------------------------------------------------------------------------- registry
+
+_READERS: dict[str, Callable[..., VideoList]] = {}
+
+
+def register_format(name: str):
+    """Register ``fn(path: Path, classes, root) -> VideoList`` as list format ``name``."""
+
+    def deco(fn):
+        if name in _READERS:
+            raise ValueError(f"list format {name!r} is already registered")
+        _READERS[name] = fn
+        return fn
+
+    return deco
+
+
+def available_formats() -> tuple[str, ...]:
+    return tuple(sorted(_READERS))
+
+
+def read_list(path, *, fmt: str = "auto", classes=None, root=None, multilabel: bool | None = None) -> VideoList:
+    """Read a video list or a folder of class folders.
+
+    Args:
+        path: list file, or directory of class folders (``fmt="folder"``).
+        fmt: ``"auto"``, ``"mmaction2"``, ``"ucf101"`` or ``"folder"``. Auto: a directory is
+            a folder; ``trainlistNN.txt``/``testlistNN.txt`` with ``classInd.txt`` beside it
+            is UCF101; anything else mmaction2. HMDB51 splits need a split number and a
+            subset: use :func:`read_hmdb51_split`.
+        classes: class names in index order, or a file of them (one a line; for UCF101 a
+            ``classInd.txt``). Default: from the format (classInd beside a UCF101 list,
+            sorted folder names), else ``class_<i>`` up to the largest label.
+        root: directory the paths are relative to. When given, every video must exist under
+            it (a wrong root fails here, not 13,000 times during extraction); for a folder,
+            paths are made relative to it (default: the folder itself).
+        multilabel: mmaction2 only; None detects (a line with two or more labels).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such list file or directory")
+    if fmt == "auto":
+        fmt = _detect_format(path)
+    if fmt not in _READERS:
+        raise UnknownNameError("list format", fmt, _READERS)
+    kwargs = {"multilabel": multilabel} if fmt == "mmaction2" else {}
+    if multilabel is not None and fmt != "mmaction2":
+        raise InputError(f"multilabel= applies to mmaction2 lists only, not {fmt}")
+    vl = _READERS[fmt](path, classes=classes, root=root, **kwargs)
+    if root is not None and fmt != "folder":
+        _check_exist(vl.paths, Path(root))
+    log.debug("read %d videos, %d classes from %s", len(vl), vl.num_classes, vl.source)
+    return vl
+
+
+def _detect_format(path: Path) -> str:
+    if path.is_dir():
+        if any(_HMDB_FILE.match(p.name) for p in path.glob("*_test_split*.txt")):
+            raise InputError(f"{path} holds HMDB51 split files: use read_hmdb51_split(dir, split=k, subset=...)")
+        return "folder"
+    if _UCF_LIST_NAME.match(path.name) and (path.parent / "classInd.txt").is_file():
+        return "ucf101"
+    return "mmaction2"
+
+
+def _check_exist(paths: Sequence[str], root: Path):
+    if not root.is_dir():
+        raise InputError(f"root {root} is not a directory")
+    missing = [p for p in paths if not (root / p).is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(paths)} videos do not exist under root {root}, "
+                         f"e.g. {', '.join(missing[:3])}")
+
+
+# ----------------------------------------------------------------------------- line parsing
+
+def _read_lines(files: Sequence[Path], hasher) -> list[list[tuple[int, str]]]:
+    """Read files as UTF-8 (CRLF or LF), feeding their bytes to ``hasher`` in order.
+
+    Returns, per file, the non-blank lines as ``(1-based line number, stripped text)``.
+    """
+    out = []
+    for f in files:
+        raw = f.read_bytes()
+        hasher.update(raw)
+        try:
+            text = raw.decode("utf-8-sig")  # tolerate a BOM written by Windows editors
+        except UnicodeDecodeError as err:
+            raise InputError(f"{f}: not UTF-8 text ({err})") from None
+        # split on \n only: str.splitlines would also split on \x0b, \x1c, \u2028, ...
+        lines = [(i, ln.strip()) for i, ln in enumerate(text.split("\n"), start=1)]
+        out.append([(i, ln) for i, ln in lines if ln])
+    return out
+
+
+def _parse_int(token: str, where: str, what: str = "label") -> int:
+    if not re.fullmatch(r"[+-]?\d+", token):
+        raise InputError(f"{where}: {what} {token!r} is not an integer")
+    return int(token)
+
+
+def _read_classes(classes, *, one_based_index: bool = False) -> tuple[str, ...] | None:
+    """Class names from a sequence, a one-name-a-line file, or a ``classInd.txt``."""
+    if classes is None:
+        return None
+    if isinstance(classes, (str, Path)):
+        f = Path(classes)
+        if not f.is_file():
+            raise InputError(f"classes file {f} does not exist")
+        lines = _read_lines([f], hashlib.sha256())[0]
+        names = _parse_class_ind(f, lines) if one_based_index else [ln for _, ln in lines]
+    else:
+        names = [str(c) for c in classes]
+    if not names:
+        raise InputError(f"no class names in {classes!r}")
+    dup = _first_duplicate(names)
+    if dup is not None:
+        raise InputError(f"class name {dup!r} appears twice in {classes!r}")
+    return tuple(names)
+
+
+def _parse_class_ind(f: Path, lines) -> list[str]:
+    """``classInd.txt``: ``1 ApplyEyeMakeup`` ... with consecutive 1-based indices."""
+    names = []
+    for lineno, ln in lines:
+        parts = ln.split()
+        where = f"{f}:{lineno}"
+        if len(parts) != 2:
+            raise InputError(f"{where}: expected 'index name', got {ln!r}")
+        idx = _parse_int(parts[0], where, "class index")
+        if idx != len(names) + 1:
+            raise InputError(f"{where}: class index {idx}, expected {len(names) + 1} (1-based, in order)")
+        names.append(parts[1])
+    return names
+
+
+def _first_duplicate(items):
+    seen = set()
+    for x in items:
+        if x in seen:
+            return x
+        seen.add(x)
+    return None
+
+
+def _check_unique(paths: list[str], linenos: list[str]):
+    first: dict[str, str] = {}
+    for p, where in zip(paths, linenos):
+        if p in first:
+            raise InputError(f"{where}: duplicate path {p!r} (first at {first[p]})")
+        first[p] = where
+
+
+def _nonempty(paths, what):
+    if not paths:
+        raise InputError(f"{what}: the list is empty")
+
+
+# ----------------------------------------------------------------------------- mmaction2
+
+@register_format("mmaction2")
+def _read_mmaction2(path: Path, *, classes=None, root=None, multilabel=None) -> VideoList:
+    hasher = hashlib.sha256()
+    lines = _read_lines([path], hasher)[0]
+    names = _read_classes(classes)
+    if classes is not None and isinstance(classes, (str, Path)):
+        hasher.update(Path(classes).read_bytes())  # the class names are part of what was read
+    paths, wheres, label_sets = [], [], []
+    for lineno, ln in lines:
+        where = f"{path}:{lineno}"
+        parts = ln.split()
+        labels = [_parse_int(t, where) for t in parts[1:]]
+        _check_label_values(labels, where, names)
+        paths.append(parts[0])
+        wheres.append(where)
+        label_sets.append(labels)
+    _nonempty(paths, path)
+    _check_unique(paths, wheres)
+    if multilabel is None:
+        multilabel = any(len(ls) > 1 for ls in label_sets)
+    num_classes = len(names) if names else 1 + max((max(ls) for ls in label_sets if ls), default=-1)
+    names = names or tuple(f"class_{i}" for i in range(num_classes))
+    labels = _multi_hot(label_sets, num_classes) if multilabel else _single(label_sets, wheres)
+    return VideoList(tuple(paths), labels, names, multilabel, f"mmaction2:{path.resolve()}", hasher.hexdigest())
+
+
+def _check_label_values(labels: list[int], where: str, names):
+    for lab in labels:
+        if lab < 0 or (names is not None and lab >= len(names)):
+            hi = f"{len(names) - 1}" if names is not None else "inf"
+            raise InputError(f"{where}: label {lab} out of range [0, {hi}]")
+    if len(set(labels)) != len(labels):
+        raise InputError(f"{where}: a label is repeated on the line")
+
+
+def _multi_hot(label_sets: list[list[int]], num_classes: int) -> np.ndarray:
+    out = np.zeros((len(label_sets), num_classes), np.uint8)
+    for i, ls in enumerate(label_sets):
+        out[i, ls] = 1
+    return out
+
+
+def _single(label_sets: list[list[int]], wheres: list[str]) -> np.ndarray:
+    has = [bool(ls) for ls in label_sets]
+    if any(has) and not all(has):
+        # a label missing on one line of a labelled list is a typo, not a semi-supervised list
+        bad = wheres[has.index(False)] if has[0] else wheres[has.index(True)]
+        raise InputError(f"{bad}: some lines carry a label and others do not "
+                         "(pass multilabel=True if lines may have zero or several labels)")
+    return np.array([ls[0] if ls else -1 for ls in label_sets], np.int32)
+
+
+def write_list(path, vl: VideoList, *, classes_path=None) -> None:
+    """Write ``vl`` as an mmaction2 list (``path label [label ...]``, 0-based), LF endings.
+
+    Unlabelled videos (-1) and multi-label rows without a positive are written as a bare
+    path. ``classes_path``, when given, receives the class names one a line.
+    """
+    lines = []
+    for p, lab in zip(vl.paths, vl.labels):
+        if any(c.isspace() for c in p):
+            raise InputError(f"path {p!r} contains whitespace, which mmaction2 lists cannot hold")
+        labs = np.flatnonzero(lab).tolist() if vl.multilabel else ([int(lab)] if lab >= 0 else [])
+        lines.append(" ".join([p, *map(str, labs)]))
+    Path(path).write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+    if classes_path is not None:
+        Path(classes_path).write_text("".join(c + "\n" for c in vl.classes), encoding="utf-8")
+
+
+def subset(vl: VideoList, indices) -> VideoList:
+    """The videos at ``indices`` (ints or a (V,) bool mask), in that order.
+
+    ``classes`` are kept (label indices stay valid). ``sha256`` becomes the hash of the
+    parent's sha256 and the indices, so a store built from a subset is not mistaken for
+    one built from the whole list.
+    """
+    idx = np.asarray(indices)
+    if idx.dtype == bool:
+        if idx.shape != (len(vl),):
+            raise InputError(f"boolean mask has shape {idx.shape}, expected ({len(vl)},)")
+        idx = np.flatnonzero(idx)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise InputError("indices must be a 1-D sequence of integers or a boolean mask")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < -len(vl) or idx.max() >= len(vl)):
+        raise InputError(f"indices out of range for a list of {len(vl)} videos")
+    idx = idx % max(len(vl), 1)
+    if len(np.unique(idx)) != len(idx):
+        raise InputError("indices repeat a video; a list may not hold a path twice")
+    digest = hashlib.sha256(vl.sha256.encode() + idx.tobytes()).hexdigest()
+    return VideoList(tuple(vl.paths[i] for i in idx), vl.labels[idx], vl.classes, vl.multilabel,
+                     f"subset({vl.source}, n={idx.size})", digest)
+
+
+# ----------------------------------------------------------------------------- UCF101
+
+@register_format("ucf101")
+def _read_ucf101(path: Path, *, classes=None, root=None) -> VideoList:
+    class_file = Path(classes) if isinstance(classes, (str, Path)) else path.parent / "classInd.txt"
+    if classes is not None and not isinstance(classes, (str, Path)):
+        names, class_bytes = _read_classes(classes), b""
+    else:
+        if not class_file.is_file():
+            raise InputError(f"{path}: no classInd.txt beside it; pass classes=")
+        names, class_bytes = _read_classes(class_file, one_based_index=True), class_file.read_bytes()
+    hasher = hashlib.sha256()
+    lines = _read_lines([path], hasher)[0]
+    hasher.update(class_bytes)
+    by_folder = {n.lower(): i for i, n in enumerate(names)}
+    paths, wheres, labels = [], [], []
+    for lineno, ln in lines:
+        where = f"{path}:{lineno}"
+        paths.append(ln.split()[0])
+        wheres.append(where)
+        labels.append(_ucf_label(ln, where, names, by_folder))
+    _nonempty(paths, path)
+    _check_unique(paths, wheres)
+    return VideoList(tuple(paths), np.array(labels, np.int32), names, False,
+                     f"ucf101:{path.resolve()}", hasher.hexdigest())
+
+
+def _ucf_label(ln: str, where: str, names, by_folder) -> int:
+    """0-based label of one UCF101 line; a given 1-based label must agree with the folder."""
+    parts = ln.split()
+    if len(parts) > 2:
+        raise InputError(f"{where}: expected 'path [label]', got {ln!r}")
+    from_path = _ucf_class_of_path(parts[0], by_folder)
+    if len(parts) == 1:
+        if from_path is None:
+            raise InputError(f"{where}: no label, and no known class in path {parts[0]!r}")
+        return from_path
+    lab = _parse_int(parts[1], where)
+    if not 1 <= lab <= len(names):
+        raise InputError(f"{where}: label {lab} out of range [1, {len(names)}] (UCF101 labels are 1-based)")
+    if from_path is not None and from_path != lab - 1:
+        raise InputError(f"{where}: label {lab} ({names[lab - 1]}) disagrees with the class "
+                         f"folder of {parts[0]!r} ({names[from_path]})")
+    return lab - 1
+
+
+def _ucf_class_of_path(p: str, by_folder: dict[str, int]) -> int | None:
+    """Class index from ``Class/v_Class_gNN_cNN.avi``; folder first, else the file name.
+
+    Matching is case-insensitive because the distributed file names spell
+    ``v_HandStandPushups_*`` while the class (and folder) is ``HandstandPushups``.
+    """
+    parts = p.replace("\\", "/").split("/")
+    if len(parts) > 1:
+        return by_folder.get(parts[-2].lower())
+    m = re.match(r"v_(.+)_g\d+_c\d+", parts[-1])
+    return by_folder.get(m.group(1).lower()) if m else None
+
+
+# ----------------------------------------------------------------------------- HMDB51
+
+def read_hmdb51_split(directory, *, split: int = 1, subset: str = "train", classes=None,
+                      root=None) -> VideoList:
+    """Gather the ``<class>_test_split<split>.txt`` files of ``directory``.
+
+    Lines are ``name 0|1|2`` (0 unused, 1 train, 2 test); the videos whose flag matches
+    ``subset`` are kept, in class then file order, as ``<class>/<name>``. Classes default
+    to the sorted class names of the split's files (51 for HMDB51); HMDB51 has no official
+    index order (CoViAR/DMC-Net scores use another), so ``classes`` (names or a file of
+    them, covering exactly the split's classes) may fix it. ``sha256`` hashes the split's
+    files in sorted file-name order.
+    """
+    directory = Path(directory)
+    if subset not in _HMDB_SUBSETS:
+        raise InputError(f"subset must be one of {sorted(_HMDB_SUBSETS)}, not {subset!r}")
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not a directory of HMDB51 split files")
+    files = sorted(p for p in directory.glob(f"*_test_split{split}.txt")
+                   if (m := _HMDB_FILE.match(p.name)) and int(m.group("k")) == split)
+    if not files:
+        raise InputError(f"{directory}: no *_test_split{split}.txt files")
+    found = [_HMDB_FILE.match(f.name).group("cls") for f in files]
+    names = _read_classes(classes) or tuple(found)
+    if set(names) != set(found):
+        raise InputError(f"{directory}: classes given {sorted(set(names) ^ set(found))} do not "
+                         f"match the split files")
+    hasher = hashlib.sha256()
+    want = _HMDB_SUBSETS[subset]
+    lines_of = dict(zip(found, _read_lines(files, hasher)))
+    paths, wheres, labels = [], [], []
+    for label, cls in enumerate(names):
+        f = directory / f"{cls}_test_split{split}.txt"
+        for lineno, ln in lines_of[cls]:
+            name, flag = _hmdb_line(ln, f"{f}:{lineno}")
+            if flag == want:
+                paths.append(f"{cls}/{name}")
+                wheres.append(f"{f}:{lineno}")
+                labels.append(label)
+    _nonempty(paths, f"{directory} split {split} {subset}")
+    _check_unique(paths, wheres)
+    vl = VideoList(tuple(paths), np.array(labels, np.int32), names, False,
+                   f"hmdb51:{directory.resolve()}:split{split}:{subset}", hasher.hexdigest())
+    if root is not None:
+        _check_exist(vl.paths, Path(root))
+    return vl
+
+
+def _hmdb_line(ln: str, where: str) -> tuple[str, int]:
+    parts = ln.split()
+    if len(parts) != 2:
+        raise InputError(f"{where}: expected 'name 0|1|2', got {ln!r}")
+    flag = _parse_int(parts[1], where, "split flag")
+    if flag not in (0, 1, 2):
+        raise InputError(f"{where}: split flag {flag} is not 0 (unused), 1 (train) or 2 (test)")
+    return parts[0], flag
+
+
+# ----------------------------------------------------------------------------- class folders
+
+@register_format("folder")
+def _read_folder(path: Path, *, classes=None, root=None) -> VideoList:
+    """``path/<class>/**/<video>``: classes sorted (or as ``classes`` orders them)."""
+    if not path.is_dir():
+        raise InputError(f"{path}: not a directory of class folders")
+    base = Path(root) if root is not None else path
+    try:
+        prefix = path.resolve().relative_to(base.resolve())
+    except ValueError:
+        raise InputError(f"folder {path} is not inside root {base}") from None
+    folders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = _read_classes(classes) or tuple(folders)
+    unknown = sorted(set(folders) - set(names))
+    if unknown:
+        raise InputError(f"{path}: class folders {unknown} are not among the given classes")
+    paths, labels = [], []
+    for label, name in enumerate(names):
+        vids = sorted(p for p in (path / name).rglob("*")
+                      if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()) if (path / name).is_dir() else []
+        if not vids:
+            log.warning("%s: class %r has no videos", path, name)
+        paths += [(prefix / p.relative_to(path)).as_posix() for p in vids]
+        labels += [label] * len(vids)
+    _nonempty(paths, path)
+    # no list file: hash the canonical listing, which is what a file written from it would hold
+    listing = "".join(f"{p} {lab}\n" for p, lab in zip(paths, labels)) + "".join(n + "\n" for n in names)
+    return VideoList(tuple(paths), np.array(labels, np.int32), names, False,
+                     f"folder:{path.resolve()}", hashlib.sha256(listing.encode()).hexdigest())

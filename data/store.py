@@ -1,0 +1,340 @@
+"""The feature store: one logical layout (GUIDE §2, schema version 1), two backends.
+
+``open_store(path, mode)`` picks the backend from the path (``*.zarr`` directory → Zarr,
+``*.h5``/``*.hdf5`` file → HDF5) or from ``format=``. Both implement :class:`Store`;
+``tests/test_store_contract.py`` runs one contract suite against each.
+
+Layout (V videos in list order, T positions, K crops, D features, C classes):
+
+==========================  =======================================  ===========================
+node                        shape, dtype                             written
+==========================  =======================================  ===========================
+root attrs                  schema, classes, settings, versions      at creation
+videos/path, videos/label   (V,) str; (V,) int32 or (V, C) uint8     at creation
+videos/status, error        (V,) uint8 0/1/2; (V,) str               last, per video
+videos/num_frames, fps      (V,) int32; (V,) float32                 per video
+frame_index                 (V, T) int32                             per video
+<stream>/features           (V, T, K, D) float16                     per video
+<stream>/logits             (V, T, K, C) float32                     per video, or by `head`
+<stream>/feature_maps       (V, T, K, h, w, d) float16 (optional)    per video
+motion                      (V, T) float32                           per video
+thumbnails                  (V, T, h, w, 3) uint8 (optional)         per video
+==========================  =======================================  ===========================
+
+Every per-video array is chunked one video per chunk, so writers of different videos never
+touch the same chunk (safe for concurrent shards on Zarr). ``videos/status`` is written after
+all of a video's rows: a reader trusts only rows whose status is DONE.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data.errors import SchemaError, StoreError, UnknownNameError
+
+SCHEMA_VERSION = 1
+PENDING, DONE, FAILED = 0, 1, 2
+STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+
+# Lazily imported backends (GUIDE §6.4): a missing optional library names what is available.
+_FORMATS = {"zarr": ("data.store_zarr", "ZarrStore"), "hdf5": ("data.store_hdf5", "HDF5Store")}
+_SUFFIXES = {".zarr": "zarr", ".h5": "hdf5", ".hdf5": "hdf5"}
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One stream's arrays: K crops, D features, C logits (0 = none yet), optional maps (h, w, d)."""
+
+    name: str
+    crops: int
+    dim: int
+    classes: int = 0
+    map_shape: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything fixed when a store is created."""
+
+    paths: tuple[str, ...]
+    labels: np.ndarray                       # (V,) int32 or (V, C) uint8
+    T: int
+    streams: tuple[StreamSpec, ...]
+    thumbnail_size: tuple[int, int] | None = None   # (h, w)
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.paths)
+
+
+@dataclass
+class VideoResult:
+    """What extraction produced for one video (shapes as in the module docstring, V dropped)."""
+
+    num_frames: int
+    fps: float
+    frame_index: np.ndarray                  # (T,) int32
+    motion: np.ndarray                       # (T,) float32
+    streams: dict[str, dict[str, np.ndarray]]  # name -> {"features", "logits"?, "feature_maps"?}
+    thumbnails: np.ndarray | None = None     # (T, h, w, 3) uint8
+
+
+def per_video_arrays(layout: Layout) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (row shape, dtype) of every per-video array the layout implies."""
+    T = layout.T
+    out = {"videos/num_frames": ((), "int32"), "videos/fps": ((), "float32"),
+           "frame_index": ((T,), "int32"), "motion": ((T,), "float32")}
+    for s in layout.streams:
+        out[f"{s.name}/features"] = ((T, s.crops, s.dim), "float16")
+        if s.classes:
+            out[f"{s.name}/logits"] = ((T, s.crops, s.classes), "float32")
+        if s.map_shape:
+            out[f"{s.name}/feature_maps"] = ((T, s.crops, *s.map_shape), "float16")
+    if layout.thumbnail_size:
+        out["thumbnails"] = ((T, *layout.thumbnail_size, 3), "uint8")
+    return out
+
+
+def result_rows(result: VideoResult) -> dict[str, np.ndarray]:
+    """Flatten a VideoResult into store array names -> one row each."""
+    rows = {"videos/num_frames": np.int32(result.num_frames), "videos/fps": np.float32(result.fps),
+            "frame_index": np.asarray(result.frame_index, np.int32),
+            "motion": np.asarray(result.motion, np.float32)}
+    for name, arrays in result.streams.items():
+        for key, value in arrays.items():
+            if value is not None:
+                rows[f"{name}/{key}"] = value
+    if result.thumbnails is not None:
+        rows["thumbnails"] = result.thumbnails
+    return rows
+
+
+class Store:
+    """Backend-independent API. Subclasses implement the ``_``-prefixed primitives."""
+
+    format = ""
+
+    def __init__(self, path, mode):
+        self.path, self.mode = Path(path), mode
+
+    # -- primitives each backend implements -----------------------------------------
+    def _read_row(self, name: str, i: int) -> np.ndarray: raise NotImplementedError
+    def _write_row(self, name: str, i: int, value) -> None: raise NotImplementedError
+    def _read_all(self, name: str) -> np.ndarray: raise NotImplementedError
+    def _shape(self, name: str) -> tuple[int, ...]: raise NotImplementedError
+    def _create_array(self, name, shape, dtype, chunks) -> None: raise NotImplementedError
+    def array_names(self) -> list[str]: raise NotImplementedError
+    @property
+    def attrs(self) -> dict: raise NotImplementedError
+    def set_attrs(self, values: dict) -> None: raise NotImplementedError
+    def close(self) -> None: pass
+
+    # -- shared behaviour --------------------------------------------------------------
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def num_videos(self) -> int:
+        return self._shape("videos/status")[0]
+
+    @property
+    def T(self) -> int:
+        return int(self.attrs["T"])
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(p) for p in self._read_all("videos/path")]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._read_all("videos/label")
+
+    @property
+    def streams(self) -> list[str]:
+        return [s["name"] for s in self.attrs.get("streams", [])]
+
+    def status(self) -> np.ndarray:
+        """(V,) uint8: 0 pending, 1 done, 2 failed."""
+        return np.asarray(self._read_all("videos/status"), dtype=np.uint8)
+
+    def errors(self) -> list[str]:
+        return [str(e) for e in self._read_all("videos/error")]
+
+    def done(self) -> np.ndarray:
+        """Indices of videos whose rows are complete."""
+        return np.flatnonzero(self.status() == DONE)
+
+    def has(self, name: str) -> bool:
+        return name in self.array_names()
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shape(name)
+
+    def read(self, name: str, i: int, *, require_done: bool = True) -> np.ndarray:
+        """One video's row of array ``name`` (e.g. ``"rgb/features"``)."""
+        if require_done and self._read_row("videos/status", i) != DONE:
+            raise StoreError(f"{self.path}: video {i} is not done (status "
+                             f"{STATUS_NAMES[int(self._read_row('videos/status', i))]})")
+        return np.asarray(self._read_row(name, i))
+
+    def read_rows(self, name: str, indices) -> np.ndarray:
+        """Stack rows of ``indices``. One read per row: faster than fancy indexing on both
+        backends (GUIDE §7)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        rows = [np.asarray(self._read_row(name, int(i))) for i in indices]
+        if not rows:
+            return np.zeros((0, *self._shape(name)[1:]), dtype=self.dtype(name))
+        return np.stack(rows)
+
+    def dtype(self, name: str) -> np.dtype:
+        return np.dtype(self.attrs["arrays"][name][1])
+
+    def write_video(self, i: int, result: VideoResult) -> None:
+        """Write every row of video ``i``, then mark it done (status last)."""
+        expected = self.attrs["arrays"]
+        rows = result_rows(result)
+        for name, value in rows.items():
+            if name not in expected:
+                raise StoreError(f"{self.path}: no array {name!r} in this store's layout")
+            value = np.asarray(value, dtype=expected[name][1])
+            if tuple(value.shape) != tuple(expected[name][0]):
+                raise StoreError(f"{self.path}: {name} row has shape {value.shape}, "
+                                 f"store expects {tuple(expected[name][0])}")
+            self._write_row(name, i, value)
+        missing = set(expected) - set(rows) - {n for n in expected if n.endswith("/logits")}
+        if missing:
+            raise StoreError(f"{self.path}: video {i} result lacks {sorted(missing)}")
+        self._write_row("videos/error", i, "")
+        self._write_row("videos/status", i, DONE)
+
+    def mark_failed(self, i: int, error: str) -> None:
+        self._write_row("videos/error", i, str(error))
+        self._write_row("videos/status", i, FAILED)
+
+    def add_logits(self, stream: str, logits: np.ndarray, provenance: dict, indices=None) -> None:
+        """Write per-frame logits (V, T, K, C) for ``stream`` (e.g. from ``framesel head``)
+        with their provenance; creates or replaces ``<stream>/logits``."""
+        name = f"{stream}/logits"
+        indices = self.done() if indices is None else np.asarray(indices)
+        V, T = self.num_videos, self.T
+        K, C = logits.shape[2], logits.shape[3]
+        arrays = dict(self.attrs["arrays"])
+        if name not in self.array_names() or tuple(self._shape(name)[1:]) != (T, K, C):
+            self._create_array(name, (V, T, K, C), "float32", (1, T, K, C))
+        arrays[name] = [[T, K, C], "float32"]
+        for row, i in zip(logits, indices):
+            self._write_row(name, int(i), np.asarray(row, np.float32))
+        prov = dict(self.attrs.get("logits_provenance", {}))
+        prov[stream] = provenance
+        self.set_attrs({"arrays": arrays, "logits_provenance": prov})
+
+    def identity(self) -> dict:
+        """What a checkpoint or report records to tie itself to this store."""
+        a = self.attrs
+        return {"path": str(self.path), "format": self.format, "schema": a.get("schema_version"),
+                "list_sha256": a.get("list_sha256"), "created": a.get("created"),
+                "config_sha256": a.get("config_sha256")}
+
+    # -- creation ------------------------------------------------------------------------
+    def _initialise(self, layout: Layout) -> None:
+        V = layout.num_videos
+        arrays = per_video_arrays(layout)
+        self._create_array("videos/path", (V,), "str", (max(V, 1),))
+        self._create_array("videos/error", (V,), "str", (1,))
+        self._create_array("videos/status", (V,), "uint8", (1,))
+        labels = np.asarray(layout.labels)
+        self._create_array("videos/label", labels.shape, labels.dtype.str, labels.shape or (1,))
+        for name, (row, dtype) in arrays.items():
+            self._create_array(name, (V, *row), dtype, (1, *row))
+        self._write_all("videos/path", np.asarray(layout.paths, dtype=object))
+        self._write_all("videos/label", labels)
+        attrs = dict(layout.attrs)
+        attrs.update(schema_version=SCHEMA_VERSION, T=layout.T,
+                     streams=[{"name": s.name, "crops": s.crops, "dim": s.dim, "classes": s.classes,
+                               "map_shape": list(s.map_shape) if s.map_shape else None}
+                              for s in layout.streams],
+                     thumbnail_size=list(layout.thumbnail_size) if layout.thumbnail_size else None,
+                     arrays={k: [list(v[0]), v[1]] for k, v in arrays.items()})
+        self.set_attrs(json.loads(json.dumps(attrs, default=_jsonable)))
+
+    def _write_all(self, name, values) -> None: raise NotImplementedError
+
+    def check_schema(self) -> None:
+        version = self.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SchemaError(f"{self.path}: store schema version {version!r}, this framesel reads "
+                              f"version {SCHEMA_VERSION}")
+
+
+def _jsonable(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.ndarray, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot record {type(obj).__name__} in store attributes")
+
+
+def format_for(path, format: str | None = None) -> str:
+    if format:
+        if format not in _FORMATS:
+            raise UnknownNameError("store format", format, _FORMATS)
+        return format
+    suffix = Path(path).suffix.lower()
+    return _SUFFIXES.get(suffix, "zarr")
+
+
+def _backend(format: str):
+    module, cls = _FORMATS[format]
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as err:
+        raise StoreError(f"store format {format!r} needs a library that is not installed ({err}); "
+                         f"available formats: {', '.join(_FORMATS)}") from err
+
+
+def open_store(path, mode: str = "r", *, format: str | None = None) -> Store:
+    """Open an existing store (``mode`` "r" or "a"). Raises StoreError if it is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"no store at {path}")
+    store = _backend(format_for(path, format))(path, mode)
+    store.check_schema()
+    return store
+
+
+def create_store(path, layout: Layout, *, format: str | None = None, exist_ok: bool = False) -> Store:
+    """Create a store atomically (built beside, then renamed into place), so two shards that
+    start at once end up sharing one store. With ``exist_ok``, an existing store is opened
+    instead — the caller then checks its settings match."""
+    return _backend(format_for(path, format)).create(Path(path), layout, exist_ok=exist_ok)
+
+
+def compare_stores(a: Store, b: Store, *, atol: float = 0.0) -> list[str]:
+    """Differences between two stores, array for array (empty list = equal)."""
+    diffs = []
+    names_a, names_b = set(a.array_names()), set(b.array_names())
+    if names_a != names_b:
+        diffs.append(f"arrays differ: only in a {sorted(names_a - names_b)}, only in b {sorted(names_b - names_a)}")
+    for name in sorted(names_a & names_b):
+        x, y = a._read_all(name), b._read_all(name)
+        if x.shape != y.shape:
+            diffs.append(f"{name}: shape {x.shape} vs {y.shape}")
+        elif x.dtype.kind in "fc":
+            if not np.allclose(x, y, atol=atol, rtol=0, equal_nan=True):
+                diffs.append(f"{name}: max abs difference {np.nanmax(np.abs(x.astype(np.float64) - y)):.3g}")
+        elif not np.array_equal(x.astype(object) if x.dtype.kind in "OTU" else x,
+                                y.astype(object) if y.dtype.kind in "OTU" else y):
+            diffs.append(f"{name}: values differ")
+    return diffs

@@ -1,0 +1,166 @@
+"""HDF5 backend: one file, one writer at a time (HDF5's own rule). Parallel jobs write one
+file per shard (``<stem>.shard-K-of-N.h5``) and ``framesel merge`` joins them."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from data.errors import StoreError
+from data.store import DONE, FAILED, Layout, Store
+
+_STR = h5py.string_dtype("utf-8")
+
+
+class HDF5Store(Store):
+    format = "hdf5"
+
+    def __init__(self, path, mode="r"):
+        super().__init__(path, mode)
+        try:
+            self.file = h5py.File(path, "r" if mode == "r" else "r+")
+        except OSError as err:
+            raise StoreError(f"cannot open HDF5 store {path}: {err}") from err
+        self._attrs = None
+
+    @classmethod
+    def create(cls, path: Path, layout: Layout, *, exist_ok=False) -> "HDF5Store":
+        if path.exists():
+            if exist_ok:
+                return cls(path, "a")
+            raise StoreError(f"{path} already exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        store = cls.__new__(cls)
+        Store.__init__(store, tmp, "a")
+        store.file, store._attrs = h5py.File(tmp, "w"), None
+        store._initialise(layout)
+        store.file.close()
+        try:
+            os.link(tmp, path)      # unlike rename, never replaces a file that appeared meanwhile
+        except FileExistsError:
+            if not exist_ok:
+                raise StoreError(f"{path} was created by another process meanwhile") from None
+        finally:
+            tmp.unlink()
+        return cls(path, "a")
+
+    def _create_array(self, name, shape, dtype, chunks):
+        if name in self.file:
+            del self.file[name]
+        if dtype == "str":
+            self.file.create_dataset(name, shape=shape, dtype=_STR, chunks=chunks if shape[0] else None)
+            return
+        compress = {} if len(shape) < 2 else {"compression": "lzf", "shuffle": True}
+        self.file.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks if shape[0] else None,
+                                 fillvalue=0, **compress)
+
+    def _dataset(self, name):
+        try:
+            return self.file[name]
+        except KeyError:
+            raise StoreError(f"{self.path}: no array {name!r}") from None
+
+    def _read_row(self, name, i):
+        ds = self._dataset(name)
+        return ds.asstr()[i] if ds.dtype == _STR else ds[i]
+
+    def _write_row(self, name, i, value):
+        self._dataset(name)[i] = value
+
+    def _read_all(self, name):
+        ds = self._dataset(name)
+        return np.asarray(ds.asstr()[...], dtype=object) if ds.dtype == _STR else ds[...]
+
+    def _write_all(self, name, values):
+        self._dataset(name)[...] = values
+
+    def _shape(self, name):
+        return tuple(self._dataset(name).shape)
+
+    def array_names(self):
+        names = []
+        self.file.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        return sorted(names)
+
+    @property
+    def attrs(self):
+        if self._attrs is None:
+            raw = self.file.attrs.get("framesel")
+            self._attrs = json.loads(raw) if raw is not None else {}
+        return self._attrs
+
+    def set_attrs(self, values):
+        merged = dict(self.attrs)
+        merged.update(values)
+        # One JSON attribute: HDF5 attributes cannot hold nested dicts, and JSON keeps both
+        # backends' attrs identical.
+        self.file.attrs["framesel"] = json.dumps(merged, sort_keys=True)
+        self._attrs = None
+
+    def close(self):
+        if self.file:
+            self.file.close()
+            self.file = None
+
+
+def shard_path(path, shard: int, num_shards: int) -> Path:
+    """Where shard K of N writes when the final store is the HDF5 file ``path``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.shard-{shard}-of-{num_shards}{path.suffix}")
+
+
+def merge_stores(sources, dest, *, layout_from=None) -> dict:
+    """Copy every done or failed video of each source into ``dest`` (created from the first
+    source's layout if missing). Sources must share settings. Returns counts."""
+    from data.store import open_store  # noqa: avoid import cycle at module load
+
+    srcs = [open_store(s, "r") for s in sources]
+    if not srcs:
+        raise StoreError("nothing to merge")
+    first = srcs[0]
+    key = {k: v for k, v in first.attrs.items() if k not in ("shard", "created")}
+    for s in srcs[1:]:
+        other = {k: v for k, v in s.attrs.items() if k not in ("shard", "created")}
+        if other != key:
+            raise StoreError(f"{s.path} was made with other settings than {first.path}; cannot merge")
+    dest = Path(dest)
+    from data.store import create_store, open_store as _open
+    if dest.exists():
+        out = _open(dest, "a")
+    else:
+        out = _copy_layout(first, dest, create_store)
+    counts = {"done": 0, "failed": 0}
+    names = [n for n in first.array_names() if not n.startswith("videos/") or n in
+             ("videos/num_frames", "videos/fps")]
+    for s in srcs:
+        status = s.status()
+        for i in np.flatnonzero(status == DONE):
+            for n in names:
+                out._write_row(n, int(i), s._read_row(n, int(i)))
+            out._write_row("videos/error", int(i), "")
+            out._write_row("videos/status", int(i), DONE)
+            counts["done"] += 1
+        for i in np.flatnonzero(status == FAILED):
+            if out.status()[i] != DONE:
+                out.mark_failed(int(i), s.errors()[i])
+                counts["failed"] += 1
+        s.close()
+    out.close()
+    return counts
+
+
+def _copy_layout(src: Store, dest: Path, create_store) -> Store:
+    from data.store import StreamSpec
+    a = src.attrs
+    streams = tuple(StreamSpec(s["name"], s["crops"], s["dim"], s["classes"],
+                               tuple(s["map_shape"]) if s["map_shape"] else None) for s in a["streams"])
+    attrs = {k: v for k, v in a.items() if k not in ("shard",)}
+    layout = Layout(paths=tuple(src.paths), labels=src.labels, T=a["T"], streams=streams,
+                    thumbnail_size=tuple(a["thumbnail_size"]) if a.get("thumbnail_size") else None,
+                    attrs=attrs)
+    return create_store(dest, layout)

@@ -1,0 +1,179 @@
+"""One contract, every backend (GUIDE §6.6): subclass StoreContract per format."""
+import numpy as np
+import pytest
+
+from data.errors import SchemaError, StoreError
+from data.store import (DONE, FAILED, PENDING, Layout, StreamSpec, VideoResult, compare_stores,
+                        create_store, open_store)
+
+T, K, D, C = 4, 2, 6, 3
+
+
+def make_layout(V=3, multilabel=False, maps=False, thumbs=False):
+    labels = (np.eye(C, dtype=np.uint8)[np.arange(V) % C] | np.eye(C, dtype=np.uint8)[(np.arange(V) + 1) % C]
+              if multilabel else (np.arange(V) % C).astype(np.int32))
+    streams = (StreamSpec("rgb", K, D, C, (2, 2, 5) if maps else None), StreamSpec("flow", K, D, 0))
+    return Layout(paths=tuple(f"class é/{i}.mp4" for i in range(V)), labels=labels, T=T, streams=streams,
+                  thumbnail_size=(8, 10) if thumbs else None,
+                  attrs={"classes": ["a", "b", "c"], "multilabel": multilabel, "flow": {"bound": 20.0}})
+
+
+def make_result(seed, maps=False, thumbs=False):
+    g = np.random.default_rng(seed)
+    streams = {"rgb": {"features": g.normal(size=(T, K, D)).astype(np.float16),
+                       "logits": g.normal(size=(T, K, C)).astype(np.float32)},
+               "flow": {"features": g.normal(size=(T, K, D)).astype(np.float16)}}
+    if maps:
+        streams["rgb"]["feature_maps"] = g.normal(size=(T, K, 2, 2, 5)).astype(np.float16)
+    return VideoResult(num_frames=30 + seed, fps=25.0, frame_index=np.arange(T, dtype=np.int32) * 3 + seed,
+                       motion=g.random(T).astype(np.float32), streams=streams,
+                       thumbnails=g.integers(0, 255, (T, 8, 10, 3), dtype=np.uint8) if thumbs else None)
+
+
+class StoreContract:
+    suffix = ""
+
+    def path(self, tmp_path, name="s"):
+        return tmp_path / f"{name}{self.suffix}"
+
+    def test_create_and_reopen(self, tmp_path):
+        p = self.path(tmp_path)
+        create_store(p, make_layout()).close()
+        with open_store(p) as s:
+            assert s.format == self.format
+            assert s.num_videos == 3 and s.T == T
+            assert s.paths == [f"class é/{i}.mp4" for i in range(3)]
+            assert s.labels.tolist() == [0, 1, 2]
+            assert s.status().tolist() == [PENDING] * 3
+            assert s.attrs["classes"] == ["a", "b", "c"] and s.attrs["flow"] == {"bound": 20.0}
+            assert s.streams == ["rgb", "flow"]
+            assert s.shape("rgb/features") == (3, T, K, D)
+            assert s.dtype("rgb/features") == np.float16
+
+    def test_multilabel_labels(self, tmp_path):
+        p = self.path(tmp_path)
+        create_store(p, make_layout(multilabel=True)).close()
+        with open_store(p) as s:
+            assert s.labels.shape == (3, C) and s.labels.dtype == np.uint8
+            assert s.labels.sum(1).tolist() == [2, 2, 2]
+
+    def test_write_then_read(self, tmp_path):
+        p = self.path(tmp_path)
+        with create_store(p, make_layout(maps=True, thumbs=True)) as s:
+            r = make_result(1, maps=True, thumbs=True)
+            s.write_video(1, r)
+        with open_store(p) as s:
+            assert s.status().tolist() == [PENDING, DONE, PENDING]
+            assert s.done().tolist() == [1]
+            np.testing.assert_array_equal(s.read("rgb/features", 1), r.streams["rgb"]["features"])
+            np.testing.assert_array_equal(s.read("rgb/logits", 1), r.streams["rgb"]["logits"])
+            np.testing.assert_array_equal(s.read("rgb/feature_maps", 1), r.streams["rgb"]["feature_maps"])
+            np.testing.assert_array_equal(s.read("thumbnails", 1), r.thumbnails)
+            np.testing.assert_array_equal(s.read("frame_index", 1), r.frame_index)
+            assert int(s.read("videos/num_frames", 1)) == 31
+            assert s.read_rows("motion", [1]).shape == (1, T)
+            with pytest.raises(StoreError, match="not done"):
+                s.read("rgb/features", 0)
+
+    def test_failure_is_recorded(self, tmp_path):
+        p = self.path(tmp_path)
+        with create_store(p, make_layout()) as s:
+            s.mark_failed(2, "x.mp4: decoded 0 frames")
+        with open_store(p) as s:
+            assert s.status()[2] == FAILED
+            assert s.errors()[2] == "x.mp4: decoded 0 frames"
+
+    def test_wrong_shape_rejected(self, tmp_path):
+        with create_store(self.path(tmp_path), make_layout()) as s:
+            r = make_result(0)
+            r.streams["rgb"]["features"] = r.streams["rgb"]["features"][:2]
+            with pytest.raises(StoreError, match="shape"):
+                s.write_video(0, r)
+            assert s.status()[0] == PENDING
+
+    def test_unknown_array_rejected(self, tmp_path):
+        with create_store(self.path(tmp_path), make_layout()) as s:
+            r = make_result(0)
+            r.streams["depth"] = {"features": np.zeros((T, K, D))}
+            with pytest.raises(StoreError, match="depth"):
+                s.write_video(0, r)
+
+    def test_create_existing(self, tmp_path):
+        p = self.path(tmp_path)
+        create_store(p, make_layout()).close()
+        with pytest.raises(StoreError, match="exists"):
+            create_store(p, make_layout())
+        create_store(p, make_layout(), exist_ok=True).close()
+
+    def test_missing_store(self, tmp_path):
+        with pytest.raises(StoreError, match="no store"):
+            open_store(self.path(tmp_path, "nope"))
+        with pytest.raises(OSError):        # typed errors also subclass builtins
+            open_store(self.path(tmp_path, "nope"))
+
+    def test_schema_version_checked(self, tmp_path):
+        p = self.path(tmp_path)
+        with create_store(p, make_layout()) as s:
+            s.set_attrs({"schema_version": 99})
+        with pytest.raises(SchemaError, match="99"):
+            open_store(p)
+
+    def test_add_logits_with_provenance(self, tmp_path):
+        p = self.path(tmp_path)
+        with create_store(p, make_layout()) as s:
+            for i in range(3):
+                s.write_video(i, make_result(i))
+            logits = np.random.default_rng(0).normal(size=(3, T, K, 5)).astype(np.float32)
+            s.add_logits("flow", logits, {"by": "framesel head", "seed": 0})
+        with open_store(p) as s:
+            np.testing.assert_array_equal(s.read_rows("flow/logits", [0, 1, 2]), logits)
+            assert s.attrs["logits_provenance"]["flow"]["seed"] == 0
+
+    def test_compare(self, tmp_path):
+        a, b = self.path(tmp_path, "a"), self.path(tmp_path, "b")
+        for p in (a, b):
+            with create_store(p, make_layout()) as s:
+                s.write_video(0, make_result(0))
+        with open_store(a) as x, open_store(b) as y:
+            assert compare_stores(x, y) == []
+        with open_store(b, "a") as y:
+            y.write_video(1, make_result(1))
+        with open_store(a) as x, open_store(b) as y:
+            assert any("rgb/features" in d for d in compare_stores(x, y))
+
+
+class TestZarr(StoreContract):
+    suffix, format = ".zarr", "zarr"
+
+
+class TestHDF5(StoreContract):
+    suffix, format = ".h5", "hdf5"
+
+
+def test_zarr_and_hdf5_hold_the_same(tmp_path):
+    stores = []
+    for suffix in (".zarr", ".h5"):
+        s = create_store(tmp_path / f"x{suffix}", make_layout())
+        s.write_video(0, make_result(0))
+        s.mark_failed(1, "bad")
+        stores.append(s)
+    assert compare_stores(*stores) == []
+    assert stores[0].attrs == stores[1].attrs
+
+
+def test_hdf5_shards_merge(tmp_path):
+    from data.store_hdf5 import merge_stores, shard_path
+    final = tmp_path / "m.h5"
+    parts = [shard_path(final, k, 2) for k in (1, 2)]
+    assert parts[0].name == "m.shard-1-of-2.h5"
+    for k, p in enumerate(parts):
+        with create_store(p, make_layout()) as s:
+            for i in range(k, 3, 2):
+                s.write_video(i, make_result(i))
+    counts = merge_stores(parts, final)
+    assert counts == {"done": 3, "failed": 0}
+    ref = create_store(tmp_path / "ref.h5", make_layout())
+    for i in range(3):
+        ref.write_video(i, make_result(i))
+    with open_store(final) as m:
+        assert compare_stores(m, ref) == []
