@@ -117,7 +117,6 @@ def register_format(name: str):
             raise ValueError(f"list format {name!r} is already registered")
         _READERS[name] = fn
         return fn
-
     return deco
 
 
@@ -219,8 +218,8 @@ def _read_classes(classes, *, one_based_index: bool = False) -> tuple[str, ...] 
         names = [str(c) for c in classes]
     if not names:
         raise InputError(f"no class names in {classes!r}")
-    dup = _first_duplicate(names)
-    if dup is not None:
+    if len(set(names)) != len(names):
+        dup = next(n for i, n in enumerate(names) if n in names[:i])
         raise InputError(f"class name {dup!r} appears twice in {classes!r}")
     return tuple(names)
 
@@ -238,15 +237,6 @@ def _parse_class_ind(f: Path, lines) -> list[str]:
             raise InputError(f"{where}: class index {idx}, expected {len(names) + 1} (1-based, in order)")
         names.append(parts[1])
     return names
-
-
-def _first_duplicate(items):
-    seen = set()
-    for x in items:
-        if x in seen:
-            return x
-        seen.add(x)
-    return None
 
 
 def _check_unique(paths: list[str], linenos: list[str]):
@@ -440,7 +430,7 @@ def read_hmdb51_split(directory, *, split: int = 1, subset: str = "train", class
     if not files:
         raise InputError(f"{directory}: no *_test_split{split}.txt files")
     found = [_HMDB_FILE.match(f.name).group("cls") for f in files]
-    names = _read_classes(classes) or tuple(found)
+    names = _read_classes(classes) or tuple(sorted(found))  # by name, not by file name
     if set(names) != set(found):
         raise InputError(f"{directory}: classes given {sorted(set(names) ^ set(found))} do not "
                          f"match the split files")
