@@ -1,0 +1,71 @@
+"""From a store to the agents' ``States``: which rows a list names, and their tensors."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from agents.base import States
+from data.errors import InputError, StoreError
+from data.lists import VideoList
+from data.store import DONE, Store
+
+log = logging.getLogger(__name__)
+
+
+def rows_for_list(store: Store, videos: VideoList) -> np.ndarray:
+    """Store rows of the videos a list names, in list order. Videos absent from the store
+    are an error; videos present but not done (failed, pending) are left out with a warning."""
+    index = {p: i for i, p in enumerate(store.paths)}
+    missing = [p for p in videos.paths if p not in index]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(videos.paths)} videos of {videos.source} are not in "
+                         f"{store.path}, e.g. {', '.join(missing[:3])}")
+    rows = np.array([index[p] for p in videos.paths], dtype=np.int64)
+    status = store.status()[rows]
+    if (status != DONE).any():
+        log.warning("%d of %d videos of %s are not done in %s (failed or pending); leaving them out",
+                    int((status != DONE).sum()), len(rows), videos.source, store.path)
+    rows = rows[status == DONE]
+    if not len(rows):
+        raise StoreError(f"no video of {videos.source} is done in {store.path}")
+    return rows
+
+
+def load_states(store: Store, stream: str, rows, *, observer: str | None = None,
+                feature_maps: bool = False, require_logits: bool = True) -> States:
+    """States of ``rows`` for ``stream``: features (V,T,K,D) float32, logits (V,T,K,C),
+    labels, motion, optional observer features and feature maps."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if stream not in store.streams:
+        raise InputError(f"{store.path} has no stream {stream!r}; it has {', '.join(store.streams)}")
+    feats = store.read_rows(f"{stream}/features", rows).astype(np.float32)
+    if store.has(f"{stream}/logits"):
+        logits = store.read_rows(f"{stream}/logits", rows).astype(np.float32)
+    elif require_logits:
+        raise StoreError(f"{store.path} has no logits for stream {stream!r}: its backbone has no head "
+                         f"for these classes; run `framesel head {store.path} --train LIST` first")
+    else:
+        logits = np.zeros((*feats.shape[:3], len(store.attrs.get("classes", [])) or 1), np.float32)
+    labels = store.labels[rows]
+    multilabel = bool(store.attrs.get("multilabel"))
+    maps = None
+    if feature_maps:
+        if not store.has(f"{stream}/feature_maps"):
+            raise StoreError(f"{store.path} has no {stream}/feature_maps; extract with --feature-maps")
+        maps = torch.from_numpy(store.read_rows(f"{stream}/feature_maps", rows).astype(np.float32))
+    obs = None
+    if observer:
+        obs = torch.from_numpy(store.read_rows(f"{observer}/features", rows).astype(np.float32))
+    return States(features=torch.from_numpy(feats), logits=torch.from_numpy(logits),
+                  labels=torch.from_numpy(labels.astype(np.float32 if multilabel else np.int64)),
+                  motion=torch.from_numpy(store.read_rows("motion", rows).astype(np.float32)),
+                  feature_maps=maps, observer=obs, video_ids=rows, multilabel=multilabel)
+
+
+def head_logits_ok(store: Store, stream: str) -> bool:
+    """True when the stream's logits are over the dataset's classes (not ImageNet's 1000)."""
+    if not store.has(f"{stream}/logits"):
+        return False
+    return store.shape(f"{stream}/logits")[-1] == len(store.attrs.get("classes", []))

@@ -1,0 +1,263 @@
+"""Batch extraction: a list of videos → one store, sharded, parallel, resumable.
+
+Guarantees (each tested for real in tests/test_extract_run.py):
+- a failed video is recorded with its cause in ``videos/error`` and the run goes on;
+- ``shard=(k, n)`` takes videos i with i % n == k - 1, so N array jobs cover the list
+  exactly once; concurrent shards share one Zarr store (one chunk per video) or write one
+  HDF5 file each (``*.shard-k-of-n.h5``) to be joined by ``framesel merge``;
+- a killed run started again does only what is not DONE (FAILED too with
+  ``retry_failed``) and ends with the same arrays as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from data import __version__
+from data.errors import InputError, StoreError, VideoError
+from data.lists import VideoList, read_hmdb51_split, read_list
+from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_for
+from extract.video import Models, VideoSettings, extract_video
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    list_path: str
+    out: str
+    root: str = "."
+    list_format: str = "auto"
+    classes_file: str | None = None
+    hmdb51: tuple[int, str] = (1, "test")  # (split, subset) when list_format is hmdb51
+    format: str | None = None            # zarr | hdf5 (default from the suffix of out)
+    settings: VideoSettings = field(default_factory=VideoSettings)
+    shard: tuple[int, int] = (1, 1)      # (k, n), 1-based k
+    workers: int = 1
+    device: str = "cpu"
+    threads: int = 0                     # torch/OpenCV threads per worker; 0 = cores / workers
+    retry_failed: bool = False
+    quiet: bool = False
+    command: str = ""
+
+
+@dataclass
+class Summary:
+    store: str
+    total: int = 0                  # videos in this shard
+    done: int = 0                   # done now (this run or earlier)
+    failed: int = 0
+    processed: int = 0              # by this run
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.done == self.total
+
+    def text(self) -> str:
+        rate = self.processed / self.seconds if self.seconds else 0.0
+        lines = [f"{self.store}: {self.done}/{self.total} done, {self.failed} failed "
+                 f"({self.processed} processed in {self.seconds:.1f} s, {rate:.2f} videos/s)"]
+        lines += [f"  FAILED {p}: {e}" for p, e in self.failures]
+        return "\n".join(lines)
+
+
+def load_list(cfg: ExtractConfig) -> VideoList:
+    if cfg.list_format == "hmdb51":
+        split, subset = cfg.hmdb51
+        return read_hmdb51_split(cfg.list_path, split=split, subset=subset, classes=cfg.classes_file)
+    return read_list(cfg.list_path, fmt=cfg.list_format, classes=cfg.classes_file)
+
+
+def shard_indices(num_videos: int, shard: tuple[int, int]) -> np.ndarray:
+    """Videos of shard k of n (1-based k): i % n == k - 1 (round robin balances lengths)."""
+    k, n = shard
+    if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
+        raise InputError(f"shard must be K/N with 1 <= K <= N, got {k}/{n}")
+    return np.arange(k - 1, num_videos, n)
+
+
+def store_path(cfg: ExtractConfig) -> Path:
+    """HDF5 has a single writer, so each of several shards writes its own file."""
+    out = Path(cfg.out)
+    if format_for(out, cfg.format) == "hdf5" and cfg.shard[1] > 1:
+        from data.store_hdf5 import shard_path
+        return shard_path(out, *cfg.shard)
+    return out
+
+
+def run_extraction(cfg: ExtractConfig) -> Summary:
+    """Extract every pending video of the shard into the store; see the module docstring."""
+    videos = load_list(cfg)
+    _check_settings(cfg)
+    _check_root(cfg, videos)
+    _set_threads(cfg)
+    C = len(videos.classes)
+    models = Models(cfg.settings, cfg.device, C) if cfg.workers <= 1 else None
+    describe = (models or Models(cfg.settings, "cpu", C)).describe()
+    path = store_path(cfg)
+    store = create_store(path, _layout(cfg, videos, describe), format=cfg.format, exist_ok=True)
+    try:
+        _check_compatible(store, cfg, videos)
+        mine = shard_indices(len(videos.paths), cfg.shard)
+        status = store.status()
+        redo = (status[mine] == 0) | ((status[mine] == FAILED) & cfg.retry_failed)
+        todo = mine[redo]
+        summary = Summary(store=str(path), total=len(mine))
+        t0 = time.perf_counter()
+        for i, outcome in _outcomes(cfg, videos, todo, models):
+            _record(store, i, outcome, videos.paths[i])
+            summary.processed += 1
+        summary.seconds = time.perf_counter() - t0
+        status, errors = store.status(), store.errors()
+        summary.done = int((status[mine] == DONE).sum())
+        summary.failed = int((status[mine] == FAILED).sum())
+        summary.failures = [(videos.paths[i], errors[i]) for i in mine if status[i] == FAILED]
+        return summary
+    finally:
+        store.close()
+
+
+def _outcomes(cfg, videos: VideoList, todo, models):
+    """Yield (index, VideoResult | VideoError) in completion order, with a progress bar."""
+    from tqdm import tqdm
+
+    quiet = cfg.quiet or bool(os.environ.get("CI"))
+    bar = tqdm(total=len(todo), unit="video", desc="extract", disable=quiet, dynamic_ncols=True)
+    root = Path(cfg.root)
+    try:
+        if cfg.workers <= 1:
+            for i in todo:
+                yield int(i), _safe_extract(str(root / videos.paths[i]), cfg.settings, models)
+                bar.update()
+            return
+        ctx = get_context("spawn")   # fork after torch/OpenCV started threads can deadlock
+        with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(cfg, len(videos.classes))) as pool:
+            futures = {pool.submit(_worker_extract, str(root / videos.paths[i])): int(i) for i in todo}
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+                bar.update()
+    finally:
+        bar.close()
+
+
+def _safe_extract(path, settings, models):
+    try:
+        return extract_video(path, settings, models)
+    except VideoError as err:
+        return err
+    except Exception as err:  # noqa: BLE001 - one bad video must not end the run; cause is kept
+        log.exception("unexpected failure on %s", path)
+        return VideoError(path, f"{type(err).__name__}: {err}")
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(cfg: ExtractConfig, num_classes: int) -> None:
+    _set_threads(cfg)
+    _WORKER["settings"] = cfg.settings
+    _WORKER["models"] = Models(cfg.settings, cfg.device, num_classes)
+
+
+def _worker_extract(path):
+    return _safe_extract(path, _WORKER["settings"], _WORKER["models"])
+
+
+def _record(store, i: int, outcome, path: str) -> None:
+    if isinstance(outcome, VideoError):
+        log.warning("failed: %s", outcome)
+        store.mark_failed(i, str(outcome))
+        return
+    result, notes = outcome
+    if notes:
+        log.info("%s: %s", path, "; ".join(notes))
+    store.write_video(i, result)
+
+
+def _set_threads(cfg: ExtractConfig) -> None:
+    import cv2
+    import torch
+
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+def _check_settings(cfg: ExtractConfig) -> None:
+    s = cfg.settings
+    if s.crops not in (1, 3, 10):
+        raise InputError(f"--crops must be 1, 3 or 10, not {s.crops}")
+    if s.frames < 1 or s.flow_stack < 1:
+        raise InputError("--frames and --flow-stack must be >= 1")
+    if "flow" in s.streams and s.flow is None:
+        raise InputError("the flow stream needs a flow algorithm (--flow none allows --streams rgb only)")
+    if cfg.workers < 1:
+        raise InputError("--workers must be >= 1")
+
+
+def _check_root(cfg: ExtractConfig, videos: VideoList) -> None:
+    """A wrong --root fails once, here; a few missing videos are recorded as failed later."""
+    root = Path(cfg.root)
+    if videos.paths and not any((root / p).exists() for p in videos.paths[:1000]):
+        raise InputError(f"none of the videos of {cfg.list_path} exists under --root {root} "
+                         f"(e.g. {root / videos.paths[0]})")
+
+
+def _layout(cfg: ExtractConfig, videos: VideoList, describe: dict) -> Layout:
+    s = cfg.settings
+    specs = []
+    for stream in s.streams:
+        d = describe[stream]
+        maps = tuple(d["feature_map_shape"]) if s.feature_maps else None
+        classes = d["num_classes"] if d["logits_stored"] else 0
+        specs.append(StreamSpec(stream, s.crops, d["feature_dim"], classes, maps))
+    return Layout(paths=tuple(videos.paths), labels=videos.labels, T=s.frames, streams=tuple(specs),
+                  thumbnail_size=s.thumbnail_size, attrs=_attrs(cfg, videos, describe))
+
+
+def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:
+    import cv2
+    import torch
+    from extract.decode import ffmpeg_version
+
+    s = cfg.settings
+    return {
+        "classes": list(videos.classes), "multilabel": bool(videos.multilabel),
+        "flow_stack": s.flow_stack, "crops": s.crops, "frame_size": list(s.size),
+        "backbone": describe, "flow": s.flow.as_dict() if s.flow else None,
+        "sampling": {"rule": "TSN test: centre of each of T equal segments of the valid start range",
+                     "short_video": "positions repeat; flow stacks are clamped to the last frames",
+                     "last_position": "a stack needs L+1 frames; n decoded frames give n-1 flow fields"},
+        "settings": s.record(), "config_sha256": s.sha256(),
+        "list": {"path": str(cfg.list_path), "format": cfg.list_format, "source": videos.source},
+        "list_sha256": videos.sha256, "root": str(cfg.root),
+        "versions": {"framesel": __version__, "torch": torch.__version__, "opencv": cv2.__version__,
+                     "ffmpeg": ffmpeg_version(), "numpy": np.__version__, "python": platform.python_version()},
+        "command": cfg.command or " ".join(sys.argv),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _check_compatible(store, cfg: ExtractConfig, videos: VideoList) -> None:
+    """Resuming or joining a store made with other settings or another list would mix rows."""
+    a = store.attrs
+    if a.get("config_sha256") != cfg.settings.sha256():
+        theirs, ours = a.get("settings", {}), cfg.settings.record()
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise StoreError(f"{store.path} was made with other settings (differ: {', '.join(diff)}); "
+                         "use another --out or the same options")
+    if a.get("list_sha256") != videos.sha256:
+        raise StoreError(f"{store.path} was made from another video list; use another --out")

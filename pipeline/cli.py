@@ -1,0 +1,238 @@
+"""The ``framesel`` command: thin click commands that build a config and call one library
+function (GUIDE §1, §6.10). Domain errors become ClickException at this edge."""
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from functools import wraps
+
+import click
+
+from data.errors import FrameselError
+
+
+def _command_line() -> str:
+    return "framesel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def domain_errors(fn):
+    """Turn framesel's typed errors into a clean one-line error and exit code 1."""
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FrameselError as err:
+            raise click.ClickException(str(err)) from err
+    return wrapper
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="framesel")
+def main(verbose):
+    """framesel: which frames of a video matter.
+
+    Extract two-stream backbone features once (extract), then train and evaluate
+    frame-selection agents on them (head, train, evaluate). `framesel demo` runs it all.
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _shard(ctx, param, value):
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("expected K/N, e.g. 3/10") from None
+    if not 1 <= k <= n:
+        raise click.BadParameter("K must be between 1 and N")
+    return k, n
+
+
+def _checkpoints(ctx, param, values):
+    out = []
+    for v in values:
+        stream, _, path = v.rpartition("=")
+        out.append((stream or "rgb", path))
+    return tuple(out)
+
+
+@main.command()
+@click.argument("list_path", metavar="LIST", type=click.Path(exists=True))
+@click.option("--root", default=".", type=click.Path(exists=True, file_okay=False),
+              help="Directory the list's paths are relative to.")
+@click.option("--out", required=True, type=click.Path(), help="Store to write: DIR.zarr or FILE.h5.")
+@click.option("--format", "fmt", type=click.Choice(["zarr", "hdf5"]), default=None,
+              help="Store format (default: from the suffix of --out; zarr otherwise).")
+@click.option("--list-format", default="auto", type=click.Choice(["auto", "mmaction2", "ucf101", "hmdb51", "folder"]))
+@click.option("--hmdb51-split", default=1, show_default=True, help="With --list-format hmdb51: split k.")
+@click.option("--hmdb51-subset", default="test", show_default=True, type=click.Choice(["train", "test"]))
+@click.option("--classes", "classes_file", type=click.Path(exists=True), help="Class names, one a line (0-based).")
+@click.option("--frames", default=25, show_default=True, help="T positions per video (TSN segments).")
+@click.option("--flow-stack", default=5, show_default=True, help="L flow pairs per position.")
+@click.option("--flow", "flow_algo", default="tvl1", show_default=True,
+              type=click.Choice(["tvl1", "farneback", "dis", "tvl1-torch", "none"]))
+@click.option("--flow-param", multiple=True, metavar="NAME=VALUE", help="Override a flow parameter, e.g. epsilon=0.05.")
+@click.option("--quantize-flow/--no-quantize-flow", default=False, help="Map flow to uint8 like TSN's JPEGs.")
+@click.option("--crops", default=10, show_default=True, type=click.Choice(["1", "3", "10"]), help="Crops per position.")
+@click.option("--backbone", default="efficientnet_lite0", show_default=True)
+@click.option("--checkpoint", multiple=True, callback=_checkpoints, metavar="[STREAM=]PATH",
+              help="Fine-tuned weights (with head) for a stream; plain PATH means rgb.")
+@click.option("--streams", default="rgb,flow", show_default=True)
+@click.option("--feature-maps/--no-feature-maps", default=False, help="Also store conv maps (glimpse agent).")
+@click.option("--thumbnails/--no-thumbnails", default=True, help="Store small frames for reports.")
+@click.option("--shard", default="1/1", callback=_shard, help="Process shard K of N (array jobs).")
+@click.option("--workers", default=1, show_default=True, help="Processes on this machine.")
+@click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--retry-failed", is_flag=True, help="Try videos that failed before again.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@domain_errors
+def extract(list_path, root, out, fmt, list_format, hmdb51_split, hmdb51_subset, classes_file, frames, flow_stack, flow_algo,
+            flow_param, quantize_flow, crops, backbone, checkpoint, streams, feature_maps, thumbnails,
+            shard, workers, device, batch_size, retry_failed, quiet):
+    """Decode, sample, compute flow and run the frozen backbone for every video of LIST."""
+    from extract.flow import FlowConfig
+    from extract.run import ExtractConfig, run_extraction
+    from extract.video import VideoSettings
+
+    flow = None if flow_algo == "none" else FlowConfig(
+        algorithm=flow_algo, quantize=quantize_flow, params=tuple(_parse_params(flow_param)))
+    settings = VideoSettings(frames=frames, flow_stack=flow_stack, crops=int(crops),
+                             streams=tuple(s.strip() for s in streams.split(",") if s.strip()),
+                             backbone=backbone, checkpoints=checkpoint, flow=flow,
+                             feature_maps=feature_maps, thumbnail_size=(48, 64) if thumbnails else None,
+                             batch_size=batch_size)
+    cfg = ExtractConfig(list_path=list_path, out=out, root=root, list_format=list_format,
+                        classes_file=classes_file, hmdb51=(hmdb51_split, hmdb51_subset), format=fmt, settings=settings, shard=shard,
+                        workers=workers, device=device, retry_failed=retry_failed, quiet=quiet,
+                        command=_command_line())
+    summary = run_extraction(cfg)
+    click.echo(summary.text(), err=not summary.ok)
+    if not summary.ok:
+        sys.exit(1)
+
+
+def _parse_params(items):
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--flow-param")
+        try:
+            yield name, json.loads(value)
+        except json.JSONDecodeError:
+            yield name, value
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@domain_errors
+def info(store_path, as_json):
+    """Summarise a store: videos done/failed/pending, streams, shapes, settings."""
+    from data.inspect import format_summary, summarize
+    from data.store import open_store
+
+    with open_store(store_path) as store:
+        summary = summarize(store)
+    click.echo(json.dumps(summary, indent=2, default=str) if as_json else format_summary(summary))
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
+@domain_errors
+def check(store_path):
+    """Validate a store (schema, shapes, counts, NaNs); exit 1 if anything is wrong."""
+    from data.inspect import check_store
+    from data.store import open_store
+
+    with open_store(store_path) as store:
+        problems = check_store(store)
+    for p in problems:
+        click.echo(f"PROBLEM {p}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{store_path}: OK")
+
+
+@main.command()
+@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(), help="The merged HDF5 store.")
+@domain_errors
+def merge(shards, out):
+    """Join the per-shard HDF5 files of an array job into one store."""
+    from data.store_hdf5 import merge_stores
+
+    counts = merge_stores(shards, out)
+    click.echo(f"{out}: merged {counts['done']} done and {counts['failed']} failed videos "
+               f"from {len(shards)} shard files")
+
+
+def _overrides(items):
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--set")
+        try:
+            out.append((name.replace("-", "_"), json.loads(value)))
+        except json.JSONDecodeError:
+            out.append((name.replace("-", "_"), value))
+    return tuple(out)
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
+@click.option("--train", "train_list", required=True, type=click.Path(exists=True), help="Training videos (a list).")
+@click.option("--streams", default="", help="Comma-separated streams (default: all).")
+@click.option("--hidden", default=0, show_default=True, help="Hidden units (0 = linear head, as TSN).")
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
+@click.option("--quiet", is_flag=True)
+@domain_errors
+def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, quiet):
+    """Train the classifier CL on cached features and write per-frame logits into STORE."""
+    from agents.head import HeadConfig
+    from agents.stage import HeadStageConfig, run_head
+
+    cfg = HeadStageConfig(store=store_path, train_list=train_list,
+                          streams=tuple(s for s in streams.split(",") if s),
+                          head=HeadConfig(hidden=hidden, epochs=epochs, lr=lr, seed=seed),
+                          device=device, quiet=quiet, command=_command_line())
+    for stream, prov in run_head(cfg).items():
+        click.echo(f"{stream}: head trained on {prov['num_train']} videos, train accuracy "
+                   f"{prov['final_train_accuracy']:.3f}; logits written to {store_path}")
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
+@click.option("--agent", "agent_name", required=True, help="as | dsn | tattn | rtsae | glimpse")
+@click.option("--train", "train_list", required=True, type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(), help="Checkpoint to write (resumed if present).")
+@click.option("--stream", default="rgb", show_default=True)
+@click.option("--observer", default=None, help="dsn: the cheap stream its observer reads.")
+@click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
+              help="Override an agent option (default: the paper's), e.g. --set epochs=10.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
+@click.option("--quiet", is_flag=True)
+@domain_errors
+def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, device, quiet):
+    """Train a selection agent on the cached states of STORE."""
+    from agents.stage import TrainStageConfig, run_train
+
+    cfg = TrainStageConfig(store=store_path, agent=agent_name, train_list=train_list, out=out,
+                           stream=stream, observer=observer, overrides=_overrides(overrides),
+                           seed=seed, device=device, quiet=quiet, command=_command_line())
+    agent = run_train(cfg)
+    last = agent.history[-1] if agent.history else {}
+    click.echo(f"{agent_name} ({stream}) trained: {len(agent.history)} epochs, last "
+               + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,58 @@
+"""Shared test helpers: real tiny videos written with the ffmpeg binary imageio-ffmpeg ships."""
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(*parts) -> Path:
+    """A path under ../shared/data, or skip the test with the reason."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} is absent: the real data sits beside the checkout as ../shared/data "
+                    "(development and CI only)")
+    return p
+
+
+def write_video(path, frames: np.ndarray, fps: float = 25.0, codec: str = "libx264rgb") -> Path:
+    """Encode (N, H, W, 3) uint8 RGB frames losslessly (libx264rgb -qp 0, or ffv1)."""
+    import imageio_ffmpeg
+
+    n, h, w, _ = frames.shape
+    args = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+            "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", codec]
+    args += ["-qp", "0", "-preset", "ultrafast"] if codec == "libx264rgb" else []
+    subprocess.run([*args, str(path)], input=np.ascontiguousarray(frames).tobytes(), check=True,
+                   capture_output=True)
+    return Path(path)
+
+
+def moving_texture(n=12, h=256, w=340, shift=(2, 1), seed=0) -> np.ndarray:
+    """(n, h, w, 3) uint8: a smooth random texture translating by ``shift`` px per frame."""
+    import cv2
+
+    g = np.random.default_rng(seed)
+    big = cv2.GaussianBlur(g.integers(0, 255, (h + 4 * n * abs(shift[1]) + 8, w + 4 * n * abs(shift[0]) + 8, 3),
+                                      dtype=np.uint8), (0, 0), 3)
+    big = cv2.normalize(big, None, 0, 255, cv2.NORM_MINMAX)
+    frames = [big[4 + t * shift[1]: 4 + t * shift[1] + h, 4 + t * shift[0]: 4 + t * shift[0] + w] for t in range(n)]
+    return np.stack(frames).astype(np.uint8)
+
+
+@pytest.fixture
+def video_dir(tmp_path):
+    """A folder of small real videos in two classes + an mmaction2 list (with a bad entry)."""
+    root = tmp_path / "videos"
+    for c, cls in enumerate(["left", "right"]):
+        (root / cls).mkdir(parents=True)
+        for k in range(2):
+            n = 10 + 3 * k
+            write_video(root / cls / f"v{k}.mp4", moving_texture(n, shift=(2 if c == 0 else -2, k), seed=k + 3 * c))
+    (root / "right" / "broken.mp4").write_bytes(b"not a video at all")
+    lines = ["left/v0.mp4 0", "right/v0.mp4 1", "right/broken.mp4 1", "left/v1.mp4 0",
+             "right/missing.mp4 1", "right/v1.mp4 1"]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path
