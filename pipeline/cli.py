@@ -234,5 +234,54 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
                + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {out}")
 
 
+def _int_list(ctx, param, value):
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter("expected comma-separated integers, e.g. 4,8,12") from None
+
+
+def _weights(ctx, param, values):
+    out = []
+    for v in values:
+        try:
+            pairs = tuple((name, float(w)) for name, w in (item.split("=") for item in v.split(",")))
+        except ValueError:
+            raise click.BadParameter(f"{v!r}: expected e.g. rgb=1,flow=1.5") from None
+        out.append(pairs)
+    return tuple(out)
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
+@click.option("--test", "test_lists", required=True, multiple=True, type=click.Path(exists=True),
+              help="Test videos; repeat for several splits (mean ± std is reported).")
+@click.option("--agents", "agent_paths", multiple=True, type=click.Path(exists=True),
+              help="Agent checkpoints (repeat, or a glob expanded by the shell).")
+@click.option("--out", required=True, type=click.Path(), help="Report directory.")
+@click.option("--m", "ms", default="4,8,12,16,20,25", callback=_int_list, show_default=True,
+              help="Frame budgets m.")
+@click.option("--baselines", default="", help="Comma-separated baselines (default: all).")
+@click.option("--streams", default="", help="Comma-separated streams (default: all with logits).")
+@click.option("--fusion", multiple=True, callback=_weights, metavar="rgb=W,flow=W",
+              help="Two-stream fusion weights on scores before softmax (default: 1:1.5 as TSN, and 1/3:2/3).")
+@click.option("--seed", default=0, show_default=True)
+@domain_errors
+def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed):
+    """Run the papers' protocols on STORE with the given agents and write a report."""
+    from evaluate.protocols import ProtocolConfig
+    from evaluate.run import EvaluateConfig, run_evaluate
+
+    proto = {"ms": ms, "seed": seed}
+    if fusion:
+        proto["fusion"] = fusion
+    cfg = EvaluateConfig(store=store_path, test_lists=test_lists, out=out, agents=agent_paths,
+                         baselines=tuple(b for b in baselines.split(",") if b),
+                         streams=tuple(s for s in streams.split(",") if s),
+                         protocol=ProtocolConfig(**proto), command=_command_line())
+    paths = run_evaluate(cfg)
+    click.echo(f"report: {paths.get('html', paths)}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

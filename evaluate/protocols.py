@@ -1,0 +1,447 @@
+"""Evaluation protocols: every selection method on the test states, as flat rows.
+
+Input: per-stream test ``States`` (dict stream -> States, the same videos in the same
+order) and :class:`Method` s (baselines, and learned agents loaded from checkpoints, each
+agent belonging to the stream its checkpoint was trained on). Output: one flat dict per
+(split, stream, protocol, method, m, ...) — see :data:`ROW_FIELDS` — accuracies as fractions.
+
+Protocols (:data:`PROTOCOLS`):
+
+- ``accuracy_vs_m``: every method on every stream at each m (000 Table 3, 003 Fig. 4); m is
+  capped at T; methods that choose how many they keep (``variable_m``) run once with m=None.
+  Each row carries the paired comparison with ``uniform`` at the same m on the same videos
+  (:func:`evaluate.stats.bootstrap_ci` of the accuracy difference, McNemar p). A variable-m
+  row is compared with uniform at its own mean number of kept positions, rounded.
+- ``frame_vs_region``: frame- and region-based selection over the K crops (000 Table 3);
+  only when K > 1.
+- ``alpha``: dropped frames weighted by α (000 Table 4), for learned agents and ``uniform``.
+- ``state_ablation``: agents whose config has a ``state`` field, labelled by it (000 Table 2).
+- ``dsn_mn``: each dsn checkpoint labelled with its training M:N (003 Tables I–IV).
+- ``fusion``: each stream alone and fused with explicit weights (scores before softmax,
+  TSN 1 : 1.5 and 002's 1/3 : 2/3) for every method present on both streams.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from agents.base import Selection, States, selector_class
+from data.errors import InputError
+from evaluate import metrics, stats
+from evaluate.compute import CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion")
+DEFAULT_MS = (4, 8, 12, 16, 20, 25)
+DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.3)
+TSN_WEIGHTS = (("rgb", 1.0), ("flow", 1.5))
+TATTN_WEIGHTS = (("rgb", 1 / 3), ("flow", 2 / 3))
+ROW_FIELDS = ("split", "protocol", "method", "stream", "m", "mode", "alpha", "fusion_weights",
+              "top1", "top5", "mean_class", "map", "gflops_full", "gflops_deployable",
+              "fraction_kept", "vs_uniform_diff", "ci_lo", "ci_hi", "mcnemar_p", "learned", "num_videos")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """ms: frame budgets; alphas: weights of dropped frames; fusion: stream weight sets
+    (pairs, so the config stays hashable); bootstrap: resamples of the paired CI."""
+
+    ms: tuple = DEFAULT_MS
+    alphas: tuple = DEFAULT_ALPHAS
+    fusion: tuple = (TSN_WEIGHTS, TATTN_WEIGHTS)
+    before_softmax: bool = True
+    protocols: tuple = PROTOCOLS
+    bootstrap: int = 2000
+    seed: int = 0
+    flop_videos: int = 2          # videos the agent FLOP count runs on (then averaged)
+
+    def __post_init__(self):
+        unknown = set(self.protocols) - set(PROTOCOLS)
+        if unknown:
+            raise InputError(f"unknown protocols {sorted(unknown)}; available: {', '.join(PROTOCOLS)}")
+        if not self.ms or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.ms):
+            raise InputError(f"ms must be positive integers, got {self.ms!r}")
+        if any(not 0.0 <= a <= 1.0 for a in self.alphas):
+            raise InputError(f"alphas must lie in [0, 1], got {self.alphas!r}")
+
+
+def weights_label(weights) -> str:
+    """'rgb:flow = 1:1.5' — how fusion weights are named in rows and reports."""
+    names, values = zip(*weights)
+    return f"{':'.join(names)} = {':'.join(f'{v:.3g}' for v in values)}"
+
+
+@dataclass
+class Method:
+    """One evaluated method. ``selectors``: stream -> Selector ("fused" for an agent that
+    reads both streams itself, e.g. rtsae with two_stream)."""
+
+    label: str
+    selectors: dict
+    learned: bool = False
+    variable_m: bool = False
+    config: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return next(iter(self.selectors.values())).name
+
+
+def agent_label(agent) -> str:
+    """Row label of an agent from its config: ``as[state=features]``, ``dsn-f[1:3]``, …"""
+    cfg = dataclasses.asdict(agent.config) if dataclasses.is_dataclass(agent.config) else {}
+    if agent.name == "dsn":
+        base = "dsn-f" if cfg.get("mode") == "fixed" else "dsn"
+        return f"{base}[{cfg.get('sections')}:{cfg.get('clips_per_section')}]"
+    if "state" in cfg and cfg["state"] != "both":
+        return f"{agent.name}[state={cfg['state']}]"
+    return agent.name
+
+
+def build_methods(baselines, agents, streams) -> list[Method]:
+    """Methods from baseline names or instances (run on every stream) and loaded agents.
+
+    An agent's stream is ``agent.store_identity["stream"]`` (or the only stream). Agents with
+    the same label on rgb and flow form one method, so they are fused as a pair.
+    """
+    streams = list(streams)
+    out = [Method(b.name, {s: b for s in streams}, False, b.variable_m)
+           for b in (selector_class(x)() if isinstance(x, str) else x for x in baselines)]
+    by_label: dict[str, Method] = {}
+    for agent in agents:
+        cfg = dataclasses.asdict(agent.config) if dataclasses.is_dataclass(agent.config) else {}
+        stream = "fused" if cfg.get("two_stream") else agent.store_identity.get("stream")
+        if stream is None:
+            if len(streams) != 1:
+                raise InputError(f"agent {agent.name!r} does not record its stream and the states have "
+                                 f"{streams}; retrain it, or evaluate one stream")
+            stream = streams[0]
+        if stream != "fused" and stream not in streams:
+            raise InputError(f"agent {agent.name!r} was trained on stream {stream!r}; states have {streams}")
+        label, n = agent_label(agent), 2
+        while label in by_label and stream in by_label[label].selectors:
+            label, n = f"{agent_label(agent)}#{n}", n + 1
+        meth = by_label.setdefault(label, Method(label, {}, True, agent.variable_m, cfg))
+        meth.selectors[stream] = agent
+    return out + list(by_label.values())
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def score_metrics(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> dict:
+    """top1, top5, mean_class, map (fractions) of (V, C) video scores."""
+    C = scores.shape[1]
+    if multilabel:
+        truth = np.asarray(labels) > 0
+        order = np.argsort(-scores, axis=1, kind="stable")
+        hit = lambda k: float(np.take_along_axis(truth, order[:, :k], 1).any(1).mean())  # noqa: E731
+        return {"top1": hit(1), "top5": hit(min(5, C)), "mean_class": None,
+                "map": metrics.mean_average_precision(scores, truth.astype(np.uint8))}
+    return {"top1": metrics.top_k_accuracy(scores, labels, 1), "top5": metrics.top_k_accuracy(scores, labels, min(5, C)),
+            "mean_class": metrics.mean_class_accuracy(scores, labels), "map": None}
+
+
+def correct(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> np.ndarray:
+    """(V,) bool per-video top-1 correctness for the paired tests. A tie for the top counts
+    as wrong (a bool cannot hold the 1/n expected hit the accuracy uses)."""
+    if multilabel:
+        return (np.asarray(labels) > 0)[np.arange(len(scores)), scores.argmax(1)]
+    return metrics.topk_hits(scores, labels, 1) >= 1.0
+
+
+class _Run:
+    """Selections, scores and costs of one split, cached by (method, stream, m, mode, alpha)."""
+
+    def __init__(self, states: dict, methods, cfg: ProtocolConfig, costs: CostModel | None, split: str):
+        first = next(iter(states.values()))
+        self.states, self.methods, self.cfg, self.costs, self.split = states, methods, cfg, costs, str(split)
+        self.V, self.T, self.K = first.shape[:3]
+        self.labels = first.labels.cpu().numpy()
+        self.multilabel = bool(first.multilabel)
+        # the references of the paired tests (GUIDE §5: trivial baselines next to every agent)
+        self.uniform = Method("uniform", {s: selector_class("uniform")() for s in states})
+        self.random = Method("random", {s: selector_class("random")(seed=cfg.seed) for s in states})
+        self._sel, self._agent_flops = {}, {}
+
+    def ms(self, method: Method) -> list:
+        return [None] if method.variable_m else sorted({min(m, self.T) for m in self.cfg.ms})
+
+    def selection(self, method: Method, stream: str, m, mode="frame", alpha=0.0) -> Selection:
+        key = (method.label, stream, m, mode, alpha)
+        if key not in self._sel:
+            sel = method.selectors[stream]
+            if stream == "fused":
+                self._sel[key] = sel.select(self.states["rgb"], m, mode=mode, alpha=alpha, flow=self.states["flow"])
+            else:
+                self._sel[key] = sel.select(self.states[stream], m, mode=mode, alpha=alpha)
+        return self._sel[key]
+
+    def scores(self, method, stream, m, mode="frame", alpha=0.0, weights=None) -> np.ndarray:
+        """(V, C) float64 video scores; stream "fused" with ``weights`` fuses rgb and flow."""
+        if weights is None:
+            return self.selection(method, stream, m, mode, alpha).video_scores.double().cpu().numpy()
+        per = {s: self.scores(method, s, m, mode, alpha) for s, _ in weights}
+        return metrics.fuse_scores(per, dict(weights), before_softmax=self.cfg.before_softmax)
+
+    def kept(self, method, streams, m, mode) -> tuple[float, float, float]:
+        """Mean kept positions, cells and the fraction kept over the given streams."""
+        keeps = [self.selection(method, s, m, mode).keep for s in streams]
+        pos = float(np.mean([k.any(2).sum(1).float().mean() for k in keeps]))
+        cells = float(np.mean([k.sum((1, 2)).float().mean() for k in keeps]))
+        return pos, cells, (pos / self.T if mode == "frame" else cells / (self.T * self.K))
+
+    def agent_gflops(self, method: Method, stream: str) -> float:
+        key = (method.label, stream)
+        if key not in self._agent_flops:
+            sel, n = method.selectors[stream], min(self.cfg.flop_videos, self.V)
+            idx = np.arange(n)
+            if not method.learned:
+                self._agent_flops[key] = 0.0
+            elif stream == "fused":
+                self._agent_flops[key] = selector_gflops(sel, self.states["rgb"].subset(idx),
+                                                         flow=self.states["flow"].subset(idx))
+            else:
+                self._agent_flops[key] = selector_gflops(sel, self.states[stream].subset(idx))
+        return self._agent_flops[key]
+
+
+# ----------------------------------------------------------------------------- rows
+
+def _row(run: _Run, protocol, method: Method, stream, m, mode="frame", alpha=0.0, weights=None,
+         compare=True, **extra) -> dict:
+    pair = stream == "fused" and weights is not None
+    scores = run.scores(method, stream, m, mode, alpha, weights)
+    _, _, frac = run.kept(method, ("rgb", "flow") if pair else (stream,), m, mode)
+    row = {"split": run.split, "protocol": protocol, "method": method.label, "stream": stream, "m": m,
+           "mode": mode, "alpha": alpha, "fusion_weights": weights_label(weights) if weights else None,
+           **score_metrics(scores, run.labels, run.multilabel), **_gflops(run, method, stream, m, mode, pair),
+           "fraction_kept": frac, "learned": method.learned, "num_videos": run.V,
+           "flops_convention": CONVENTION, "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None,
+           "mcnemar_p": None, **extra}
+    if compare and method.label not in ("uniform", "random"):
+        row.update(_vs_uniform(run, scores, stream, m, mode, weights, frac))
+    return row
+
+
+def _gflops(run: _Run, method: Method, stream: str, m, mode: str, pair: bool) -> dict:
+    """GFLOPs per video of one row: one stream, a fused pair (each stream's own selection),
+    or a two-stream agent (one selection, both streams' backbones)."""
+    if run.costs is None:
+        return {"gflops_full": None, "gflops_deployable": None}
+    if pair:
+        parts = [("rgb", "rgb"), ("flow", "flow")]      # (cost of stream, selection of stream)
+    elif stream == "fused":
+        parts = [("rgb", "fused"), ("flow", "fused")]
+    else:
+        parts = [(stream, stream)]
+    per = []
+    for i, (cost_stream, sel_stream) in enumerate(parts):
+        pos, cells, _ = run.kept(method, [sel_stream], m, mode)
+        agent = run.agent_gflops(method, sel_stream) if (sel_stream != "fused" or i == 0) else 0.0
+        per.append(run.costs.video_gflops(cost_stream, selector_needs(method.selectors[sel_stream]),
+                                          positions=pos, cells=cells, agent=agent))
+    c = fuse_gflops(per)
+    return {"gflops_full": c["full"], "gflops_deployable": c["deployable"]}
+
+
+def _vs_uniform(run: _Run, scores, stream, m, mode, weights, frac) -> dict:
+    """Paired comparisons with uniform and random at the same m (variable m: at its mean
+    number of kept positions, rounded); a two-stream agent against TSN-fused baselines."""
+    if stream == "fused" and not weights:
+        weights = TSN_WEIGHTS
+    m_ref = m if m is not None else max(1, min(run.T, round(frac * run.T)))
+    a = correct(scores, run.labels, run.multilabel)
+    out = {"uniform_m": m_ref}
+    for ref, prefix in ((run.uniform, "vs_uniform"), (run.random, "vs_random")):
+        b = correct(run.scores(ref, stream, m_ref, mode, 0.0, weights), run.labels, run.multilabel)
+        diff, lo, hi = stats.bootstrap_ci(a, b, n=run.cfg.bootstrap, seed=run.cfg.seed)
+        p = stats.mcnemar(a, b)[1]
+        if prefix == "vs_uniform":
+            out.update(vs_uniform_diff=diff, ci_lo=lo, ci_hi=hi, mcnemar_p=p)
+        else:
+            out.update(vs_random_diff=diff, vs_random_ci_lo=lo, vs_random_ci_hi=hi, vs_random_p=p)
+    return out
+
+
+def _streams(method: Method, run: _Run) -> list[str]:
+    return [s for s in method.selectors if s == "fused" or s in run.states]
+
+
+def _accuracy_vs_m(run: _Run):
+    for method in run.methods:
+        for stream in _streams(method, run):
+            for m in run.ms(method):
+                yield _row(run, "accuracy_vs_m", method, stream, m)
+
+
+def _frame_vs_region(run: _Run):
+    if run.K < 2:
+        log.info("frame_vs_region skipped: the states have K=1 crop")
+        return
+    for method in (x for x in run.methods if not x.variable_m):
+        for stream in _streams(method, run):
+            for m in run.ms(method):
+                for mode in ("frame", "region"):
+                    yield _row(run, "frame_vs_region", method, stream, m, mode)
+
+
+def _alpha(run: _Run):
+    for method in [run.uniform] + [x for x in run.methods if x.learned]:
+        for stream in _streams(method, run):
+            for m in run.ms(method):
+                for a in run.cfg.alphas:
+                    yield _row(run, "alpha", method, stream, m, alpha=float(a), compare=method.learned)
+
+
+def _state_ablation(run: _Run):
+    for method in (x for x in run.methods if "state" in x.config):
+        for stream in _streams(method, run):
+            for m in run.ms(method):
+                yield _row(run, "state_ablation", method, stream, m, state=method.config["state"])
+
+
+def _dsn_mn(run: _Run):
+    for method in (x for x in run.methods if x.learned and x.name == "dsn"):
+        c = method.config
+        for stream in _streams(method, run):
+            for m in [None] + run.ms(method):
+                yield _row(run, "dsn_mn", method, stream, m, mn=f"{c.get('sections')}:{c.get('clips_per_section')}",
+                           test_sections=c.get("test_sections"), dsn_mode=c.get("mode"))
+
+
+def _fusion(run: _Run):
+    if not {"rgb", "flow"} <= set(run.states):
+        log.info("fusion skipped: the states do not hold both rgb and flow")
+        return
+    for method in (x for x in run.methods if {"rgb", "flow"} <= set(x.selectors)):
+        for m in run.ms(method):
+            for stream in ("rgb", "flow"):
+                yield _row(run, "fusion", method, stream, m)
+            for w in run.cfg.fusion:
+                yield _row(run, "fusion", method, "fused", m, weights=w)
+
+
+_PROTOCOL_FNS = {"accuracy_vs_m": _accuracy_vs_m, "frame_vs_region": _frame_vs_region, "alpha": _alpha,
+                 "state_ablation": _state_ablation, "dsn_mn": _dsn_mn, "fusion": _fusion}
+
+
+def check_states(states: dict) -> None:
+    """Raise InputError unless the streams hold the same videos in the same order."""
+    if not states:
+        raise InputError("no test states")
+    ref_name, ref = next(iter(states.items()))
+    for name, st in states.items():
+        if not isinstance(st, States):
+            raise InputError(f"states[{name!r}] is a {type(st).__name__}, not States")
+        same = st.shape[:3] == ref.shape[:3] and np.array_equal(np.asarray(st.video_ids), np.asarray(ref.video_ids)) \
+            and torch.equal(st.labels.cpu(), ref.labels.cpu())
+        if not same:
+            raise InputError(f"streams {ref_name!r} and {name!r} do not hold the same videos in the same order "
+                             f"(shapes {ref.shape[:3]} vs {st.shape[:3]})")
+
+
+def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = ProtocolConfig(),
+                  costs: CostModel | None = None) -> list[dict]:
+    """Flat result rows of every protocol in ``config.protocols`` for one split.
+
+    states: stream -> States (V, T, K, ·); methods: :class:`Method` s (:func:`build_methods`);
+    costs: per-video GFLOPs model, or None to leave the GFLOPs fields null.
+    """
+    check_states(states)
+    run = _Run(states, list(methods), config, costs, split)
+    rows = []
+    for name in config.protocols:
+        rows.extend(_PROTOCOL_FNS[name](run))
+    return rows
+
+
+# ----------------------------------------------------------------------------- splits
+
+GROUP_KEYS = ("protocol", "method", "stream", "m", "mode", "alpha", "fusion_weights", "state", "mn")
+MEAN_KEYS = ("top1", "top5", "mean_class", "map", "vs_uniform_diff", "vs_random_diff", "fraction_kept",
+             "gflops_full", "gflops_deployable")
+
+
+def summarize_splits(rows: list[dict]) -> list[dict]:
+    """Mean ± std (ddof=1) over splits: one row per group with split="mean", ``<key>_std``
+    fields and ``num_splits``; per-split CIs and p-values do not average and are null."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["split"] != "mean":
+            groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
+    out = []
+    for group in groups.values():
+        row = {**group[0], "split": "mean", "num_splits": len(group), "ci_lo": None, "ci_hi": None,
+               "mcnemar_p": None, "vs_random_ci_lo": None, "vs_random_ci_hi": None, "vs_random_p": None, "num_videos": sum(r["num_videos"] for r in group)}
+        for k in MEAN_KEYS:
+            vals = [r.get(k) for r in group]
+            if any(v is None for v in vals):
+                row[k], row[f"{k}_std"] = None, None
+                continue
+            mean, std = metrics.mean_std(vals)
+            row[k], row[f"{k}_std"] = mean, (None if math.isnan(std) else std)
+        out.append(row)
+    return out
+
+
+def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), costs=None) -> list[dict]:
+    """``splits``: name -> (states, methods). Every split's rows, then the mean rows."""
+    rows = []
+    for name, (states, methods) in splits.items():
+        rows.extend(run_protocols(states, methods, split=name, config=config,
+                                  costs=costs.get(name) if isinstance(costs, dict) else costs))
+    return rows + (summarize_splits(rows) if len(splits) > 1 else [])
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, thumbnails=None,
+                        classes=None, seed: int = 0) -> dict:
+    """Inputs of the report's diagnostic sections, at budget m (variable-m methods: None).
+
+    Returns {"m", "classes", "scores": key -> (V·T,) float32 selection scores (crop mean),
+    "fraction_kept": key -> (V,) float, "importance": key -> (n, T) scores of the sample
+    videos, "histories": key -> agent.history, "per_class": [{method, m, acc (C,), uniform
+    (C,)}] for agents (single-label only), "sample_videos": (n,) rows, "thumbnails":
+    (n, T, h, w, 3) uint8 of those videos or None}; key = "label (stream)".
+    ``thumbnails``: (V, T, h, w, 3) uint8 of all the test videos (the store's), or None.
+    """
+    check_states(states)
+    run = _Run(states, list(methods), ProtocolConfig(), None, "diagnostics")
+    m = min(m, run.T)
+    C = next(iter(states.values())).shape[4]
+    idx = np.sort(np.random.default_rng(seed).choice(run.V, size=min(sample, run.V), replace=False))
+    out = {"m": m, "classes": list(classes) if classes is not None else [str(c) for c in range(C)],
+           "scores": {}, "fraction_kept": {}, "importance": {}, "histories": {}, "per_class": [],
+           "sample_videos": idx.tolist(),
+           "thumbnails": None if thumbnails is None else np.asarray(thumbnails)[idx]}
+    for method in run.methods:
+        mm = None if method.variable_m else m
+        for stream in _streams(method, run):
+            key, sel = f"{method.label} ({stream})", run.selection(method, stream, mm)
+            s = sel.scores.float().mean(2).cpu().numpy()
+            out["scores"][key] = s.ravel()
+            out["fraction_kept"][key] = sel.num_kept.cpu().numpy() / run.T
+            out["importance"][key] = s[idx]
+            if not method.learned:
+                continue
+            if getattr(method.selectors[stream], "history", None):
+                out["histories"][key] = list(method.selectors[stream].history)
+            if not run.multilabel:
+                _, _, frac = run.kept(method, [stream], mm, "frame")
+                ref_m = mm if mm is not None else max(1, min(run.T, round(frac * run.T)))
+                ref_stream = "rgb" if stream == "fused" else stream
+                acc = metrics.per_class_accuracy(run.scores(method, stream, mm), run.labels, C)
+                uni = metrics.per_class_accuracy(run.scores(run.uniform, ref_stream, ref_m), run.labels, C)
+                out["per_class"].append({"method": key, "m": mm, "acc": acc, "uniform": uni})
+    return out
+
+
+__all__ = ["PROTOCOLS", "ProtocolConfig", "Method", "build_methods", "agent_label", "run_protocols",
+           "summarize_splits", "evaluate_splits", "collect_diagnostics", "score_metrics", "correct", "weights_label"]

@@ -1,0 +1,99 @@
+"""``framesel evaluate``: every protocol on a store and a set of agent checkpoints → a report."""
+from __future__ import annotations
+
+import dataclasses
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.base import load_agent, selector_names
+from agents.cache import head_logits_ok, load_states, rows_for_list
+from agents.stage import check_agent_matches
+from data import __version__
+from data.errors import InputError
+from data.lists import read_list
+from data.store import open_store
+from evaluate.compute import CostModel
+from evaluate.protocols import ProtocolConfig, build_methods, collect_diagnostics, evaluate_splits
+from evaluate.report import write_report
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    store: str
+    test_lists: tuple[str, ...]
+    out: str
+    agents: tuple[str, ...] = ()
+    baselines: tuple[str, ...] = ()          # () = every registered baseline
+    streams: tuple[str, ...] = ()            # () = every stream with dataset logits
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    sample_videos: int = 4
+    command: str = ""
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict:
+    """Run the protocols on each test list (one split each) and write the report directory.
+    Returns the written paths."""
+    agents = [load_agent(p) for p in cfg.agents]
+    with open_store(cfg.store) as store:
+        for agent, path in zip(agents, cfg.agents):
+            try:
+                check_agent_matches(agent, store)
+            except InputError as err:
+                raise InputError(f"{path}: {err}") from None
+        streams = cfg.streams or tuple(s for s in store.streams if head_logits_ok(store, s))
+        if not streams:
+            raise InputError(f"{store.path} has no per-frame logits over its classes yet; "
+                             "run `framesel head STORE --train LIST` first")
+        baselines = cfg.baselines or tuple(selector_names(learned=False))
+        observer = next((a.store_identity.get("observer") for a in agents if a.store_identity.get("observer")), None)
+        maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
+        splits, first = {}, None
+        for list_path in cfg.test_lists:
+            rows = rows_for_list(store, read_list(list_path))
+            states = {s: load_states(store, s, rows, observer=observer, feature_maps=maps) for s in streams}
+            splits[Path(list_path).stem] = (states, build_methods(baselines, agents, streams))
+            first = first or (states, rows)
+        costs = CostModel.from_attrs(store.attrs, observer=observer)
+        result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs)
+        states, rows = first
+        thumbs = store.read_rows("thumbnails", rows) if store.has("thumbnails") else None
+        extras = collect_diagnostics(states, next(iter(splits.values()))[1], sample=cfg.sample_videos,
+                                     thumbnails=thumbs, classes=store.attrs.get("classes"))
+        meta = _meta(cfg, store, agents, costs, streams)
+    return write_report(cfg.out, result_rows, meta, extras)
+
+
+def _meta(cfg: EvaluateConfig, store, agents, costs: CostModel, streams) -> dict:
+    import cv2
+
+    return {
+        "command": cfg.command,
+        "config": json_ready(dataclasses.asdict(cfg)),
+        "seeds": {"protocol": cfg.protocol.seed, **{p: a.seed for p, a in zip(cfg.agents, agents)}},
+        "agents": {p: {"name": a.name, "config": json_ready(dataclasses.asdict(a.config)),
+                       "store": a.store_identity, "epochs": len(a.history)} for p, a in zip(cfg.agents, agents)},
+        "versions": {"framesel": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "opencv": cv2.__version__, "python": platform.python_version()},
+        "store": store.identity(), "store_settings": store.attrs.get("settings"),
+        "extraction_versions": store.attrs.get("versions"),
+        "logits_provenance": {s: {k: v for k, v in p.items() if k != "history"}
+                              for s, p in store.attrs.get("logits_provenance", {}).items()},
+        "streams": list(streams), "classes": store.attrs.get("classes"),
+        "compute": costs.describe(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def json_ready(x):
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    return x

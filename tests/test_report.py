@@ -1,0 +1,153 @@
+"""The report of a small real run: files, words, plots; the HTML rendered in headless Chromium."""
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from agents.base import Selector
+from agents.synthetic import planted_states
+from data.errors import InputError
+from evaluate.compute import CONVENTION, CostModel
+from evaluate.protocols import ProtocolConfig, build_methods, collect_diagnostics, run_protocols, summarize_splits
+from evaluate.report import verdicts, write_report
+
+T = 10
+
+
+class _Policy(Selector):
+    learned = True
+
+    def __init__(self, key, stream="rgb"):
+        self.key, self.store_identity, self.config = key, {"stream": stream}, None
+        self.history = [{"reward": r, "entropy": 0.7 - r / 5, "fraction_kept": 0.5 - r / 10} for r in (0.2, 0.6, 1.1)]
+
+
+class Finder(_Policy):
+    """Has learned where the planted action is."""
+    name = "finder"
+
+    def score(self, states):
+        return self.key[torch.as_tensor(states.video_ids)].float()[:, :, None].expand(*states.shape[:3]).clone()
+
+
+class Lazy(_Policy):
+    """Learned nothing: always the last m positions."""
+    name = "lazy"
+
+    def score(self, states):
+        V, T_, K_ = states.shape[:3]
+        return torch.arange(T_, dtype=torch.float32)[None, :, None].expand(V, T_, K_).clone()
+
+
+def _run(tmp_path, thumbnails=True, splits=("1", "2")):
+    torch.set_num_threads(1)
+    rows, extras = [], None
+    costs = CostModel(T=T, crops=2, flow_stack=5, backbone={"rgb": 0.8, "flow": 0.9}, flow_pair=17.7,
+                      flow_algorithm="tvl1")
+    for i, split in enumerate(splits):
+        rgb = planted_states(V=48, T=T, K=2, D=8, C=5, n_key=3, seed=i)
+        flow = planted_states(V=48, T=T, K=2, D=8, C=5, n_key=3, seed=i)
+        flow.logits = flow.logits + torch.randn(flow.logits.shape, generator=torch.Generator().manual_seed(i))
+        st = {"rgb": rgb, "flow": flow}
+        agents = [Finder(rgb.key_mask, "rgb"), Finder(rgb.key_mask, "flow"), Lazy(rgb.key_mask, "rgb")]
+        methods = build_methods(["uniform", "random", "max_response"], agents, st)
+        rows += run_protocols(st, methods, split=split, costs=costs,
+                              config=ProtocolConfig(ms=(2, 4, 8), alphas=(0.0, 0.2), bootstrap=300))
+        if extras is None:
+            thumbs = np.random.default_rng(0).integers(0, 255, (48, T, 16, 20, 3), dtype=np.uint8) if thumbnails else None
+            extras = collect_diagnostics(st, methods, m=4, sample=3, thumbnails=thumbs)
+    rows += summarize_splits(rows) if len(splits) > 1 else []
+    meta = {"command": "framesel evaluate demo.zarr --test test.txt --agents finder.pt",
+            "config": {"ms": [2, 4, 8]}, "seeds": [0], "versions": {"torch": torch.__version__},
+            "store": {"path": "demo.zarr", "list_sha256": "abc"}, "costs": costs.describe()}
+    return rows, write_report(tmp_path / "report", rows, meta, extras)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("rep"))
+
+
+def test_results_json(report):
+    rows, paths = report
+    data = json.loads(paths["json"].read_text())       # strict JSON: NaN would fail to parse below
+    assert set(data["meta"]) >= {"command", "config", "seeds", "versions", "store", "flops_convention", "fusion_weights"}
+    assert data["meta"]["fusion_weights"] == ["rgb:flow = 0.333:0.667", "rgb:flow = 1:1.5"]
+    assert len(data["rows"]) == len(rows)
+    assert {r["split"] for r in data["rows"]} == {"1", "2", "mean"}
+    assert "NaN" not in paths["json"].read_text()
+
+
+def test_markdown_words(report):
+    _, paths = report
+    md = paths["md"].read_text()
+    assert CONVENTION in md and "rgb:flow = 1:1.5" in md and "FLOPs = 2 x MACs" in md
+    assert re.search(r"\*\*finder\*\* on rgb: beats uniform significantly", md)
+    assert re.search(r"\*\*lazy\*\* on rgb: does NOT beat uniform at any m", md)
+    assert "does NOT beat random" in md
+    # trivial baselines are in the same tables as the agents
+    table = md.split("## Top-1 vs m, stream rgb (split mean)")[1].split("##")[0]
+    for name in ("uniform", "random", "max_response", "finder", "lazy"):
+        assert f"| {name} |" in table
+    assert "from the papers, other datasets/backbones" in md
+
+
+def test_verdicts_use_the_paired_test(report):
+    rows, _ = report
+    words = verdicts(rows)
+    assert len(words) == 3        # finder on rgb and flow, lazy on rgb
+    assert any(w.startswith("**finder** on flow: beats uniform") for w in words)
+
+
+def test_html_embeds_every_plot(report):
+    _, paths = report
+    html = paths["html"].read_text()
+    assert len(re.findall(r"<img class='plot'[^>]+src='data:image/png;base64,", html)) == 6
+    assert "Skipped" not in html
+    assert "src='http" not in html and "<script" not in html      # self-contained
+
+
+def test_missing_inputs_are_skipped_with_a_note(tmp_path):
+    _, paths = _run(tmp_path, thumbnails=False, splits=("1",))
+    html = paths["html"].read_text()
+    assert "Skipped: the store has no thumbnails" in html
+    assert len(re.findall(r"<img class='plot'", html)) == 5
+    with pytest.raises(InputError):
+        write_report(tmp_path / "empty", [], {})
+
+
+def _chromium_widths(chromium, page, tmp_path) -> list[int]:
+    """naturalWidth of every <img> after Chromium decoded the page (written into the DOM by a
+    tiny script in a copy of the page, read back with --dump-dom)."""
+    probe = tmp_path / "probe.html"
+    script = ("<script>window.addEventListener('load', () => { document.body.setAttribute('data-widths', "
+              "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1).join(',')); });</script>")
+    probe.write_text(page.read_text().replace("</body>", script + "</body>"))
+    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True).stdout
+    found = re.search(r'data-widths="([^"]*)"', out)
+    assert found, f"the probe script did not run; chromium printed: {out[:300]}"
+    return [int(w) for w in found.group(1).split(",") if w]
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("no chromium binary on PATH (apt-get install -y chromium) to render report.html")
+    widths = _chromium_widths(chromium, report[1]["html"], tmp_path)
+    assert len(widths) == 6 and all(w > 100 for w in widths), widths
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}", "--window-size=1200,3000",
+                    report[1]["html"].as_uri()], capture_output=True, timeout=120, check=True)
+    import matplotlib.image as mpimg
+    pixels = mpimg.imread(shot)
+    assert pixels.shape[:2] == (3000, 1200)
+    assert pixels[..., :3].std() > 0.05           # not a blank page: plots and tables drew
