@@ -283,5 +283,22 @@ def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, f
     click.echo(f"report: {paths.get('html', paths)}")
 
 
+@main.command()
+@click.option("--out", default="framesel-demo", show_default=True, type=click.Path(), help="Where everything goes.")
+@click.option("--workers", default=1, show_default=True, help="Extraction processes.")
+@click.option("--quiet", is_flag=True)
+@domain_errors
+def demo(out, workers, quiet):
+    """The whole pipeline on the embedded demo dataset: videos → extract → head → train every
+    agent → evaluate → report."""
+    from pipeline.demo import DemoRunConfig, run_demo
+
+    result = run_demo(DemoRunConfig(out=out, workers=workers, quiet=quiet, command=_command_line()),
+                      echo=click.echo)
+    click.echo(f"demo finished in {sum(result['seconds'].values()):.0f} s; report: {result['report']}")
+    if not result["ok"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

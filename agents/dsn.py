@@ -1,0 +1,366 @@
+"""``dsn``: Dynamic Sampling Networks (paper 003, Zheng, Liu, Lu, Wang).
+
+Section based selection on cached states: a video's positions are cut into M sections; a
+light observation network scores each candidate position and a softmax over the N
+candidates of a section gives the policy P^m (eq. 3). Training samples one position per
+section from P^m (a contextual N-armed bandit), rewards it by eq. 6 and updates the observer
+by REINFORCE with the greedy baseline R(B^m) (eq. 11). Test keeps the argmax of every
+section (eq. 4 averages the kept positions' class scores).
+
+Two training schemes (§IV-A, Table I):
+
+- ``mode="fixed"`` (DSN-f): the classifier is fixed — the per-frame logits in the states.
+- ``mode="alternate"`` (DSN, Algorithm 1): a linear classification head on the features is
+  fine-tuned (cross-entropy + λ‖Φ‖², eq. 5) on the positions the sampler picks, alternating
+  with the sampler's REINFORCE step; rewards and predictions then come from that head. The
+  paper warns that a classifier trained from scratch gives almost only negative rewards
+  early on and that pre-training it helps (§IV-A, "Discussion on end-to-end training"), so
+  the head starts as the least-squares fit reproducing the cached per-frame logits
+  (``head_init="lstsq"``; ``"scratch"`` for a random start).
+
+Mapping the paper's clips onto T cached positions:
+
+- training: [0, T) is cut into M·N equal segments (TSN), one jittered position per segment,
+  the N consecutive segments forming a section (M = ``sections``, N = ``clips_per_section``;
+  the paper's trimmed-video scheme 1 : 3, §IV-B);
+- test (:meth:`DSN.score`): [0, T) is cut into ``test_sections`` contiguous sections (paper:
+  M = 4 at test for trimmed videos) and the observer sees *every* cached position of a
+  section — it is cheap and the features are cached — so each position gets a score.
+  score = softmax probability within its section, plus 1 for the section's argmax: top-m
+  with m = ``test_sections`` is exactly the paper's argmax per section; smaller m keeps the
+  most confident winners, larger m adds the runners-up by probability.
+
+Eq. 3 concatenates the N clips' features before the fc; we apply one shared fc per position
+(the concatenated fc with tied blocks) so sections of unequal size (25 is not a multiple of
+3) and any M work; the softmax across the section still compares the candidates.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from agents.base import Agent, Selection, States, aggregate, append_jsonl, register, top_m_mask
+from agents.rl import (categorical_entropy, categorical_log_prob, get_rng_state, multistep_lr,
+                       reinforce_loss, restore_training, set_lr, set_rng_state)
+from data.errors import InputError, StoreError
+
+log = logging.getLogger(__name__)
+
+MODES = ("fixed", "alternate")
+OBSERVE = ("observer", "features")
+HEAD_INIT = ("lstsq", "scratch")
+
+
+@dataclass(frozen=True)
+class DSNConfig:
+    """Defaults: the paper's trimmed-video R3D-18 settings (§IV-B, §V-B) where it gives them.
+
+    gamma: the −γ of eq. 6; the paper never states its value, 1.0 is our choice.
+    weight_decay: λ of eq. 5 (on the head only); not stated in the paper, TSN's 5e-4.
+    hidden: width of the observation network standing in for ResNet2D-18 on cached features.
+    episodes: sampled selections per video per step (paper: one).
+    """
+
+    mode: str = "alternate"
+    sections: int = 1                 # M in training (trimmed 1 : 3)
+    clips_per_section: int = 3        # N
+    test_sections: int = 4            # M at test (trimmed, §IV-B)
+    gamma: float = 1.0
+    observe: str = "observer"         # states.observer when present, else the features
+    observer_dim: int = 0             # D' of the observer stream; 0 = feature_dim
+    hidden: int = 256
+    head_init: str = "lstsq"
+    lr: float = 1e-3                  # SGD, momentum 0.9, ×0.1 at epochs 45 and 60, 70 epochs
+    momentum: float = 0.9
+    milestones: tuple = (45, 60)
+    lr_decay: float = 0.1
+    epochs: int = 70
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    episodes: int = 1
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise InputError(f"dsn mode must be one of {MODES}, not {self.mode!r}")
+        if self.observe not in OBSERVE:
+            raise InputError(f"dsn observe must be one of {OBSERVE}, not {self.observe!r}")
+        if self.head_init not in HEAD_INIT:
+            raise InputError(f"dsn head_init must be one of {HEAD_INIT}, not {self.head_init!r}")
+        for name in ("sections", "clips_per_section", "test_sections", "epochs", "batch_size", "episodes"):
+            if getattr(self, name) < 1:
+                raise InputError(f"dsn {name} must be >= 1, not {getattr(self, name)}")
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+
+
+class DSNModule(nn.Module):
+    """Observation network (per position, shared) and, for ``alternate``, the class head."""
+
+    def __init__(self, obs_dim: int, hidden: int, feature_dim: int, num_classes: int, with_head: bool):
+        super().__init__()
+        self.observer = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.head = nn.Linear(feature_dim, num_classes) if with_head else None
+
+    def observe(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs (B, T, K, D') -> (B, T) float32 policy logits, averaged over crops (a clip is
+        kept or dropped with all its crops)."""
+        return self.observer(obs).squeeze(-1).mean(-1)
+
+
+def section_positions(T: int, M: int, N: int, jitter: torch.Tensor | None = None) -> torch.Tensor:
+    """The M·N candidate positions of the training scheme M : N (§III-A).
+
+    [0, T) is cut into M·N equal segments; segment s gives ⌊(s + u)·T/(M·N)⌋ with u the
+    jitter in [0, 1) (training) or 0.5 (``jitter=None``, the centre). jitter: (..., M·N)
+    float. Returns (..., M, N) int64; section m holds segments m·N … m·N + N − 1.
+    """
+    S = M * N
+    if S > T:
+        raise InputError(f"dsn scheme {M} : {N} needs {S} positions, the states have T={T}")
+    u = torch.full((S,), 0.5, dtype=torch.float64) if jitter is None else jitter.double()
+    seg = torch.arange(S, dtype=torch.float64, device=u.device)
+    pos = torch.floor((seg + u) * T / S).long().clamp_(0, T - 1)
+    return pos.reshape(*pos.shape[:-1], M, N)
+
+
+def section_ids(T: int, M: int) -> torch.Tensor:
+    """(T,) int64 test section of each position: [0, T) in M contiguous near-equal blocks."""
+    if M > T:
+        raise InputError(f"dsn test_sections={M} exceeds T={T}")
+    return torch.div(torch.arange(T) * M, T, rounding_mode="floor")
+
+
+def section_scores(logits: torch.Tensor, sections: torch.Tensor) -> torch.Tensor:
+    """Softmax of ``logits`` within each section, +1 on each section's argmax.
+
+    logits: (B, T) float; sections: (T,) int64 in [0, M) -> (B, T) float32 in [0, 2].
+    """
+    M = int(sections.max()) + 1
+    member = sections[None, :] == torch.arange(M, device=logits.device)[:, None]     # (M, T)
+    masked = logits[:, None, :].float().masked_fill(~member[None], float("-inf"))    # (B, M, T)
+    probs = torch.softmax(masked, dim=-1)
+    win = torch.zeros_like(probs).scatter_(-1, masked.argmax(-1, keepdim=True), 1.0)
+    return (probs + win).sum(1)
+
+
+def dsn_reward(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Eq. 6 for every candidate position: the classifier's softmax score of the true class
+    when its prediction is right, else −γ.
+
+    logits: (B, T, C) float (crops already averaged); labels: (B,) int64 -> (B, T) float32.
+    """
+    probs = torch.softmax(logits.float(), dim=-1)
+    y = labels.long()[:, None, None].expand(*probs.shape[:2], 1)
+    right = probs.argmax(-1) == y.squeeze(-1)
+    return torch.where(right, probs.gather(-1, y).squeeze(-1), torch.full_like(right, -gamma, dtype=probs.dtype))
+
+
+def gumbel_argmax(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw from softmax(logits) along the last dim (Gumbel-max). Uniforms come from the
+    CPU ``generator`` so runs repeat whatever the device. (..., n) -> (...) int64."""
+    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64).to(logits.device)
+    g = -torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-12)))
+    return (logits.detach().double() + g).argmax(-1)
+
+
+def fit_linear_head(features: torch.Tensor, logits: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares W, b with features·Wᵀ + b ≈ logits over every (video, position, crop).
+
+    The normal equations are accumulated over mini-batches of videos, so memory is O(D²)
+    whatever V is; a tiny ridge keeps them solvable. features (V, T, K, D), logits
+    (V, T, K, C) -> W (C, D) float32, b (C,) float32.
+    """
+    D, C = features.shape[-1], logits.shape[-1]
+    xtx = torch.zeros(D + 1, D + 1, dtype=torch.float64)
+    xty = torch.zeros(D + 1, C, dtype=torch.float64)
+    for i in range(0, features.shape[0], batch):
+        x = features[i:i + batch].reshape(-1, D).double().cpu()
+        x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
+        xtx += x.T @ x
+        xty += x.T @ logits[i:i + batch].reshape(-1, C).double().cpu()
+    ridge = 1e-6 * xtx.diagonal().mean().clamp_min(1e-12)
+    sol = torch.linalg.solve(xtx + ridge * torch.eye(D + 1, dtype=xtx.dtype), xty)
+    return sol[:D].T.float().contiguous(), sol[D].float().contiguous()
+
+
+@register("dsn")
+class DSN(Agent):
+    """Dynamic Sampling Network; see the module docstring. ``select(states, m=None)`` keeps
+    the paper's test selection, the argmax of each of the ``test_sections`` sections."""
+
+    Config = DSNConfig
+
+    def build(self) -> nn.Module:
+        obs_dim = self.config.observer_dim or self.feature_dim
+        return DSNModule(obs_dim, self.config.hidden, self.feature_dim, self.num_classes,
+                         with_head=self.config.mode == "alternate")
+
+    # -- inputs ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def _observed(self, states: States) -> torch.Tensor:
+        """(V, T, K, D') what the observation network reads (``config.observe``)."""
+        obs = states.observer if self.config.observe == "observer" and states.observer is not None \
+            else states.features
+        want = self.module.observer[0].in_features
+        if obs.shape[-1] != want:
+            raise InputError(f"dsn observation network expects {want}-D inputs, the states give "
+                             f"{obs.shape[-1]} (set DSNConfig.observer_dim / observe)")
+        return obs
+
+    def _class_logits(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """(B, T, K, D), (B, T, K, C) -> (B, T, K, C) the classifier's per-cell logits: the
+        cached ones (DSN-f) or the fine-tuned head's (alternate)."""
+        return logits.float() if self.module.head is None else self.module.head(feats.float())
+
+    def _batched(self, states: States, fn) -> torch.Tensor:
+        """Apply fn(obs, feats, logits) on the module's device to mini-batches of videos and
+        concatenate along V, back on the states' device."""
+        out, dev, obs = [], self.device, self._observed(states)
+        for i in range(0, obs.shape[0], self.config.batch_size):
+            sl = slice(i, i + self.config.batch_size)
+            out.append(fn(obs[sl].to(dev).float(), states.features[sl].to(dev), states.logits[sl].to(dev)))
+        return torch.cat(out).to(states.features.device)
+
+    # -- test -----------------------------------------------------------------------
+    def score(self, states: States) -> torch.Tensor:
+        """(V, T, K) float32: within-section softmax probability + 1 on each section's argmax
+        (sections: ``test_sections`` contiguous blocks of the T positions)."""
+        V, T, K, _, _ = states.shape
+        sections = section_ids(T, self.config.test_sections).to(self.device)
+        self.module.eval()
+        with torch.no_grad():
+            s = self._batched(states, lambda o, f, lg: section_scores(self.module.observe(o), sections))
+        return s[:, :, None].expand(V, T, K).contiguous()
+
+    def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
+        """Top-m by :meth:`score` (m=None: ``test_sections``, one per section); video scores
+        average the kept cells' logits (eq. 4) from the cached classifier (DSN-f) or the
+        fine-tuned head (alternate)."""
+        m = self.config.test_sections if m is None else m
+        with torch.no_grad():
+            scores = self.score(states)
+            keep = top_m_mask(scores, m, mode)
+            logits = states.logits if self.module.head is None else \
+                self._batched(states, lambda o, f, lg: self._class_logits(f, lg))
+            video_scores = aggregate(logits.float(), keep, alpha)
+        per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
+        return Selection(scores, keep, video_scores, per.long(), mode)
+
+    # -- training -------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """SGD with momentum (§V-B); λ of eq. 5 decays the head only."""
+        groups = [{"params": self.module.observer.parameters(), "weight_decay": 0.0}]
+        if self.module.head is not None:
+            groups.append({"params": self.module.head.parameters(), "weight_decay": self.config.weight_decay})
+        return torch.optim.SGD(groups, lr=self.config.lr, momentum=self.config.momentum)
+
+    def _step(self, obs, feats, logits, labels, opt, gen) -> dict:
+        """One Algorithm 1 iteration on a mini-batch of B videos × E episodes.
+
+        obs (B, T, K, D'), feats (B, T, K, D), logits (B, T, K, C), labels (B,) int64.
+        """
+        cfg, (B, T) = self.config, obs.shape[:2]
+        M, N, E = cfg.sections, cfg.clips_per_section, cfg.episodes
+        jitter = torch.rand(B, E, M * N, generator=gen, dtype=torch.float64)
+        pos = section_positions(T, M, N, jitter).to(obs.device)                     # (B, E, M, N)
+        cand = self.module.observe(obs).gather(1, pos.reshape(B, -1)).reshape(B, E, M, N)
+        act, greedy = gumbel_argmax(cand, gen), cand.detach().argmax(-1)            # (B, E, M)
+        chosen = pos.gather(-1, act[..., None]).squeeze(-1)
+        best = pos.gather(-1, greedy[..., None]).squeeze(-1)
+        head_loss = torch.zeros((), device=obs.device)
+        if self.module.head is not None:
+            # Eq. 5 (Algorithm 1 line 8): cross-entropy of the average over the selected
+            # positions (eq. 4) of the head's logits, the sampler fixed.
+            cl = self.module.head(feats.float()).mean(2)                              # (B, T, C)
+            C = cl.shape[-1]
+            H = cl.gather(1, chosen.reshape(B, -1, 1).expand(-1, -1, C)).reshape(B, E, M, C).mean(2)
+            head_loss = nn.functional.cross_entropy(H.reshape(B * E, C), labels.repeat_interleave(E))
+            opt.zero_grad(set_to_none=True)
+            head_loss.backward()
+            opt.step()
+        with torch.no_grad():   # eq. 6 for every position, from the (just updated) classifier
+            table = dsn_reward(self._class_logits(feats, logits).mean(2), labels, cfg.gamma)
+        r_a = table.gather(1, chosen.reshape(B, -1)).reshape(B, E, M)
+        r_b = table.gather(1, best.reshape(B, -1)).reshape(B, E, M)
+        # Eq. 11: (R(A^m) − R(B^m)) ∇ log p(a^m), every section its own bandit.
+        loss = reinforce_loss(categorical_log_prob(cand, act).reshape(1, -1), r_a.reshape(1, -1), r_b.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": float(loss.detach()) + float(head_loss.detach()), "head_loss": float(head_loss.detach()),
+                "reward": float(r_a.mean()), "reward_greedy": float(r_b.mean()),
+                "entropy": float(categorical_entropy(cand.detach()).mean()),
+                "agreement": float((act == greedy).float().mean())}
+
+    def _resume(self, opt, gen, checkpoint_path) -> int:
+        """Epochs already done (0 when starting fresh). Only ``epochs`` may differ between the
+        checkpoint's config and this one, so a run can be extended."""
+        if checkpoint_path is None or not Path(checkpoint_path).exists():
+            return 0
+        try:   # check the config before any weights are loaded into this module
+            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError) as err:
+            raise StoreError(f"cannot read training checkpoint {checkpoint_path}: {err}") from err
+        mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
+        theirs = {k: v for k, v in saved.get("config", {}).items() if k != "epochs"}
+        if saved.get("agent") != self.name or mine != theirs or saved.get("seed") != self.seed:
+            raise InputError(f"{checkpoint_path} was trained as another agent, config or seed; "
+                             f"resume needs the same (only epochs may change)")
+        ck = restore_training(self, opt, checkpoint_path)
+        set_rng_state(ck["rng"], gen)
+        log.info("resuming dsn from %s after %d epochs", checkpoint_path, ck["epoch"])
+        return int(ck["epoch"])
+
+    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
+            progress=False, val: States | None = None) -> list[dict]:
+        """Algorithm 1 for ``epochs`` epochs over mini-batches of videos; one log row per epoch
+        (loss, reward = mean R(A), reward_greedy = mean R(B), entropy of P^m, agreement of
+        sample and argmax, fraction_kept = M/T, lr, seconds, val_top1 when ``val``)."""
+        if train.multilabel:
+            raise InputError("dsn's reward (eq. 6) needs single-label states")
+        cfg = self.config
+        self.module.to(device)
+        obs_all = self._observed(train)
+        opt, gen = self._optimizer(), torch.Generator().manual_seed(self.seed)
+        start = self._resume(opt, gen, checkpoint_path)
+        if start == 0 and self.module.head is not None and cfg.head_init == "lstsq":
+            w, b = fit_linear_head(train.features, train.logits, cfg.batch_size)
+            with torch.no_grad():
+                self.module.head.weight.copy_(w)
+                self.module.head.bias.copy_(b)
+        V, T = train.shape[:2]
+        for epoch in tqdm(range(start, cfg.epochs), desc="dsn", disable=not progress,
+                          initial=start, total=cfg.epochs):
+            t0, lr = time.perf_counter(), multistep_lr(cfg.lr, epoch, cfg.milestones, cfg.lr_decay)
+            set_lr(opt, lr)
+            self.module.train()
+            rows = []
+            for idx in torch.randperm(V, generator=gen).split(cfg.batch_size):
+                rows.append(self._step(obs_all[idx].to(device).float(), train.features[idx].to(device),
+                                       train.logits[idx].to(device), train.labels[idx].to(device).long(),
+                                       opt, gen))
+            row = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+            row.update(epoch=epoch + 1, lr=lr, fraction_kept=cfg.sections / T,
+                       seconds=time.perf_counter() - t0)
+            if val is not None:
+                row["val_top1"] = top1(self.select(val, None).video_scores, val.labels)
+            self.history.append(row)
+            append_jsonl(log_path, row)
+            if checkpoint_path is not None:
+                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1, rng=get_rng_state(gen))
+        self.module.eval()
+        return self.history
+
+
+def top1(video_scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of (V, C) scores against (V,) int labels."""
+    return float((video_scores.argmax(-1).cpu() == labels.cpu().long()).float().mean())

@@ -1,0 +1,288 @@
+"""``tattn``: soft temporal attention (paper 002, Liu, Tian, Wang, ICIP) and its baseline.
+
+A stacked LSTM iterates ``iterations`` times over the *whole* feature sequence of a video.
+At iteration t the relevance of position i is e_i^t = tanh(w_aᵀh_{t−1} + u_aᵀv_i + b_a)
+(eq. 5, h_{t−1} the top layer's previous state), the weights α^t = softmax_i(e^t) (eq. 6),
+the LSTM input the weighted sum x_t = Σ_i α_i^t v_i (eq. 4), and every iteration predicts
+ŷ_t = softmax(W_y h_t + b_y) (eq. 7). Training minimises Σ_t CE(y, ŷ_t) + γ‖θ‖² (eq. 8) by
+back-propagation with Adadelta (§3.2). The video prediction averages ŷ_t over the last
+``test_last`` iterations (§3.2: the last 10 of 30).
+
+``tattn_noatt`` is the paper's no-attention baseline (§3.3): x_t = (1/T) Σ_i v_i at every
+iteration, the same LSTM and classifier.
+
+Crops: each of the K crops is its own sequence (batch V·K); the video prediction averages
+the crops' class probabilities (TSN's crop averaging). Selection on top of the soft attention:
+
+- ``score`` = α averaged over the iterations, per (position, crop);
+- ``select(m=None)``: the agent's own prediction, attention over every position;
+- ``select(m)``: the model runs again with its attention restricted to the kept cells (e_i
+  of dropped cells set to −∞, so α renormalises over the m kept positions; the baseline
+  averages the kept features instead): the prediction a deployment that only computes the
+  features of the kept positions would make. Crops left with no kept cell (region mode) do
+  not vote. ``video_scores`` = log of the averaged probabilities (logit space: softmax of it
+  gives the probabilities back). ``alpha`` (000's weight of dropped frames) does not apply
+  to a soft-attention model and is ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from agents.base import Agent, Selection, States, append_jsonl, register, top_m_mask
+from agents.baselines import evenly_spaced
+from agents.rl import get_rng_state, restore_training, set_rng_state
+from data.errors import InputError, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TAttnConfig:
+    """Defaults from §3.2: two stacked LSTM layers of 512 cells, 30 iterations (the paper's
+    30-step samples), the last 10 averaged at test, Adadelta (ρ 0.95, ε 1e-6, Zeiler's
+    values, lr 1.0). Not stated in the paper, our choices: weight_decay (γ of eq. 8),
+    dropout 0.5 on the non-recurrent connections (the cited LSTM implementation, Zaremba et
+    al. [17]), epochs, batch_size (videos per step)."""
+
+    hidden: int = 512
+    layers: int = 2
+    iterations: int = 30
+    test_last: int = 10
+    dropout: float = 0.5
+    lr: float = 1.0
+    rho: float = 0.95
+    eps: float = 1e-6
+    weight_decay: float = 1e-4
+    epochs: int = 30
+    batch_size: int = 64
+
+    def __post_init__(self):
+        for name in ("hidden", "layers", "iterations", "test_last", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"tattn {name} must be >= 1, not {getattr(self, name)}")
+        if self.test_last > self.iterations:
+            raise InputError(f"tattn test_last={self.test_last} exceeds iterations={self.iterations}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"tattn dropout must be in [0, 1), not {self.dropout}")
+
+
+def attention_weights(h_prev: torch.Tensor, u: torch.Tensor, w_a: nn.Linear,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eqs. 5–6: α_i = softmax_i(tanh(w_aᵀh + u_i)), u_i = u_aᵀv_i + b_a precomputed.
+
+    h_prev (B, H), u (B, T), mask (B, T) bool (False = not observed) -> α (B, T) float32.
+    """
+    e = torch.tanh(w_a(h_prev) + u)
+    if mask is not None:
+        e = e.masked_fill(~mask, float("-inf"))
+    return torch.softmax(e, dim=-1)
+
+
+def tattn_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 without the decay term (that is the optimiser's weight decay): the negative
+    log-likelihood summed over the iterations, averaged over the batch.
+
+    logits (B, I, C) float, labels (B,) int64 -> () float.
+    """
+    B, I, C = logits.shape
+    nll = nn.functional.cross_entropy(logits.reshape(B * I, C), labels.repeat_interleave(I), reduction="none")
+    return nll.reshape(B, I).sum(1).mean()
+
+
+class TAttnModule(nn.Module):
+    """Stacked LSTM cells iterating over (attention-)weighted sums of the features."""
+
+    def __init__(self, feature_dim: int, num_classes: int, cfg: TAttnConfig, attention: bool):
+        super().__init__()
+        H, self.attention, self.iterations = cfg.hidden, attention, cfg.iterations
+        self.cells = nn.ModuleList([nn.LSTMCell(feature_dim if i == 0 else H, H) for i in range(cfg.layers)])
+        self.w_a = nn.Linear(H, 1, bias=False)
+        self.u_a = nn.Linear(feature_dim, 1)          # its bias is b_a
+        self.drop = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(H, num_classes)   # W_y, b_y
+
+    def forward(self, v: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """v (B, T, D) float32, mask (B, T) bool or None (every row needs one True) ->
+        logits (B, I, C) of every iteration, α (B, I, T) float32 the weights used."""
+        B, T, _ = v.shape
+        state = [(v.new_zeros(B, c.hidden_size), v.new_zeros(B, c.hidden_size)) for c in self.cells]
+        if self.attention:
+            u = self.u_a(v).squeeze(-1)                                          # (B, T)
+        else:   # the baseline: the (masked) mean of the features, the same every iteration
+            w = torch.ones(B, T, device=v.device) if mask is None else mask.float()
+            mean_w = w / w.sum(1, keepdim=True)
+        logits, alphas = [], []
+        for _ in range(self.iterations):
+            a = attention_weights(state[-1][0], u, self.w_a, mask) if self.attention else mean_w
+            inp = torch.einsum("bt,btd->bd", a, v)                               # eq. 4
+            for i, cell in enumerate(self.cells):
+                state[i] = cell(self.drop(inp), state[i])                        # eq. 3
+                inp = state[i][0]
+            logits.append(self.classifier(self.drop(inp)))                       # eq. 7
+            alphas.append(a)
+        return torch.stack(logits, 1), torch.stack(alphas, 1)
+
+
+@register("tattn")
+class TAttn(Agent):
+    """Temporal attention agent; see the module docstring."""
+
+    Config = TAttnConfig
+    attention = True
+
+    def build(self) -> nn.Module:
+        return TAttnModule(self.feature_dim, self.num_classes, self.config, self.attention)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def _forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run every crop as its own sequence.
+
+        feats (B, T, K, D), mask (B, T, K) bool or None -> per-crop class probabilities
+        (B, K, C) averaged over the last ``test_last`` iterations, and α averaged over the
+        iterations (B, T, K) float32. A crop whose mask is all False is run unmasked (its
+        result is not used by :meth:`_predict`) so that no softmax sees only −∞.
+        """
+        B, T, K, D = feats.shape
+        v = feats.float().permute(0, 2, 1, 3).reshape(B * K, T, D)
+        mk = None
+        if mask is not None:
+            mk = mask.permute(0, 2, 1).reshape(B * K, T)
+            mk = mk | ~mk.any(1, keepdim=True)
+        logits, alpha = self.module(v, mk)
+        probs = torch.softmax(logits[:, -self.config.test_last:], -1).mean(1)
+        return probs.reshape(B, K, -1), alpha.mean(1).reshape(B, K, T).permute(0, 2, 1)
+
+    def _predict(self, states: States, keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V, C) log of the crop-averaged probabilities and (V, T, K) α, in mini-batches of
+        videos on the module's device; ``keep`` (V, T, K) bool restricts what the model sees."""
+        self.module.eval()
+        scores, alphas, dev, bs = [], [], self.device, self.config.batch_size
+        with torch.no_grad():
+            for i in range(0, states.features.shape[0], bs):
+                mask = None if keep is None else keep[i:i + bs].to(dev)
+                probs, alpha = self._forward(states.features[i:i + bs].to(dev), mask)
+                vote = torch.ones(probs.shape[:2], device=dev) if mask is None else mask.any(1).float()
+                p = (probs * vote[..., None]).sum(1) / vote.sum(1, keepdim=True).clamp_min(1.0)
+                scores.append(torch.log(p.clamp_min(1e-12)))
+                alphas.append(alpha)
+        out = states.features.device
+        return torch.cat(scores).to(out), torch.cat(alphas).to(out)
+
+    def score(self, states: States) -> torch.Tensor:
+        """(V, T, K) float32 attention weights averaged over the iterations (each crop's
+        weights sum to 1 over T)."""
+        return self._predict(states, None)[1]
+
+    def _keep(self, scores: torch.Tensor, m: int | None, mode: str) -> torch.Tensor:
+        return top_m_mask(scores, m, mode)
+
+    def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
+        """m=None: the agent's own prediction over every position; m: top-m cells by α, the
+        model re-run seeing only those (attention renormalised over them)."""
+        video_scores, scores = self._predict(states, None)
+        keep = self._keep(scores, m, mode)
+        if not bool(keep.all()):
+            video_scores = self._predict(states, keep)[0]
+        per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
+        return Selection(scores, keep, video_scores.float(), per.long(), mode)
+
+    # -- training -------------------------------------------------------------------
+    def _resume(self, opt, gen, checkpoint_path) -> int:
+        """Epochs already done (0 when starting fresh); only ``epochs`` may change."""
+        if checkpoint_path is None or not Path(checkpoint_path).exists():
+            return 0
+        try:   # check the config before any weights are loaded into this module
+            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError) as err:
+            raise StoreError(f"cannot read training checkpoint {checkpoint_path}: {err}") from err
+        mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
+        theirs = {k: v for k, v in saved.get("config", {}).items() if k != "epochs"}
+        if saved.get("agent") != self.name or mine != theirs or saved.get("seed") != self.seed:
+            raise InputError(f"{checkpoint_path} was trained as another agent, config or seed; "
+                             f"resume needs the same (only epochs may change)")
+        ck = restore_training(self, opt, checkpoint_path)
+        set_rng_state(ck["rng"], gen)
+        log.info("resuming %s from %s after %d epochs", self.name, checkpoint_path, ck["epoch"])
+        return int(ck["epoch"])
+
+    def _step(self, feats: torch.Tensor, labels: torch.Tensor, opt) -> dict:
+        """One back-propagation step on B videos × K crops. feats (B, T, K, D), labels (B,)."""
+        B, T, K, D = feats.shape
+        v = feats.float().permute(0, 2, 1, 3).reshape(B * K, T, D)
+        logits, alpha = self.module(v)
+        y = labels.repeat_interleave(K)
+        loss = tattn_loss(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        alpha = alpha.detach()
+        ent = -(alpha * torch.log(alpha.clamp_min(1e-12))).sum(-1)           # (B·K, I) nats
+        pred = torch.softmax(logits[:, -self.config.test_last:].detach(), -1).mean(1).argmax(-1)
+        return {"loss": float(loss.detach()), "entropy": float(ent.mean()),
+                "fraction_kept": float(ent.exp().mean()) / T,
+                "train_top1": float((pred == y).float().mean())}
+
+    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
+            progress=False, val: States | None = None) -> list[dict]:
+        """Adadelta on eq. 8 over mini-batches of videos for ``epochs`` epochs. One log row
+        per epoch: loss, entropy (of α, nats), fraction_kept (= perplexity of α / T: the
+        share of positions the soft attention effectively uses), train_top1, lr, seconds,
+        and val_top1 (the agent's own prediction) when ``val`` is given."""
+        if train.multilabel:
+            raise InputError(f"{self.name} is trained with single-label cross-entropy (eq. 8)")
+        cfg = self.config
+        self.module.to(device)
+        opt = torch.optim.Adadelta(self.module.parameters(), lr=cfg.lr, rho=cfg.rho, eps=cfg.eps,
+                                   weight_decay=cfg.weight_decay)
+        gen = torch.Generator().manual_seed(self.seed)
+        start = self._resume(opt, gen, checkpoint_path)
+        V = train.features.shape[0]
+        for epoch in tqdm(range(start, cfg.epochs), desc=self.name, disable=not progress,
+                          initial=start, total=cfg.epochs):
+            t0 = time.perf_counter()
+            self.module.train()
+            rows = [self._step(train.features[idx].to(device), train.labels[idx].to(device).long(), opt)
+                    for idx in torch.randperm(V, generator=gen).split(cfg.batch_size)]
+            row = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+            row.update(epoch=epoch + 1, lr=cfg.lr, seconds=time.perf_counter() - t0)
+            if val is not None:
+                pred = self._predict(val, None)[0].argmax(-1).cpu()
+                row["val_top1"] = float((pred == val.labels.cpu().long()).float().mean())
+            self.history.append(row)
+            append_jsonl(log_path, row)
+            if checkpoint_path is not None:
+                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1, rng=get_rng_state(gen))
+        self.module.eval()
+        return self.history
+
+
+@register("tattn_noatt")
+class TAttnNoAtt(TAttn):
+    """The paper's no-attention baseline (§3.3): x_t = mean of the features every iteration.
+
+    Its weights are uniform (score = 1/T everywhere), so ``select(m)`` keeps m evenly spaced
+    positions (TSN) and the model averages those; region mode keeps all crops of them.
+    """
+
+    attention = False
+
+    def _keep(self, scores: torch.Tensor, m: int | None, mode: str) -> torch.Tensor:
+        V, T, K = scores.shape
+        if m is None or m >= T:
+            return torch.ones_like(scores, dtype=torch.bool)
+        if m < 1:
+            raise InputError(f"m must be >= 1, not {m}")
+        keep = torch.zeros_like(scores, dtype=torch.bool)
+        keep[:, evenly_spaced(T, m).to(keep.device), :] = True
+        return keep

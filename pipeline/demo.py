@@ -1,0 +1,107 @@
+"""``framesel demo``: the whole pipeline on the embedded demo dataset, in minutes on a CPU.
+
+generate videos → extract (decode, TV-L1, EfficientNet-Lite0 on RGB and flow) → head →
+train every agent → evaluate → report. Everything lands under one directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from agents.head import HeadConfig
+from agents.stage import HeadStageConfig, TrainStageConfig, run_head, run_train
+from data.demo import DemoConfig, make_demo_dataset
+from evaluate.protocols import ProtocolConfig
+from evaluate.run import EvaluateConfig, run_evaluate
+from extract.flow import FlowConfig
+from extract.run import ExtractConfig, run_extraction
+from extract.video import VideoSettings
+
+log = logging.getLogger(__name__)
+
+# The demo has a few dozen training videos, not UCF101's 9,537: the papers' learning rates
+# (e.g. 1e-5 for `as`) would not move in the few hundred steps the demo can afford, so each
+# agent gets a rate and epoch count sized for it. The report records these overrides.
+DEMO_AGENTS: dict[str, tuple[tuple[str, object], ...]] = {
+    "as": (("lr", 1e-3), ("epochs", 60), ("m", 3), ("batch_size", 16), ("lr_milestones", (40, 55))),
+    "dsn": (("epochs", 40), ("batch_size", 16), ("milestones", (30, 38))),
+    "tattn": (("epochs", 40), ("hidden", 128), ("layers", 1), ("batch_size", 16)),
+    "rtsae": (("pretrain_epochs", 10), ("epochs", 40), ("batch_size", 16)),
+    "glimpse": (("epochs", 40), ("batch_size", 16)),
+}
+
+# Demo extraction: the papers' pipeline at a laptop's scale. T = 10 positions over ~4 s
+# clips, L = 3 flow pairs, 1 centre crop, TV-L1 with a looser stopping threshold (epsilon
+# 0.05: ~10x faster than the default 0.01 at 0.26 px mean difference, GUIDE §7).
+DEMO_SETTINGS = VideoSettings(frames=10, flow_stack=3, crops=1, feature_maps=True,
+                              flow=FlowConfig(algorithm="tvl1", params=(("epsilon", 0.05),)))
+
+
+@dataclass(frozen=True)
+class DemoRunConfig:
+    out: str = "framesel-demo"
+    data: DemoConfig = field(default_factory=DemoConfig)
+    settings: VideoSettings = DEMO_SETTINGS
+    agents: tuple[str, ...] = ("as", "dsn", "tattn", "rtsae", "glimpse")
+    overrides: dict = field(default_factory=lambda: dict(DEMO_AGENTS))
+    ms: tuple[int, ...] = (1, 2, 3, 5, 10)
+    workers: int = 1
+    seed: int = 0
+    quiet: bool = False
+    command: str = "framesel demo"
+
+
+def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
+    """Run every stage; returns {"report": path, "seconds": {stage: s}, "store": path}."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    times, t0 = {}, time.perf_counter()
+
+    def stage(name):
+        times[name] = round(time.perf_counter() - t0 - sum(times.values()), 1)
+        echo(f"[{sum(times.values()):6.1f} s] {name} done ({times[name]} s)")
+
+    ds = make_demo_dataset(out / "data", cfg.data, progress=not cfg.quiet)
+    data_dir = out / "data"
+    all_list = data_dir / "all.txt"
+    all_list.write_text((data_dir / "train.txt").read_text() + (data_dir / "test.txt").read_text())
+    stage("dataset")
+    store = str(out / "demo.zarr")
+    summary = run_extraction(ExtractConfig(list_path=str(all_list), out=store, root=str(data_dir),
+                                           classes_file=str(data_dir / "classes.txt"), settings=cfg.settings,
+                                           workers=cfg.workers, quiet=cfg.quiet, command=cfg.command))
+    echo(summary.text())
+    stage("extract")
+    run_head(HeadStageConfig(store=store, train_list=str(data_dir / "train.txt"),
+                             head=HeadConfig(epochs=60, seed=cfg.seed), quiet=cfg.quiet, command=cfg.command))
+    stage("head")
+    checkpoints = _train_agents(cfg, store, data_dir / "train.txt", out / "agents", stage)
+    paths = run_evaluate(EvaluateConfig(store=store, test_lists=(str(data_dir / "test.txt"),),
+                                        out=str(out / "report"), agents=tuple(checkpoints),
+                                        protocol=ProtocolConfig(ms=cfg.ms, seed=cfg.seed),
+                                        command=cfg.command))
+    stage("evaluate")
+    (out / "timings.json").write_text(json.dumps({"seconds": times, "videos": ds.get("counts")}, indent=1))
+    return {"report": str(paths["html"]), "seconds": times, "store": store, "ok": summary.ok}
+
+
+def _train_agents(cfg: DemoRunConfig, store, train_list, agent_dir, stage) -> list[str]:
+    checkpoints = []
+    for name in cfg.agents:
+        for stream in cfg.settings.streams:
+            path = agent_dir / f"{name}-{stream}.pt"
+            if path.exists():
+                path.unlink()        # a demo run starts its agents afresh
+            run_train(TrainStageConfig(store=store, agent=name, train_list=str(train_list), out=str(path),
+                                       stream=stream,
+                                       overrides=tuple(cfg.overrides.get(name, ())), seed=cfg.seed,
+                                       quiet=cfg.quiet, command=cfg.command))
+            checkpoints.append(str(path))
+        stage(f"train {name}")
+    return checkpoints
+
+
+__all__ = ["DemoRunConfig", "run_demo", "DEMO_AGENTS", "DEMO_SETTINGS", "replace"]
