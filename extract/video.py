@@ -126,13 +126,25 @@ def _run(models: Models, stream: str, x, T: int, settings: VideoSettings) -> dic
     return out
 
 
+def flow_pairs(flow_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (frame, next frame) pairs the stacks need, and where each stack slot
+    finds its pair. flow_index (T, L+1) -> pairs (U, 2), slot (T, L) indices into pairs.
+
+    Stacks of neighbouring positions overlap when T·L approaches the frame count (and repeat
+    in short videos), so computing each pair once keeps flow work at most n − 1 pairs."""
+    T, L1 = flow_index.shape
+    pairs = np.stack([flow_index[:, :-1], flow_index[:, 1:]], axis=-1).reshape(-1, 2)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    return uniq, inverse.reshape(T, L1 - 1)
+
+
 def _flow_stacks(frames: np.ndarray, samp, settings: VideoSettings) -> np.ndarray:
     """TV-L1 (or the chosen algorithm) only on the L pairs of each sampled position — never
-    on every frame. Positions that repeat (short videos) are computed once."""
-    uniq, inverse = np.unique(samp.flow_index, axis=0, return_inverse=True)
-    gray = decode.grayscale(frames[uniq.reshape(-1)]).reshape(*uniq.shape, *frames.shape[1:3])
-    stacks = flow.compute_stacks(gray, settings.flow)                             # (U, L, H, W, 2)
-    return stacks[inverse.reshape(-1)]
+    on every frame — each distinct pair once. -> (T, L, H, W, 2) float32."""
+    pairs, slot = flow_pairs(samp.flow_index)
+    gray = decode.grayscale(frames[pairs.reshape(-1)]).reshape(len(pairs), 2, *frames.shape[1:3])
+    fields = flow.compute_stacks(gray, settings.flow)[:, 0]                     # (U, H, W, 2)
+    return fields[slot]
 
 
 def _thumbnails(frames: np.ndarray, size) -> np.ndarray | None:

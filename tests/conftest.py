@@ -31,14 +31,16 @@ def write_video(path, frames: np.ndarray, fps: float = 25.0, codec: str = "libx2
 
 
 def moving_texture(n=12, h=256, w=340, shift=(2, 1), seed=0) -> np.ndarray:
-    """(n, h, w, 3) uint8: a smooth random texture translating by ``shift`` px per frame."""
+    """(n, h, w, 3) uint8: a smooth random texture whose content moves by ``-shift`` px per
+    frame (a window sliding by ``shift`` over a larger image)."""
     import cv2
 
     g = np.random.default_rng(seed)
-    big = cv2.GaussianBlur(g.integers(0, 255, (h + 4 * n * abs(shift[1]) + 8, w + 4 * n * abs(shift[0]) + 8, 3),
-                                      dtype=np.uint8), (0, 0), 3)
-    big = cv2.normalize(big, None, 0, 255, cv2.NORM_MINMAX)
-    frames = [big[4 + t * shift[1]: 4 + t * shift[1] + h, 4 + t * shift[0]: 4 + t * shift[0] + w] for t in range(n)]
+    pad = n * max(abs(shift[0]), abs(shift[1])) + 4
+    big = g.integers(0, 255, (h + 2 * pad, w + 2 * pad, 3), dtype=np.uint8)
+    big = cv2.normalize(cv2.GaussianBlur(big, (0, 0), 3), None, 0, 255, cv2.NORM_MINMAX)
+    frames = [big[pad + t * shift[1]: pad + t * shift[1] + h, pad + t * shift[0]: pad + t * shift[0] + w]
+              for t in range(n)]
     return np.stack(frames).astype(np.uint8)
 
 
