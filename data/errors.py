@@ -24,6 +24,9 @@ class VideoError(FrameselError, RuntimeError):
         self.reason = str(reason)
         super().__init__(f"{self.path}: {self.reason}")
 
+    def __reduce__(self):  # crosses process boundaries (extraction workers) intact
+        return type(self), (self.path, self.reason)
+
 
 class StoreError(FrameselError, OSError):
     """The feature store is missing, of another schema, or inconsistent."""
@@ -39,6 +42,9 @@ class UnknownNameError(FrameselError, KeyError):
     def __init__(self, kind, name, available):
         self.kind, self.name, self.available = kind, name, sorted(available)
         super().__init__(f"unknown {kind} {name!r}; available: {', '.join(self.available)}")
+
+    def __reduce__(self):
+        return type(self), (self.kind, self.name, self.available)
 
     def __str__(self):  # KeyError would otherwise quote the whole message
         return self.args[0]

@@ -102,9 +102,8 @@ def extract_video(path: str, settings: VideoSettings, models: Models) -> tuple[V
         fl = _flow_stacks(video.frames, samp, settings)                          # (T, L, H, W, 2)
         motion = flow.motion_magnitude(fl).astype(np.float32)
         if "flow" in settings.streams:
-            fc = crops.crop_flow(fl, boxes, S)                                    # (T, K, L, S, S, 2)
-            x = backbones.preprocess_flow(fc.reshape(-1, L, S, S, 2), settings.flow.bound)
-            streams["flow"] = _run(models, "flow", x, T, settings)
+            fc = crops.crop_flow(fl, boxes, S).reshape(-1, L, S, S, 2)          # (T·K, L, S, S, 2)
+            streams["flow"] = _run(models, "flow", _FlowInputs(fc, settings.flow.bound), T, settings)
     for name in settings.streams:
         if name not in streams:
             raise VideoError(path, f"stream {name!r} is not produced by extraction")
@@ -112,6 +111,20 @@ def extract_video(path: str, settings: VideoSettings, models: Models) -> tuple[V
     result = VideoResult(num_frames=n, fps=video.fps, frame_index=samp.frame_index, motion=motion,
                          streams=streams, thumbnails=thumbs)
     return result, notes
+
+
+class _FlowInputs:
+    """Flow crops preprocessed a slice at a time: 25 x 10 stacks of 10 x 224 x 224 float32
+    would be 500 MB at once; the runner asks for one batch at a time."""
+
+    def __init__(self, crops_flow: np.ndarray, bound: float):
+        self.crops, self.bound = crops_flow, bound
+
+    def __len__(self):
+        return len(self.crops)
+
+    def __getitem__(self, sl):
+        return backbones.preprocess_flow(self.crops[sl], self.bound)
 
 
 def _run(models: Models, stream: str, x, T: int, settings: VideoSettings) -> dict:
