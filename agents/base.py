@@ -97,7 +97,8 @@ class Selection:
 
 def top_m_mask(scores: torch.Tensor, m: int | None, mode: str = "frame") -> torch.Tensor:
     """Keep the m best positions (frame mode: ranked by the mean score over crops, every crop
-    of a kept position kept) or the m·K best (position, crop) cells (region mode, 000 Table 3).
+    of a kept position kept) or, in region mode (000 Table 3), the m best positions of each
+    crop's own sequence of T volumes.
 
     scores: (V, T, K) -> (V, T, K) bool. ``m=None`` or m >= T keeps everything. Ties break by
     position order (``torch.topk`` on CPU is stable for equal values only by index), so a
@@ -116,11 +117,10 @@ def top_m_mask(scores: torch.Tensor, m: int | None, mode: str = "frame") -> torc
         keep_t = torch.zeros(V, T, dtype=torch.bool, device=scores.device)
         keep_t.scatter_(1, idx, True)
         return keep_t[:, :, None].expand(V, T, K).clone()
-    flat = scores.reshape(V, T * K)
-    idx = flat.topk(m * K, dim=1).indices
-    keep = torch.zeros_like(flat, dtype=torch.bool)
+    idx = scores.topk(m, dim=1).indices                              # (V, m, K): per crop
+    keep = torch.zeros_like(scores, dtype=torch.bool)
     keep.scatter_(1, idx, True)
-    return keep.reshape(V, T, K)
+    return keep
 
 
 def aggregate(logits: torch.Tensor, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:

@@ -1,0 +1,270 @@
+"""The ``as`` agent: attention-aware sampling by deep RL (Dong, Zhang, Tan, AAAI 2019; paper 000).
+
+A BiLSTM topped with an FC layer and a sigmoid reads the states s_t = (s_t^f, s_t^r)
+(feature, softmax prediction of the fixed classifier CL) of each crop's sequence of T
+positions and emits a keep probability p_t^a per position (000 "Agent"). Training samples
+a_t ~ Bernoulli(p_t^a) (eq. 1) for N episodes per video, rewards each episode with eqs. 2–4
+computed from the fixed classifier's predictions, and follows REINFORCE with a per-video
+moving-average baseline (eqs. 7–8, Algorithm 1) plus L_sampling (eq. 9). At test time the
+p_t^a are importance scores and the base ``select`` keeps the top m (Algorithm 2; α of
+eq. 10 is ``select``'s ``alpha``).
+
+Selection modes (000 Table 3): ``frame`` — one action per position, shared by its crops
+(p_t^a = mean over crops of the per-crop outputs); ``region`` — one action per
+(position, crop).
+
+Training is vectorised: a mini-batch of B videos × K crops goes through the BiLSTM as B·K
+sequences, and all N episodes of all B videos are sampled, rewarded and back-propagated at
+once; ``benchmarks/agents.py`` times it against a literal per-video Algorithm 1.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from agents.base import MODES, Agent, States, append_jsonl, register, top_m_mask, aggregate
+from agents.rl import (MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, get_rng_state,
+                       multistep_lr, reinforce_loss, restore_training, set_lr, set_rng_state)
+from data.errors import InputError
+
+STATE_KINDS = ("both", "features", "predictions")
+
+
+@dataclass(frozen=True)
+class ASConfig:
+    """Defaults are 000's settings where the paper gives them.
+
+    Paper: Adam, lr 1e-5 ×0.1 after epochs 20 and 40, 45 epochs, weight decay 1e-5, β = 0.1,
+    Ω = 10, m = 12 of T = 25 (best in Table 3), state (s^f, s^r) (Table 2).
+    Not in the paper (our choices): ``hidden`` (BiLSTM size per direction), ``episodes`` N
+    (the paper never states N; 8), ``batch_size`` (the paper updates per video; we average
+    the gradient over a mini-batch of videos), ``baseline_momentum`` of the moving average b,
+    ``proj`` (optional linear projection of the state before the BiLSTM, 0 = none).
+    """
+
+    hidden: int = 256
+    state: str = "both"
+    mode: str = "frame"
+    m: int = 12
+    beta: float = 0.1
+    omega: float = 10.0
+    episodes: int = 8
+    lr: float = 1e-5
+    lr_milestones: tuple = (20, 40)
+    lr_gamma: float = 0.1
+    weight_decay: float = 1e-5
+    epochs: int = 45
+    batch_size: int = 32
+    baseline_momentum: float = 0.9
+    proj: int = 0
+
+    def __post_init__(self):
+        if self.state not in STATE_KINDS:
+            raise InputError(f"as state must be one of {STATE_KINDS}, not {self.state!r}")
+        if self.mode not in MODES:
+            raise InputError(f"as mode must be one of {MODES}, not {self.mode!r}")
+        if min(self.m, self.episodes, self.epochs, self.batch_size, self.hidden) < 1:
+            raise InputError("as m, episodes, epochs, batch_size and hidden must be >= 1")
+        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
+
+
+class ASNet(nn.Module):
+    """(S, T, F) float32 states of S sequences -> (S, T) float32 keep probabilities p_t^a."""
+
+    def __init__(self, in_dim: int, hidden: int, proj: int = 0):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, proj) if proj else nn.Identity()
+        self.lstm = nn.LSTM(proj or in_dim, hidden, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.lstm(self.proj(x))               # (S, T, 2H): [h_t^f ; h_t^b]
+        return torch.sigmoid(self.fc(h).squeeze(-1))  # p_t^a = σ(W h_t)
+
+
+# -- the reward (eqs. 2–4) -------------------------------------------------------------
+def _true_prob(p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """p_c: (..., C) probs, labels (...) int64 or (..., C) multi-hot -> (...). Multi-label:
+    mean prob of the true classes."""
+    if labels.dim() == p.dim():
+        y = labels.to(p.dtype)
+        return (p * y).sum(-1) / y.sum(-1).clamp_min(1.0)
+    shape = torch.broadcast_shapes(p.shape[:-1], labels.shape)
+    return p.expand(*shape, p.shape[-1]).gather(-1, labels.long().expand(shape).unsqueeze(-1)).squeeze(-1)
+
+
+def _top1_correct(p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    top = p.argmax(dim=-1)
+    if labels.dim() == p.dim():   # multi-label: the top-1 class is one of the true ones
+        shape = torch.broadcast_shapes(top.shape, labels.shape[:-1])
+        y = labels.expand(*shape, labels.shape[-1])
+        return y.gather(-1, top.expand(shape).unsqueeze(-1)).squeeze(-1) > 0
+    return top == labels.long()
+
+
+def as_reward(p0: torch.Tensor, p1: torch.Tensor, labels: torch.Tensor, omega: float = 10.0) -> torch.Tensor:
+    """R of 000 eq. 4: +Ω when the top-1 turns from wrong (p⁰) to right (p¹), −Ω when it turns
+    from right to wrong, otherwise r0 = sgn(p¹_c − p⁰_c) (eq. 2; 0 when unchanged).
+
+    p0, p1: (..., C) float video-level probabilities (broadcastable); labels: (...) int64
+    class ids or (..., C) multi-hot (p_c is then the mean over the true classes) -> (...) float32.
+    """
+    r0 = torch.sign(_true_prob(p1, labels) - _true_prob(p0, labels))
+    ok0, ok1 = _top1_correct(p0, labels), _top1_correct(p1, labels)
+    out = torch.where(~ok0 & ok1, torch.full_like(r0, omega), r0)
+    return torch.where(ok0 & ~ok1, torch.full_like(r0, -omega), out).float()
+
+
+def episode_predictions(probs: torch.Tensor, actions: torch.Tensor):
+    """p⁰ and p¹ of 000 eq. 3 for N episodes at once.
+
+    probs: (B, T, K, C) per-frame softmax s_t^r; actions: (N, B, T) float {0,1} (frame mode:
+    one per position, all its crops) or (N, B, T, K) (region mode). Returns p0 (B, C) — mean
+    over every cell — and p1 (N, B, C) — mean over the kept cells; an episode that keeps
+    nothing gets p1 = p0 (no selection = no change, reward 0 unless Ω applies — it cannot).
+    """
+    B, T, K, C = probs.shape
+    p0 = probs.mean(dim=(1, 2))
+    a = actions if actions.dim() == 4 else actions.unsqueeze(-1).expand(*actions.shape, K)
+    kept = a.sum(dim=(2, 3))                                          # (N, B)
+    p1 = torch.einsum("nbtk,btkc->nbc", a, probs) / kept.clamp_min(1.0)[..., None]
+    p1 = torch.where((kept > 0)[..., None], p1, p0.expand_as(p1))
+    return p0, p1
+
+
+def sampling_loss(p: torch.Tensor, m: int, beta: float = 0.1) -> torch.Tensor:
+    """L_sampling of 000 eq. 9: β·|(1/T) Σ_t p_t^a − m/T|, averaged over videos.
+
+    p: (B, T) or (B, T, K) keep probabilities (crops averaged in) -> () float.
+    """
+    T = p.shape[1]
+    return beta * (p.flatten(1).mean(1) - m / T).abs().mean()
+
+
+def state_input(features: torch.Tensor, logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """(B, T, K, D) features, (B, T, K, C) logits -> (B·K, T, F) sequences per crop, F = D + C
+    for ``both`` (s^f ; softmax s^r), D for ``features``, C for ``predictions``."""
+    parts = []
+    if kind in ("both", "features"):
+        parts.append(features.float())
+    if kind in ("both", "predictions"):
+        parts.append(torch.softmax(logits.float(), dim=-1))
+    x = torch.cat(parts, dim=-1)
+    B, T, K, F = x.shape
+    return x.permute(0, 2, 1, 3).reshape(B * K, T, F)
+
+
+@register("as")
+class ASAgent(Agent):
+    """Attention-aware sampling agent (000). See the module docstring."""
+
+    Config = ASConfig
+
+    def build(self) -> nn.Module:
+        c = self.config
+        in_dim = {"both": self.feature_dim + self.num_classes, "features": self.feature_dim,
+                  "predictions": self.num_classes}[c.state]
+        return ASNet(in_dim, c.hidden, c.proj)
+
+    def _keep_probs(self, features, logits) -> torch.Tensor:
+        """(B, T, K, D), (B, T, K, C) on the module's device -> (B, T, K) p^a per crop."""
+        B, T, K = features.shape[:3]
+        return self.module(state_input(features, logits, self.config.state)).view(B, K, T).permute(0, 2, 1)
+
+    def score(self, states: States, batch_size: int = 256) -> torch.Tensor:
+        """(V, T, K) float32 keep probabilities p_t^a (Algorithm 2 line 3), on the states' device."""
+        device = next(self.module.parameters()).device
+        self.module.eval()
+        out = []
+        with torch.no_grad():
+            for s in range(0, states.shape[0], batch_size):
+                f = states.features[s:s + batch_size].to(device)
+                out.append(self._keep_probs(f, states.logits[s:s + batch_size].to(device)).float())
+        V, T, K, _, _ = states.shape
+        scores = torch.cat(out) if out else torch.zeros(0, T, K)
+        return scores.to(states.logits.device)
+
+    # -- training -------------------------------------------------------------------------
+    def _step(self, train: States, idx: torch.Tensor, opt, gen, baseline, device) -> dict:
+        """One REINFORCE update on the videos ``idx`` (B,), all N episodes at once."""
+        c = self.config
+        f, lg = train.features[idx].to(device), train.logits[idx].to(device)
+        labels = train.labels[idx].to(device)
+        p = self._keep_probs(f, lg)                                      # (B, T, K)
+        pa = p.mean(dim=2) if c.mode == "frame" else p                   # policy per action
+        u = torch.rand((c.episodes, *pa.shape), generator=gen).to(device)
+        a = (u < pa.detach()).float()                                    # (N, B, T[, K]) eq. 1
+        probs = torch.softmax(lg.float(), dim=-1)
+        p0, p1 = episode_predictions(probs, a)
+        R = as_reward(p0.unsqueeze(0), p1, labels.unsqueeze(0), c.omega)  # (N, B)
+        logp = bernoulli_log_prob(pa.unsqueeze(0), a).flatten(2).sum(-1)  # Σ_t log π(a_t|h_t)
+        b = baseline(idx.to(baseline.values.device)).to(device)
+        l_rl, l_samp = reinforce_loss(logp, R, b), sampling_loss(pa, c.m, c.beta)
+        opt.zero_grad(set_to_none=True)
+        (l_rl + l_samp).backward()
+        opt.step()
+        baseline.update(idx.to(baseline.values.device), R.mean(0))      # Algorithm 1 line 13
+        with torch.no_grad():
+            keep = top_m_mask(p.detach(), c.m, c.mode)
+            hit = _top1_correct(aggregate(lg.float(), keep), labels).float()
+        return {"loss": float((l_rl + l_samp).detach()), "l_sampling": float(l_samp.detach()), "reward": float(R.mean()),
+                "stimulation": float((R == c.omega).float().mean()),
+                "punishment": float((R == -c.omega).float().mean()),
+                "entropy": float(bernoulli_entropy(pa.detach()).mean()),
+                "fraction_kept": float(a.mean()), "mean_keep_prob": float(pa.detach().mean()),
+                "train_top1_at_m": float(hit.mean())}
+
+    def _epoch(self, train, opt, gen, baseline, device, progress, epoch) -> dict:
+        V = train.shape[0]
+        perm = torch.randperm(V, generator=gen)
+        rows, sizes = [], []
+        self.module.train()
+        batches = range(0, V, self.config.batch_size)
+        for s in tqdm(batches, desc=f"as epoch {epoch + 1}", disable=not progress, leave=False):
+            idx = perm[s:s + self.config.batch_size]
+            rows.append(self._step(train, idx, opt, gen, baseline, device))
+            sizes.append(len(idx))
+        w = torch.tensor(sizes, dtype=torch.float64) / V
+        return {k: float(sum(wi * r[k] for wi, r in zip(w.tolist(), rows))) for k in rows[0]}
+
+    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
+            progress=False, val: States | None = None) -> list[dict]:
+        """Algorithm 1 over mini-batches of videos; resumes from ``checkpoint_path`` if it
+        exists (weights, Adam state, epoch, history, RNG, per-video baselines) and saves it
+        atomically after every epoch. Returns ``self.history`` (one dict per epoch)."""
+        c = self.config
+        if train.shape[0] < 1:
+            raise InputError("no training videos")
+        if train.shape[3] != self.feature_dim or train.shape[4] != self.num_classes:
+            raise InputError(f"states (D, C) = {train.shape[3:]} but the agent was built for "
+                             f"({self.feature_dim}, {self.num_classes})")
+        self.module.to(device)
+        opt = torch.optim.Adam(self.module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        gen = torch.Generator().manual_seed(self.seed)
+        baseline = MovingAverageBaseline(train.shape[0], c.baseline_momentum)
+        start = 0
+        ck = restore_training(self, opt, checkpoint_path)
+        if ck is not None:
+            start = int(ck["epoch"])
+            baseline.load_state_dict(ck["baseline"])
+            set_rng_state(ck["rng"], gen)
+        for epoch in tqdm(range(start, c.epochs), desc="as", disable=not progress):
+            t0 = time.perf_counter()
+            lr = multistep_lr(c.lr, epoch, c.lr_milestones, c.lr_gamma)
+            set_lr(opt, lr)
+            row = self._epoch(train, opt, gen, baseline, device, progress, epoch)
+            row.update(epoch=epoch + 1, lr=lr, seconds=time.perf_counter() - t0,
+                       baseline=float(baseline.values.mean()))
+            if val is not None:
+                sel = self.select(val.to(device), c.m, mode=c.mode)
+                row["val_top1_at_m"] = float(_top1_correct(sel.video_scores.cpu(), val.labels.cpu()).float().mean())
+            self.history.append(row)
+            append_jsonl(log_path, row)
+            if checkpoint_path is not None:
+                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1,
+                          rng=get_rng_state(gen), baseline=baseline.state_dict())
+        return self.history

@@ -1,0 +1,196 @@
+"""Non-learned selectors: the trivial baselines every report carries (GUIDE §5, 003 §4).
+
+Each is a :class:`~agents.base.Selector` registered by name whose ``score(states)`` gives a
+(V, T, K) float32 importance; ``select`` keeps the top m. ``uniform`` and ``constant``
+choose their cells by rule, not by rank, and override ``select``. Every constructor has
+defaults only, so ``selector_class(name)()`` works.
+
+``dense`` (every position) is ``uniform`` with ``m=None``: not registered twice.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from agents.base import Selection, Selector, States, aggregate, register, top_m_mask
+from data.errors import InputError
+
+
+def _selection(states: States, scores: torch.Tensor, keep: torch.Tensor, mode: str,
+               alpha: float) -> Selection:
+    """Package a rule-made keep mask (V, T, K) bool like :meth:`Selector.select` does."""
+    video_scores = aggregate(states.logits, keep, alpha)
+    per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
+    return Selection(scores, keep, video_scores, per.long(), mode)
+
+
+def _like(states: States, values: torch.Tensor) -> torch.Tensor:
+    """Broadcast per-position values (V, T) or (T,) to (V, T, K) float32 on the states' device."""
+    V, T, K, _, _ = states.shape
+    values = values.to(device=states.logits.device, dtype=torch.float32)
+    if values.dim() == 1:
+        values = values[None, :].expand(V, T)
+    return values[:, :, None].expand(V, T, K).contiguous()
+
+
+def _uniform_noise(states: States, seed: int, mode: str) -> torch.Tensor:
+    """(V, T, K) float32 U(0,1) draws from a fresh generator seeded with ``seed``: one per
+    position (shared by its crops) in frame mode, one per cell in region mode. A fresh
+    generator makes the draw a function of (seed, shape) only: evaluations repeat."""
+    V, T, K, _, _ = states.shape
+    g = torch.Generator().manual_seed(seed)
+    if mode == "region":
+        u = torch.rand(V, T, K, generator=g)
+    else:
+        u = torch.rand(V, T, 1, generator=g).expand(V, T, K)
+    return u.to(states.logits.device).contiguous()
+
+
+def evenly_spaced(T: int, m: int) -> torch.Tensor:
+    """The m positions TSN's test protocol picks out of T: ⌊(i + 0.5)·T/m⌋, i = 0..m−1.
+
+    (m,) int64. Floor, not round: it is TSN's ``int(tick/2 + tick*i)`` and it always stays
+    inside segment i (round-half-up gives T for i = m−1 when m = T).
+    """
+    i = torch.arange(m, dtype=torch.float64)
+    return torch.floor((i + 0.5) * T / m).long()
+
+
+@register("uniform")
+class Uniform(Selector):
+    """Evenly spaced m positions (TSN); m=None keeps every position (the dense baseline)."""
+
+    def score(self, states: States) -> torch.Tensor:
+        V, T, K, _, _ = states.shape
+        return torch.ones(V, T, K, dtype=torch.float32, device=states.logits.device)
+
+    def select(self, states, m, *, mode="frame", alpha=0.0) -> Selection:
+        V, T, K, _, _ = states.shape
+        scores = self.score(states)
+        if m is None or m >= T:
+            keep = torch.ones_like(scores, dtype=torch.bool)
+        elif m < 1:
+            raise InputError(f"m must be >= 1, not {m}")
+        else:
+            keep = torch.zeros_like(scores, dtype=torch.bool)
+            keep[:, evenly_spaced(T, m).to(keep.device), :] = True
+            scores = keep.float()
+        with torch.no_grad():
+            return _selection(states, scores, keep, mode, alpha)
+
+
+@register("random")
+class Random(Selector):
+    """m positions at random (seeded; uniform over positions, or over cells in region mode)."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def score(self, states: States, mode: str = "frame") -> torch.Tensor:
+        return _uniform_noise(states, self.seed, mode)
+
+    def select(self, states, m, *, mode="frame", alpha=0.0) -> Selection:
+        scores = self.score(states, mode)
+        with torch.no_grad():
+            return _selection(states, scores, top_m_mask(scores, m, mode), mode, alpha)
+
+
+@register("constant")
+class Constant(Selector):
+    """A policy that keeps each position with the same probability p, whatever it sees.
+
+    What a learned Bernoulli agent that "learns nothing" looks like (vsumm-reinforce #5): with
+    m=None it keeps a variable number, Bernoulli(p) per position (per cell in region mode);
+    with m given it is ``random``. A draw that keeps nothing falls back to every position,
+    the same convention as the ``as`` reward (no selection = no change).
+    """
+
+    variable_m = True
+
+    def __init__(self, p: float = 0.5, seed: int = 0):
+        if not 0.0 < p <= 1.0:
+            raise InputError(f"constant keep probability must be in (0, 1], not {p}")
+        self.p, self.seed = p, seed
+
+    def score(self, states: States, mode: str = "frame") -> torch.Tensor:
+        return _uniform_noise(states, self.seed, mode)
+
+    def select(self, states, m, *, mode="frame", alpha=0.0) -> Selection:
+        scores = self.score(states, mode)
+        if m is not None:
+            keep = top_m_mask(scores, m, mode)
+        else:
+            keep = scores < self.p
+            empty = ~keep.flatten(1).any(dim=1)
+            keep[empty] = True
+        with torch.no_grad():
+            return _selection(states, scores, keep, mode, alpha)
+
+
+@register("max_response")
+class MaxResponse(Selector):
+    """The most confident cells first: max softmax probability over classes (003)."""
+
+    def score(self, states: States) -> torch.Tensor:
+        return states.probs.max(dim=-1).values.float()
+
+
+@register("entropy")
+class Entropy(Selector):
+    """Negative entropy of the per-frame softmax: the least uncertain cells first."""
+
+    def score(self, states: States) -> torch.Tensor:
+        logp = torch.log_softmax(states.logits.float(), dim=-1)
+        return (logp.exp() * logp).sum(-1)
+
+
+@register("motion")
+class Motion(Selector):
+    """The positions with the most motion (mean flow magnitude, ``states.motion``) first."""
+
+    def score(self, states: States) -> torch.Tensor:
+        if states.motion is None:
+            raise InputError("the 'motion' baseline needs states.motion (the store's `motion` node, "
+                             "written when flow is extracted); these states have none")
+        return _like(states, states.motion)
+
+
+def coarse_to_fine_order(T: int) -> list[int]:
+    """Positions in the order T/2, T/4, 3T/4, T/8, 3T/8, 5T/8, 7T/8, … (floored,
+    duplicates skipped), then whatever a power-of-two grid never hits, in index order."""
+    order, seen = [], set()
+    levels = max(1, math.ceil(math.log2(max(T, 2)))) + 1
+    for level in range(1, levels + 1):
+        for j in range(1, 2 ** level, 2):
+            t = (j * T) // 2 ** level
+            if t not in seen:
+                seen.add(t)
+                order.append(t)
+    order += [t for t in range(T) if t not in seen]
+    return order
+
+
+@register("fixed_order")
+class FixedOrder(Selector):
+    """A fixed coarse-to-fine order, the same for every video (an anytime uniform)."""
+
+    def score(self, states: States) -> torch.Tensor:
+        T = states.shape[1]
+        rank = torch.empty(T, dtype=torch.float32)
+        rank[torch.tensor(coarse_to_fine_order(T))] = torch.arange(T, 0, -1, dtype=torch.float32)
+        return _like(states, rank)
+
+
+@register("oracle")
+class Oracle(Selector):
+    """Upper bound that cheats with the label: score = softmax prob of the true class
+    (multi-label: the max over the true classes)."""
+
+    def score(self, states: States) -> torch.Tensor:
+        probs = states.probs.float()
+        if states.multilabel:
+            truth = states.labels.to(probs.device).bool()[:, None, None, :]
+            return probs.masked_fill(~truth, float("-inf")).max(dim=-1).values
+        idx = states.labels.to(probs.device).long()[:, None, None, None]
+        return probs.gather(-1, idx.expand(*probs.shape[:3], 1)).squeeze(-1)

@@ -1,0 +1,311 @@
+"""The ``glimpse`` agent: REINFORCE visual attention over a K×K×D feature cube (paper 001).
+
+At every position t a policy picks one of the h·w cells of the stored feature map
+(``States.feature_maps``, (V, T, K, h, w, d)): it "generates a weighted distribution l_{t,i}
+to match the relevant feature slice X_{t,i}" (Fig. 1), here softmax_i of
+v·tanh(W_x X_{t,i} + W_h h_{t−1}), the hard attention of the paper's [7] (Xu et al.). The
+chosen cell's slice X_{t,l_t} alone — "the sum of feature slices at the attended location
+instead of taking expectation over all the slices" (§II.C, eq. 3) — is the LSTM's input. A
+tanh hidden layer and a linear layer give class scores (§II.C).
+
+Training (§II.C): the location is sampled from the policy; it carries
+no gradient, so the policy learns by REINFORCE (eqs. 4–6) from the reward of eq. 7 given at
+the last step, r = η N₊ R₊ + (1 − η) N₋ R₋ (true / false positive predictions), with the
+mean reward of the video's other episodes as baseline. The classifier and LSTM learn by
+back-propagation of the cross-entropy at every step plus the doubly stochastic attention
+penalty λ Σ_i (1 − Σ_t π_{t,i})² of the soft-attention model the paper extends (its [11]),
+and weight decay γ = 1e-5. At test the location is the policy's argmax (no Monte-Carlo
+averaging), and :meth:`score` is the max cell probability max_i π_{t,i}: how sure the policy
+is of where to look at position t.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from agents.base import Agent, Selection, States, append_jsonl, register, top_m_mask
+from agents.rl import categorical_entropy, categorical_log_prob, get_rng_state, reinforce_loss, set_rng_state
+from data.errors import InputError, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GlimpseConfig:
+    """Defaults are paper 001's settings (§III.B) where it gives them."""
+
+    hidden: int = 512              # LSTM hidden/cell and classifier hidden size
+    layers: int = 3                # 3-layer LSTM
+    dropout: float = 0.5
+    weight_decay: float = 1e-5     # γ
+    lr: float = 1e-3               # Adam (the paper names Adam, not its lr: Adam's default)
+    epochs: int = 10
+    batch_size: int = 32           # videos per mini-batch (not given in the paper)
+    episodes: int = 4              # sampled attention sequences per video (K in eq. 6)
+    eta: float = 0.5               # η of eq. 7 (not given: TP and FP weighed equally)
+    reward_pos: float = 1.0        # R₊ per true positive
+    reward_neg: float = -1.0       # R₋ per false positive
+    attention_penalty: float = 1.0  # λ of the doubly stochastic penalty ([11]'s λ = 1)
+    reinforce_weight: float = 1.0  # weight of the REINFORCE surrogate in the total loss
+    map_h: int = 7                 # the cube is map_h × map_w × map_dim: GoogLeNet's 7×7×1024;
+    map_w: int = 7                 # GlimpseAgent.for_states sets them from the store
+    map_dim: int = 0               # 0: the feature size D
+
+    def __post_init__(self):
+        if min(self.hidden, self.layers, self.epochs, self.batch_size, self.episodes) < 1:
+            raise InputError("hidden, layers, epochs, batch_size and episodes must be >= 1")
+        if not 0.0 <= self.eta <= 1.0:
+            raise InputError(f"eta must be in [0, 1], not {self.eta}")
+
+
+def glimpse_reward(scores: torch.Tensor, labels: torch.Tensor, multilabel: bool, cfg: GlimpseConfig) -> torch.Tensor:
+    """Eq. 7, r = η N₊ R₊ + (1 − η) N₋ R₋. Single-label: the argmax class is the one
+    prediction (N₊ = 1 if right, else N₋ = 1); multi-label: every class with score > 0
+    (sigmoid > 0.5) is a prediction, N₊ / N₋ count those in / not in the label set.
+    scores: (B, C) float logits; labels: (B,) int64 or (B, C) multi-hot -> (B,) float32."""
+    if multilabel:
+        pred = scores > 0
+        pos = labels > 0.5
+        n_pos = (pred & pos).sum(1).float()
+        n_neg = (pred & ~pos).sum(1).float()
+    else:
+        n_pos = (scores.argmax(1) == labels).float()
+        n_neg = 1.0 - n_pos
+    return cfg.eta * n_pos * cfg.reward_pos + (1 - cfg.eta) * n_neg * cfg.reward_neg
+
+
+def attention_penalty(probs: torch.Tensor) -> torch.Tensor:
+    """Doubly stochastic penalty Σ_i (1 − Σ_t π_{t,i})² per sequence.
+    probs: (B, T, n) attention probabilities -> (B,)."""
+    return (1.0 - probs.sum(1)).pow(2).sum(1)
+
+
+class _GlimpseNet(nn.Module):
+    def __init__(self, cfg: GlimpseConfig, d: int, cells: int, num_classes: int):
+        super().__init__()
+        self.cells = cells
+        self.lstm = nn.LSTM(d, cfg.hidden, num_layers=cfg.layers, batch_first=True,
+                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        # Location policy f_att(X_{t,i}, h_{t−1}) = v·tanh(W_x X_{t,i} + W_h h_{t−1}) (the
+        # hard attention of the paper's [7], Xu et al.), a softmax over the h·w slices.
+        self.att_x = nn.Linear(d, cfg.hidden)
+        self.att_h = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+        self.att_v = nn.Linear(cfg.hidden, 1)
+        self.head = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.Tanh(), nn.Linear(cfg.hidden, num_classes))
+
+    def rollout(self, maps: torch.Tensor, *, sample: bool, g: torch.Generator | None = None,
+                keep: torch.Tensor | None = None):
+        """Run the attention over B sequences of cubes.
+
+        maps: (B, T, n, d) float32; keep: (B, T) bool or None — at positions not kept the
+        LSTM does not step (its state is held), so the prediction comes from kept positions
+        only. -> policy logits (B, T, n), chosen cells (B, T) int64, class scores (B, T, C)
+        after each step (held at dropped positions).
+        """
+        B, T, n, d = maps.shape
+        L = self.lstm.num_layers
+        h = maps.new_zeros(L, B, self.lstm.hidden_size)
+        c = torch.zeros_like(h)
+        ax = self.att_x(maps)                                                # (B, T, n, A)
+        pol, locs, outs = [], [], []
+        rows = torch.arange(B, device=maps.device)
+        for t in range(T):
+            logits = self.att_v(torch.tanh(ax[:, t] + self.att_h(h[-1])[:, None])).squeeze(-1)
+            if sample:
+                u = torch.multinomial(torch.softmax(logits.detach(), -1).cpu(), 1, generator=g)
+                loc = u.squeeze(1).to(maps.device)
+            else:
+                loc = logits.argmax(-1)
+            # The glimpse is the chosen slice only: no gradient reaches the location choice.
+            _, (h2, c2) = self.lstm(maps[rows, t, loc][:, None], (h, c))
+            if keep is not None:
+                k = keep[:, t].view(1, B, 1)
+                h2, c2 = torch.where(k, h2, h), torch.where(k, c2, c)
+            h, c = h2, c2
+            pol.append(logits)
+            locs.append(loc)
+            outs.append(self.head(h[-1]))
+        return torch.stack(pol, 1), torch.stack(locs, 1), torch.stack(outs, 1)
+
+
+def _cubes(states: States) -> torch.Tensor:
+    """(V, T, K, h, w, d) -> (V·K, T, h·w, d) float32: one sequence per (video, crop)."""
+    if states.feature_maps is None:
+        raise InputError("the glimpse agent needs spatial feature maps (<stream>/feature_maps in "
+                         "the store); this store has none: re-extract with feature maps kept")
+    V, T, K, h, w, d = states.feature_maps.shape
+    return states.feature_maps.float().permute(0, 2, 1, 3, 4, 5).reshape(V * K, T, h * w, d)
+
+
+@register("glimpse")
+class GlimpseAgent(Agent):
+    """Paper 001's hard spatial attention over a ``map_h × map_w × map_dim`` cube per position."""
+
+    Config = GlimpseConfig
+
+    @property
+    def map_shape(self) -> tuple[int, int, int]:
+        cfg = self.config
+        return cfg.map_h, cfg.map_w, cfg.map_dim or self.feature_dim
+
+    @classmethod
+    def for_states(cls, config: GlimpseConfig, states: States, seed: int = 0) -> "GlimpseAgent":
+        """An agent whose config's cube shape matches ``states``' feature maps."""
+        _cubes(states)
+        _, _, _, h, w, d = states.feature_maps.shape
+        return cls(dataclasses.replace(config, map_h=h, map_w=w, map_dim=d),
+                   num_classes=states.logits.shape[-1], feature_dim=states.features.shape[-1], seed=seed)
+
+    def build(self) -> nn.Module:
+        h, w, d = self.map_shape
+        return _GlimpseNet(self.config, d, h * w, self.num_classes)
+
+    def _check(self, states: States) -> torch.Tensor:
+        cubes = _cubes(states)
+        shape = tuple(states.feature_maps.shape[3:])
+        if shape != self.map_shape:
+            raise InputError(f"glimpse was built for {self.map_shape} feature maps, got {shape}")
+        return cubes
+
+    def _device(self) -> torch.device:
+        return self.module.att_v.weight.device
+
+    # -- test time ----------------------------------------------------------------------
+    def _run(self, states: States, keep: torch.Tensor | None, chunk: int = 512):
+        """Greedy (argmax-location) rollouts of every (video, crop) sequence.
+        keep: (V, T, K) bool or None -> max cell probability (V, T, K), scores (V, C)."""
+        cubes = self._check(states)
+        V, T, K = states.feature_maps.shape[:3]
+        keep_s = None if keep is None else keep.permute(0, 2, 1).reshape(V * K, T)
+        dev, conf, final = self._device(), [], []
+        self.module.eval()
+        with torch.no_grad():
+            for i in range(0, V * K, chunk):
+                ks = None if keep_s is None else keep_s[i:i + chunk].to(dev)
+                pol, _, outs = self.module.rollout(cubes[i:i + chunk].to(dev), sample=False, keep=ks)
+                conf.append(torch.softmax(pol, -1).amax(-1).cpu())
+                final.append(outs[:, -1].cpu())
+        conf_t = torch.cat(conf).reshape(V, K, T).permute(0, 2, 1).contiguous()
+        return conf_t, torch.cat(final).reshape(V, K, -1).mean(1)
+
+    def score(self, states: States) -> torch.Tensor:
+        """(V, T, K) float32: max_i π_{t,i}, the policy's probability of the cell it looks
+        at under the greedy (argmax) rollout over all positions."""
+        return self._run(states, None)[0]
+
+    def locations(self, states: States) -> torch.Tensor:
+        """(V, T, K) int64 cell index (row-major in h×w) looked at by the greedy rollout."""
+        cubes = self._check(states)
+        V, T, K = states.feature_maps.shape[:3]
+        self.module.eval()
+        with torch.no_grad():
+            _, locs, _ = self.module.rollout(cubes.to(self._device()), sample=False)
+        return locs.cpu().reshape(V, K, T).permute(0, 2, 1).contiguous()
+
+    def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
+        """Keep the top m positions by :meth:`score`, then predict with the agent's own
+        classifier from a greedy rollout that steps only on the kept positions (dropped
+        ones are skipped, so α does not apply). ``video_scores``: crop mean of the logits."""
+        scores = self.score(states)
+        keep = top_m_mask(scores, m, mode)
+        _, video_scores = self._run(states, keep)
+        per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
+        return Selection(scores, keep, video_scores, per.long(), mode)
+
+    # -- training -----------------------------------------------------------------------
+    def _batch_loss(self, cubes, y, multilabel: bool, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """cubes: (E·B, T, n, d) — E episodes of B sequences, episode-major; y: (E·B,) or
+        (E·B, C). Returns the total loss and its parts (per-sequence means)."""
+        cfg, E = self.config, self.config.episodes
+        pol, locs, outs = self.module.rollout(cubes, sample=True, g=g)
+        T = outs.shape[1]
+        if multilabel:
+            ce = nn.functional.binary_cross_entropy_with_logits(
+                outs, y[:, None].expand(-1, T, -1), reduction="none").sum(-1).mean()
+        else:
+            ce = nn.functional.cross_entropy(outs.reshape(-1, outs.shape[-1]), y.repeat_interleave(T))
+        reward = glimpse_reward(outs[:, -1].detach(), y, multilabel, cfg).view(E, -1)     # (E, B)
+        # Baseline: mean reward of the same sequence's other episodes (0 with one episode).
+        base = (reward.sum(0, keepdim=True) - reward) / (E - 1) if E > 1 else torch.zeros_like(reward)
+        logp = categorical_log_prob(pol, locs).sum(1).view(E, -1)                         # (E, B)
+        rl = reinforce_loss(logp, reward, base)
+        pen = attention_penalty(torch.softmax(pol, -1)).mean()
+        loss = ce + cfg.attention_penalty * pen + cfg.reinforce_weight * rl
+        hit = ((outs[:, -1] > 0) == (y > 0.5)).all(1) if multilabel else outs[:, -1].argmax(1) == y
+        return {"loss": loss, "ce": ce.detach(), "reinforce": rl.detach(), "penalty": pen.detach(),
+                "reward": reward.mean(), "entropy": categorical_entropy(pol.detach()).mean(),
+                "train_top1": hit.float().mean()}
+
+    def _epoch(self, cubes: torch.Tensor, labels: torch.Tensor, K: int, multilabel: bool, opt, g, device) -> dict:
+        V = labels.shape[0]
+        E, bs = self.config.episodes, self.config.batch_size
+        sums: dict[str, float] = {}
+        perm, n = torch.randperm(V, generator=g), 0
+        self.module.train()
+        for i in range(0, V, bs):
+            seq = (perm[i:i + bs, None] * K + torch.arange(K)).reshape(-1)      # (B,) sequences
+            x = cubes[seq].to(device).repeat(E, 1, 1, 1)                        # (E·B, T, n, d)
+            y = labels[seq // K].to(device)
+            y = y.repeat(E, 1) if multilabel else y.repeat(E)
+            terms = self._batch_loss(x, y, multilabel, g)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            for key, val in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(val.detach()) * len(seq)
+            n += len(seq)
+        return {key: val / n for key, val in sums.items()}
+
+    def _resume(self, path, opt, g, device) -> int:
+        if path is None or not Path(path).exists():
+            return 0
+        try:
+            ck = torch.load(path, map_location=device, weights_only=False)
+        except (OSError, RuntimeError) as err:
+            raise StoreError(f"cannot read training checkpoint {path}: {err}") from err
+        if not isinstance(ck, dict) or ck.get("agent") != self.name or "optimizer" not in ck:
+            raise InputError(f"{path} is not a resumable glimpse checkpoint")
+        self.module.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        self.history = list(ck.get("history", []))
+        set_rng_state(ck["rng"], g)
+        log.info("glimpse: resuming %s after epoch %d", path, ck["epoch"])
+        return ck["epoch"]
+
+    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
+            progress=False, val: States | None = None) -> list[dict]:
+        """REINFORCE for the policy, back-propagation for LSTM and classifier (§II.C), Adam
+        with weight decay γ; mini-batches of videos × episodes × crops. Resumes from
+        ``checkpoint_path`` and saves it every epoch. ``fraction_kept`` is the share of the
+        cube's cells read per position (1/(h·w)): every position is glimpsed once."""
+        cubes = self._check(train)
+        if val is not None:
+            self._check(val)
+        K = train.feature_maps.shape[2]
+        labels = train.labels.float() if train.multilabel else train.labels.long()
+        self.module.to(device)
+        opt = torch.optim.Adam(self.module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        g = torch.Generator().manual_seed(self.seed)
+        start = self._resume(checkpoint_path, opt, g, device)
+        cells = self.map_shape[0] * self.map_shape[1]
+        for epoch in tqdm(range(start, self.config.epochs), desc="glimpse", disable=not progress,
+                          initial=start, total=self.config.epochs):
+            t0 = time.perf_counter()
+            row = self._epoch(cubes, labels, K, train.multilabel, opt, g, device)
+            row.update(epoch=epoch + 1, lr=opt.param_groups[0]["lr"], fraction_kept=1.0 / cells)
+            if val is not None and not val.multilabel:
+                sel = self.select(val, None)
+                row["val_top1"] = float((sel.video_scores.argmax(1) == val.labels.cpu()).float().mean())
+            row["seconds"] = time.perf_counter() - t0
+            self.history.append(row)
+            append_jsonl(log_path, row)
+            if checkpoint_path is not None:
+                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1, rng=get_rng_state(g))
+        return self.history

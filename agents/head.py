@@ -1,0 +1,208 @@
+"""The classifier CL of ``framesel head`` (000 "Baseline model"): per-frame logits from
+cached features.
+
+Trained on the cached features (V, T, K, D) of the training videos of one stream with the
+TSN consensus: the video's logits are the mean of the per-cell logits over positions and
+crops, fed to cross-entropy (multi-label: binary cross-entropy per class). At test time it
+maps ANY features (V, T, K, D) to per-frame logits (V, T, K, C) float32, which become the
+``<stream>/logits`` node and the agents' states s_t^r.
+
+Features are read a mini-batch of videos at a time and cast to float32 there, so a
+float16 store of UCF101 (6 GB) never has to fit in memory as float32.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from data.errors import InputError
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """hidden=0: dropout + one linear layer (TSN's head); hidden>0: linear-ReLU-dropout-linear.
+    ``val_fraction`` of the videos (seeded draw) is held out and scored each epoch;
+    ``momentum`` applies to SGD only (000 trains CL with SGD, momentum 0.9, wd 5e-4)."""
+
+    hidden: int = 0
+    dropout: float = 0.5
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    seed: int = 0
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    val_fraction: float = 0.0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"head optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise InputError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        if self.epochs < 1 or self.batch_size < 1 or self.hidden < 0:
+            raise InputError("head epochs and batch_size must be >= 1 and hidden >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"dropout must be in [0, 1), not {self.dropout}")
+
+
+def build_head(feature_dim: int, num_classes: int, cfg: HeadConfig) -> nn.Module:
+    """(..., D) float32 -> (..., C) float32 logits. Rebuilds a saved head from its config."""
+    if cfg.hidden == 0:
+        return nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(feature_dim, num_classes))
+    return nn.Sequential(nn.Linear(feature_dim, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
+                         nn.Linear(cfg.hidden, num_classes))
+
+
+def _check(features, labels, num_classes: int, multilabel: bool) -> np.ndarray:
+    """Validate shapes; return labels as int64 (V,) or float32 (V, C)."""
+    if getattr(features, "ndim", None) != 4:
+        raise InputError(f"features must be (V, T, K, D), got shape {getattr(features, 'shape', None)}")
+    labels = np.asarray(labels)
+    V = features.shape[0]
+    if V < 1:
+        raise InputError("no training videos")
+    if labels.shape[0] != V:
+        raise InputError(f"{labels.shape[0]} labels for {V} videos")
+    if multilabel:
+        if labels.shape != (V, num_classes):
+            raise InputError(f"multi-label labels must be (V, C) = ({V}, {num_classes}), got {labels.shape}")
+        return labels.astype(np.float32)
+    if labels.ndim != 1 or labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise InputError(f"labels must be (V,) integers in [0, {num_classes})")
+    return labels.astype(np.int64)
+
+
+def _batch(features, labels: np.ndarray, idx: np.ndarray, device):
+    """Read videos ``idx`` (sorted: h5py needs increasing indices) -> float32 tensors."""
+    idx = np.sort(idx)
+    x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
+    return x, torch.from_numpy(labels[idx]).to(device)
+
+
+def _consensus_loss(head: nn.Module, x: torch.Tensor, y: torch.Tensor, multilabel: bool):
+    """x: (B, T, K, D) -> (loss, video logits (B, C)): TSN average consensus, then CE/BCE."""
+    video = head(x).mean(dim=(1, 2))
+    if multilabel:
+        return nn.functional.binary_cross_entropy_with_logits(video, y), video
+    return nn.functional.cross_entropy(video, y), video
+
+
+def _hits(video: torch.Tensor, y: torch.Tensor, multilabel: bool) -> int:
+    """Top-1 hits; multi-label: the top-1 class is one of the true ones."""
+    top = video.argmax(dim=1)
+    if multilabel:
+        return int(y.gather(1, top[:, None]).squeeze(1).gt(0).sum())
+    return int((top == y).sum())
+
+
+def _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer=None):
+    """One pass over the videos ``order``; trains when ``optimizer`` is given.
+    Returns (mean loss, top-1 accuracy)."""
+    head.train(optimizer is not None)
+    total, hits = 0.0, 0
+    with torch.set_grad_enabled(optimizer is not None):
+        for start in range(0, len(order), cfg.batch_size):
+            x, y = _batch(features, labels, order[start:start + cfg.batch_size], device)
+            loss, video = _consensus_loss(head, x, y, multilabel)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            total += float(loss.detach()) * len(x)
+            hits += _hits(video.detach(), y, multilabel)
+    return total / max(len(order), 1), hits / max(len(order), 1)
+
+
+def _optimizer(head: nn.Module, cfg: HeadConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _split(V: int, cfg: HeadConfig) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(cfg.seed).permutation(V)
+    n_val = int(round(V * cfg.val_fraction))
+    if cfg.val_fraction > 0 and (n_val < 1 or n_val >= V):
+        raise InputError(f"val_fraction {cfg.val_fraction} of {V} videos leaves an empty split")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _labels_sha(labels: np.ndarray) -> str:
+    h = hashlib.sha256(str(labels.shape).encode())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    return h.hexdigest()
+
+
+def train_head(features, labels, num_classes: int, cfg: HeadConfig = HeadConfig(), *,
+               multilabel: bool = False, device="cpu", progress: bool = False,
+               train_list_sha256: str | None = None):
+    """Train the classifier CL on cached features with TSN consensus.
+
+    features: (V, T, K, D) float16/float32 numpy array (or any array supporting sorted
+    fancy indexing along axis 0, e.g. h5py); labels: (V,) int class ids, or (V, C) multi-hot
+    when ``multilabel``. Returns ``(head, provenance)``: the trained module in eval mode on
+    ``device`` and a JSON-able dict with the config, seed, sha256 of the training list (or of
+    the labels when no list sha is given), final train (and validation) loss/accuracy and the
+    per-epoch history.
+    """
+    labels = _check(features, labels, num_classes, multilabel)
+    V, T, K, D = features.shape
+    train_idx, val_idx = _split(V, cfg)
+    t0, history = time.perf_counter(), []
+    with torch.random.fork_rng(devices=[]):   # seed init/dropout without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        head = build_head(D, num_classes, cfg).to(device)
+        optimizer = _optimizer(head, cfg)
+        shuffle = np.random.default_rng(cfg.seed + 1)
+        for epoch in tqdm(range(cfg.epochs), desc="head", disable=not progress):
+            order = shuffle.permutation(train_idx)
+            loss, acc = _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer)
+            row = {"epoch": epoch + 1, "loss": loss, "accuracy": acc}
+            if len(val_idx):
+                row["val_loss"], row["val_accuracy"] = _run_epoch(
+                    head, features, labels, val_idx, cfg, multilabel, device)
+            history.append(row)
+            log.debug("head epoch %d: %s", epoch + 1, row)
+    head.eval()
+    provenance = {
+        "config": dataclasses.asdict(cfg), "seed": cfg.seed, "multilabel": multilabel,
+        "num_classes": num_classes, "feature_dim": D, "num_train": int(len(train_idx)),
+        "num_val": int(len(val_idx)),
+        "train_list_sha256": train_list_sha256 or _labels_sha(labels),
+        "train_list_sha256_source": "list file" if train_list_sha256 else "labels array",
+        "final_train_loss": history[-1]["loss"], "final_train_accuracy": history[-1]["accuracy"],
+        "history": history, "seconds": time.perf_counter() - t0, "torch": torch.__version__}
+    if len(val_idx):
+        provenance["final_val_loss"] = history[-1]["val_loss"]
+        provenance["final_val_accuracy"] = history[-1]["val_accuracy"]
+    return head, provenance
+
+
+def apply_head(head: nn.Module, features, *, batch_size: int = 256, device="cpu") -> np.ndarray:
+    """Per-frame logits of any features: (V, T, K, D) float16/float32 -> (V, T, K, C) float32."""
+    if getattr(features, "ndim", None) != 4:
+        raise InputError(f"features must be (V, T, K, D), got shape {getattr(features, 'shape', None)}")
+    head = head.to(device).eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, features.shape[0], batch_size):
+            x = torch.from_numpy(np.asarray(features[start:start + batch_size], dtype=np.float32))
+            out.append(head(x.to(device)).float().cpu().numpy())
+    if not out:
+        C = [m for m in head.modules() if isinstance(m, nn.Linear)][-1].out_features
+        return np.zeros((0, *features.shape[1:3], C), dtype=np.float32)
+    return np.concatenate(out, axis=0)

@@ -1,0 +1,163 @@
+"""Generic REINFORCE pieces shared by the RL agents (``as``, ``dsn``, ``glimpse``).
+
+Kept small and stable on purpose: other agents import these signatures.
+
+- :func:`bernoulli_log_prob`, :func:`bernoulli_entropy`: keep/drop policies (000 eq. 1).
+- :func:`categorical_log_prob`, :func:`categorical_entropy`: pick-one-of-n policies (003, 001).
+- :func:`reinforce_loss`: the surrogate whose gradient is the REINFORCE estimate with a
+  baseline, -(1/N) Σ_n (R_n − b) Σ_t ∇ log π(a_t) (000 eqs. 7–8; 003 eq. 11).
+- :class:`MovingAverageBaseline`: one moving-average reward b per training video
+  (000 Algorithm 1 line 13), checkpointable.
+- :func:`multistep_lr`, :func:`set_lr`: step decay (×γ at milestone epochs).
+- :func:`get_rng_state`, :func:`set_rng_state`, :func:`restore_training`: what a resumable
+  training loop saves and restores besides the weights.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from data.errors import InputError, StoreError
+
+EPS = 1e-6
+
+
+def bernoulli_log_prob(probs: torch.Tensor, actions: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """log π(a | p) = a·log p + (1−a)·log(1−p), elementwise.
+
+    probs: (...) float in [0, 1]; actions: (...) broadcastable, {0, 1} (bool or float)
+    -> (...) float, same dtype as ``probs``. Probabilities are clamped to [eps, 1−eps] so a
+    saturated sigmoid never yields −inf (and NaN gradients).
+    """
+    p = probs.clamp(eps, 1.0 - eps)
+    a = actions.to(p.dtype)
+    return a * torch.log(p) + (1.0 - a) * torch.log1p(-p)
+
+
+def bernoulli_entropy(probs: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """H(p) = −p·log p − (1−p)·log(1−p) in nats, elementwise. (...) -> (...)."""
+    p = probs.clamp(eps, 1.0 - eps)
+    return -(p * torch.log(p) + (1.0 - p) * torch.log1p(-p))
+
+
+def categorical_log_prob(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[index] along the last dim.
+
+    logits: (..., n) float; index: (...) int64 -> (...) float.
+    """
+    return torch.log_softmax(logits, dim=-1).gather(-1, index.long().unsqueeze(-1)).squeeze(-1)
+
+
+def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of softmax(logits) along the last dim. (..., n) -> (...)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def reinforce_loss(log_prob: torch.Tensor, rewards: torch.Tensor,
+                   baseline: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Surrogate loss L = −mean_{n,v} (R_{n,v} − b_v) · log π(a_{n,v}).
+
+    Its gradient is minus the REINFORCE estimate of ∇J (000 eq. 8, averaged over the
+    videos of a mini-batch). log_prob: (N, B) float with grad — the log-probability of each
+    episode's whole action sequence (sum over positions); rewards: (N, B) float; baseline:
+    (B,) float or a scalar. Rewards and baseline are detached: they are constants.
+    """
+    if log_prob.shape != rewards.shape:
+        raise InputError(f"log_prob {tuple(log_prob.shape)} and rewards {tuple(rewards.shape)} differ")
+    adv = (rewards - torch.as_tensor(baseline, dtype=rewards.dtype, device=rewards.device)).detach()
+    return -(adv * log_prob).mean()
+
+
+class MovingAverageBaseline:
+    """One exponential moving average of the reward per training video.
+
+    b_v ← μ·b_v + (1−μ)·r̄_v after each visit, where r̄_v is the mean reward of the visit's N
+    episodes; the first visit sets b_v = r̄_v (an average over nothing is no baseline, and
+    starting from 0 would bias the early advantages). ``values``: (V,) float32.
+    """
+
+    def __init__(self, num_videos: int, momentum: float = 0.9, device="cpu"):
+        if not 0.0 <= momentum < 1.0:
+            raise InputError(f"baseline momentum must be in [0, 1), not {momentum}")
+        self.momentum = momentum
+        self.values = torch.zeros(num_videos, dtype=torch.float32, device=device)
+        self.seen = torch.zeros(num_videos, dtype=torch.bool, device=device)
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B,) baselines of the videos ``idx`` (B,) int64 (0 for unseen videos)."""
+        return self.values[idx]
+
+    def update(self, idx: torch.Tensor, mean_reward: torch.Tensor) -> None:
+        """idx: (B,) int64 distinct video rows; mean_reward: (B,) float this visit's r̄_v."""
+        r = mean_reward.detach().to(self.values)
+        old = self.values[idx]
+        new = torch.where(self.seen[idx], self.momentum * old + (1.0 - self.momentum) * r, r)
+        self.values[idx] = new
+        self.seen[idx] = True
+
+    def state_dict(self) -> dict:
+        return {"momentum": self.momentum, "values": self.values.cpu(), "seen": self.seen.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["values"].shape != self.values.shape:
+            raise InputError(f"baseline for {state['values'].shape[0]} videos, training set has "
+                             f"{self.values.shape[0]}")
+        self.momentum = state["momentum"]
+        self.values = state["values"].to(self.values.device)
+        self.seen = state["seen"].to(self.seen.device)
+
+
+def multistep_lr(base_lr: float, epoch: int, milestones=(20, 40), gamma: float = 0.1) -> float:
+    """Learning rate of 0-based ``epoch``: base_lr·γ^(number of milestones ≤ epoch).
+
+    000: 1e-5, ×0.1 after 20 and 40 epochs → epochs 0–19 at 1e-5, 20–39 at 1e-6, 40– at 1e-7.
+    """
+    return base_lr * gamma ** sum(epoch >= m for m in milestones)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def get_rng_state(generator: torch.Generator | None = None) -> dict:
+    """Everything random a training loop draws from: torch's global CPU (and CUDA) RNG and
+    the loop's own generator. A resumed run restores it to repeat the same draws."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "generator" in state:
+        generator.set_state(state["generator"])
+
+
+def restore_training(agent, optimizer: torch.optim.Optimizer, path, *, map_location="cpu") -> dict | None:
+    """Resume from the checkpoint ``path`` if it exists (else return None).
+
+    Loads the agent's weights and history and the optimizer state, and returns the whole
+    checkpoint dict so the caller can read what it saved itself via ``agent.save(path,
+    optimizer=optimizer.state_dict(), epoch=..., rng=get_rng_state(g), ...)``: ``epoch`` is
+    the number of epochs completed.
+    """
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except (OSError, RuntimeError) as err:
+        raise StoreError(f"cannot read training checkpoint {path}: {err}") from err
+    if not isinstance(ck, dict) or ck.get("agent") != agent.name or "optimizer" not in ck:
+        raise InputError(f"{path} is not a resumable checkpoint of agent {agent.name!r}")
+    agent.module.load_state_dict(ck["state_dict"])
+    optimizer.load_state_dict(ck["optimizer"])
+    agent.history = list(ck.get("history", []))
+    return ck

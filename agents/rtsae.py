@@ -1,0 +1,469 @@
+"""The ``rtsae`` agent: Recurrent Temporal Sparse Autoencoder (paper 004).
+
+An attention-LSTM encoder (aLSTM, eqs. 1–7) reads a 128-D sparse random projection of each
+position's features (eqs. 17–18) and opens a scalar attention gate ā_t = p-ψ(‖W_a o_t + b_a‖),
+p-ψ(x) = 1 − exp(−x²/σ) with σ learned. Training has the paper's two stages that concern
+cached features (stage 1, the backbone, is upstream of the store):
+
+- stage 2, unsupervised (``pretrain_epochs``): a decoder reconstructs the sequence from the
+  gated code ā_t·h_t; loss eq. 12 (see :func:`rtsae_loss`), Adadelta (ρ 0.95, ε 1e-6);
+- stage 3, fine-tuning (``epochs``): the decoder is dropped, the per-stream max-normalised
+  features (eq. 15) are fused with a learned weight w_f (eq. 16), gated by ā_t (eq. 13) and
+  read by a sequence classifier LSTM; cross-entropy through the whole model, lr 1e-3.
+
+Temporal augmentation (§5.1.1 B) is applied in both stages. At test the gate is binarised at
+0.5 (eq. 14) and the classifier skips closed positions, so ``variable_m = True``: with
+``m=None`` the agent keeps the positions whose gate is open; with an m, the top m by gate.
+
+Two streams: pass the flow stream's States as ``flow=`` to ``fit``/``score``/``select`` with
+``Config(two_stream=True)``; single-stream use leaves it out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from agents.base import Agent, Selection, States, aggregate, append_jsonl, register, top_m_mask  # noqa: F401
+from agents.rl import bernoulli_entropy, get_rng_state, set_rng_state
+from data.errors import InputError, StoreError
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adadelta", "sgd", "adam")
+
+
+@dataclass(frozen=True)
+class RTSAEConfig:
+    """Defaults are paper 004's settings where it gives them (section in brackets)."""
+
+    proj_dim: int = 128            # sparse random projection size [§4.2.3]
+    hidden: int = 128              # aLSTM units per layer, "rt1 rt2: 128 128" [Table 1]
+    layers: int = 2                # double-layer RTSAE [§5.1.1 A, Table 2]
+    gate_dim: int = 32             # size of W_a o_t + b_a before the norm (eq. 6; not given)
+    sigma_init: float = 2.98       # p-ψ's σ at start, the value drawn in Fig. 4
+    gate_init: float = 0.6         # ā at start through b_a (init not given in the paper)
+    mu: float = 0.5                # keyframe dissimilarity weight (eq. 12)
+    tau: float = 0.02              # nuclear norm ‖O‖_* weight (eq. 12)
+    lam: float = 0.05              # Σ_t ‖o_t‖_1 weight (eq. 12)
+    phi: float = 0.8               # ‖ā‖_1 weight (eq. 12)
+    gate_threshold: float = 0.5    # binary mapping at test (eq. 14)
+    two_stream: bool = False       # fuse a second (flow) stream, eqs. 15–17
+    fusion_dim: int = 1024         # F-Net width, fc7 1024 [Table 1]
+    classifier_hidden: int = 256   # sequence classifier LSTM (size not given in the paper)
+    pretrain_epochs: int = 10      # stage 2 (unsupervised)
+    epochs: int = 30               # stage 3 (fine-tuning)
+    pretrain_batch_size: int = 32  # [§4.3]
+    batch_size: int = 16           # fine-tuning batch [§4.3]
+    pretrain_optimizer: str = "adadelta"
+    pretrain_lr: float = 1.0       # Adadelta's own step scale (ρ 0.95, ε 1e-6) [§4.3]
+    optimizer: str = "sgd"         # fine-tuning; SGD momentum 0.9 as the paper's DSCNN
+    lr: float = 1e-3               # fixed fine-tuning learning rate [§4.3]
+    momentum: float = 0.9
+    aug_fraction: float = 0.8      # share of sequences that get inserted frames [§5.1.1 B]
+    aug_frames: int = 2            # inserted frames per augmented sequence
+    aug_other: float = 0.5         # chance an inserted frame comes from another video
+    aug_shift: bool = True         # random circular temporal shift of every sequence
+    projection_seed: int = 0       # R of eq. 18 is fixed by this seed (stored in checkpoints)
+
+    def __post_init__(self):
+        for name in ("pretrain_optimizer", "optimizer"):
+            if getattr(self, name) not in OPTIMIZERS:
+                raise InputError(f"{name} must be one of {OPTIMIZERS}, not {getattr(self, name)!r}")
+        if not 0.0 < self.gate_init < 1.0:
+            raise InputError(f"gate_init must be in (0, 1), not {self.gate_init}")
+        if not 0.0 < self.gate_threshold < 1.0:
+            raise InputError(f"gate_threshold must be in (0, 1), not {self.gate_threshold}")
+        if min(self.proj_dim, self.hidden, self.layers, self.batch_size, self.pretrain_batch_size) < 1:
+            raise InputError("proj_dim, hidden, layers and batch sizes must be >= 1")
+
+
+def sparse_projection(out_dim: int, in_dim: int, seed: int) -> torch.Tensor:
+    """R of eq. 18, exactly: entries √3·{−1, 0, +1} with probabilities 1/6, 2/3, 1/6 (no
+    1/√out_dim factor, unlike sklearn's SparseRandomProjection: E‖Rx‖² = out_dim·‖x‖², which
+    keeps the reconstruction term of eq. 12 large against the fixed regulariser weights).
+    -> (out_dim, in_dim) float32, fixed by ``seed``."""
+    g = np.random.default_rng(seed)
+    r = g.choice(np.array([-1.0, 0.0, 1.0]), size=(out_dim, in_dim), p=[1 / 6, 2 / 3, 1 / 6])
+    return torch.from_numpy((r * math.sqrt(3.0)).astype(np.float32))
+
+
+def p_psi(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Parameterised radial basis activation, eq. 7: 1 − exp(−x²/σ). (...) -> (...)."""
+    return 1.0 - torch.exp(-x.pow(2) / sigma)
+
+
+def max_normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Eq. 15: divide each feature vector by its maximum. The paper's features are ReLU
+    outputs; for signed features we divide by the largest magnitude so signs are kept.
+    (..., D) -> (..., D)."""
+    return x / x.abs().amax(dim=-1, keepdim=True).clamp_min(eps)
+
+
+class _ALSTMLayer(nn.Module):
+    """LSTM with peephole connections, eqs. 1–5; returns hidden states and output gates."""
+
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.lin = nn.Linear(in_dim + hidden, 4 * hidden)
+        self.peep = nn.Parameter(torch.zeros(3, hidden))   # W_ci, W_cf, W_co (diagonal)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, T, in) -> h (B, T, H), o (B, T, H) output-gate vectors (eq. 4)."""
+        B, T, _ = x.shape
+        h = x.new_zeros(B, self.hidden)
+        c = x.new_zeros(B, self.hidden)
+        hs, os_ = [], []
+        for t in range(T):
+            zi, zf, zc, zo = self.lin(torch.cat([x[:, t], h], dim=1)).chunk(4, dim=1)
+            i = torch.sigmoid(zi + self.peep[0] * c)                 # eq. 1
+            f = torch.sigmoid(zf + self.peep[1] * c)                 # eq. 2
+            c = f * c + i * torch.tanh(zc)                           # eq. 3
+            o = torch.sigmoid(zo + self.peep[2] * c)                 # eq. 4 (peeps at c_t)
+            h = o * torch.tanh(c)                                    # eq. 5
+            hs.append(h)
+            os_.append(o)
+        return torch.stack(hs, 1), torch.stack(os_, 1)
+
+
+class _RTSAENet(nn.Module):
+    """Encoder (stacked aLSTM + attention gate), decoder, F-Net and sequence classifier."""
+
+    def __init__(self, cfg: RTSAEConfig, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("proj", sparse_projection(cfg.proj_dim, feature_dim, cfg.projection_seed))
+        dims = [cfg.proj_dim] + [cfg.hidden] * cfg.layers
+        self.encoder = nn.ModuleList(_ALSTMLayer(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.gate = nn.Linear(cfg.hidden, cfg.gate_dim)                       # W_a, b_a (eq. 6)
+        # Gates start half open (ā ≈ gate_init): a closed p-ψ has zero gradient (two-sided
+        # suppression), so a gate that starts shut can never learn to open.
+        with torch.no_grad():
+            norm = math.sqrt(-cfg.sigma_init * math.log(1.0 - cfg.gate_init))
+            self.gate.bias.fill_(norm / math.sqrt(cfg.gate_dim))
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(cfg.sigma_init)))
+        self.decoder = nn.LSTM(cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True)
+        self.readout = nn.Linear(cfg.hidden, cfg.proj_dim)                   # k_t
+        self.log_wf = nn.Parameter(torch.zeros(()))                          # w_f = 1 at start
+        self.fnet = nn.Linear(feature_dim, cfg.fusion_dim)
+        self.cls_cell = nn.LSTMCell(cfg.fusion_dim, cfg.classifier_hidden)
+        self.cls_out = nn.Linear(cfg.classifier_hidden, num_classes)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    @property
+    def wf(self) -> torch.Tensor:
+        return self.log_wf.exp()
+
+    def project(self, xs: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 17: x_f = R (x_s + x_t) / (2 x_max); single stream: R x_s / x_max.
+        x_max is the largest magnitude in the position's vectors. (B, T, D) -> (B, T, P)."""
+        if xt is None:
+            return max_normalise(xs) @ self.proj.T
+        xmax = torch.maximum(xs.abs().amax(-1, keepdim=True), xt.abs().amax(-1, keepdim=True))
+        return ((xs + xt) / (2 * xmax.clamp_min(1e-6))) @ self.proj.T
+
+    def encode(self, x: torch.Tensor):
+        """x: (B, T, P) -> h (B, T, H), o (B, T, H) top-layer output gates, ā (B, T) (eq. 6)."""
+        h = x
+        for layer in self.encoder:
+            h, o = layer(h)
+        a = p_psi(self.gate(o).norm(dim=-1), self.sigma)
+        return h, o, a
+
+    def decode(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Reconstruction k (B, T, P) from the gated code ā_t·h_t (B, T, H)."""
+        out, _ = self.decoder(h * a[..., None])
+        return self.readout(out)
+
+    def fuse(self, xs: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
+        """Eqs. 15–16: ReLU(F-Net(x̄_s/(1+w_f) + w_f x̄_t/(1+w_f))). (B, T, D) -> (B, T, F)."""
+        z = max_normalise(xs)
+        if xt is not None:
+            w = self.wf
+            z = z / (1 + w) + max_normalise(xt) * (w / (1 + w))
+        return torch.relu(self.fnet(z))
+
+    def classify(self, z: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """Gated sequence classifier: input z_t·g_t (eq. 13) and a state update weighted by
+        g_t, so a closed binary gate (test, eq. 14) skips the position entirely, as the paper
+        stops computation there. z: (B, T, F), gate: (B, T) in [0, 1] -> logits (B, C)."""
+        B, T, _ = z.shape
+        h = z.new_zeros(B, self.cls_cell.hidden_size)
+        c = torch.zeros_like(h)
+        for t in range(T):
+            g = gate[:, t, None]
+            h2, c2 = self.cls_cell(z[:, t] * g, (h, c))
+            h, c = g * h2 + (1 - g) * h, g * c2 + (1 - g) * c
+        return self.cls_out(h)
+
+
+def nuclear_norm(O: torch.Tensor) -> torch.Tensor:
+    """‖O‖_* = Σ singular values (eq. 9) per sequence. O: (B, T, H) -> (B,)."""
+    return torch.linalg.svdvals(O).sum(-1)
+
+
+def next_open(open_: torch.Tensor) -> torch.Tensor:
+    """For every position the index of the next open position after it (T if none).
+    open_: (B, T) bool -> (B, T) int64."""
+    B, T = open_.shape
+    pos = torch.arange(T, device=open_.device).expand(B, T)
+    val = torch.where(open_, pos, torch.full_like(pos, T))
+    shifted = torch.cat([val[:, 1:], torch.full_like(val[:, :1], T)], dim=1)
+    return torch.flip(torch.cummin(torch.flip(shifted, [1]), dim=1).values, [1])
+
+
+def rtsae_loss(x, k, h, o, a, cfg: RTSAEConfig) -> dict[str, torch.Tensor]:
+    """Eq. 12, per sequence, averaged over the batch. x, k: (B, T, P) inputs and
+    reconstructions; h, o: (B, T, H) encoder hidden states and output gates; a: (B, T) gate.
+
+    - recon = Σ_t ‖k_t − x_t‖²: eq. 12 writes the sum over the M attention steps only, but
+      summed over those alone the all-closed gate is a trivial minimum; §3.2 asks that the
+      *original sequence* be reconstructed from the sparse code, so every step counts;
+    - dissim = −μ Σ_i log(1 + ‖h_{s_i} − h_{s_{i+1}}‖²) over consecutive attention moments
+      s_i (gate > threshold; the set is discrete, the gradient flows through h);
+    - nuclear = τ‖O‖_*, l1_o = λ Σ_t ‖o_t‖_1, l1_a = φ‖ā‖_1.
+    """
+    recon = (k - x).pow(2).sum(dim=(1, 2))
+    open_ = (a > cfg.gate_threshold).detach()
+    nxt = next_open(open_)
+    valid = open_ & (nxt < x.shape[1])
+    h_next = h.gather(1, nxt.clamp(max=x.shape[1] - 1)[..., None].expand_as(h))
+    dissim = (torch.log1p((h - h_next).pow(2).sum(-1)) * valid).sum(1)
+    terms = {"recon": recon.mean(), "dissim": -cfg.mu * dissim.mean(),
+             "nuclear": cfg.tau * nuclear_norm(o).mean(),
+             "l1_o": cfg.lam * o.abs().sum(dim=(1, 2)).mean(),
+             "l1_a": cfg.phi * a.abs().sum(1).mean()}
+    terms["loss"] = sum(terms.values())
+    return terms
+
+
+def temporal_augment(B: int, T: int, cfg: RTSAEConfig, g: torch.Generator):
+    """Source indices realising §5.1.1 B's temporal augmentation for a batch of B sequences:
+    a random circular shift of each sequence, then for ``aug_fraction`` of them
+    ``aug_frames`` positions overwritten by a frame of the same sequence or (with chance
+    ``aug_other``) of another sequence of the batch. Overwriting keeps T fixed.
+    -> (src_b, src_t): (B, T) int64 each; gather ``x[src_b, src_t]``."""
+    src_b = torch.arange(B)[:, None].expand(B, T).clone()
+    t = torch.arange(T)[None].expand(B, T)
+    shift = torch.randint(0, T, (B, 1), generator=g) if cfg.aug_shift else torch.zeros(B, 1, dtype=torch.long)
+    src_t = (t + shift) % T
+    n = min(cfg.aug_frames, T)
+    if n == 0 or cfg.aug_fraction <= 0:
+        return src_b, src_t
+    chosen = torch.rand(B, generator=g) < cfg.aug_fraction                    # (B,)
+    where = torch.rand(B, T, generator=g).argsort(dim=1)[:, :n]               # (B, n) distinct
+    other = torch.rand(B, n, generator=g) < cfg.aug_other
+    from_b = torch.where(other, torch.randint(0, B, (B, n), generator=g), torch.arange(B)[:, None])
+    from_t = torch.randint(0, T, (B, n), generator=g)
+    rows = torch.arange(B)[:, None].expand(B, n)[chosen]
+    src_b[rows, where[chosen]] = from_b[chosen]
+    src_t[rows, where[chosen]] = from_t[chosen]
+    return src_b, src_t
+
+
+def _sequences(states: States | None) -> torch.Tensor | None:
+    """(V, T, K, D) -> (V·K, T, D): each crop of each video is its own sequence."""
+    if states is None:
+        return None
+    V, T, K, D = states.features.shape
+    return states.features.float().permute(0, 2, 1, 3).reshape(V * K, T, D)
+
+
+@register("rtsae")
+class RTSAEAgent(Agent):
+    """Paper 004's RTSAE attention with its own gated sequence classifier."""
+
+    Config = RTSAEConfig
+    variable_m = True
+
+    def build(self) -> nn.Module:
+        return _RTSAENet(self.config, self.feature_dim, self.num_classes)
+
+    # -- inputs -------------------------------------------------------------------------
+    def _check(self, states: States, flow: States | None) -> None:
+        D = states.features.shape[-1]
+        if D != self.feature_dim:
+            raise InputError(f"rtsae was built for {self.feature_dim}-D features, got {D}-D")
+        if self.config.two_stream and flow is None:
+            raise InputError("rtsae has two_stream=True: pass the flow stream's States as flow=")
+        if not self.config.two_stream and flow is not None:
+            raise InputError("a flow stream was given but rtsae has two_stream=False")
+        if flow is not None and flow.features.shape != states.features.shape:
+            raise InputError(f"flow features {tuple(flow.features.shape)} differ from rgb "
+                             f"{tuple(states.features.shape)}; eq. 17 adds them position-wise")
+
+    def _device(self) -> torch.device:
+        return self.module.proj.device
+
+    # -- test time ----------------------------------------------------------------------
+    def score(self, states: States, flow: States | None = None, chunk: int = 1024) -> torch.Tensor:
+        """Attention gate ā (eq. 6) of every (position, crop): (V, T, K) float32 in [0, 1]."""
+        self._check(states, flow)
+        V, T, K, _ = states.features.shape
+        xs_all, xt_all = _sequences(states), _sequences(flow)
+        dev, out = self._device(), []
+        self.module.eval()
+        with torch.no_grad():
+            for i in range(0, V * K, chunk):
+                xs = xs_all[i:i + chunk].to(dev)
+                xt = None if xt_all is None else xt_all[i:i + chunk].to(dev)
+                out.append(self.module.encode(self.module.project(xs, xt))[2].cpu())
+        return torch.cat(out).reshape(V, K, T).permute(0, 2, 1).contiguous()
+
+    def predict(self, states: States, gate: torch.Tensor, flow: States | None = None,
+                chunk: int = 1024) -> torch.Tensor:
+        """Class logits (V, C) of the classifier over the gated sequences, averaged over
+        crops. gate: (V, T, K) float in [0, 1] (binary at test)."""
+        V, T, K, _ = states.features.shape
+        xs_all, xt_all = _sequences(states), _sequences(flow)
+        g_all = gate.float().permute(0, 2, 1).reshape(V * K, T)
+        dev, out = self._device(), []
+        self.module.eval()
+        with torch.no_grad():
+            for i in range(0, V * K, chunk):
+                xs = xs_all[i:i + chunk].to(dev)
+                xt = None if xt_all is None else xt_all[i:i + chunk].to(dev)
+                z = self.module.fuse(xs, xt)
+                out.append(self.module.classify(z, g_all[i:i + chunk].to(dev)).cpu())
+        return torch.cat(out).reshape(V, K, -1).mean(1)
+
+    def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0,
+               flow: States | None = None) -> Selection:
+        """Keep the positions whose gate is open (``m=None``, eq. 14) or the top m by gate,
+        and predict with the agent's classifier: kept positions get gate 1, dropped ones α
+        (α = 0 skips them, as the paper does at test). A video whose gate opens nowhere
+        keeps its single most attended position, so that every video predicts from
+        something (``num_kept`` shows it)."""
+        scores = self.score(states, flow)
+        if m is None:
+            thr = self.config.gate_threshold
+            keep = (scores.mean(2, keepdim=True) > thr).expand_as(scores).clone() if mode == "frame" \
+                else scores > thr
+            empty = ~keep.flatten(1).any(1)
+            keep[empty] = top_m_mask(scores[empty], 1, mode)
+        else:
+            keep = top_m_mask(scores, m, mode)
+        gate = keep.float() + alpha * (~keep).float()
+        video_scores = self.predict(states, gate, flow)
+        per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
+        return Selection(scores, keep, video_scores, per.long(), mode)
+
+    # -- training -----------------------------------------------------------------------
+    def _optimizer(self, stage: str) -> torch.optim.Optimizer:
+        cfg = self.config
+        name, lr = (cfg.pretrain_optimizer, cfg.pretrain_lr) if stage == "pretrain" else (cfg.optimizer, cfg.lr)
+        params = self.module.parameters()
+        if name == "adadelta":
+            return torch.optim.Adadelta(params, lr=lr, rho=0.95, eps=1e-6)
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
+        return torch.optim.Adam(params, lr=lr)
+
+    def _stage(self, epoch: int) -> str:
+        return "pretrain" if epoch < self.config.pretrain_epochs else "finetune"
+
+    def _resume(self, path, device, g: torch.Generator):
+        """(epochs done, optimizer or None) from the checkpoint at ``path`` if it exists."""
+        if path is None or not Path(path).exists():
+            return 0, None
+        try:
+            ck = torch.load(path, map_location=device, weights_only=False)
+        except (OSError, RuntimeError) as err:
+            raise StoreError(f"cannot read training checkpoint {path}: {err}") from err
+        if not isinstance(ck, dict) or ck.get("agent") != self.name or "optimizer" not in ck:
+            raise InputError(f"{path} is not a resumable rtsae checkpoint")
+        self.module.load_state_dict(ck["state_dict"])
+        self.history = list(ck.get("history", []))
+        opt = self._optimizer(ck["stage"])
+        opt.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"], g)
+        log.info("rtsae: resuming %s after epoch %d", path, ck["epoch"])
+        return ck["epoch"], (ck["stage"], opt)
+
+    def _batch_loss(self, xs, xt, y, stage: str, multilabel: bool) -> dict[str, torch.Tensor]:
+        net = self.module
+        x = net.project(xs, xt)
+        h, o, a = net.encode(x)
+        if stage == "pretrain":
+            terms = rtsae_loss(x, net.decode(h, a), h, o, a, self.config)
+        else:
+            logits = net.classify(net.fuse(xs, xt), a)
+            ce = (nn.functional.binary_cross_entropy_with_logits(logits, y) if multilabel
+                  else nn.functional.cross_entropy(logits, y))
+            terms = {"ce": ce, "loss": ce}
+            hit = (logits.argmax(1) == y) if not multilabel else ((logits > 0) == (y > 0.5)).all(1)
+            terms["train_top1"] = hit.float().mean().detach()
+        terms["entropy"] = bernoulli_entropy(a).mean().detach()
+        terms["fraction_kept"] = (a > self.config.gate_threshold).float().mean().detach()
+        return terms
+
+    def _epoch(self, train: States, flow: States | None, stage: str, opt, g, device) -> dict:
+        """One pass over the training videos in mini-batches of videos (all their crops)."""
+        V, T, K, _ = train.features.shape
+        xs_all, xt_all = _sequences(train), _sequences(flow)
+        y_all = train.labels.float() if train.multilabel else train.labels.long()
+        bs = self.config.pretrain_batch_size if stage == "pretrain" else self.config.batch_size
+        sums: dict[str, float] = {}
+        perm, n = torch.randperm(V, generator=g), 0
+        self.module.train()
+        for i in range(0, V, bs):
+            seq = (perm[i:i + bs, None] * K + torch.arange(K)).reshape(-1)     # (B,) sequences
+            src_b, src_t = temporal_augment(len(seq), T, self.config, g)
+            rows = seq[src_b]
+            xs = xs_all[rows, src_t].to(device)
+            xt = None if xt_all is None else xt_all[rows, src_t].to(device)
+            terms = self._batch_loss(xs, xt, y_all[seq // K].to(device), stage, train.multilabel)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            for key, val in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(val.detach()) * len(seq)
+            n += len(seq)
+        return {key: val / n for key, val in sums.items()}
+
+    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
+            progress=False, val: States | None = None, flow: States | None = None,
+            val_flow: States | None = None) -> list[dict]:
+        """Stage 2 (``pretrain_epochs`` unsupervised, eq. 12) then stage 3 (``epochs`` of
+        classifier fine-tuning). Resumes from ``checkpoint_path`` and saves it every epoch.
+        ``flow``/``val_flow``: the second stream of the same videos when ``two_stream``."""
+        self._check(train, flow)
+        if val is not None:
+            self._check(val, val_flow)
+        cfg = self.config
+        self.module.to(device)
+        g = torch.Generator().manual_seed(self.seed)
+        start, resumed = self._resume(checkpoint_path, device, g)
+        cur_stage, opt = resumed if resumed else (None, None)
+        total = cfg.pretrain_epochs + cfg.epochs
+        for epoch in tqdm(range(start, total), desc="rtsae", disable=not progress, initial=start, total=total):
+            stage = self._stage(epoch)
+            if stage != cur_stage:
+                cur_stage, opt = stage, self._optimizer(stage)
+            t0 = time.perf_counter()
+            row = self._epoch(train, flow, stage, opt, g, device)
+            row.update(epoch=epoch + 1, stage=stage, lr=opt.param_groups[0]["lr"],
+                       sigma=float(self.module.sigma.detach()), w_f=float(self.module.wf.detach()))
+            if val is not None and stage == "finetune":
+                sel = self.select(val, None, flow=val_flow)
+                row["val_top1"] = float((sel.video_scores.argmax(1) == val.labels.cpu()).float().mean()) \
+                    if not val.multilabel else float("nan")
+                row["val_fraction_kept"] = float(sel.keep.float().mean())
+            row["seconds"] = time.perf_counter() - t0
+            self.history.append(row)
+            append_jsonl(log_path, row)
+            if checkpoint_path is not None:
+                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1, stage=stage,
+                          rng=get_rng_state(g))
+        return self.history

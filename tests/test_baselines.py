@@ -1,0 +1,137 @@
+"""The non-learned selectors: each rule on hand-made states, and their standing on a planted cache."""
+import numpy as np
+import pytest
+import torch
+
+from agents.base import States, selector_class
+from agents.baselines import coarse_to_fine_order, evenly_spaced
+from agents.synthetic import planted_states
+from data.errors import InputError, UnknownNameError
+
+BASELINES = ["uniform", "random", "constant", "max_response", "entropy", "motion", "fixed_order", "oracle"]
+
+
+def _states(V=3, T=10, K=2, D=4, C=5, seed=0, motion=True):
+    g = torch.Generator().manual_seed(seed)
+    return States(features=torch.randn(V, T, K, D, generator=g), logits=torch.randn(V, T, K, C, generator=g),
+                  labels=torch.arange(V) % C, motion=torch.rand(V, T, generator=g) if motion else None)
+
+
+def _top1(sel, st):
+    return float((sel.video_scores.argmax(1) == st.labels).float().mean())
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_states(V=256, T=25, K=2, D=16, C=8, seed=3)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+@pytest.mark.parametrize("mode", ["frame", "region"])
+def test_every_baseline_keeps_m(name, mode):
+    st = _states()
+    sel = selector_class(name)()
+    scores = sel.score(st)
+    assert scores.shape == (3, 10, 2) and scores.dtype == torch.float32
+    out = sel.select(st, 4, mode=mode)
+    assert out.keep.shape == (3, 10, 2) and out.video_scores.shape == (3, 5)
+    expected = 4 if mode == "frame" else 8
+    assert out.num_kept.tolist() == [expected] * 3
+    dense = sel.select(st, None) if not sel.variable_m else None
+    if dense is not None:
+        assert dense.keep.all()
+        torch.testing.assert_close(dense.video_scores, st.logits.mean(dim=(1, 2)))
+
+
+def test_registry_miss_lists_names():
+    with pytest.raises(UnknownNameError, match="uniform"):
+        selector_class("unifrom")
+
+
+def test_uniform_is_tsn_evenly_spaced():
+    assert evenly_spaced(25, 5).tolist() == [2, 7, 12, 17, 22]
+    assert evenly_spaced(25, 25).tolist() == list(range(25))
+    assert evenly_spaced(10, 3).tolist() == [1, 5, 8]
+    st = _states(T=25)
+    keep = selector_class("uniform")().select(st, 5).keep
+    assert torch.nonzero(keep[1, :, 0]).flatten().tolist() == [2, 7, 12, 17, 22]
+    assert keep[:, :, 0].eq(keep[:, :, 1]).all()
+    with pytest.raises(InputError):
+        selector_class("uniform")().select(st, 0)
+
+
+def test_random_is_seeded_and_uniform_over_positions():
+    st = _states(V=2000, T=10, K=1, C=3)
+    a = selector_class("random")(seed=1).select(st, 3).keep
+    assert torch.equal(a, selector_class("random")(seed=1).select(st, 3).keep)
+    assert not torch.equal(a, selector_class("random")(seed=2).select(st, 3).keep)
+    freq = a[:, :, 0].float().mean(0)
+    assert torch.allclose(freq, torch.full((10,), 0.3), atol=0.05)
+
+
+def test_constant_keeps_a_variable_number_with_probability_p():
+    st = _states(V=2000, T=10, K=2, C=3)
+    sel = selector_class("constant")(p=0.3, seed=4)
+    assert sel.variable_m
+    out = sel.select(st, None)
+    # E[kept fraction] = p + P(empty draw)·(1 − p) = 0.3 + 0.7**11 (empty falls back to all)
+    assert abs(float(out.keep.float().mean()) - (0.3 + 0.7 ** 11)) < 0.015
+    assert out.num_kept.unique().numel() > 3
+    assert out.keep.any(dim=(1, 2)).all()            # an empty draw falls back to everything
+    assert torch.equal(sel.select(st, 3).keep, selector_class("random")(seed=4).select(st, 3).keep)
+    with pytest.raises(InputError):
+        selector_class("constant")(p=0.0)
+
+
+def test_max_response_and_entropy_order():
+    logits = torch.zeros(1, 3, 1, 3)
+    logits[0, 0, 0] = torch.tensor([5.0, 0.0, 0.0])   # confident
+    logits[0, 1, 0] = torch.tensor([0.0, 0.0, 0.0])   # flat: max entropy
+    logits[0, 2, 0] = torch.tensor([2.0, 1.9, 0.0])   # torn between two
+    st = States(features=torch.zeros(1, 3, 1, 2), logits=logits, labels=torch.tensor([0]))
+    mr = selector_class("max_response")().score(st)[0, :, 0]
+    assert mr.argsort(descending=True).tolist() == [0, 2, 1]
+    torch.testing.assert_close(mr[1], torch.tensor(1 / 3))
+    ent = selector_class("entropy")().score(st)[0, :, 0]
+    assert ent.argsort(descending=True).tolist() == [0, 2, 1]
+    torch.testing.assert_close(ent[1], torch.tensor(-np.log(3.0), dtype=torch.float32))
+
+
+def test_motion_picks_most_motion_and_needs_it():
+    st = _states(V=2, T=6, K=3)
+    st.motion = torch.tensor([[0, 5, 1, 4, 2, 3], [9, 0, 0, 0, 0, 8]], dtype=torch.float32)
+    keep = selector_class("motion")().select(st, 2).keep[:, :, 0]
+    assert torch.nonzero(keep[0]).flatten().tolist() == [1, 3]
+    assert torch.nonzero(keep[1]).flatten().tolist() == [0, 5]
+    with pytest.raises(InputError, match="motion"):
+        selector_class("motion")().score(_states(motion=False))
+
+
+def test_fixed_order_is_coarse_to_fine_and_video_independent():
+    assert coarse_to_fine_order(8) == [4, 2, 6, 1, 3, 5, 7, 0]
+    assert coarse_to_fine_order(25)[:3] == [12, 6, 18]
+    for T in range(1, 41):
+        assert sorted(coarse_to_fine_order(T)) == list(range(T))
+    a, b = _states(seed=0), _states(seed=1)
+    sa, sb = selector_class("fixed_order")().score(a), selector_class("fixed_order")().score(b)
+    assert torch.equal(sa, sb) and torch.equal(sa[0], sa[2])
+    keep = selector_class("fixed_order")().select(a, 3).keep[0, :, 0]
+    assert torch.nonzero(keep).flatten().tolist() == sorted(coarse_to_fine_order(10)[:3])
+
+
+def test_oracle_scores_true_class_prob_single_and_multilabel():
+    st = _states(V=2, T=4, K=1, C=3)
+    torch.testing.assert_close(selector_class("oracle")().score(st),
+                               torch.stack([st.probs[0, :, :, 0], st.probs[1, :, :, 1]]))
+    multi = States(features=st.features, logits=st.logits, multilabel=True,
+                   labels=torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.float32))
+    want = torch.stack([st.probs[0, :, :, [0, 2]].max(-1).values, st.probs[1, :, :, 1]])
+    torch.testing.assert_close(selector_class("oracle")().score(multi), want)
+
+
+def test_planted_cache_separates_oracle_from_trivial_baselines(planted):
+    acc = {n: _top1(selector_class(n)().select(planted, 5), planted) for n in BASELINES}
+    assert acc["oracle"] > 0.95
+    for name in ("uniform", "random", "constant", "max_response", "entropy", "motion", "fixed_order"):
+        assert acc[name] < 0.35, (name, acc)
+    assert _top1(selector_class("uniform")().select(planted, None), planted) < 0.1
