@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.head import HeadConfig
@@ -26,17 +26,17 @@ log = logging.getLogger(__name__)
 # (e.g. 1e-5 for `as`) would not move in the few hundred steps the demo can afford, so each
 # agent gets a rate and epoch count sized for it. The report records these overrides.
 DEMO_AGENTS: dict[str, tuple[tuple[str, object], ...]] = {
-    "as": (("lr", 1e-3), ("epochs", 60), ("m", 3), ("batch_size", 16), ("lr_milestones", (40, 55))),
+    "as": (("lr", 1e-3), ("epochs", 60), ("m", 2), ("batch_size", 16), ("lr_milestones", (40, 55))),
     "dsn": (("epochs", 40), ("batch_size", 16), ("milestones", (30, 38))),
     "tattn": (("epochs", 40), ("hidden", 128), ("layers", 1), ("batch_size", 16)),
     "rtsae": (("pretrain_epochs", 10), ("epochs", 40), ("batch_size", 16)),
     "glimpse": (("epochs", 40), ("batch_size", 16)),
 }
 
-# Demo extraction: the papers' pipeline at a laptop's scale. T = 10 positions over ~4 s
-# clips, L = 3 flow pairs, 1 centre crop, TV-L1 with a looser stopping threshold (epsilon
-# 0.05: ~10x faster than the default 0.01 at 0.26 px mean difference, GUIDE §7).
-DEMO_SETTINGS = VideoSettings(frames=10, flow_stack=3, crops=1, feature_maps=True,
+# Demo extraction: the papers' pipeline at a laptop's scale. T = 8 positions over ~4 s
+# clips, L = 2 flow pairs, 1 centre crop, TV-L1 with a looser stopping threshold (epsilon
+# 0.05: ~6-10x faster than the default 0.01 at ~0.3 px mean difference, GUIDE §7).
+DEMO_SETTINGS = VideoSettings(frames=8, flow_stack=2, crops=1, feature_maps=True,
                               flow=FlowConfig(algorithm="tvl1", params=(("epsilon", 0.05),)))
 
 
@@ -47,7 +47,7 @@ class DemoRunConfig:
     settings: VideoSettings = DEMO_SETTINGS
     agents: tuple[str, ...] = ("as", "dsn", "tattn", "rtsae", "glimpse")
     overrides: dict = field(default_factory=lambda: dict(DEMO_AGENTS))
-    ms: tuple[int, ...] = (1, 2, 3, 5, 10)
+    ms: tuple[int, ...] = (1, 2, 3, 4, 8)
     workers: int = 1
     seed: int = 0
     quiet: bool = False
@@ -78,30 +78,33 @@ def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
     run_head(HeadStageConfig(store=store, train_list=str(data_dir / "train.txt"),
                              head=HeadConfig(epochs=60, seed=cfg.seed), quiet=cfg.quiet, command=cfg.command))
     stage("head")
-    checkpoints = _train_agents(cfg, store, data_dir / "train.txt", out / "agents", stage)
+    checkpoints = train_agents(store, data_dir / "train.txt", out / "agents", cfg.agents, cfg.overrides,
+                               cfg.settings.streams, seed=cfg.seed, quiet=cfg.quiet, command=cfg.command,
+                               stage=stage)
     paths = run_evaluate(EvaluateConfig(store=store, test_lists=(str(data_dir / "test.txt"),),
                                         out=str(out / "report"), agents=tuple(checkpoints),
                                         protocol=ProtocolConfig(ms=cfg.ms, seed=cfg.seed),
                                         command=cfg.command))
     stage("evaluate")
-    (out / "timings.json").write_text(json.dumps({"seconds": times, "videos": ds.get("counts")}, indent=1))
+    (out / "timings.json").write_text(json.dumps({"seconds": times, "videos": ds.get("num_videos")}, indent=1))
     return {"report": str(paths["html"]), "seconds": times, "store": store, "ok": summary.ok}
 
 
-def _train_agents(cfg: DemoRunConfig, store, train_list, agent_dir, stage) -> list[str]:
+def train_agents(store, train_list, agent_dir, agents, overrides, streams, *, seed=0, quiet=False,
+                 command="", stage=lambda name: None) -> list[str]:
+    """Train each agent on each stream afresh; returns the checkpoint paths."""
     checkpoints = []
-    for name in cfg.agents:
-        for stream in cfg.settings.streams:
-            path = agent_dir / f"{name}-{stream}.pt"
-            if path.exists():
-                path.unlink()        # a demo run starts its agents afresh
+    for name in agents:
+        for stream in streams:
+            path = Path(agent_dir) / f"{name}-{stream}.pt"
+            for old in (path, path.with_suffix(".jsonl")):
+                old.unlink(missing_ok=True)      # a fresh run, not a resume of an older one
             run_train(TrainStageConfig(store=store, agent=name, train_list=str(train_list), out=str(path),
-                                       stream=stream,
-                                       overrides=tuple(cfg.overrides.get(name, ())), seed=cfg.seed,
-                                       quiet=cfg.quiet, command=cfg.command))
+                                       stream=stream, overrides=tuple(overrides.get(name, ())), seed=seed,
+                                       quiet=quiet, command=command))
             checkpoints.append(str(path))
         stage(f"train {name}")
     return checkpoints
 
 
-__all__ = ["DemoRunConfig", "run_demo", "DEMO_AGENTS", "DEMO_SETTINGS", "replace"]
+__all__ = ["DemoRunConfig", "run_demo", "train_agents", "DEMO_AGENTS", "DEMO_SETTINGS"]

@@ -1,0 +1,354 @@
+"""Dense optical flow for the flow stream: OpenCV TV-L1, Farneback, DIS and a batched torch TV-L1.
+
+Every algorithm sits in one explicit registry (``_ALGORITHMS``) filled by ``@register_flow``;
+``compute_stacks`` is the single entry point the extractor calls. Conventions (GUIDE §4):
+
+- flow channel 0 is x (columns, rightwards), channel 1 is y (rows, downwards), in pixels of
+  the frames given, such that ``frame1[y + v, x + u] ~ frame0[y, x]``;
+- values are clipped to ``±bound`` (TSN/denseflow use 20);
+- with ``quantize`` the clipped flow goes through TSN's uint8 mapping and back, so what is
+  stored equals what a network trained on TSN's flow JPEGs saw (minus JPEG loss).
+
+A position needs L+1 decoded frames for its L pairs; which frames those are (and what happens
+at the end of a video, where n frames give only n-1 fields) is the sampler's decision, not ours.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from data.errors import InputError, UnknownNameError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FlowConfig",
+    "compute_stacks",
+    "flow_algorithms",
+    "motion_magnitude",
+    "opencv_version",
+    "quantize_flow",
+    "dequantize_flow",
+    "register_flow",
+]
+
+PairFn = Callable[[np.ndarray, np.ndarray, dict], np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Algorithm:
+    """A registered flow algorithm.
+
+    ``defaults()`` returns every parameter with its default (name -> int/float/bool/str);
+    ``compute(prev, next, params)`` maps two (N, H, W) uint8 arrays to (N, H, W, 2) float32;
+    ``describe(params)`` returns the effective parameters to record (defaults to ``params``).
+    """
+
+    name: str
+    defaults: Callable[[], dict]
+    compute: PairFn
+    describe: Callable[[dict], dict] | None = None
+
+
+_ALGORITHMS: dict[str, _Algorithm] = {}
+
+
+def register_flow(name: str, defaults: Callable[[], dict], describe=None):
+    """Decorator registering ``fn(prev, next, params)`` as flow algorithm ``name``."""
+
+    def deco(fn: PairFn) -> PairFn:
+        if name in _ALGORITHMS:
+            raise ValueError(f"flow algorithm {name!r} is already registered")
+        _ALGORITHMS[name] = _Algorithm(name, defaults, fn, describe)
+        return fn
+
+    return deco
+
+
+def flow_algorithms() -> list[str]:
+    """Names of the registered flow algorithms, sorted."""
+    return sorted(_ALGORITHMS)
+
+
+def opencv_version() -> str:
+    """The OpenCV version that computes the flow (recorded in the store's attrs)."""
+    return cv2.__version__
+
+
+def _get_algorithm(name: str) -> _Algorithm:
+    try:
+        return _ALGORITHMS[name]
+    except KeyError:
+        raise UnknownNameError("flow algorithm", name, _ALGORITHMS) from None
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def _coerce(name: str, value, default):
+    """Cast a user value to the type of the default; InputError when it does not fit."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, (bool, np.bool_)) or value in (0, 1):
+            return bool(value)
+    elif kind is int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    raise InputError(f"flow parameter {name!r} must be {kind.__name__}, got {value!r}")
+
+
+def _resolve_params(algo: _Algorithm, overrides) -> tuple:
+    """Merge user overrides into the algorithm's defaults -> sorted ((name, value), ...)."""
+    defaults = algo.defaults()
+    try:
+        items = dict(overrides)
+    except (TypeError, ValueError):
+        raise InputError(f"flow params must be (name, value) pairs, got {overrides!r}") from None
+    unknown = sorted(set(items) - set(defaults))
+    if unknown:
+        raise InputError(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for flow algorithm "
+            f"{algo.name!r}; valid: {', '.join(sorted(defaults))}"
+        )
+    merged = dict(defaults)
+    for key, value in items.items():
+        merged[key] = _coerce(key, value, defaults[key])
+    return tuple(sorted(merged.items()))
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """How flow is computed. ``params`` holds user overrides on construction and, once
+    constructed, every parameter of the algorithm (defaults filled in) as sorted pairs, so
+    two configs that compute the same flow compare equal."""
+
+    algorithm: str = "tvl1"
+    bound: float = 20.0
+    quantize: bool = False
+    params: tuple = ()
+    threads: int = 0
+
+    def __post_init__(self):
+        algo = _get_algorithm(self.algorithm)
+        if not (isinstance(self.bound, (int, float)) and np.isfinite(self.bound) and self.bound > 0):
+            raise InputError(f"flow bound must be a positive number, got {self.bound!r}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise InputError(f"flow threads must be an int >= 0, got {self.threads!r}")
+        object.__setattr__(self, "bound", float(self.bound))
+        object.__setattr__(self, "quantize", bool(self.quantize))
+        object.__setattr__(self, "params", _resolve_params(algo, self.params))
+
+    def as_dict(self) -> dict:
+        """Every parameter (effective values) plus the OpenCV version, for the store's attrs."""
+        algo = _get_algorithm(self.algorithm)
+        params = dict(self.params)
+        effective = algo.describe(params) if algo.describe else params
+        return {
+            "algorithm": self.algorithm,
+            "bound": self.bound,
+            "quantize": self.quantize,
+            "threads": self.threads,
+            "opencv_version": opencv_version(),
+            "params": dict(sorted(effective.items())),
+        }
+
+
+# ----------------------------------------------------------------------------- OpenCV TV-L1
+
+# our name -> (constructor keyword, getter); OpenCV spells the keyword "innnerIterations"
+# and calls lambda "lambda_" (GUIDE §7). useInitialFlow is left out: we never pass a flow in.
+_TVL1_FIELDS = {
+    "tau": ("tau", "getTau"),
+    "lambda": ("lambda_", "getLambda"),
+    "theta": ("theta", "getTheta"),
+    "nscales": ("nscales", "getScalesNumber"),
+    "warps": ("warps", "getWarpingsNumber"),
+    "epsilon": ("epsilon", "getEpsilon"),
+    "inner_iterations": ("innnerIterations", "getInnerIterations"),
+    "outer_iterations": ("outerIterations", "getOuterIterations"),
+    "scale_step": ("scaleStep", "getScaleStep"),
+    "gamma": ("gamma", "getGamma"),
+    "median_filtering": ("medianFiltering", "getMedianFiltering"),
+}
+
+_TVL1_DEFAULTS: dict = {}
+
+
+def tvl1_defaults() -> dict:
+    """OpenCV's own TV-L1 defaults, read back from a default-constructed object."""
+    if not _TVL1_DEFAULTS:
+        obj = cv2.optflow.DualTVL1OpticalFlow_create()
+        for ours, (_, getter) in _TVL1_FIELDS.items():
+            value = getattr(obj, getter)()
+            _TVL1_DEFAULTS[ours] = value if isinstance(value, (bool, int)) else float(value)
+    return dict(_TVL1_DEFAULTS)
+
+
+def _tvl1_create(params: dict):
+    kwargs = {_TVL1_FIELDS[k][0]: v for k, v in params.items() if k in _TVL1_FIELDS}
+    return cv2.optflow.DualTVL1OpticalFlow_create(**kwargs)
+
+
+@register_flow("tvl1", tvl1_defaults)
+def _tvl1(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    # One object per call, not per pair and not per process: calc() permanently lowers the
+    # object's scale count when an image is too small for it, so a process-wide cache could
+    # silently carry that into later, larger videos.
+    algo = _tvl1_create(params)
+    out = np.empty(prev.shape + (2,), np.float32)
+    for i in range(prev.shape[0]):
+        out[i] = algo.calc(prev[i], nxt[i], None)
+    return out
+
+
+# ----------------------------------------------------------------------------- Farneback
+
+
+def _farneback_defaults() -> dict:
+    return {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3,
+            "poly_n": 5, "poly_sigma": 1.2, "flags": 0}
+
+
+@register_flow("farneback", _farneback_defaults)
+def _farneback(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    p = params
+    out = np.empty(prev.shape + (2,), np.float32)
+    for i in range(prev.shape[0]):
+        out[i] = cv2.calcOpticalFlowFarneback(
+            prev[i], nxt[i], None, p["pyr_scale"], p["levels"], p["winsize"],
+            p["iterations"], p["poly_n"], p["poly_sigma"], p["flags"])
+    return out
+
+
+# ----------------------------------------------------------------------------- DIS
+
+_DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+_DIS_GETTERS = ("FinestScale", "PatchSize", "PatchStride", "GradientDescentIterations",
+                "VariationalRefinementIterations", "VariationalRefinementAlpha",
+                "VariationalRefinementDelta", "VariationalRefinementGamma",
+                "UseMeanNormalization", "UseSpatialPropagation")
+
+
+def _dis_create(params: dict):
+    preset = params["preset"]
+    if preset not in _DIS_PRESETS:
+        raise InputError(f"DIS preset {preset!r} unknown; valid: {', '.join(_DIS_PRESETS)}")
+    return cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
+
+
+def _dis_describe(params: dict) -> dict:
+    """The preset plus every value it implies, read back from the object."""
+    obj = _dis_create(params)
+    out = dict(params)
+    for name in _DIS_GETTERS:
+        value = getattr(obj, "get" + name)()
+        out[name] = value if isinstance(value, (bool, int)) else round(float(value), 6)
+    return out
+
+
+@register_flow("dis", lambda: {"preset": "medium"}, describe=_dis_describe)
+def _dis(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    algo = _dis_create(params)
+    out = np.empty(prev.shape + (2,), np.float32)
+    for i in range(prev.shape[0]):
+        out[i] = algo.calc(prev[i], nxt[i], None)
+    return out
+
+
+# ----------------------------------------------------------------------------- torch TV-L1
+
+
+def _tvl1_torch_defaults() -> dict:
+    # Same algorithm and defaults as OpenCV's (tests check they agree), plus where it runs.
+    # "auto" means CUDA when available; batch_size bounds memory (pairs solved at once).
+    return {**tvl1_defaults(), "device": "auto", "batch_size": 64}
+
+
+def _tvl1_torch_describe(params: dict) -> dict:
+    from extract.flow_torch import resolve_device
+
+    return {**params, "device": str(resolve_device(params["device"]))}
+
+
+@register_flow("tvl1-torch", _tvl1_torch_defaults, describe=_tvl1_torch_describe)
+def _tvl1_torch(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    from extract.flow_torch import tvl1_numpy  # lazy: keep torch out of OpenCV-only runs
+
+    return tvl1_numpy(prev, nxt, params)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def quantize_flow(flow: np.ndarray, bound: float) -> np.ndarray:
+    """TSN/denseflow mapping: (..., 2) float flow in [-bound, bound] -> uint8 0..255."""
+    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def dequantize_flow(q: np.ndarray, bound: float) -> np.ndarray:
+    """Inverse of ``quantize_flow``: uint8 -> float32 in [-bound, bound]."""
+    return (q.astype(np.float32) * np.float32(2.0 * bound / 255.0) - np.float32(bound)).astype(
+        np.float32)
+
+
+def _check_gray(gray) -> np.ndarray:
+    if not isinstance(gray, np.ndarray) or gray.ndim != 4 or gray.dtype != np.uint8:
+        desc = f"{gray.dtype} {gray.shape}" if isinstance(gray, np.ndarray) else type(gray).__name__
+        raise InputError(f"gray frames must be a (P, L+1, H, W) uint8 array, got {desc}")
+    p, l1, h, w = gray.shape
+    if l1 < 2 or h < 8 or w < 8:
+        raise InputError(f"need >= 2 frames per position and frames >= 8x8, got {gray.shape}")
+    return np.ascontiguousarray(gray)
+
+
+def compute_stacks(gray: np.ndarray, cfg: FlowConfig) -> np.ndarray:
+    """Flow stacks for P positions.
+
+    gray: (P, L+1, H, W) uint8, L+1 consecutive frames per position.
+    Returns (P, L, H, W, 2) float32 flow (x, y) between frames l and l+1, clipped to
+    ±cfg.bound, and quantised+dequantised when cfg.quantize.
+    """
+    gray = _check_gray(gray)
+    p, l1, h, w = gray.shape
+    prev = gray[:, :-1].reshape(p * (l1 - 1), h, w)
+    nxt = gray[:, 1:].reshape(p * (l1 - 1), h, w)
+    algo = _get_algorithm(cfg.algorithm)
+    old_threads = cv2.getNumThreads()
+    if cfg.threads > 0:  # 0 keeps OpenCV's default (cv2.setNumThreads(0) would disable threads)
+        cv2.setNumThreads(cfg.threads)
+    try:
+        flow = algo.compute(prev, nxt, dict(cfg.params))
+    finally:
+        if cfg.threads > 0:
+            cv2.setNumThreads(old_threads)
+    flow = np.clip(flow, -cfg.bound, cfg.bound, out=flow)
+    if cfg.quantize:
+        flow = dequantize_flow(quantize_flow(flow, cfg.bound), cfg.bound)
+    return flow.reshape(p, l1 - 1, h, w, 2).astype(np.float32, copy=False)
+
+
+def motion_magnitude(flow: np.ndarray) -> np.ndarray:
+    """Mean flow magnitude per position: (P, L, H, W, 2) float -> (P,) float32 (pixels)."""
+    if not isinstance(flow, np.ndarray) or flow.ndim != 5 or flow.shape[-1] != 2:
+        shape = getattr(flow, "shape", None)
+        raise InputError(f"flow must be a (P, L, H, W, 2) array, got shape {shape}")
+    mag = np.hypot(flow[..., 0].astype(np.float64), flow[..., 1].astype(np.float64))
+    return mag.reshape(flow.shape[0], -1).mean(axis=1).astype(np.float32)

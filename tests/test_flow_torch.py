@@ -1,0 +1,173 @@
+"""Tests for extract.flow_torch: each operator against its OpenCV counterpart, then the whole
+batched TV-L1 against cv2.optflow.DualTVL1OpticalFlow on real video frames."""
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from data.errors import InputError
+from extract import flow_torch as ft
+from extract.flow import FlowConfig, compute_stacks
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEMO = DATA / "fixtures" / "demo_spatiotemporal_det.mp4"
+
+
+def decode_gray(path: Path, n: int, width: int = 340, height: int = 256) -> np.ndarray:
+    """First n frames of a video as (n, height, width) uint8, via the imageio-ffmpeg binary."""
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-frames:v", str(n),
+           "-vf", f"scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "gray", "-"]
+    raw = subprocess.run(cmd, capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width).copy()
+
+
+@pytest.fixture(scope="module")
+def demo_frames():
+    if not DEMO.exists():
+        pytest.skip(f"real-data fixture {DEMO} absent (../shared/data is not shipped with the repo)")
+    frames = decode_gray(DEMO, 6)
+    assert frames.shape == (6, 256, 340)
+    return frames
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run torch single-threaded: on a shared 2-core runner OpenMP's barrier-waiting threads
+    slowed these tests ~30x under load; one thread keeps them at a few seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def epe(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.hypot(a[..., 0] - b[..., 0], a[..., 1] - b[..., 1]).mean())
+
+
+@pytest.fixture(scope="module")
+def rng_image():
+    rng = np.random.default_rng(1)
+    img = cv2.GaussianBlur(rng.random((45, 61)).astype(np.float32) * 255, (0, 0), 1.0)
+    return img
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+@pytest.mark.parametrize("factor", [0.8, 0.5])
+def test_resize_matches_opencv(rng_image, factor):
+    down = cv2.resize(rng_image, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+    ours = ft.resize_linear(torch.from_numpy(rng_image)[None], down.shape, (factor, factor))[0]
+    np.testing.assert_allclose(ours.numpy(), down, atol=1e-3)
+    up = cv2.resize(down, (61, 45), interpolation=cv2.INTER_LINEAR)
+    inv = (45 / down.shape[0], 61 / down.shape[1])
+    ours_up = ft.resize_linear(torch.from_numpy(down)[None], (45, 61), inv)[0]
+    np.testing.assert_allclose(ours_up.numpy(), up, atol=1e-3)
+
+
+def test_bicubic_warp_matches_cv2_remap(rng_image):
+    rng = np.random.default_rng(2)
+    u = (rng.standard_normal(rng_image.shape) * 3).astype(np.float32)  # also reaches outside
+    v = (rng.standard_normal(rng_image.shape) * 3).astype(np.float32)
+    xs = np.arange(rng_image.shape[1], dtype=np.float32)[None] + u
+    ys = np.arange(rng_image.shape[0], dtype=np.float32)[:, None] + v
+    ref = cv2.remap(rng_image, xs, ys, cv2.INTER_CUBIC)  # BORDER_CONSTANT 0, as TV-L1 uses
+    ours = ft.warp_bicubic(torch.from_numpy(rng_image)[None, None], torch.from_numpy(u)[None],
+                           torch.from_numpy(v)[None])[0, 0]
+    np.testing.assert_allclose(ours.numpy(), ref, atol=5e-3)
+
+
+def test_median_matches_cv2(rng_image):
+    for k in (3, 5):
+        ref = cv2.medianBlur(rng_image, k)
+        ours = ft.median_filter(torch.from_numpy(rng_image)[None], k)[0]
+        np.testing.assert_array_equal(ours.numpy(), ref)
+
+
+def test_gradients_and_divergence_border_rules():
+    x = torch.tensor([[[1.0, 4.0, 9.0], [2.0, 3.0, 7.0], [0.0, 5.0, 6.0]]])
+    dx, dy = ft.centered_gradient(x)
+    assert dx[0, 0].tolist() == [1.5, 4.0, 2.5]  # half one-sided at borders, as OpenCV
+    assert dy[0, :, 0].tolist() == [0.5, -0.5, -1.0]
+    fx, fy = ft.forward_gradient(x)
+    assert fx[0, 0].tolist() == [3.0, 5.0, 0.0] and fy[0, 2].tolist() == [0.0, 0.0, 0.0]
+    # divergence is the negative adjoint of the forward gradient, <grad u, p> = -<u, div p>,
+    # for duals that vanish where the gradient does (last column / row), as TV-L1's do
+    g = torch.Generator().manual_seed(0)
+    u, p1, p2 = (torch.randn(1, 7, 9, generator=g, dtype=torch.float64) for _ in range(3))
+    p1[:, :, -1] = 0
+    p2[:, -1, :] = 0
+    ux, uy = ft.forward_gradient(u)
+    lhs = (ux * p1 + uy * p2).sum()
+    assert torch.isclose(lhs, -(u * ft.divergence(p1, p2)).sum())
+
+
+# ----------------------------------------------------------------------------- the solver
+
+FAST = dict(nscales=3, warps=2)  # fewer scales/warps than the defaults, to keep tests quick
+
+
+def test_matches_opencv_tvl1_on_real_frames(demo_frames):
+    crop = demo_frames[:, 64:192, 90:250]  # 160x128 of the 340x256 frames
+    prev, nxt = crop[[0, 2]], crop[[1, 3]]  # two pairs, solved in one batch
+    prm = ft.TVL1Params(**FAST)
+    ours = ft.tvl1_batch(torch.from_numpy(prev), torch.from_numpy(nxt), prm).numpy()
+    assert ours.shape == (2, 128, 160, 2) and ours.dtype == np.float32
+    cv_algo = cv2.optflow.DualTVL1OpticalFlow_create(**FAST)
+    errs, mags = [], []
+    for i in range(2):
+        ref = cv_algo.calc(prev[i], nxt[i], None)
+        errs.append(epe(ours[i], ref))
+        mags.append(float(np.hypot(ref[..., 0], ref[..., 1]).mean()))
+    print(f"torch vs OpenCV TV-L1 ({FAST}): EPE {errs} px; mean |flow| {mags} px")
+    assert max(errs) < 0.05
+    assert min(mags) > 0.5  # the frames really move, so agreement is not trivial
+
+
+def test_batch_equals_single(demo_frames):
+    crop = demo_frames[:3, 64:160, 100:228]
+    prm = ft.TVL1Params(nscales=2, warps=1)
+    both = ft.tvl1_batch(torch.from_numpy(crop[:2]), torch.from_numpy(crop[1:]), prm)
+    one = ft.tvl1_batch(torch.from_numpy(crop[1:2]), torch.from_numpy(crop[2:3]), prm)
+    np.testing.assert_allclose(both[1].numpy(), one[0].numpy(), atol=1e-4)
+
+
+def test_registered_backend_contract(demo_frames):
+    gray = demo_frames[None, :3, 64:160, 100:228]  # (P=1, L+1=3, 96, 128)
+    small = (("nscales", 2), ("warps", 1))
+    params = small + (("device", "cpu"), ("batch_size", 1))
+    out = compute_stacks(gray, FlowConfig("tvl1-torch", params=params))
+    ref = compute_stacks(gray, FlowConfig("tvl1", params=small))
+    assert out.shape == ref.shape == (1, 2, 96, 128, 2) and out.dtype == np.float32
+    assert epe(out, ref) < 0.05
+    record = FlowConfig("tvl1-torch", params=params).as_dict()["params"]
+    assert record["device"] == "cpu" and record["lambda"] == 0.15
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu(demo_frames):
+    crop = demo_frames[:3, 64:160, 100:228]
+    prm = ft.TVL1Params(nscales=2, warps=1)
+    cpu = ft.tvl1_batch(torch.from_numpy(crop[:2]), torch.from_numpy(crop[1:]), prm)
+    gpu = ft.tvl1_batch(torch.from_numpy(crop[:2]).cuda(), torch.from_numpy(crop[1:]).cuda(), prm)
+    assert epe(cpu.numpy(), gpu.cpu().numpy()) < 0.01
+
+
+def test_bad_parameters():
+    with pytest.raises(InputError):
+        ft.TVL1Params(gamma=0.1)
+    with pytest.raises(InputError):
+        ft.TVL1Params(median_filtering=7)
+    with pytest.raises(InputError):
+        ft.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError):
+            ft.resolve_device("cuda")
+    assert ft.resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(InputError):
+        ft.tvl1_batch(torch.zeros(1, 8, 8), torch.zeros(1, 8, 9))
