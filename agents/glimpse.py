@@ -52,7 +52,9 @@ class GlimpseConfig:
     eta: float = 0.5               # η of eq. 7 (not given: TP and FP weighed equally)
     reward_pos: float = 1.0        # R₊ per true positive
     reward_neg: float = -1.0       # R₋ per false positive
-    attention_penalty: float = 1.0  # λ of the doubly stochastic penalty ([11]'s λ = 1)
+    # λ of [11]'s doubly stochastic penalty (001 gives no value; [11] uses 1). With more
+    # positions than cells it pushes the policy to spread over the cells.
+    attention_penalty: float = 1.0
     reinforce_weight: float = 1.0  # weight of the REINFORCE surrogate in the total loss
     map_h: int = 7                 # the cube is map_h × map_w × map_dim: GoogLeNet's 7×7×1024;
     map_w: int = 7                 # GlimpseAgent.for_states sets them from the store
@@ -149,6 +151,7 @@ class GlimpseAgent(Agent):
     """Paper 001's hard spatial attention over a ``map_h × map_w × map_dim`` cube per position."""
 
     Config = GlimpseConfig
+    needs_feature_maps = True     # the store must hold <stream>/feature_maps (extract --feature-maps)
 
     @property
     def map_shape(self) -> tuple[int, int, int]:

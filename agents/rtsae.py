@@ -20,7 +20,6 @@ Two streams: pass the flow stream's States as ``flow=`` to ``fit``/``score``/``s
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.base import Agent, Selection, States, aggregate, append_jsonl, register, top_m_mask  # noqa: F401
+from agents.base import Agent, Selection, States, append_jsonl, register, top_m_mask
 from agents.rl import bernoulli_entropy, get_rng_state, set_rng_state
 from data.errors import InputError, StoreError
 

@@ -113,7 +113,10 @@ def run_train(cfg: TrainStageConfig) -> Agent:
                         train_list=str(cfg.train_list), train_list_sha256=videos.sha256)
     config = cls.Config(**dict(cfg.overrides))
     _, _, _, D, C = states.shape
-    agent = cls(config, num_classes=C, feature_dim=D, seed=cfg.seed)
+    if hasattr(cls, "for_states"):      # agents whose shape depends on the states (glimpse's cube)
+        agent = cls.for_states(config, states, seed=cfg.seed)
+    else:
+        agent = cls(config, num_classes=C, feature_dim=D, seed=cfg.seed)
     agent.store_identity = identity
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
