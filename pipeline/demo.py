@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 DEMO_AGENTS: dict[str, tuple[tuple[str, object], ...]] = {
     "as": (("lr", 1e-3), ("epochs", 60), ("m", 2), ("batch_size", 16), ("lr_milestones", (40, 55))),
     "dsn": (("epochs", 40), ("batch_size", 16), ("milestones", (30, 38))),
-    "tattn": (("epochs", 40), ("hidden", 128), ("layers", 1), ("batch_size", 16)),
+    "tattn": (("epochs", 30), ("hidden", 128), ("layers", 1), ("iterations", 10), ("test_last", 5), ("batch_size", 16)),
     "rtsae": (("pretrain_epochs", 10), ("epochs", 40), ("batch_size", 16)),
     "glimpse": (("epochs", 40), ("batch_size", 16)),
 }
