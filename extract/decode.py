@@ -150,10 +150,12 @@ class _StderrReader(threading.Thread):
             self.header.append(line)
 
     def error_summary(self) -> str:
-        """The last three distinct error/fatal messages, oldest first."""
+        """The first distinct error message (usually the cause) and the last two."""
         errors = [m for lvl, m in self.problems if lvl in ("panic", "fatal", "error")]
-        distinct = list(dict.fromkeys(reversed(errors)))[:3]
-        return " | ".join(reversed(distinct)) or "no error message"
+        distinct = list(dict.fromkeys(errors))
+        if len(distinct) > 3:
+            distinct = [distinct[0], "...", *distinct[-2:]]
+        return " | ".join(distinct) or "no error message"
 
     def warnings(self) -> list[str]:
         lines = [f"{lvl}: {m}" for lvl, m in list(self.problems)[:_MAX_WARNINGS]]

@@ -352,3 +352,36 @@ def motion_magnitude(flow: np.ndarray) -> np.ndarray:
         raise InputError(f"flow must be a (P, L, H, W, 2) array, got shape {shape}")
     mag = np.hypot(flow[..., 0].astype(np.float64), flow[..., 1].astype(np.float64))
     return mag.reshape(flow.shape[0], -1).mean(axis=1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- automatic choice
+
+
+def auto_algorithm() -> str:
+    """The TV-L1 backend to use on this machine (what ``--flow auto`` means): a registered name.
+
+    - OpenCV built with CUDA and a device (``cv2.cuda_OpticalFlowDual_TVL1``) would be the
+      fastest TV-L1, but no backend for it is registered: the PyPI wheels have no CUDA, so we
+      could neither build nor test one here (GUIDE §5: GPU flow must not require compiling
+      OpenCV). We log that it was found and fall through;
+    - ``"tvl1-torch"`` when torch sees a CUDA device (the same algorithm, batched on the GPU);
+    - ``"tvl1"`` (OpenCV on the CPU) otherwise.
+    """
+    if _opencv_cuda_tvl1():
+        log.info("OpenCV has CUDA TV-L1 and a device, but framesel has no backend for it yet; "
+                 "choosing among the registered ones")
+    import torch  # lazy: OpenCV-only runs need not load torch to choose
+
+    if torch.cuda.is_available():
+        return "tvl1-torch"
+    return "tvl1"
+
+
+def _opencv_cuda_tvl1() -> bool:
+    """True when this OpenCV has a CUDA device and the CUDA TV-L1 class (never for PyPI wheels)."""
+    cuda = getattr(cv2, "cuda", None)
+    try:
+        count = cuda.getCudaEnabledDeviceCount() if cuda is not None else 0
+    except cv2.error:  # a build without CUDA support may raise instead of returning 0
+        count = 0
+    return count > 0 and hasattr(cv2, "cuda_OpticalFlowDual_TVL1")

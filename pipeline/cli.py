@@ -73,7 +73,8 @@ def _checkpoints(ctx, param, values):
 @click.option("--frames", default=25, show_default=True, help="T positions per video (TSN segments).")
 @click.option("--flow-stack", default=5, show_default=True, help="L flow pairs per position.")
 @click.option("--flow", "flow_algo", default="tvl1", show_default=True,
-              type=click.Choice(["tvl1", "farneback", "dis", "tvl1-torch", "none"]))
+              type=click.Choice(["tvl1", "farneback", "dis", "tvl1-torch", "auto", "none"]),
+              help="auto: torch TV-L1 on a GPU when there is one, else OpenCV's TV-L1.")
 @click.option("--flow-param", multiple=True, metavar="NAME=VALUE", help="Override a flow parameter, e.g. epsilon=0.05.")
 @click.option("--quantize-flow/--no-quantize-flow", default=False, help="Map flow to uint8 like TSN's JPEGs.")
 @click.option("--crops", default=10, show_default=True, type=click.Choice(["1", "3", "10"]), help="Crops per position.")
@@ -90,40 +91,15 @@ def _checkpoints(ctx, param, values):
 @click.option("--retry-failed", is_flag=True, help="Try videos that failed before again.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @domain_errors
-def extract(list_path, root, out, fmt, list_format, hmdb51_split, hmdb51_subset, classes_file, frames, flow_stack, flow_algo,
-            flow_param, quantize_flow, crops, backbone, checkpoint, streams, feature_maps, thumbnails,
-            shard, workers, device, batch_size, retry_failed, quiet):
+def extract(**params):
     """Decode, sample, compute flow and run the frozen backbone for every video of LIST."""
-    from extract.flow import FlowConfig
-    from extract.run import ExtractConfig, run_extraction
-    from extract.video import VideoSettings
+    from extract.run import run_extraction
+    from pipeline.config import extract_config
 
-    flow = None if flow_algo == "none" else FlowConfig(
-        algorithm=flow_algo, quantize=quantize_flow, params=tuple(_parse_params(flow_param)))
-    settings = VideoSettings(frames=frames, flow_stack=flow_stack, crops=int(crops),
-                             streams=tuple(s.strip() for s in streams.split(",") if s.strip()),
-                             backbone=backbone, checkpoints=checkpoint, flow=flow,
-                             feature_maps=feature_maps, thumbnail_size=(48, 64) if thumbnails else None,
-                             batch_size=batch_size)
-    cfg = ExtractConfig(list_path=list_path, out=out, root=root, list_format=list_format,
-                        classes_file=classes_file, hmdb51=(hmdb51_split, hmdb51_subset), format=fmt, settings=settings, shard=shard,
-                        workers=workers, device=device, retry_failed=retry_failed, quiet=quiet,
-                        command=_command_line())
-    summary = run_extraction(cfg)
+    summary = run_extraction(extract_config(params, _command_line()))
     click.echo(summary.text(), err=not summary.ok)
     if not summary.ok:
         sys.exit(1)
-
-
-def _parse_params(items):
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--flow-param")
-        try:
-            yield name, json.loads(value)
-        except json.JSONDecodeError:
-            yield name, value
 
 
 @main.command()
@@ -299,6 +275,13 @@ def demo(out, workers, quiet):
     if not result["ok"]:
         sys.exit(1)
 
+
+def _attach_submit():
+    from pipeline.submit import submit
+    main.add_command(submit, "submit")
+
+
+_attach_submit()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,45 @@
+"""Parsed ``framesel extract`` options → ExtractConfig; shared by `extract` and `submit`."""
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+import click
+
+from extract.run import ExtractConfig
+
+
+def parse_flow_params(items) -> tuple[tuple[str, object], ...]:
+    """``("epsilon=0.05", ...)`` -> (("epsilon", 0.05), ...); values as JSON where they parse."""
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--flow-param")
+        try:
+            out.append((name, json.loads(value)))
+        except json.JSONDecodeError:
+            out.append((name, value))
+    return tuple(out)
+
+
+def extract_config(p: Mapping, command: str = "") -> ExtractConfig:
+    """Build the config from the extract command's parsed parameters. ``--flow auto`` is
+    resolved here, once, so every shard and the store record the algorithm that ran."""
+    from extract.flow import FlowConfig, auto_algorithm
+    from extract.video import VideoSettings
+
+    algo = p["flow_algo"]
+    if algo == "auto":
+        algo = "tvl1-torch" if p["device"] == "cuda" else auto_algorithm()
+    flow = None if algo == "none" else FlowConfig(algorithm=algo, quantize=p["quantize_flow"],
+                                                  params=parse_flow_params(p["flow_param"]))
+    settings = VideoSettings(frames=p["frames"], flow_stack=p["flow_stack"], crops=int(p["crops"]),
+                             streams=tuple(s.strip() for s in p["streams"].split(",") if s.strip()),
+                             backbone=p["backbone"], checkpoints=p["checkpoint"], flow=flow,
+                             feature_maps=p["feature_maps"],
+                             thumbnail_size=(48, 64) if p["thumbnails"] else None, batch_size=p["batch_size"])
+    return ExtractConfig(list_path=p["list_path"], out=p["out"], root=p["root"], list_format=p["list_format"],
+                         classes_file=p["classes_file"], hmdb51=(p["hmdb51_split"], p["hmdb51_subset"]),
+                         format=p["fmt"], settings=settings, shard=p.get("shard", (1, 1)), workers=p["workers"],
+                         device=p["device"], retry_failed=p["retry_failed"], quiet=p["quiet"], command=command)
