@@ -63,8 +63,9 @@ PHOTOS = ("china.jpg", "flower.jpg")   # shipped with scikit-learn (a core depen
 class DemoClass:
     """One demo class: the pattern its object wears and the motion it performs.
 
-    ``motion(p, amp, sign)`` maps progress p in [0, 1] to (dx, dy, scale, dangle): the
-    object's offset in px, radius factor and rotation in radians relative to its base state.
+    ``motion(t, amp, sign)`` maps t, frames from the middle of the motion window, to
+    (dx, dy, scale, dangle): the object's offset in px, radius factor and rotation in radians
+    relative to its base state; ``amp`` scales the speed, ``sign`` picks a direction.
     """
 
     name: str
@@ -76,7 +77,7 @@ _CLASSES: dict[str, DemoClass] = {}
 
 
 def register_class(name: str, pattern: str):
-    """Decorator registering ``motion(p, amp, sign)`` as demo class ``name``; duplicates raise."""
+    """Decorator registering ``motion(t, amp, sign)`` as demo class ``name``; duplicates raise."""
     def decorate(fn):
         if name in _CLASSES:
             raise ValueError(f"demo class {name!r} is already registered")
@@ -90,25 +91,29 @@ def demo_classes() -> list[str]:
     return list(_CLASSES)
 
 
+# Speeds are per frame, so short videos do not get faster motion: 11 px/frame for the pans,
+# x1.11/frame for the zoom (x3.5 over 12 frames), 15 deg/frame for the rotation (below half
+# the sunburst's 72 deg period, so the flow is not aliased). ``t`` counts frames from the
+# middle of the motion window; ``amp`` scales the speed.
+
 @register_class("pan-left", "checker")
-def _pan_left(p, amp, sign):
-    return -140.0 * amp * (p - 0.5), 0.0, 1.0, 0.0          # ~10-15 px/frame over 10-14 frames
+def _pan_left(t, amp, sign):
+    return -11.0 * amp * t, 0.0, 1.0, 0.0
 
 
 @register_class("pan-right", "dots")
-def _pan_right(p, amp, sign):
-    return 140.0 * amp * (p - 0.5), 0.0, 1.0, 0.0
+def _pan_right(t, amp, sign):
+    return 11.0 * amp * t, 0.0, 1.0, 0.0
 
 
 @register_class("zoom-in", "rings")
-def _zoom_in(p, amp, sign):
-    return 0.0, 0.0, 3.5 ** (amp * (p - 0.5)), 0.0          # radius x0.53 -> x1.87
+def _zoom_in(t, amp, sign):
+    return 0.0, 0.0, 3.5 ** (amp * t / 12.0), 0.0
 
 
 @register_class("rotate", "sunburst")
-def _rotate(p, amp, sign):
-    # 180 degrees over the segment: <= 20 deg/frame, below half the sunburst's 72 deg period.
-    return 0.0, 0.0, 1.0, sign * amp * math.pi * p
+def _rotate(t, amp, sign):
+    return 0.0, 0.0, 1.0, sign * amp * math.radians(15.0) * t
 
 
 # ------------------------------------------------------------------------------ config
@@ -118,7 +123,8 @@ class DemoConfig:
     """What to generate. ``size`` is (width, height); ``action_fraction`` a (low, high) range.
 
     Per class, the first ``videos_per_class - test_per_class`` videos go to train.txt and the
-    rest to test.txt.
+    rest to test.txt. Motion speeds are per frame and tuned for 24-64 frames: much longer
+    action segments carry the pans out of the frame.
     """
 
     classes: tuple[str, ...] = ("pan-left", "pan-right", "zoom-in", "rotate")
@@ -197,9 +203,12 @@ def _sprite(rng, pattern: str, cls: str | None, amp: float, window: tuple[int, i
     return sp
 
 
-def _place(rng, w: int, h: int, side: float) -> tuple[float, float]:
-    """A centre on the left (side<0) or right (side>0) of the frame's middle, in the centre crop."""
-    return (w / 2 + side * rng.uniform(25, 60), h / 2 + rng.uniform(-35, 35))
+def _place(rng, w: int, h: int, side: float, dist=(60.0, 90.0)) -> tuple[float, float]:
+    """A centre ``dist`` px left (side<0) or right (side>0) of the frame's middle.
+
+    Offsets stay small enough for the object to show in the 224 centre crop.
+    """
+    return (w / 2 + side * rng.uniform(*dist), h / 2 + rng.uniform(-35, 35))
 
 
 def _background(rng: np.random.Generator) -> dict:
@@ -229,10 +238,10 @@ def _action_sprites(rng, cfg, label: int, n: int) -> list[dict]:
     if _CLASSES[cls].pattern not in ("checker", "dots"):
         centre = (w / 2 + side * rng.uniform(0, 30), centre[1])
     sprites = [_sprite(rng, _CLASSES[cls].pattern, cls, float(rng.uniform(0.85, 1.15)),
-                       (0, n), centre, float(rng.uniform(42, 55)))]
+                       (0, n), centre, float(rng.uniform(48, 62)))]
     if rng.random() < 0.5:
-        sprites.insert(0, _sprite(rng, "neutral", None, 0.0, (0, n), _place(rng, w, h, -side),
-                                  float(rng.uniform(30, 45))))
+        sprites.insert(0, _sprite(rng, "neutral", None, 0.0, (0, n), _place(rng, w, h, -side, (80, 100)),
+                                  float(rng.uniform(30, 40))))
     return sprites
 
 
@@ -245,13 +254,13 @@ def _distractor_sprites(rng, cfg, label: int, n: int) -> tuple[str, list[dict]]:
     if kind in ("lookalike", "both"):
         look = str(rng.choice(others))
         sprites.append(_sprite(rng, _CLASSES[look].pattern, None, 0.0, (0, n),
-                               _place(rng, w, h, side), float(rng.uniform(40, 55))))
+                               _place(rng, w, h, side), float(rng.uniform(45, 60))))
         sprites[-1]["lookalike_of"] = look
     if kind in ("decoy", "both"):
         move = str(rng.choice(others))
         length = int(min(n, rng.integers(10, 15)))     # moves about as long as an action does
         t0 = int(rng.integers(0, n - length + 1))
-        centre = (w / 2 - side * rng.uniform(0, 40), h / 2 + rng.uniform(-30, 30))
+        centre = _place(rng, w, h, -side, (15.0, 45.0))
         sprites.append(_sprite(rng, "neutral", move, float(rng.uniform(0.5, 1.0)),
                                (t0, t0 + length), centre, float(rng.uniform(35, 50))))
     return kind, sprites
@@ -315,7 +324,7 @@ def _pattern(sp: dict, u: np.ndarray, v: np.ndarray, rho: np.ndarray) -> np.ndar
     if name == "checker":
         s = 4 * np.sin(3 * math.pi * u) * np.sin(3 * math.pi * v)
     elif name == "dots":  # hexagonal lattice: the sum of three waves peaks on the dots
-        k = 5 * math.pi
+        k = 3.6 * math.pi   # lattice period ~30 px: an 11 px/frame pan stays unaliased
         s = 2 * (np.cos(k * u) + np.cos(k * (u / 2 + 0.866 * v)) + np.cos(k * (u / 2 - 0.866 * v)) - 1.2)
     elif name == "rings":
         s = 3 * np.sin(4.5 * math.pi * rho)
@@ -332,8 +341,8 @@ def _sprite_state(sp: dict, t: int) -> tuple[float, float, float, float]:
     if sp["motion"] is None:
         return sp["cx"], sp["cy"], sp["r"], sp["angle"]
     t0, t1 = sp["window"]
-    p = float(np.clip((t - t0) / max(t1 - t0 - 1, 1), 0.0, 1.0))
-    dx, dy, scale, da = _CLASSES[sp["motion"]].motion(p, sp["amp"], sp["sign"])
+    rel = float(np.clip(t, t0, t1 - 1)) - (t0 + t1 - 1) / 2   # static outside the window
+    dx, dy, scale, da = _CLASSES[sp["motion"]].motion(rel, sp["amp"], sp["sign"])
     return sp["cx"] + dx, sp["cy"] + dy, sp["r"] * scale, sp["angle"] + da
 
 
