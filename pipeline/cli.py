@@ -233,7 +233,7 @@ def _weights(ctx, param, values):
 @click.option("--test", "test_lists", required=True, multiple=True, type=click.Path(exists=True),
               help="Test videos; repeat for several splits (mean ± std is reported).")
 @click.option("--agents", "agent_paths", multiple=True, type=click.Path(exists=True),
-              help="Agent checkpoints (repeat, or a glob expanded by the shell).")
+              help="An agent checkpoint; repeat for several.")
 @click.option("--out", required=True, type=click.Path(), help="Report directory.")
 @click.option("--m", "ms", default="4,8,12,16,20,25", callback=_int_list, show_default=True,
               help="Frame budgets m.")
