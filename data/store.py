@@ -12,6 +12,8 @@ node                        shape, dtype                             written
 root attrs                  schema, classes, settings, versions      at creation
 videos/path, videos/label   (V,) str; (V,) int32 or (V, C) uint8     at creation
 videos/status, error        (V,) uint8 0/1/2; (V,) str               last, per video
+videos/note                 (V,) str: short-video handling, decoder  per video
+                            warnings ("" when nothing happened)
 videos/num_frames, fps      (V,) int32; (V,) float32                 per video
 frame_index                 (V, T) int32                             per video
 <stream>/features           (V, T, K, D) float16                     per video
@@ -197,7 +199,11 @@ class Store:
     def dtype(self, name: str) -> np.dtype:
         return np.dtype(self.attrs["arrays"][name][1])
 
-    def write_video(self, i: int, result: VideoResult) -> None:
+    def notes(self) -> list[str]:
+        """Per video: what was done about a short video, and decoder warnings."""
+        return [str(e) for e in self._read_all("videos/note")] if self.has("videos/note") else [""] * self.num_videos
+
+    def write_video(self, i: int, result: VideoResult, note: str = "") -> None:
         """Write every row of video ``i``, then mark it done (status last)."""
         expected = self.attrs["arrays"]
         rows = result_rows(result)
@@ -212,6 +218,7 @@ class Store:
         missing = set(expected) - set(rows) - {n for n in expected if n.endswith("/logits")}
         if missing:
             raise StoreError(f"{self.path}: video {i} result lacks {sorted(missing)}")
+        self._write_row("videos/note", i, note)
         self._write_row("videos/error", i, "")
         self._write_row("videos/status", i, DONE)
 
@@ -249,6 +256,7 @@ class Store:
         arrays = per_video_arrays(layout)
         self._create_array("videos/path", (V,), "str", (max(V, 1),))
         self._create_array("videos/error", (V,), "str", (1,))
+        self._create_array("videos/note", (V,), "str", (1,))
         self._create_array("videos/status", (V,), "uint8", (1,))
         labels = np.asarray(layout.labels)
         self._create_array("videos/label", labels.shape, labels.dtype.str, labels.shape or (1,))

@@ -142,6 +142,7 @@ def merge_stores(sources, dest, *, layout_from=None) -> dict:
         for i in np.flatnonzero(status == DONE):
             for n in names:
                 out._write_row(n, int(i), s._read_row(n, int(i)))
+            out._write_row("videos/note", int(i), s._read_row("videos/note", int(i)))
             out._write_row("videos/error", int(i), "")
             out._write_row("videos/status", int(i), DONE)
             counts["done"] += 1

@@ -182,9 +182,10 @@ def _record(store, i: int, outcome, path: str) -> None:
         store.mark_failed(i, str(outcome))
         return
     result, notes = outcome
-    if notes:
-        log.info("%s: %s", path, "; ".join(notes))
-    store.write_video(i, result)
+    note = "; ".join(n for n in notes if n)
+    if note:
+        log.info("%s: %s", path, note)
+    store.write_video(i, result, note=note)
 
 
 def _set_threads(cfg: ExtractConfig) -> None:

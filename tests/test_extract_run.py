@@ -153,6 +153,24 @@ def test_workers_give_the_same_store(video_dir):
         assert compare_stores(a, b, atol=1e-2) == []
 
 
+def test_retry_failed_and_short_video_notes(video_dir):
+    from conftest import moving_texture, write_video
+
+    args = [str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), "--out", str(video_dir / "r.zarr"), *FAST]
+    assert extract(args).exit_code == 1
+    # the user repairs the broken file: a plain rerun skips it, --retry-failed extracts it
+    write_video(video_dir / "videos" / "right" / "broken.mp4", moving_texture(3, seed=9))
+    r = extract(args)
+    assert r.exit_code == 1 and "(0 processed" in r.output
+    r = extract([*args, "--retry-failed"])
+    assert "5/6 done, 1 failed" in r.output and "(2 processed" in r.output
+    with open_store(video_dir / "r.zarr") as s:
+        assert s.status()[2] == DONE and s.read("videos/num_frames", 2) == 3
+        notes = s.notes()
+        assert "shorter" in notes[2] or "clamp" in notes[2], notes[2]   # 3 frames < T positions
+        assert notes[0] == ""
+
+
 def test_tvl1_is_the_default_and_recovers_motion(video_dir):
     """The papers' setting: TV-L1 on the L pairs of each sampled position only."""
     (video_dir / "one.txt").write_text("left/v0.mp4 0\n")
