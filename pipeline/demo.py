@@ -30,7 +30,7 @@ DEMO_AGENTS: dict[str, tuple[tuple[str, object], ...]] = {
     "dsn": (("epochs", 40), ("batch_size", 16), ("milestones", (30, 38))),
     "tattn": (("epochs", 30), ("hidden", 128), ("layers", 1), ("iterations", 10), ("test_last", 5), ("batch_size", 16)),
     "rtsae": (("pretrain_epochs", 10), ("epochs", 40), ("batch_size", 16)),
-    "glimpse": (("epochs", 40), ("batch_size", 16)),
+    "glimpse": (("epochs", 15), ("batch_size", 16)),
 }
 
 # Demo extraction: the papers' pipeline at a laptop's scale. T = 8 positions over ~4 s
