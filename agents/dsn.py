@@ -36,20 +36,18 @@ Eq. 3 concatenates the N clips' features before the fc; we apply one shared fc p
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, aggregate, append_jsonl, register, top_m_mask
-from agents.rl import (categorical_entropy, categorical_log_prob, get_rng_state, multistep_lr,
-                       reinforce_loss, restore_training, set_lr, set_rng_state)
-from data.errors import InputError, StoreError
+from agents.rl import (resume_training, categorical_entropy, categorical_log_prob, get_rng_state, multistep_lr,
+                       reinforce_loss, set_lr)
+from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -302,23 +300,8 @@ class DSN(Agent):
                 "agreement": float((act == greedy).float().mean())}
 
     def _resume(self, opt, gen, checkpoint_path) -> int:
-        """Epochs already done (0 when starting fresh). Only ``epochs`` may differ between the
-        checkpoint's config and this one, so a run can be extended."""
-        if checkpoint_path is None or not Path(checkpoint_path).exists():
-            return 0
-        try:   # check the config before any weights are loaded into this module
-            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError) as err:
-            raise StoreError(f"cannot read training checkpoint {checkpoint_path}: {err}") from err
-        mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
-        theirs = {k: v for k, v in saved.get("config", {}).items() if k != "epochs"}
-        if saved.get("agent") != self.name or mine != theirs or saved.get("seed") != self.seed:
-            raise InputError(f"{checkpoint_path} was trained as another agent, config or seed; "
-                             f"resume needs the same (only epochs may change)")
-        ck = restore_training(self, opt, checkpoint_path)
-        set_rng_state(ck["rng"], gen)
-        log.info("resuming dsn from %s after %d epochs", checkpoint_path, ck["epoch"])
-        return int(ck["epoch"])
+        """Epochs already done (0 when starting fresh); only ``epochs`` may change."""
+        return resume_training(self, opt, checkpoint_path, gen)
 
     def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
             progress=False, val: States | None = None) -> list[dict]:

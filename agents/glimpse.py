@@ -24,15 +24,14 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, append_jsonl, register, top_m_mask
-from agents.rl import categorical_entropy, categorical_log_prob, get_rng_state, reinforce_loss, set_rng_state
-from data.errors import InputError, StoreError
+from agents.rl import resume_training, categorical_entropy, categorical_log_prob, get_rng_state, reinforce_loss
+from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -267,20 +266,7 @@ class GlimpseAgent(Agent):
         return {key: val / n for key, val in sums.items()}
 
     def _resume(self, path, opt, g, device) -> int:
-        if path is None or not Path(path).exists():
-            return 0
-        try:
-            ck = torch.load(path, map_location=device, weights_only=False)
-        except (OSError, RuntimeError) as err:
-            raise StoreError(f"cannot read training checkpoint {path}: {err}") from err
-        if not isinstance(ck, dict) or ck.get("agent") != self.name or "optimizer" not in ck:
-            raise InputError(f"{path} is not a resumable glimpse checkpoint")
-        self.module.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        self.history = list(ck.get("history", []))
-        set_rng_state(ck["rng"], g)
-        log.info("glimpse: resuming %s after epoch %d", path, ck["epoch"])
-        return ck["epoch"]
+        return resume_training(self, opt, path, g)
 
     def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
             progress=False, val: States | None = None) -> list[dict]:

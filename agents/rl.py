@@ -14,11 +14,16 @@ Kept small and stable on purpose: other agents import these signatures.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 from pathlib import Path
 
 import torch
 
 from data.errors import InputError, StoreError
+
+log = logging.getLogger(__name__)
 
 EPS = 1e-6
 
@@ -157,7 +162,32 @@ def restore_training(agent, optimizer: torch.optim.Optimizer, path, *, map_locat
         raise StoreError(f"cannot read training checkpoint {path}: {err}") from err
     if not isinstance(ck, dict) or ck.get("agent") != agent.name or "optimizer" not in ck:
         raise InputError(f"{path} is not a resumable checkpoint of agent {agent.name!r}")
+    # Check the config before any weights are loaded: only ``epochs`` may change, so a run
+    # can be extended but never silently continued under other settings or another seed.
+    mine = {k: v for k, v in dataclasses.asdict(agent.config).items() if k != "epochs"}
+    theirs = {k: v for k, v in ck.get("config", {}).items() if k != "epochs"}
+    if mine != json_roundtrip(theirs, mine) or ck.get("seed") != agent.seed:
+        raise InputError(f"{path} was trained with another config or seed; resume needs the same "
+                         "(only epochs may change)")
     agent.module.load_state_dict(ck["state_dict"])
     optimizer.load_state_dict(ck["optimizer"])
     agent.history = list(ck.get("history", []))
     return ck
+
+
+def json_roundtrip(saved: dict, like: dict) -> dict:
+    """Checkpoint configs come back with lists where the dataclass holds tuples."""
+    return {k: (tuple(v) if isinstance(like.get(k), tuple) and isinstance(v, list) else v)
+            for k, v in saved.items()}
+
+
+def resume_training(agent, optimizer, path, generator=None) -> int:
+    """Epochs already done by the checkpoint at ``path`` (0 when there is none); restores the
+    weights, optimizer, history and, when given, the generator's RNG state."""
+    ck = restore_training(agent, optimizer, path)
+    if ck is None:
+        return 0
+    if generator is not None and "rng" in ck:
+        set_rng_state(ck["rng"], generator)
+    log.info("resuming %s from %s after %d epochs", agent.name, path, ck["epoch"])
+    return int(ck["epoch"])

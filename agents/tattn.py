@@ -26,11 +26,9 @@ the crops' class probabilities (TSN's crop averaging). Selection on top of the s
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -38,8 +36,8 @@ from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, append_jsonl, register, top_m_mask
 from agents.baselines import evenly_spaced
-from agents.rl import get_rng_state, restore_training, set_rng_state
-from data.errors import InputError, StoreError
+from agents.rl import resume_training, get_rng_state
+from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -200,21 +198,7 @@ class TAttn(Agent):
     # -- training -------------------------------------------------------------------
     def _resume(self, opt, gen, checkpoint_path) -> int:
         """Epochs already done (0 when starting fresh); only ``epochs`` may change."""
-        if checkpoint_path is None or not Path(checkpoint_path).exists():
-            return 0
-        try:   # check the config before any weights are loaded into this module
-            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError) as err:
-            raise StoreError(f"cannot read training checkpoint {checkpoint_path}: {err}") from err
-        mine = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
-        theirs = {k: v for k, v in saved.get("config", {}).items() if k != "epochs"}
-        if saved.get("agent") != self.name or mine != theirs or saved.get("seed") != self.seed:
-            raise InputError(f"{checkpoint_path} was trained as another agent, config or seed; "
-                             f"resume needs the same (only epochs may change)")
-        ck = restore_training(self, opt, checkpoint_path)
-        set_rng_state(ck["rng"], gen)
-        log.info("resuming %s from %s after %d epochs", self.name, checkpoint_path, ck["epoch"])
-        return int(ck["epoch"])
+        return resume_training(self, opt, checkpoint_path, gen)
 
     def _step(self, feats: torch.Tensor, labels: torch.Tensor, opt) -> dict:
         """One back-propagation step on B videos × K crops. feats (B, T, K, D), labels (B,)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract import backbones, crops, decode, flow, sampling
+from extract import backbones, decode, flow, sampling
 from extract.video import Models, VideoSettings, extract_video, flow_pairs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
