@@ -110,14 +110,14 @@ def test_every_readme_command_parses(command):
     name, rest = args[0], args[1:]
     cmd = main.get_command(None, name)
     assert cmd is not None, f"README uses unknown command {name!r}"
-    # Paths in the README do not exist here: parse with existence checks relaxed.
-    for p in cmd.params:
-        if hasattr(p.type, "exists"):
-            p.type.exists = False
+    # Paths in the README do not exist here: parse with existence checks relaxed, then put
+    # every parameter type back exactly as it was (the CLI objects are shared by all tests).
+    saved = [(p.type, p.type.exists) for p in cmd.params if hasattr(p.type, "exists")]
+    for t, _ in saved:
+        t.exists = False
     try:
         ctx = cmd.make_context(name, list(rest), resilient_parsing=False)
     finally:
-        for p in cmd.params:
-            if hasattr(p.type, "exists"):
-                p.type.exists = True
+        for t, value in saved:
+            t.exists = value
     assert ctx.params
