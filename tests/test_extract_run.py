@@ -194,3 +194,24 @@ def test_bad_options_are_clear(video_dir):
     r = CliRunner().invoke(main, ["extract", str(video_dir / "list.txt"), "--out", str(video_dir / "x.zarr"),
                                   "--root", str(video_dir), *FAST])
     assert r.exit_code == 1 and "none of the videos" in r.output
+
+
+def test_tvl1_torch_features_are_interchangeable_with_opencv(video_dir):
+    """Issue 6: features extracted with the torch TV-L1 match OpenCV's (same parameters)."""
+    (video_dir / "one.txt").write_text("left/v1.mp4 0\n")
+    params = ["--flow-param", "nscales=2", "--flow-param", "warps=2"]   # keeps the CPU run short
+    base = [str(video_dir / "one.txt"), "--root", str(video_dir / "videos"), "--frames", "2",
+            "--flow-stack", "2", "--crops", "1", *params, "--quiet"]
+    for algo in ("tvl1", "tvl1-torch"):
+        r = extract([*base, "--flow", algo, "--out", str(video_dir / f"{algo}.zarr")])
+        assert r.exit_code == 0, r.output
+    with open_store(video_dir / "tvl1.zarr") as a, open_store(video_dir / "tvl1-torch.zarr") as b:
+        assert b.attrs["flow"]["algorithm"] == "tvl1-torch"
+        np.testing.assert_allclose(a.read("motion", 0), b.read("motion", 0), atol=0.01)
+        fa = a.read("flow/features", 0).astype(np.float32).ravel()
+        fb = b.read("flow/features", 0).astype(np.float32).ravel()
+        cos = fa @ fb / (np.linalg.norm(fa) * np.linalg.norm(fb))
+        assert cos > 0.999, cos
+        print(f"flow features cosine {cos:.6f}, max diff {np.abs(fa - fb).max():.4g}")
+        assert np.abs(fa - fb).max() < 0.05 * np.abs(fa).max()
+        np.testing.assert_array_equal(a.read("rgb/features", 0), b.read("rgb/features", 0))
