@@ -62,10 +62,17 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs)
         states, rows = first
         thumbs = store.read_rows("thumbnails", rows) if store.has("thumbnails") else None
-        extras = collect_diagnostics(states, next(iter(splits.values()))[1], sample=cfg.sample_videos,
-                                     thumbnails=thumbs, classes=store.attrs.get("classes"))
+        extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
+                                     sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, costs, streams)
     return write_report(cfg.out, result_rows, meta, extras)
+
+
+def diagnostic_m(ms, T: int) -> int:
+    """The budget the diagnostics show: the evaluated m nearest half the positions (000's
+    m = 12 of 25); keeping all T would make every per-class gain zero."""
+    candidates = [m for m in ms if m < T] or [max(1, T // 2)]
+    return min(candidates, key=lambda m: (abs(m - T / 2), m))
 
 
 def _meta(cfg: EvaluateConfig, store, agents, costs: CostModel, streams) -> dict:
