@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.base import MODES, Agent, States, append_jsonl, register, top_m_mask, aggregate
-from agents.rl import (MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, get_rng_state,
-                       multistep_lr, reinforce_loss, restore_training, set_lr, set_rng_state)
+from agents.base import MODES, Agent, States, register, top_m_mask, aggregate
+from agents.rl import (MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, multistep_lr,
+                       reinforce_loss, restore_training, set_lr, set_rng_state)
 from data.errors import InputError
 
 STATE_KINDS = ("both", "features", "predictions")
@@ -262,9 +262,6 @@ class ASAgent(Agent):
             if val is not None:
                 sel = self.select(val.to(device), c.m, mode=c.mode)
                 row["val_top1_at_m"] = float(_top1_correct(sel.video_scores.cpu(), val.labels.cpu()).float().mean())
-            self.history.append(row)
-            append_jsonl(log_path, row)
-            if checkpoint_path is not None:
-                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1,
-                          rng=get_rng_state(gen), baseline=baseline.state_dict())
+            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=gen, log_path=log_path,
+                           checkpoint_path=checkpoint_path, baseline=baseline.state_dict())
         return self.history

@@ -213,6 +213,18 @@ class Agent(Selector):
         at ``log_path``); save a resumable checkpoint at ``checkpoint_path`` every epoch."""
         raise NotImplementedError
 
+    def end_epoch(self, row: dict, *, epoch: int, optimizer, generator, log_path=None,
+                  checkpoint_path=None, **extra) -> None:
+        """The bookkeeping every fit does after an epoch: history, one JSONL row, and a
+        resumable checkpoint (weights, optimizer, epochs done, RNG state, ``extra``)."""
+        from agents.rl import get_rng_state
+
+        self.history.append(row)
+        append_jsonl(log_path, row)
+        if checkpoint_path is not None:
+            self.save(checkpoint_path, optimizer=optimizer.state_dict(), epoch=epoch,
+                      rng=get_rng_state(generator), **extra)
+
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint(self, **extra) -> dict:
         from data import __version__

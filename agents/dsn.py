@@ -44,9 +44,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.base import Agent, Selection, States, aggregate, append_jsonl, register, top_m_mask
-from agents.rl import (resume_training, categorical_entropy, categorical_log_prob, get_rng_state, multistep_lr,
-                       reinforce_loss, set_lr)
+from agents.base import Agent, Selection, States, aggregate, register, top_m_mask
+from agents.rl import (resume_training, categorical_entropy, categorical_log_prob, multistep_lr, reinforce_loss,
+                       set_lr)
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -336,10 +336,8 @@ class DSN(Agent):
                        seconds=time.perf_counter() - t0)
             if val is not None:
                 row["val_top1"] = top1(self.select(val, None).video_scores, val.labels)
-            self.history.append(row)
-            append_jsonl(log_path, row)
-            if checkpoint_path is not None:
-                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1, rng=get_rng_state(gen))
+            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=gen, log_path=log_path,
+                           checkpoint_path=checkpoint_path)
         self.module.eval()
         return self.history
 

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.base import Agent, Selection, States, append_jsonl, register, top_m_mask
-from agents.rl import resume_training, categorical_entropy, categorical_log_prob, get_rng_state, reinforce_loss
+from agents.base import Agent, Selection, States, register, top_m_mask
+from agents.rl import resume_training, categorical_entropy, categorical_log_prob, reinforce_loss
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -293,8 +293,6 @@ class GlimpseAgent(Agent):
                 sel = self.select(val, None)
                 row["val_top1"] = float((sel.video_scores.argmax(1) == val.labels.cpu()).float().mean())
             row["seconds"] = time.perf_counter() - t0
-            self.history.append(row)
-            append_jsonl(log_path, row)
-            if checkpoint_path is not None:
-                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1, rng=get_rng_state(g))
+            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=g, log_path=log_path,
+                           checkpoint_path=checkpoint_path)
         return self.history

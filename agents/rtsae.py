@@ -31,8 +31,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.base import Agent, Selection, States, append_jsonl, register, top_m_mask
-from agents.rl import bernoulli_entropy, get_rng_state, set_rng_state
+from agents.base import Agent, Selection, States, register, top_m_mask
+from agents.rl import bernoulli_entropy, set_rng_state
 from data.errors import InputError, StoreError
 
 log = logging.getLogger(__name__)
@@ -460,9 +460,6 @@ class RTSAEAgent(Agent):
                     if not val.multilabel else float("nan")
                 row["val_fraction_kept"] = float(sel.keep.float().mean())
             row["seconds"] = time.perf_counter() - t0
-            self.history.append(row)
-            append_jsonl(log_path, row)
-            if checkpoint_path is not None:
-                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1, stage=stage,
-                          rng=get_rng_state(g))
+            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=g, log_path=log_path,
+                           checkpoint_path=checkpoint_path, stage=stage)
         return self.history

@@ -34,9 +34,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.base import Agent, Selection, States, append_jsonl, register, top_m_mask
+from agents.base import Agent, Selection, States, register, top_m_mask
 from agents.baselines import evenly_spaced
-from agents.rl import resume_training, get_rng_state
+from agents.rl import resume_training
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -243,10 +243,8 @@ class TAttn(Agent):
             if val is not None:
                 pred = self._predict(val, None)[0].argmax(-1).cpu()
                 row["val_top1"] = float((pred == val.labels.cpu().long()).float().mean())
-            self.history.append(row)
-            append_jsonl(log_path, row)
-            if checkpoint_path is not None:
-                self.save(checkpoint_path, optimizer=opt.state_dict(), epoch=epoch + 1, rng=get_rng_state(gen))
+            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=gen, log_path=log_path,
+                           checkpoint_path=checkpoint_path)
         self.module.eval()
         return self.history
 
