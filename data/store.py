@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,6 +253,31 @@ class Store:
                 "config_sha256": a.get("config_sha256")}
 
     # -- creation ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, layout: "Layout", *, exist_ok: bool = False) -> "Store":
+        """Build the store beside ``path``, then publish it atomically, so concurrent shards
+        starting at once end up sharing the one store that won."""
+        if path.exists():
+            if exist_ok:
+                return cls(path, "a")
+            raise StoreError(f"{path} already exists")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        cls._build(tmp, layout)
+        if not cls._publish(tmp, path) and not exist_ok:
+            raise StoreError(f"{path} was created by another process meanwhile")
+        return cls(path, "a")
+
+    @classmethod
+    def _build(cls, tmp: Path, layout: "Layout") -> None:
+        """Write a complete new store at ``tmp``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _publish(tmp: Path, path: Path) -> bool:
+        """Move ``tmp`` to ``path`` without replacing anything; False if ``path`` appeared."""
+        raise NotImplementedError
+
     def _initialise(self, layout: Layout) -> None:
         V = layout.num_videos
         arrays = per_video_arrays(layout)

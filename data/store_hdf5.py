@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import h5py
@@ -28,26 +27,22 @@ class HDF5Store(Store):
         self._attrs = None
 
     @classmethod
-    def create(cls, path: Path, layout: Layout, *, exist_ok=False) -> "HDF5Store":
-        if path.exists():
-            if exist_ok:
-                return cls(path, "a")
-            raise StoreError(f"{path} already exists")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    def _build(cls, tmp: Path, layout: Layout) -> None:
         store = cls.__new__(cls)
         Store.__init__(store, tmp, "a")
         store.file, store._attrs = h5py.File(tmp, "w"), None
         store._initialise(layout)
         store.file.close()
+
+    @staticmethod
+    def _publish(tmp: Path, path: Path) -> bool:
         try:
             os.link(tmp, path)      # unlike rename, never replaces a file that appeared meanwhile
+            return True
         except FileExistsError:
-            if not exist_ok:
-                raise StoreError(f"{path} was created by another process meanwhile") from None
+            return False
         finally:
             tmp.unlink()
-        return cls(path, "a")
 
     def _create_array(self, name, shape, dtype, chunks):
         if name in self.file:

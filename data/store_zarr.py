@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -31,25 +30,20 @@ class ZarrStore(Store):
         self._attrs = None
 
     @classmethod
-    def create(cls, path: Path, layout: Layout, *, exist_ok=False) -> "ZarrStore":
-        if path.exists():
-            if exist_ok:
-                return cls(path, "a")
-            raise StoreError(f"{path} already exists")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    def _build(cls, tmp: Path, layout: Layout) -> None:
         store = cls.__new__(cls)
         Store.__init__(store, tmp, "a")
         store.root, store._arrays, store._attrs = zarr.open_group(str(tmp), mode="w"), {}, None
         store._initialise(layout)
+
+    @staticmethod
+    def _publish(tmp: Path, path: Path) -> bool:
         try:
             os.rename(tmp, path)   # atomic; fails if another process created it first
+            return True
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
-            if exist_ok and path.exists():
-                return cls(path, "a")
-            raise StoreError(f"{path} was created by another process meanwhile") from None
-        return cls(path, "a")
+            return False
 
     def _array(self, name):
         arr = self._arrays.get(name)
