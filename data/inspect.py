@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.store import DONE, FAILED, PENDING, Store, per_video_arrays, Layout, StreamSpec
+from data.errors import SchemaError
+from data.store import DONE, FAILED, PENDING, Store, per_video_arrays
 
 
 def summarize(store: Store) -> dict:
@@ -60,9 +61,9 @@ def check_store(store: Store) -> list[str]:
     a = store.attrs
     try:
         store.check_schema()
-    except Exception as err:  # noqa: BLE001 - reported, not raised
+    except SchemaError as err:   # reported, not raised
         return [str(err)]
-    layout = _layout_of(store)
+    layout = store.layout()
     V = store.num_videos
     for name, (row, dtype) in per_video_arrays(layout).items():
         if not store.has(name):
@@ -99,12 +100,3 @@ def _check_video(store, i, float_arrays, error, attrs) -> list[str]:
         if not np.isfinite(x).all():
             out.append(f"video {i} ({store.paths[i]}): {name} holds NaN or inf")
     return out
-
-
-def _layout_of(store: Store) -> Layout:
-    a = store.attrs
-    streams = tuple(StreamSpec(s["name"], s["crops"], s["dim"], s["classes"],
-                               tuple(s["map_shape"]) if s.get("map_shape") else None)
-                    for s in a.get("streams", []))
-    return Layout(paths=(), labels=np.zeros(0), T=int(a["T"]), streams=streams,
-                  thumbnail_size=tuple(a["thumbnail_size"]) if a.get("thumbnail_size") else None)

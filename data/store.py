@@ -165,6 +165,16 @@ class Store:
     def streams(self) -> list[str]:
         return [s["name"] for s in self.attrs.get("streams", [])]
 
+    def layout(self) -> Layout:
+        """The Layout this store was created from (paths, labels, streams, attrs)."""
+        a = self.attrs
+        streams = tuple(StreamSpec(s["name"], s["crops"], s["dim"], s["classes"],
+                                   tuple(s["map_shape"]) if s.get("map_shape") else None)
+                        for s in a.get("streams", []))
+        return Layout(paths=tuple(self.paths), labels=self.labels, T=int(a["T"]), streams=streams,
+                      thumbnail_size=tuple(a["thumbnail_size"]) if a.get("thumbnail_size") else None,
+                      attrs=dict(a))
+
     def status(self) -> np.ndarray:
         """(V,) uint8: 0 pending, 1 done, 2 failed."""
         return np.asarray(self._read_all("videos/status"), dtype=np.uint8)

@@ -151,12 +151,7 @@ def merge_stores(sources, dest, *, layout_from=None) -> dict:
 
 
 def _copy_layout(src: Store, dest: Path, create_store) -> Store:
-    from data.store import StreamSpec
-    a = src.attrs
-    streams = tuple(StreamSpec(s["name"], s["crops"], s["dim"], s["classes"],
-                               tuple(s["map_shape"]) if s["map_shape"] else None) for s in a["streams"])
-    attrs = {k: v for k, v in a.items() if k not in ("shard",)}
-    layout = Layout(paths=tuple(src.paths), labels=src.labels, T=a["T"], streams=streams,
-                    thumbnail_size=tuple(a["thumbnail_size"]) if a.get("thumbnail_size") else None,
-                    attrs=attrs)
-    return create_store(dest, layout)
+    layout = src.layout()
+    attrs = {k: v for k, v in layout.attrs.items() if k != "shard"}
+    return create_store(dest, Layout(layout.paths, layout.labels, layout.T, layout.streams,
+                                     layout.thumbnail_size, attrs))
