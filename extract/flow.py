@@ -1,4 +1,4 @@
-"""Dense optical flow for the flow stream: OpenCV TV-L1, Farneback, DIS and a batched torch TV-L1.
+"""Dense optical flow for the flow stream: OpenCV TV-L1 (CPU or CUDA), Farneback, DIS, torch TV-L1.
 
 Every algorithm sits in one explicit registry (``_ALGORITHMS``) filled by ``@register_flow``;
 ``compute_stacks`` is the single entry point the extractor calls. Conventions (GUIDE §4):
@@ -35,6 +35,9 @@ __all__ = [
     "quantize_flow",
     "dequantize_flow",
     "register_flow",
+    "auto_algorithm",
+    "choose_tvl1",
+    "opencv_cuda_tvl1",
 ]
 
 PairFn = Callable[[np.ndarray, np.ndarray, dict], np.ndarray]
@@ -294,6 +297,50 @@ def _tvl1_torch(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     return tvl1_numpy(prev, nxt, params)
 
 
+# ----------------------------------------------------------------------------- OpenCV CUDA TV-L1
+
+# cv::cuda::OpticalFlowDual_TVL1 has one iteration count (no inner/outer split) and no median
+# filter; its defaults are the CPU one's with iterations = inner x outer = 300.
+_TVL1_CUDA_ORDER = ("tau", "lambda", "theta", "nscales", "warps", "epsilon", "iterations",
+                    "scale_step", "gamma")
+
+
+def _tvl1_cuda_defaults() -> dict:
+    cpu = tvl1_defaults()
+    out = {k: cpu[k] for k in _TVL1_CUDA_ORDER if k in cpu}
+    out["iterations"] = cpu["inner_iterations"] * cpu["outer_iterations"]
+    out["device_id"] = 0
+    return out
+
+
+def _require_opencv_cuda() -> None:
+    if not opencv_cuda_tvl1():
+        raise InputError(
+            f"flow 'tvl1-cuda' needs an OpenCV built with CUDA (cv2.cuda_OpticalFlowDual_TVL1) "
+            f"and a CUDA device; this OpenCV {cv2.__version__} has none (the PyPI wheels never "
+            f"do). Use 'tvl1-torch' for GPU flow without building OpenCV, or 'auto'.")
+
+
+def _tvl1_cuda_describe(params: dict) -> dict:
+    _require_opencv_cuda()  # at store creation: fail before any video is decoded
+    return {**params, "cuda_device": cv2.cuda.DeviceInfo(params["device_id"]).name()}
+
+
+@register_flow("tvl1-cuda", _tvl1_cuda_defaults, describe=_tvl1_cuda_describe)
+def _tvl1_cuda(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    _require_opencv_cuda()
+    cv2.cuda.setDevice(params["device_id"])
+    # positional: the binding's keyword for lambda differs between OpenCV versions
+    algo = cv2.cuda_OpticalFlowDual_TVL1.create(*(params[k] for k in _TVL1_CUDA_ORDER), False)
+    g0, g1 = cv2.cuda_GpuMat(), cv2.cuda_GpuMat()
+    out = np.empty(prev.shape + (2,), np.float32)
+    for i in range(prev.shape[0]):
+        g0.upload(prev[i])
+        g1.upload(nxt[i])
+        out[i] = algo.calc(g0, g1, None).download()
+    return out
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -357,27 +404,26 @@ def motion_magnitude(flow: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- automatic choice
 
 
-def auto_algorithm() -> str:
-    """The TV-L1 backend to use on this machine (what ``--flow auto`` means): a registered name.
-
-    - OpenCV built with CUDA and a device (``cv2.cuda_OpticalFlowDual_TVL1``) would be the
-      fastest TV-L1, but no backend for it is registered: the PyPI wheels have no CUDA, so we
-      could neither build nor test one here (GUIDE §5: GPU flow must not require compiling
-      OpenCV). We log that it was found and fall through;
-    - ``"tvl1-torch"`` when torch sees a CUDA device (the same algorithm, batched on the GPU);
-    - ``"tvl1"`` (OpenCV on the CPU) otherwise.
-    """
-    if _opencv_cuda_tvl1():
-        log.info("OpenCV has CUDA TV-L1 and a device, but framesel has no backend for it yet; "
-                 "choosing among the registered ones")
-    import torch  # lazy: OpenCV-only runs need not load torch to choose
-
-    if torch.cuda.is_available():
+def choose_tvl1(opencv_cuda: bool, torch_cuda: bool) -> str:
+    """The TV-L1 backend for a machine with these capabilities (GUIDE §5's order):
+    OpenCV's CUDA TV-L1 when OpenCV was built with CUDA and sees a device, else the torch
+    TV-L1 on a CUDA device, else OpenCV's CPU TV-L1."""
+    if opencv_cuda:
+        return "tvl1-cuda"
+    if torch_cuda:
         return "tvl1-torch"
     return "tvl1"
 
 
-def _opencv_cuda_tvl1() -> bool:
+def auto_algorithm() -> str:
+    """What ``--flow auto`` means on this machine: a registered name (see ``choose_tvl1``).
+    The PyPI OpenCV wheels have no CUDA, so the first branch needs a user-built OpenCV."""
+    import torch  # lazy: OpenCV-only runs need not load torch to choose
+
+    return choose_tvl1(opencv_cuda_tvl1(), torch.cuda.is_available())
+
+
+def opencv_cuda_tvl1() -> bool:
     """True when this OpenCV has a CUDA device and the CUDA TV-L1 class (never for PyPI wheels)."""
     cuda = getattr(cv2, "cuda", None)
     try:

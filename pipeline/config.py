@@ -26,12 +26,13 @@ def parse_flow_params(items) -> tuple[tuple[str, object], ...]:
 def extract_config(p: Mapping, command: str = "") -> ExtractConfig:
     """Build the config from the extract command's parsed parameters. ``--flow auto`` is
     resolved here, once, so every shard and the store record the algorithm that ran."""
-    from extract.flow import FlowConfig, auto_algorithm
+    from extract.flow import FlowConfig, auto_algorithm, choose_tvl1, opencv_cuda_tvl1
     from extract.video import VideoSettings
 
     algo = p["flow_algo"]
     if algo == "auto":
-        algo = "tvl1-torch" if p["device"] == "cuda" else auto_algorithm()
+        # --device cuda says the workers have a GPU even when this host (a login node) has none
+        algo = choose_tvl1(opencv_cuda_tvl1(), True) if p["device"] == "cuda" else auto_algorithm()
     flow = None if algo == "none" else FlowConfig(algorithm=algo, quantize=p["quantize_flow"],
                                                   params=parse_flow_params(p["flow_param"]))
     settings = VideoSettings(frames=p["frames"], flow_stack=p["flow_stack"], crops=int(p["crops"]),

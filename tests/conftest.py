@@ -17,6 +17,27 @@ def shared_data(*parts) -> Path:
     return p
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _torch_threads(request):
+    """Torch's intra-op threads for a test module that sets ``TORCH_THREADS``, restored after.
+
+    Modules whose tensors are tiny set 1: on a busy 2-core runner OpenMP's barrier-waiting
+    threads spin against each other (measured 1.8 s vs 29 s for one DSN fit, 3.6 s vs 43 s
+    for one glimpse epoch, ~30x for the torch TV-L1 tests). Autouse and module-scoped, so it
+    is in force before any module-scoped fixture of that module trains anything.
+    """
+    n = getattr(request.module, "TORCH_THREADS", None)
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_video(path, frames: np.ndarray, fps: float = 25.0, codec: str = "libx264rgb") -> Path:
     """Encode (N, H, W, 3) uint8 RGB frames losslessly (libx264rgb -qp 0, or ffv1)."""
     import imageio_ffmpeg

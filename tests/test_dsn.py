@@ -17,14 +17,7 @@ D, C = 32, 8
 FAST = dict(lr=0.03, epochs=10, batch_size=32, episodes=4, hidden=64, test_sections=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tensors here are tiny: one intra-op thread is faster, and on a busy 2-core
-    machine two threads spin against each other (measured 1.8 s vs 29 s for one fit)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+TORCH_THREADS = 1  # tiny tensors (tests/conftest.py: _torch_threads)
 
 
 @pytest.fixture(scope="module")

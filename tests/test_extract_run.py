@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from data.store import DONE, FAILED, PENDING, compare_stores, open_store

@@ -180,12 +180,43 @@ def test_dis_record_lists_preset_values():
 
 
 def test_registry():
-    assert {"tvl1", "farneback", "dis", "tvl1-torch"} <= set(flow_algorithms())
+    assert {"tvl1", "farneback", "dis", "tvl1-torch", "tvl1-cuda"} <= set(flow_algorithms())
     with pytest.raises(ValueError):
         fl.register_flow("tvl1", lambda: {})(lambda a, b, p: a)
     torch_params = dict(FlowConfig("tvl1-torch").params)
     assert {k: v for k, v in torch_params.items() if k in fl.tvl1_defaults()} == fl.tvl1_defaults()
     assert "device" in torch_params
+
+
+@pytest.mark.parametrize("opencv_cuda, torch_cuda, expected", [
+    (True, True, "tvl1-cuda"), (True, False, "tvl1-cuda"),
+    (False, True, "tvl1-torch"), (False, False, "tvl1"),
+])
+def test_auto_order_is_opencv_cuda_then_torch_gpu_then_opencv_cpu(opencv_cuda, torch_cuda, expected):
+    assert fl.choose_tvl1(opencv_cuda, torch_cuda) == expected
+    assert expected in flow_algorithms()
+
+
+def test_auto_on_this_machine_is_what_it_has():
+    import torch
+
+    have = fl.choose_tvl1(fl.opencv_cuda_tvl1(), torch.cuda.is_available())
+    assert fl.auto_algorithm() == have
+
+
+def test_tvl1_cuda_params_and_clear_error_without_cuda_opencv():
+    params = dict(FlowConfig("tvl1-cuda").params)
+    cpu = fl.tvl1_defaults()
+    assert params["iterations"] == cpu["inner_iterations"] * cpu["outer_iterations"] == 300
+    assert {k: params[k] for k in ("tau", "lambda", "theta", "nscales", "warps", "epsilon",
+                                   "scale_step")} == {k: cpu[k] for k in ("tau", "lambda", "theta",
+                                                      "nscales", "warps", "epsilon", "scale_step")}
+    if fl.opencv_cuda_tvl1():
+        pytest.skip("this OpenCV has CUDA: the error path does not apply")
+    cfg = FlowConfig("tvl1-cuda")
+    for call in (cfg.as_dict, lambda: compute_stacks(np.zeros((1, 2, 32, 32), np.uint8), cfg)):
+        with pytest.raises(InputError, match="tvl1-cuda.*built with CUDA.*tvl1-torch"):
+            call()
 
 
 @pytest.mark.parametrize("bad", [

@@ -18,10 +18,11 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEMO = DATA / "fixtures" / "demo_spatiotemporal_det.mp4"
 
 
-def decode_gray(path: Path, n: int, width: int = 340, height: int = 256) -> np.ndarray:
-    """First n frames of a video as (n, height, width) uint8, via the imageio-ffmpeg binary."""
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-frames:v", str(n),
-           "-vf", f"scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "gray", "-"]
+def decode_gray(path: Path, n: int, width: int = 340, height: int = 256, start: int = 0) -> np.ndarray:
+    """n frames of a video from frame ``start`` on as (n, height, width) uint8 (imageio-ffmpeg)."""
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-an", "-vf",
+           f"select=gte(n\\,{start}),scale={width}:{height}", "-fps_mode", "passthrough",
+           "-frames:v", str(n), "-f", "rawvideo", "-pix_fmt", "gray", "-"]
     raw = subprocess.run(cmd, capture_output=True, check=True).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width).copy()
 
@@ -35,14 +36,7 @@ def demo_frames():
     return frames
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Run torch single-threaded: on a shared 2-core runner OpenMP's barrier-waiting threads
-    slowed these tests ~30x under load; one thread keeps them at a few seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+TORCH_THREADS = 1  # per-pixel TV-L1 steps (tests/conftest.py: _torch_threads)
 
 
 def epe(a: np.ndarray, b: np.ndarray) -> float:
@@ -127,6 +121,39 @@ def test_matches_opencv_tvl1_on_real_frames(demo_frames):
     print(f"torch vs OpenCV TV-L1 ({FAST}): EPE {errs} px; mean |flow| {mags} px")
     assert max(errs) < 0.05
     assert min(mags) > 0.5  # the frames really move, so agreement is not trivial
+
+
+# Real pairs at OpenCV's default parameters (5 scales x 5 warps x 300 iterations, 340x256):
+# two well-posed ones (a fight clip, the 6 fps fixture at a moderate-motion frame) and one
+# where TV-L1 itself is ill-conditioned (the same fixture at frame 42: |flow| up to ~42 px).
+AGREEMENT_PAIRS = [("fight/videos/fight/fi113.mp4", 20, "well-posed"),
+                   ("fixtures/demo_spatiotemporal_det.mp4", 14, "well-posed"),
+                   ("fixtures/demo_spatiotemporal_det.mp4", 42, "ill-conditioned")]
+
+
+@pytest.mark.parametrize("rel, frame, kind", AGREEMENT_PAIRS)
+def test_default_parameters_agree_with_opencv_to_its_own_noise_floor(rel, frame, kind):
+    """The issue's goal: mean end-point error against OpenCV well under 0.1 px on real frames.
+    Where TV-L1 is ill-conditioned no implementation can meet it: OpenCV's own flow moves as
+    much when its input changes by +-0.01 grey level (far below the uint8 step). There we
+    require agreement at that floor instead, and check that the floor really is above 0.1."""
+    path = DATA / rel
+    if not path.exists():
+        pytest.skip(f"real-data fixture {path} absent (../shared/data is not shipped with the repo)")
+    a, b = decode_gray(path, 2, start=frame)
+    algo = cv2.optflow.DualTVL1OpticalFlow_create()
+    ref = algo.calc(a, b, None)
+    ours = ft.tvl1_batch(torch.from_numpy(a)[None], torch.from_numpy(b)[None])[0].numpy()
+    rng = np.random.default_rng(0)
+    noisy = [((x + rng.uniform(-0.01, 0.01, x.shape)) / 255.0).astype(np.float32) for x in (a, b)]
+    floor = epe(algo.calc(*noisy, None), ref)
+    err, motion = epe(ours, ref), float(np.hypot(ref[..., 0], ref[..., 1]).mean())
+    print(f"{rel}@{frame}: EPE {err:.4f} px, OpenCV's own floor {floor:.4f} px, |flow| {motion:.2f} px")
+    assert motion > 1.0  # the pair really moves
+    if kind == "well-posed":
+        assert err < 0.05 and floor < 0.05
+    else:
+        assert floor > 0.1 and err < 1.5 * floor
 
 
 def test_batch_equals_single(demo_frames):

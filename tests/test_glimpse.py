@@ -14,15 +14,8 @@ from data.errors import InputError
 TINY = GlimpseConfig(hidden=8, layers=2, dropout=0.5, epochs=1, batch_size=8, episodes=2, lr=1e-2)
 
 
+TORCH_THREADS = 1  # small recurrent steps (tests/conftest.py: _torch_threads)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small recurrent steps run ~10x faster on one intra-op thread than on two when the
-    2-core machine is busy (measured: 3.6 s vs 43 s for one glimpse epoch)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def _tiny_states(seed=0, V=16):
     return planted_states(V=V, T=5, K=2, D=6, C=3, n_key=2, seed=seed, with_maps=True, map_size=3)

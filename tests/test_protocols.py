@@ -16,13 +16,7 @@ from evaluate.protocols import (PROTOCOLS, ROW_FIELDS, ProtocolConfig, build_met
 T, K, C = 10, 2, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: thread hand-offs cost more than the work on a loaded 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TORCH_THREADS = 1  # tiny tensors (tests/conftest.py: _torch_threads)
 
 
 @dataclass(frozen=True)
@@ -82,7 +76,6 @@ COSTS = CostModel(T=T, crops=K, flow_stack=5, backbone={"rgb": 1.0, "flow": 2.0}
 
 @pytest.fixture(scope="module")
 def rows():
-    torch.set_num_threads(1)
     st = _states()
     methods = build_methods(["uniform", "random", "oracle", Thresholded()],
                             [KeyFinder("rgb"), KeyFinder("flow"), Stubborn("rgb")], st)

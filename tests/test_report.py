@@ -15,6 +15,7 @@ from evaluate.compute import CONVENTION, CostModel
 from evaluate.protocols import ProtocolConfig, build_methods, collect_diagnostics, run_protocols, summarize_splits
 from evaluate.report import verdicts, write_report
 
+TORCH_THREADS = 1  # tiny tensors (tests/conftest.py: _torch_threads)
 T = 10
 
 
@@ -44,7 +45,6 @@ class Lazy(_Policy):
 
 
 def _run(tmp_path, thumbnails=True, splits=("1", "2")):
-    torch.set_num_threads(1)
     rows, extras = [], None
     costs = CostModel(T=T, crops=2, flow_stack=5, backbone={"rgb": 0.8, "flow": 0.9}, flow_pair=17.7,
                       flow_algorithm="tvl1")

@@ -19,15 +19,8 @@ TINY = RTSAEConfig(proj_dim=16, hidden=8, gate_dim=4, fusion_dim=16, classifier_
                    optimizer="adam", lr=1e-2)
 
 
+TORCH_THREADS = 1  # small recurrent steps (tests/conftest.py: _torch_threads)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small recurrent steps run ~10x faster on one intra-op thread than on two when the
-    2-core machine is busy (measured: 3.6 s vs 43 s for one glimpse epoch)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def _tiny_states(seed=0, V=16):
     return planted_states(V=V, T=6, K=2, D=8, C=4, n_key=2, seed=seed)

@@ -176,14 +176,15 @@ def test_cli_refuses_shard_and_reports_bad_extract_options(video_dir):
     assert r.exit_code == 2 and "--shards" in r.output
 
 
-def test_auto_flow_algorithm_is_registered_and_cpu_here():
-    import torch
+def test_auto_flow_resolves_once_and_device_cuda_means_gpu_workers(video_dir):
+    """--flow auto is resolved on the submitting host; --device cuda says the array tasks have
+    a GPU even when the host (a login node) has none, so they get a GPU TV-L1."""
+    from extract.flow import auto_algorithm, choose_tvl1, opencv_cuda_tvl1
 
-    from extract.flow import auto_algorithm, flow_algorithms
-
-    algo = auto_algorithm()
-    assert algo in flow_algorithms()
-    assert algo == ("tvl1-torch" if torch.cuda.is_available() else "tvl1")
+    cfg = extract_config([*_args(video_dir, video_dir / "a.zarr"), "--flow", "auto"])
+    assert cfg.settings.flow.algorithm == auto_algorithm()
+    cfg = extract_config([*_args(video_dir, video_dir / "a.zarr"), "--flow", "auto", "--device", "cuda"])
+    assert cfg.settings.flow.algorithm == choose_tvl1(opencv_cuda_tvl1(), True) != "tvl1"
 
 
 def test_a_crashing_task_is_retried_then_reported(video_dir):

@@ -15,14 +15,7 @@ D, C = 32, 8
 FAST = dict(hidden=32, layers=1, iterations=3, test_last=2, dropout=0.0, epochs=10, batch_size=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tensors here are tiny: one intra-op thread is faster, and on a busy 2-core
-    machine two threads spin against each other (measured 1.8 s vs 29 s for one fit)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+TORCH_THREADS = 1  # tiny tensors (tests/conftest.py: _torch_threads)
 
 
 def top1(scores, labels):
