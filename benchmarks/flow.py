@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import subprocess
 import sys
 import time
@@ -143,14 +144,14 @@ def opencv_reference(prev, nxt, prm: TVL1Params):
     return flows, len(prev) / (time.perf_counter() - start)
 
 
-def time_torch(prev, nxt, prm: TVL1Params, device: torch.device):
+def time_torch(prev, nxt, prm: TVL1Params, device: torch.device, compile: bool = False):
     """torch TV-L1 on one batch: (flows (B, H, W, 2) numpy, pairs/s incl. transfers)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
     a = torch.from_numpy(prev).to(device)
     b = torch.from_numpy(nxt).to(device)
-    flow = tvl1_batch(a, b, prm).cpu().numpy()
+    flow = tvl1_batch(a, b, prm, compile=compile).cpu().numpy()
     sync()
     return flow, len(prev) / (time.perf_counter() - start)
 
@@ -173,6 +174,9 @@ def parse_args(argv=None):
     ap.add_argument("--epsilon", type=float, default=0.01)
     ap.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
                     help="measure pairs/s per implementation and batch size")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                    default=bool(shutil.which("c++") or torch.cuda.is_available()),
+                    help="also time torch.compile'd steps (default: when a C++ compiler or CUDA is there)")
     ap.add_argument("--agreement", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure EPE against OpenCV on fixture and fight frames")
     ap.add_argument("--torch-threads", type=int, default=0,
@@ -191,17 +195,21 @@ def speed(args, devices) -> None:
     print(f"TV-L1 {WIDTH}x{HEIGHT} grey, fight pairs; {prm}")
     ref, cv_rate = opencv_reference(prev[:args.cv_pairs], nxt[:args.cv_pairs], prm)
     rows = [("opencv", "cpu", 1, cv_rate, 0.0)]
-    for dev in devices:
+    modes = [False] + ([True] if args.compile else [])
+    for dev, compile in ((d, c) for d in devices for c in modes):
         if dev.type == "cuda":  # warm-up: CUDA context and kernels load on first use
             time_torch(prev[:1], nxt[:1], TVL1Params(nscales=1, warps=1), dev)
         for b in args.batches:
             if dev.type == "cpu" and b > args.cpu_max_batch:
                 continue
-            flow, rate = time_torch(prev[:b], nxt[:b], prm, dev)
-            rows.append(("torch", dev.type, b, rate, mean_epe(flow, ref)))
+            if compile:  # untimed first call: compiles for this batch's shapes
+                time_torch(prev[:b], nxt[:b], prm, dev, compile)
+            flow, rate = time_torch(prev[:b], nxt[:b], prm, dev, compile)
+            rows.append(("torch+c" if compile else "torch", dev.type, b, rate, mean_epe(flow, ref)))
     print(f"\n{'impl':8s} {'device':6s} {'batch':>5s} {'pairs/s':>9s} {'x opencv':>9s} {'EPE px':>8s}")
     for impl, dev, b, rate, err in rows:
         print(f"{impl:8s} {dev:6s} {b:5d} {rate:9.3f} {rate / cv_rate:9.2f} {err:8.4f}")
+    print("(torch+c: the primal-dual step through torch.compile, timed after a compiling call)")
     print(f"(EPE over the first min(batch, {args.cv_pairs}) pairs of each batch; "
           f"mean |flow| of the reference: {np.hypot(ref[..., 0], ref[..., 1]).mean():.2f} px)")
 

@@ -280,8 +280,9 @@ def _dis(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
 
 def _tvl1_torch_defaults() -> dict:
     # Same algorithm and defaults as OpenCV's (tests check they agree), plus where it runs.
-    # "auto" means CUDA when available; batch_size bounds memory (pairs solved at once).
-    return {**tvl1_defaults(), "device": "auto", "batch_size": 64}
+    # "auto" means CUDA when available; batch_size bounds memory (pairs solved at once);
+    # compile fuses each primal-dual step with torch.compile (needs a C++ compiler / Triton).
+    return {**tvl1_defaults(), "device": "auto", "batch_size": 64, "compile": False}
 
 
 def _tvl1_torch_describe(params: dict) -> dict:

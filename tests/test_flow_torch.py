@@ -1,6 +1,7 @@
 """Tests for extract.flow_torch: each operator against its OpenCV counterpart, then the whole
 batched TV-L1 against cv2.optflow.DualTVL1OpticalFlow on real video frames."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -162,6 +163,20 @@ def test_batch_equals_single(demo_frames):
     both = ft.tvl1_batch(torch.from_numpy(crop[:2]), torch.from_numpy(crop[1:]), prm)
     one = ft.tvl1_batch(torch.from_numpy(crop[1:2]), torch.from_numpy(crop[2:3]), prm)
     np.testing.assert_allclose(both[1].numpy(), one[0].numpy(), atol=1e-4)
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                    reason="torch.compile on the CPU needs a C++ compiler, and this machine has none")
+def test_compiled_step_matches_eager(demo_frames):
+    crop = demo_frames[:3, 64:160, 100:228]
+    prm = ft.TVL1Params(nscales=2, warps=2)
+    a, b = torch.from_numpy(crop[:2]), torch.from_numpy(crop[1:])
+    eager = ft.tvl1_batch(a, b, prm).numpy()
+    fused = ft.tvl1_batch(a, b, prm, compile=True).numpy()
+    assert np.abs(eager).mean() > 0.3  # there is flow to agree on
+    assert epe(fused, eager) < 1e-3
+    record = FlowConfig("tvl1-torch", params=(("compile", True),)).as_dict()["params"]
+    assert record["compile"] is True
 
 
 def test_registered_backend_contract(demo_frames):
