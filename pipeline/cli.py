@@ -147,19 +147,6 @@ def merge(shards, out):
                f"from {len(shards)} shard files")
 
 
-def _overrides(items):
-    out = []
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--set")
-        try:
-            out.append((name.replace("-", "_"), json.loads(value)))
-        except json.JSONDecodeError:
-            out.append((name.replace("-", "_"), value))
-    return tuple(out)
-
-
 @main.command()
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
 @click.option("--train", "train_list", required=True, type=click.Path(exists=True), help="Training videos (a list).")
@@ -201,9 +188,11 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, quie
 def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, device, quiet):
     """Train a selection agent on the cached states of STORE."""
     from agents.stage import TrainStageConfig, run_train
+    from pipeline.config import parse_assignments
 
     cfg = TrainStageConfig(store=store_path, agent=agent_name, train_list=train_list, out=out,
-                           stream=stream, observer=observer, overrides=_overrides(overrides),
+                           stream=stream, observer=observer,
+                           overrides=parse_assignments(overrides, "--set", underscores=True),
                            seed=seed, device=device, quiet=quiet, command=_command_line())
     agent = run_train(cfg)
     last = agent.history[-1] if agent.history else {}

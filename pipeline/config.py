@@ -9,13 +9,17 @@ import click
 from extract.run import ExtractConfig
 
 
-def parse_flow_params(items) -> tuple[tuple[str, object], ...]:
-    """``("epsilon=0.05", ...)`` -> (("epsilon", 0.05), ...); values as JSON where they parse."""
+def parse_assignments(items, option: str, *, underscores: bool = False) -> tuple[tuple[str, object], ...]:
+    """``("epsilon=0.05", ...)`` -> (("epsilon", 0.05), ...): values as JSON where they parse,
+    else strings; ``underscores`` turns dashes in names into underscores. A malformed item is
+    a usage error of ``option``."""
     out = []
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--flow-param")
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint=option)
+        if underscores:
+            name = name.replace("-", "_")
         try:
             out.append((name, json.loads(value)))
         except json.JSONDecodeError:
@@ -34,7 +38,7 @@ def extract_config(p: Mapping, command: str = "") -> ExtractConfig:
         # --device cuda says the workers have a GPU even when this host (a login node) has none
         algo = choose_tvl1(opencv_cuda_tvl1(), True) if p["device"] == "cuda" else auto_algorithm()
     flow = None if algo == "none" else FlowConfig(algorithm=algo, quantize=p["quantize_flow"],
-                                                  params=parse_flow_params(p["flow_param"]))
+                                                  params=parse_assignments(p["flow_param"], "--flow-param"))
     settings = VideoSettings(frames=p["frames"], flow_stack=p["flow_stack"], crops=int(p["crops"]),
                              streams=tuple(s.strip() for s in p["streams"].split(",") if s.strip()),
                              backbone=p["backbone"], checkpoints=p["checkpoint"], flow=flow,

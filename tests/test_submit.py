@@ -197,3 +197,15 @@ def test_a_crashing_task_is_retried_then_reported(video_dir):
     assert run.attempts == 2 and run.summary is None and not result.ok
     assert "task raised" in run.error and "Error" in run.error and "Traceback" not in run.error, run.error
     assert "NO SUMMARY" in result.text()
+
+
+def test_name_value_options_parse_json_values_and_reject_malformed_items():
+    import click
+
+    from pipeline.config import parse_assignments
+
+    got = parse_assignments(["epsilon=0.05", "compile=true", "device=cuda:1", "x=[1, 2]"], "--flow-param")
+    assert got == (("epsilon", 0.05), ("compile", True), ("device", "cuda:1"), ("x", [1, 2]))
+    assert parse_assignments(["hidden-size=8"], "--set", underscores=True) == (("hidden_size", 8),)
+    with pytest.raises(click.BadParameter, match="expected NAME=VALUE"):
+        parse_assignments(["epsilon"], "--flow-param")
