@@ -192,11 +192,13 @@ def test_registered_backend_contract(demo_frames):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_matches_cpu(demo_frames):
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_matches_cpu(demo_frames, compile):
     crop = demo_frames[:3, 64:160, 100:228]
     prm = ft.TVL1Params(nscales=2, warps=1)
     cpu = ft.tvl1_batch(torch.from_numpy(crop[:2]), torch.from_numpy(crop[1:]), prm)
-    gpu = ft.tvl1_batch(torch.from_numpy(crop[:2]).cuda(), torch.from_numpy(crop[1:]).cuda(), prm)
+    gpu = ft.tvl1_batch(torch.from_numpy(crop[:2]).cuda(), torch.from_numpy(crop[1:]).cuda(), prm,
+                        compile=compile)
     assert epe(cpu.numpy(), gpu.cpu().numpy()) < 0.01
 
 
