@@ -30,7 +30,8 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, register, top_m_mask
-from agents.rl import resume_training, categorical_entropy, categorical_log_prob, reinforce_loss
+from agents.rl import (categorical_entropy, categorical_log_prob, reinforce_loss, resume_training,
+                       step_and_tally)
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -257,11 +258,7 @@ class GlimpseAgent(Agent):
             y = labels[seq // K].to(device)
             y = y.repeat(E, 1) if multilabel else y.repeat(E)
             terms = self._batch_loss(x, y, multilabel, g)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opt.step()
-            for key, val in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(val.detach()) * len(seq)
+            step_and_tally(opt, terms, sums, len(seq))
             n += len(seq)
         return {key: val / n for key, val in sums.items()}
 

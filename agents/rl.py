@@ -114,6 +114,16 @@ class MovingAverageBaseline:
         self.seen = state["seen"].to(self.seen.device)
 
 
+def step_and_tally(optimizer: torch.optim.Optimizer, terms: dict, sums: dict, weight: int) -> None:
+    """One optimizer step on ``terms["loss"]``; adds every term x ``weight`` (the batch's
+    size) to ``sums``, so that ``sums[k] / total weight`` is the epoch's mean of term k."""
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    optimizer.step()
+    for key, val in terms.items():
+        sums[key] = sums.get(key, 0.0) + float(val.detach()) * weight
+
+
 def multistep_lr(base_lr: float, epoch: int, milestones=(20, 40), gamma: float = 0.1) -> float:
     """Learning rate of 0-based ``epoch``: base_lr·γ^(number of milestones ≤ epoch).
 

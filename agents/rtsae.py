@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, register, top_m_mask
-from agents.rl import bernoulli_entropy, set_rng_state
+from agents.rl import bernoulli_entropy, set_rng_state, step_and_tally
 from data.errors import InputError, StoreError
 
 log = logging.getLogger(__name__)
@@ -423,11 +423,7 @@ class RTSAEAgent(Agent):
             xs = xs_all[rows, src_t].to(device)
             xt = None if xt_all is None else xt_all[rows, src_t].to(device)
             terms = self._batch_loss(xs, xt, y_all[seq // K].to(device), stage, train.multilabel)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opt.step()
-            for key, val in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(val.detach()) * len(seq)
+            step_and_tally(opt, terms, sums, len(seq))
             n += len(seq)
         return {key: val / n for key, val in sums.items()}
 

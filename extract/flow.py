@@ -200,6 +200,14 @@ def tvl1_defaults() -> dict:
     return dict(_TVL1_DEFAULTS)
 
 
+def _pairwise(calc, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+    """(N, H, W, 2) float32 from an OpenCV ``calc(prev, next, None)`` applied pair by pair."""
+    out = np.empty(prev.shape + (2,), np.float32)
+    for i in range(prev.shape[0]):
+        out[i] = calc(prev[i], nxt[i], None)
+    return out
+
+
 def _tvl1_create(params: dict):
     kwargs = {_TVL1_FIELDS[k][0]: v for k, v in params.items() if k in _TVL1_FIELDS}
     return cv2.optflow.DualTVL1OpticalFlow_create(**kwargs)
@@ -210,11 +218,7 @@ def _tvl1(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     # One object per call, not per pair and not per process: calc() permanently lowers the
     # object's scale count when an image is too small for it, so a process-wide cache could
     # silently carry that into later, larger videos.
-    algo = _tvl1_create(params)
-    out = np.empty(prev.shape + (2,), np.float32)
-    for i in range(prev.shape[0]):
-        out[i] = algo.calc(prev[i], nxt[i], None)
-    return out
+    return _pairwise(_tvl1_create(params).calc, prev, nxt)
 
 
 # ----------------------------------------------------------------------------- Farneback
@@ -268,11 +272,7 @@ def _dis_describe(params: dict) -> dict:
 
 @register_flow("dis", lambda: {"preset": "medium"}, describe=_dis_describe)
 def _dis(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
-    algo = _dis_create(params)
-    out = np.empty(prev.shape + (2,), np.float32)
-    for i in range(prev.shape[0]):
-        out[i] = algo.calc(prev[i], nxt[i], None)
-    return out
+    return _pairwise(_dis_create(params).calc, prev, nxt)
 
 
 # ----------------------------------------------------------------------------- torch TV-L1
