@@ -9,8 +9,9 @@ Kept small and stable on purpose: other agents import these signatures.
 - :class:`MovingAverageBaseline`: one moving-average reward b per training video
   (000 Algorithm 1 line 13), checkpointable.
 - :func:`multistep_lr`, :func:`set_lr`: step decay (×γ at milestone epochs).
-- :func:`get_rng_state`, :func:`set_rng_state`, :func:`restore_training`: what a resumable
-  training loop saves and restores besides the weights.
+- :func:`get_rng_state`, :func:`set_rng_state`, :func:`load_training_checkpoint`,
+  :func:`restore_training`: what a resumable training loop saves and restores besides the
+  weights (config and seed checked first).
 """
 from __future__ import annotations
 
@@ -156,14 +157,10 @@ def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None
         generator.set_state(state["generator"])
 
 
-def restore_training(agent, optimizer: torch.optim.Optimizer, path, *, map_location="cpu") -> dict | None:
-    """Resume from the checkpoint ``path`` if it exists (else return None).
-
-    Loads the agent's weights and history and the optimizer state, and returns the whole
-    checkpoint dict so the caller can read what it saved itself via ``agent.save(path,
-    optimizer=optimizer.state_dict(), epoch=..., rng=get_rng_state(g), ...)``: ``epoch`` is
-    the number of epochs completed.
-    """
+def load_training_checkpoint(agent, path, *, map_location="cpu") -> dict | None:
+    """The checkpoint dict at ``path`` (None when there is none), after checking that it is a
+    resumable checkpoint of this agent with the same config and seed; loads the agent's
+    weights and history. The caller restores its optimizer from ``ck["optimizer"]``."""
     if path is None or not Path(path).exists():
         return None
     try:
@@ -180,8 +177,21 @@ def restore_training(agent, optimizer: torch.optim.Optimizer, path, *, map_locat
         raise InputError(f"{path} was trained with another config or seed; resume needs the same "
                          "(only epochs may change)")
     agent.module.load_state_dict(ck["state_dict"])
-    optimizer.load_state_dict(ck["optimizer"])
     agent.history = list(ck.get("history", []))
+    return ck
+
+
+def restore_training(agent, optimizer: torch.optim.Optimizer, path, *, map_location="cpu") -> dict | None:
+    """Resume from the checkpoint ``path`` if it exists (else return None).
+
+    Loads the agent's weights and history and the optimizer state, and returns the whole
+    checkpoint dict so the caller can read what it saved itself via ``agent.save(path,
+    optimizer=optimizer.state_dict(), epoch=..., rng=get_rng_state(g), ...)``: ``epoch`` is
+    the number of epochs completed.
+    """
+    ck = load_training_checkpoint(agent, path, map_location=map_location)
+    if ck is not None:
+        optimizer.load_state_dict(ck["optimizer"])
     return ck
 
 

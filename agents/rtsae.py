@@ -24,7 +24,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,8 +31,8 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, register, top_m_mask
-from agents.rl import bernoulli_entropy, set_rng_state, step_and_tally
-from data.errors import InputError, StoreError
+from agents.rl import bernoulli_entropy, load_training_checkpoint, set_rng_state, step_and_tally
+from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -374,16 +373,9 @@ class RTSAEAgent(Agent):
 
     def _resume(self, path, device, g: torch.Generator):
         """(epochs done, optimizer or None) from the checkpoint at ``path`` if it exists."""
-        if path is None or not Path(path).exists():
+        ck = load_training_checkpoint(self, path, map_location=device)
+        if ck is None:
             return 0, None
-        try:
-            ck = torch.load(path, map_location=device, weights_only=False)
-        except (OSError, RuntimeError) as err:
-            raise StoreError(f"cannot read training checkpoint {path}: {err}") from err
-        if not isinstance(ck, dict) or ck.get("agent") != self.name or "optimizer" not in ck:
-            raise InputError(f"{path} is not a resumable rtsae checkpoint")
-        self.module.load_state_dict(ck["state_dict"])
-        self.history = list(ck.get("history", []))
         opt = self._optimizer(ck["stage"])
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"], g)

@@ -189,6 +189,11 @@ def test_resume_equals_straight_run(tmp_path):
     for k, v in straight.module.state_dict().items():
         assert torch.equal(v, resumed.module.state_dict()[k]), k
     assert resumed.history[-1]["loss"] == straight.history[-1]["loss"]
+    # the same checkpoint under another config or seed is refused before any weight loads
+    for other in (RTSAEAgent(dataclasses.replace(four, lr=four.lr * 2), num_classes=4, feature_dim=8, seed=1),
+                  RTSAEAgent(four, num_classes=4, feature_dim=8, seed=2)):
+        with pytest.raises(InputError, match="another config or seed"):
+            other.fit(st, checkpoint_path=ck)
 
 
 def test_two_stream_fusion_learns_weight(tmp_path):
