@@ -16,13 +16,14 @@ at the end of a video, where n frames give only n-1 fields) is the sampler's dec
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import cv2
 import numpy as np
 
 from data.errors import InputError, UnknownNameError
+from extract import flow_params
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +50,28 @@ class _Algorithm:
 
     ``defaults()`` returns every parameter with its default (name -> int/float/bool/str);
     ``compute(prev, next, params)`` maps two (N, H, W) uint8 arrays to (N, H, W, 2) float32;
-    ``describe(params)`` returns the effective parameters to record (defaults to ``params``).
+    ``describe(params)`` returns the effective parameters to record (defaults to ``params``);
+    ``rules`` maps each parameter to its allowed range (:mod:`extract.flow_params`).
     """
 
     name: str
     defaults: Callable[[], dict]
     compute: PairFn
     describe: Callable[[dict], dict] | None = None
+    rules: dict = field(default_factory=dict)
 
 
 _ALGORITHMS: dict[str, _Algorithm] = {}
 
 
-def register_flow(name: str, defaults: Callable[[], dict], describe=None):
-    """Decorator registering ``fn(prev, next, params)`` as flow algorithm ``name``."""
+def register_flow(name: str, defaults: Callable[[], dict], describe=None, rules=None):
+    """Decorator registering ``fn(prev, next, params)`` as flow algorithm ``name``;
+    ``rules``: parameter name -> :class:`extract.flow_params.Rule` (its allowed range)."""
 
     def deco(fn: PairFn) -> PairFn:
         if name in _ALGORITHMS:
             raise ValueError(f"flow algorithm {name!r} is already registered")
-        _ALGORITHMS[name] = _Algorithm(name, defaults, fn, describe)
+        _ALGORITHMS[name] = _Algorithm(name, defaults, fn, describe, dict(rules or {}))
         return fn
 
     return deco
@@ -90,48 +94,6 @@ def _get_algorithm(name: str) -> _Algorithm:
         raise UnknownNameError("flow algorithm", name, _ALGORITHMS) from None
 
 
-# ----------------------------------------------------------------------------- parameters
-
-
-def _coerce(name: str, value, default):
-    """Cast a user value to the type of the default; InputError when it does not fit."""
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, (bool, np.bool_)) or value in (0, 1):
-            return bool(value)
-    elif kind is int:
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return int(value)
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            return int(value)
-    elif kind is float:
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    raise InputError(f"flow parameter {name!r} must be {kind.__name__}, got {value!r}")
-
-
-def _resolve_params(algo: _Algorithm, overrides) -> tuple:
-    """Merge user overrides into the algorithm's defaults -> sorted ((name, value), ...)."""
-    defaults = algo.defaults()
-    try:
-        items = dict(overrides)
-    except (TypeError, ValueError):
-        raise InputError(f"flow params must be (name, value) pairs, got {overrides!r}") from None
-    unknown = sorted(set(items) - set(defaults))
-    if unknown:
-        raise InputError(
-            f"unknown parameter(s) {', '.join(map(repr, unknown))} for flow algorithm "
-            f"{algo.name!r}; valid: {', '.join(sorted(defaults))}"
-        )
-    merged = dict(defaults)
-    for key, value in items.items():
-        merged[key] = _coerce(key, value, defaults[key])
-    return tuple(sorted(merged.items()))
-
-
 @dataclass(frozen=True)
 class FlowConfig:
     """How flow is computed. ``params`` holds user overrides on construction and, once
@@ -152,7 +114,8 @@ class FlowConfig:
             raise InputError(f"flow threads must be an int >= 0, got {self.threads!r}")
         object.__setattr__(self, "bound", float(self.bound))
         object.__setattr__(self, "quantize", bool(self.quantize))
-        object.__setattr__(self, "params", _resolve_params(algo, self.params))
+        object.__setattr__(self, "params", flow_params.resolve(algo.name, algo.defaults(), algo.rules,
+                                                               self.params))
 
     def as_dict(self) -> dict:
         """Every parameter (effective values) plus the OpenCV version, for the store's attrs."""
@@ -213,7 +176,7 @@ def _tvl1_create(params: dict):
     return cv2.optflow.DualTVL1OpticalFlow_create(**kwargs)
 
 
-@register_flow("tvl1", tvl1_defaults)
+@register_flow("tvl1", tvl1_defaults, rules=flow_params.TVL1)
 def _tvl1(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     # One object per call, not per pair and not per process: calc() permanently lowers the
     # object's scale count when an image is too small for it, so a process-wide cache could
@@ -229,7 +192,7 @@ def _farneback_defaults() -> dict:
             "poly_n": 5, "poly_sigma": 1.2, "flags": 0}
 
 
-@register_flow("farneback", _farneback_defaults)
+@register_flow("farneback", _farneback_defaults, rules=flow_params.FARNEBACK)
 def _farneback(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     p = params
     out = np.empty(prev.shape + (2,), np.float32)
@@ -270,7 +233,8 @@ def _dis_describe(params: dict) -> dict:
     return out
 
 
-@register_flow("dis", lambda: {"preset": "medium"}, describe=_dis_describe)
+@register_flow("dis", lambda: {"preset": "medium"}, describe=_dis_describe,
+               rules={"preset": flow_params.one_of(*_DIS_PRESETS)})
 def _dis(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     return _pairwise(_dis_create(params).calc, prev, nxt)
 
@@ -291,7 +255,8 @@ def _tvl1_torch_describe(params: dict) -> dict:
     return {**params, "device": str(resolve_device(params["device"]))}
 
 
-@register_flow("tvl1-torch", _tvl1_torch_defaults, describe=_tvl1_torch_describe)
+@register_flow("tvl1-torch", _tvl1_torch_defaults, describe=_tvl1_torch_describe,
+               rules=flow_params.TVL1_TORCH)
 def _tvl1_torch(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     from extract.flow_torch import tvl1_numpy  # lazy: keep torch out of OpenCV-only runs
 
@@ -327,7 +292,8 @@ def _tvl1_cuda_describe(params: dict) -> dict:
     return {**params, "cuda_device": cv2.cuda.DeviceInfo(params["device_id"]).name()}
 
 
-@register_flow("tvl1-cuda", _tvl1_cuda_defaults, describe=_tvl1_cuda_describe)
+@register_flow("tvl1-cuda", _tvl1_cuda_defaults, describe=_tvl1_cuda_describe,
+               rules=flow_params.TVL1_CUDA)
 def _tvl1_cuda(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     _require_opencv_cuda()
     cv2.cuda.setDevice(params["device_id"])

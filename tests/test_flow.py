@@ -233,3 +233,36 @@ def test_threads_setting_is_restored(pair):
     before = cv2.getNumThreads()
     compute_stacks(pair, FlowConfig("farneback", threads=1))
     assert cv2.getNumThreads() == before
+
+
+@pytest.mark.parametrize("algorithm, name, value, allowed", [
+    ("tvl1", "epsilon", -1, "> 0"), ("tvl1", "tau", 0, "> 0"), ("tvl1", "lambda", 0.0, "> 0"),
+    ("tvl1", "theta", -0.3, "> 0"), ("tvl1", "nscales", 0, ">= 1"), ("tvl1", "warps", -2, ">= 1"),
+    ("tvl1", "inner_iterations", 0, ">= 1"), ("tvl1", "scale_step", 1.0, r"in \(0, 1\)"),
+    ("tvl1", "scale_step", 0, r"in \(0, 1\)"), ("tvl1", "median_filtering", 7, "one of 0, 1, 3, 5"),
+    ("tvl1", "gamma", -1, ">= 0"), ("tvl1-torch", "gamma", 0.5, "one of 0.0"),
+    ("tvl1-torch", "batch_size", 0, ">= 1"), ("tvl1-torch", "device", "gpu", "auto, cpu, cuda or cuda:N"),
+    ("tvl1-cuda", "iterations", 0, ">= 1"), ("tvl1-cuda", "device_id", -1, ">= 0"),
+    ("farneback", "pyr_scale", 1.0, r"in \(0, 1\)"), ("farneback", "poly_sigma", 0, "> 0"),
+    ("farneback", "flags", 4, "one of 0, 256"), ("dis", "preset", "slow", "one of ultrafast, fast, medium"),
+])
+def test_parameter_out_of_range_names_parameter_value_and_range(algorithm, name, value, allowed):
+    """Issue 10: OpenCV runs TV-L1 with epsilon=-1 (or lambda=0, theta=0 -> NaN) silently."""
+    with pytest.raises(InputError, match=rf"flow parameter '{name}' of '{algorithm}' must be {allowed}, "
+                                         rf"got {value!r}"):
+        FlowConfig(algorithm, params=((name, value),))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_parameter_must_be_finite(value):
+    with pytest.raises(InputError, match="'epsilon' must be a finite float"):
+        FlowConfig("tvl1", params=(("epsilon", value),))
+
+
+@pytest.mark.parametrize("algorithm", flow_algorithms())
+def test_every_parameter_has_a_rule_its_default_satisfies(algorithm):
+    algo = fl._get_algorithm(algorithm)
+    defaults = algo.defaults()
+    assert set(algo.rules) == set(defaults), algorithm
+    for name, value in defaults.items():
+        assert algo.rules[name].test(value), (algorithm, name, value)
