@@ -7,8 +7,10 @@ bytes that were parsed, so that a feature store can record which list it was bui
 Conventions (GUIDE §4), handled here so that nobody downstream has to know them:
 
 - mmaction2: ``path label [label ...]``, labels 0-based; several labels on a line make the
-  list multi-label. Raw-frame lists (``frame_dir total_frames label``) are not supported:
-  their frame count would be read as a second label.
+  list multi-label. The labels are the trailing integer tokens and the path is the rest, so
+  a path may hold spaces (``my clip.mp4 3``), unless a token after a video file name is not
+  an integer (``a.mp4 1.0``: a bad label, not a path). Raw-frame lists (``frame_dir
+  total_frames label``) are not supported: their frame count would be read as a second label.
 - UCF101: ``classInd.txt`` is 1-based; ``trainlistNN.txt`` lines are ``path label`` with
   1-based labels; ``testlistNN.txt`` lines carry no label, which comes from the class folder
   of the path. Class folders are matched case-insensitively (``HandstandPushups`` vs the
@@ -18,6 +20,10 @@ Conventions (GUIDE §4), handled here so that nobody downstream has to know them
 
 Duplicate paths in one list are an error: they would silently double-weight a video in
 training and metrics, and a store keyed by list position would hold the video twice.
+
+Paths stay under the root: a path with a ``..`` part is always an error (a list from
+elsewhere must not reach files beside the dataset); an absolute path is accepted only when
+no root is given (``framesel extract`` without ``--root``), where paths stand for themselves.
 """
 
 from __future__ import annotations
@@ -124,7 +130,8 @@ def available_formats() -> tuple[str, ...]:
     return tuple(sorted(_READERS))
 
 
-def read_list(path, *, fmt: str = "auto", classes=None, root=None, multilabel: bool | None = None) -> VideoList:
+def read_list(path, *, fmt: str = "auto", classes=None, root=None, multilabel: bool | None = None,
+              require_exist: bool = True) -> VideoList:
     """Read a video list or a folder of class folders.
 
     Args:
@@ -136,10 +143,13 @@ def read_list(path, *, fmt: str = "auto", classes=None, root=None, multilabel: b
         classes: class names in index order, or a file of them (one a line; for UCF101 a
             ``classInd.txt``). Default: from the format (classInd beside a UCF101 list,
             sorted folder names), else ``class_<i>`` up to the largest label.
-        root: directory the paths are relative to. When given, every video must exist under
-            it (a wrong root fails here, not 13,000 times during extraction); for a folder,
-            paths are made relative to it (default: the folder itself).
+        root: directory the paths are relative to. When given, no path may be absolute and
+            every video must exist under it (a wrong root fails here, not 13,000 times during
+            extraction); for a folder, paths are made relative to it (default: the folder
+            itself). Without it, absolute paths are taken as they are. ``..`` is never allowed.
         multilabel: mmaction2 only; None detects (a line with two or more labels).
+        require_exist: with ``root``, check that every video exists (extraction passes False:
+            it records a missing video as failed and goes on).
     """
     path = Path(path)
     if not path.exists():
@@ -152,7 +162,7 @@ def read_list(path, *, fmt: str = "auto", classes=None, root=None, multilabel: b
     if multilabel is not None and fmt != "mmaction2":
         raise InputError(f"multilabel= applies to mmaction2 lists only, not {fmt}")
     vl = _READERS[fmt](path, classes=classes, root=root, **kwargs)
-    if root is not None and fmt != "folder":
+    if root is not None and fmt != "folder" and require_exist:
         _check_exist(vl.paths, Path(root))
     log.debug("read %d videos, %d classes from %s", len(vl), vl.num_classes, vl.source)
     return vl
@@ -198,8 +208,11 @@ def _read_lines(files: Sequence[Path], hasher) -> list[list[tuple[int, str]]]:
     return out
 
 
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
 def _parse_int(token: str, where: str, what: str = "label") -> int:
-    if not re.fullmatch(r"[+-]?\d+", token):
+    if not _INTEGER.fullmatch(token):
         raise InputError(f"{where}: {what} {token!r} is not an integer")
     return int(token)
 
@@ -239,6 +252,17 @@ def _parse_class_ind(f: Path, lines) -> list[str]:
     return names
 
 
+def _check_path(p: str, where: str, root) -> None:
+    """A list path must stay under the root (module docstring): no ``..`` part, and absolute
+    only when no root is given."""
+    if ".." in re.split(r"[\\/]", p):
+        raise InputError(f"{where}: path {p!r} climbs out of the root with '..'; list paths must "
+                         "lie under the root directory (--root)")
+    if root is not None and (p.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", p)):
+        raise InputError(f"{where}: path {p!r} is absolute but a root ({root}) was given: write it "
+                         "relative to the root (--root), or give no --root to take absolute paths as they are")
+
+
 def _check_unique(paths: list[str], linenos: list[str]):
     first: dict[str, str] = {}
     for p, where in zip(paths, linenos):
@@ -264,10 +288,10 @@ def _read_mmaction2(path: Path, *, classes=None, root=None, multilabel=None) -> 
     paths, wheres, label_sets = [], [], []
     for lineno, ln in lines:
         where = f"{path}:{lineno}"
-        parts = ln.split()
-        labels = [_parse_int(t, where) for t in parts[1:]]
+        video, labels = _mmaction2_line(ln, where)
+        _check_path(video, where, root)
         _check_label_values(labels, where, names)
-        paths.append(parts[0])
+        paths.append(video)
         wheres.append(where)
         label_sets.append(labels)
     _nonempty(paths, path)
@@ -276,8 +300,25 @@ def _read_mmaction2(path: Path, *, classes=None, root=None, multilabel=None) -> 
         multilabel = any(len(ls) > 1 for ls in label_sets)
     num_classes = len(names) if names else 1 + max((max(ls) for ls in label_sets if ls), default=-1)
     names = names or tuple(f"class_{i}" for i in range(num_classes))
-    labels = _multi_hot(label_sets, num_classes) if multilabel else _single(label_sets, wheres)
+    labels = _multi_hot(label_sets, num_classes) if multilabel else _single(label_sets, wheres, paths)
     return VideoList(tuple(paths), labels, names, multilabel, f"mmaction2:{path.resolve()}", hasher.hexdigest())
+
+
+def _mmaction2_line(ln: str, where: str) -> tuple[str, list[int]]:
+    """``path label [label ...]`` -> (path, labels): the labels are the trailing integer
+    tokens, the path is the rest of the line as written (inner spaces kept). A token after a
+    video file name that is not an integer is a bad label, not part of the path."""
+    spans = [m.span() for m in re.finditer(r"\S+", ln)]
+    tokens = [ln[a:b] for a, b in spans]
+    k = len(tokens)
+    while k > 1 and _INTEGER.fullmatch(tokens[k - 1]):
+        k -= 1
+    for j in range(k - 1):
+        if Path(tokens[j]).suffix.lower() in VIDEO_EXTENSIONS:
+            bad = next(t for t in tokens[j + 1:k] if not _INTEGER.fullmatch(t))
+            raise InputError(f"{where}: label {bad!r} is not an integer (after the video "
+                             f"{tokens[j]!r}; a path with spaces must end in its file name)")
+    return ln[: spans[k - 1][1]], [int(t) for t in tokens[k:]]
 
 
 def _check_label_values(labels: list[int], where: str, names):
@@ -296,13 +337,15 @@ def _multi_hot(label_sets: list[list[int]], num_classes: int) -> np.ndarray:
     return out
 
 
-def _single(label_sets: list[list[int]], wheres: list[str]) -> np.ndarray:
+def _single(label_sets: list[list[int]], wheres: list[str], paths: list[str]) -> np.ndarray:
     has = [bool(ls) for ls in label_sets]
     if any(has) and not all(has):
         # a label missing on one line of a labelled list is a typo, not a semi-supervised list
-        bad = wheres[has.index(False)] if has[0] else wheres[has.index(True)]
-        raise InputError(f"{bad}: some lines carry a label and others do not "
-                         "(pass multilabel=True if lines may have zero or several labels)")
+        i = has.index(False) if has[0] else has.index(True)
+        got = f"labels {label_sets[i]}" if has[i] else "no label"
+        raise InputError(f"{wheres[i]}: some lines carry a label and others do not (this line reads "
+                         f"as path {paths[i]!r} with {got}; pass multilabel=True if lines may have "
+                         "zero or several labels)")
     return np.array([ls[0] if ls else -1 for ls in label_sets], np.int32)
 
 
@@ -366,6 +409,7 @@ def _read_ucf101(path: Path, *, classes=None, root=None) -> VideoList:
     paths, wheres, labels = [], [], []
     for lineno, ln in lines:
         where = f"{path}:{lineno}"
+        _check_path(ln.split()[0], where, root)
         paths.append(ln.split()[0])
         wheres.append(where)
         labels.append(_ucf_label(ln, where, names, by_folder))
@@ -410,7 +454,7 @@ def _ucf_class_of_path(p: str, by_folder: dict[str, int]) -> int | None:
 # ----------------------------------------------------------------------------- HMDB51
 
 def read_hmdb51_split(directory, *, split: int = 1, subset: str = "train", classes=None,
-                      root=None) -> VideoList:
+                      root=None, require_exist: bool = True) -> VideoList:
     """Gather the ``<class>_test_split<split>.txt`` files of ``directory``.
 
     Lines are ``name 0|1|2`` (0 unused, 1 train, 2 test); the videos whose flag matches
@@ -418,7 +462,7 @@ def read_hmdb51_split(directory, *, split: int = 1, subset: str = "train", class
     to the sorted class names of the split's files (51 for HMDB51); HMDB51 has no official
     index order (CoViAR/DMC-Net scores use another), so ``classes`` (names or a file of
     them, covering exactly the split's classes) may fix it. ``sha256`` hashes the split's
-    files in sorted file-name order.
+    files in sorted file-name order. ``root`` and ``require_exist`` as in :func:`read_list`.
     """
     directory = Path(directory)
     if subset not in _HMDB_SUBSETS:
@@ -442,6 +486,7 @@ def read_hmdb51_split(directory, *, split: int = 1, subset: str = "train", class
         f = directory / f"{cls}_test_split{split}.txt"
         for lineno, ln in lines_of[cls]:
             name, flag = _hmdb_line(ln, f"{f}:{lineno}")
+            _check_path(f"{cls}/{name}", f"{f}:{lineno}", root)
             if flag == want:
                 paths.append(f"{cls}/{name}")
                 wheres.append(f"{f}:{lineno}")
@@ -450,7 +495,7 @@ def read_hmdb51_split(directory, *, split: int = 1, subset: str = "train", class
     _check_unique(paths, wheres)
     vl = VideoList(tuple(paths), np.array(labels, np.int32), names, False,
                    f"hmdb51:{directory.resolve()}:split{split}:{subset}", hasher.hexdigest())
-    if root is not None:
+    if root is not None and require_exist:
         _check_exist(vl.paths, Path(root))
     return vl
 

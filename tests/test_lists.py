@@ -1,6 +1,7 @@
 """Video list and split parsers on the real UCF101 / fight lists and generated HMDB51 files."""
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,61 @@ def test_mmaction2_errors(tmp_path, text, msg):
     f = write(tmp_path / "l.txt", text)
     with pytest.raises(InputError, match=msg):
         read_list(f, classes=["neg", "pos"])
+
+
+def test_mmaction2_paths_with_spaces(tmp_path):
+    """Issue 10: a path with spaces gave "label 'clip.mp4' is not an integer"; the labels are
+    the trailing integer tokens, the path is the rest as written."""
+    one = read_list(write(tmp_path / "s.txt", "my clip.mp4 1\nsub dir/two  spaces.mp4 0\nplain.mp4 1\n"))
+    assert one.paths == ("my clip.mp4", "sub dir/two  spaces.mp4", "plain.mp4")
+    assert not one.multilabel and one.labels.tolist() == [1, 0, 1]
+    multi = read_list(write(tmp_path / "m.txt", "my clip.mp4 0 2\nother one.avi 1\n"))
+    assert multi.multilabel and multi.paths == ("my clip.mp4", "other one.avi")
+    assert multi.labels.tolist() == [[1, 0, 1], [0, 1, 0]]
+    # after a video file name, a token that is not an integer is a bad label, said as such
+    with pytest.raises(InputError, match=r"b.txt:2: label 'x' is not an integer \(after the video 'b.mp4'"):
+        read_list(write(tmp_path / "b.txt", "a.mp4 0\nb.mp4 1 x 2\n"))
+    # a line whose path swallowed a bad label says how it was read
+    with pytest.raises(InputError, match=r"c.txt:2: some lines carry a label and others do not "
+                                         r"\(this line reads as path 'b 1.5' with no label"):
+        read_list(write(tmp_path / "c.txt", "a 0\nb 1.5\n"))
+
+
+@pytest.mark.parametrize("line", ["../outside.mp4 0", "a/../../etc/x.mp4 0", "a\\..\\x.mp4 0"])
+def test_list_paths_may_not_climb_out_of_the_root(tmp_path, line):
+    """Issue 10: a list could reach files beside the dataset with '..'."""
+    f = write(tmp_path / "l.txt", f"ok.mp4 0\n{line}\n")
+    path = line.split()[0]
+    for root in (None, tmp_path):
+        with pytest.raises(InputError, match=re.escape(f"l.txt:2: path {path!r} climbs out of the root with '..'")):
+            read_list(f, root=root)
+
+
+def test_absolute_list_paths_only_without_root(tmp_path):
+    video = write(tmp_path / "v.mp4", "x")
+    f = write(tmp_path / "l.txt", f"rel.mp4 0\n{video} 1\n")
+    assert read_list(f).paths == ("rel.mp4", str(video))     # no root: paths stand for themselves
+    with pytest.raises(InputError, match=rf"l.txt:2: path '{video}' is absolute but a root \({tmp_path}\) "
+                                         r"was given: write it relative to the root"):
+        read_list(f, root=tmp_path, require_exist=False)
+
+
+def test_ucf101_and_hmdb51_paths_checked_too(tmp_path):
+    write(tmp_path / "classInd.txt", "1 A\n")
+    write(tmp_path / "trainlist01.txt", "A/x.avi 1\n../A/y.avi 1\n")
+    with pytest.raises(InputError, match=r"trainlist01.txt:2: path '../A/y.avi' climbs out"):
+        read_list(tmp_path / "trainlist01.txt")
+    make_hmdb(tmp_path / "h", {"run": [("a.avi", 1), ("../b.avi", 1)]})
+    with pytest.raises(InputError, match=r"run_test_split1.txt:2: path 'run/../b.avi' climbs out"):
+        read_hmdb51_split(tmp_path / "h", split=1, subset="train")
+
+
+def test_require_exist_false_keeps_missing_videos(tmp_path):
+    write(tmp_path / "here.mp4", "x")
+    f = write(tmp_path / "l.txt", "here.mp4 0\ngone.mp4 1\n")
+    with pytest.raises(InputError, match="1 of 2 videos do not exist"):
+        read_list(f, root=tmp_path)
+    assert read_list(f, root=tmp_path, require_exist=False).paths == ("here.mp4", "gone.mp4")
 
 
 def test_read_list_bad_inputs(tmp_path):
