@@ -6,14 +6,22 @@ Guarantees (each tested for real in tests/test_extract_run.py):
   exactly once; concurrent shards share one Zarr store (one chunk per video) or write one
   HDF5 file each (``*.shard-k-of-n.h5``) to be joined by ``framesel merge``;
 - a killed run started again does only what is not DONE (FAILED too with
-  ``retry_failed``) and ends with the same arrays as an uninterrupted run.
+  ``retry_failed``) and ends with the same arrays as an uninterrupted run;
+- one process per (store, shard): a second one on the same shard stops at once, naming the
+  holder (:mod:`extract.lock`); workers (``workers > 1``) die with the process that started them;
+- a store is resumed or joined only with the settings that determine its features and the
+  same list and root; batch size, device, workers and threads may change (they do not
+  determine the rows beyond float rounding, see ``extract.video.NOT_DETERMINING``).
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -27,7 +35,8 @@ from data import __version__
 from data.errors import InputError, StoreError, VideoError
 from data.lists import VideoList, read_hmdb51_split, read_list
 from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_for
-from extract.video import Models, VideoSettings, extract_video
+from extract.lock import shard_lock
+from extract.video import NOT_DETERMINING, Models, VideoSettings, determining, extract_video
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +45,7 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     list_path: str
     out: str
-    root: str = "."
+    root: str | None = None              # None: no --root (paths from the working directory, may be absolute)
     list_format: str = "auto"
     classes_file: str | None = None
     hmdb51: tuple[int, str] = (1, "test")  # (split, subset) when list_format is hmdb51
@@ -74,10 +83,18 @@ class Summary:
 
 
 def load_list(cfg: ExtractConfig) -> VideoList:
+    """The list, its paths checked to stay under --root; missing videos are left to be
+    recorded as failed."""
+    common = {"classes": cfg.classes_file, "root": cfg.root, "require_exist": False}
     if cfg.list_format == "hmdb51":
         split, subset = cfg.hmdb51
-        return read_hmdb51_split(cfg.list_path, split=split, subset=subset, classes=cfg.classes_file)
-    return read_list(cfg.list_path, fmt=cfg.list_format, classes=cfg.classes_file)
+        return read_hmdb51_split(cfg.list_path, split=split, subset=subset, **common)
+    return read_list(cfg.list_path, fmt=cfg.list_format, **common)
+
+
+def root_dir(cfg: ExtractConfig) -> Path:
+    """The directory the list's relative paths are under (the working directory without --root)."""
+    return Path(cfg.root if cfg.root is not None else ".")
 
 
 def shard_indices(num_videos: int, shard: tuple[int, int]) -> np.ndarray:
@@ -99,14 +116,20 @@ def store_path(cfg: ExtractConfig) -> Path:
 
 def run_extraction(cfg: ExtractConfig) -> Summary:
     """Extract every pending video of the shard into the store; see the module docstring."""
-    videos = load_list(cfg)
     _check_settings(cfg)
+    videos = load_list(cfg)
     _check_root(cfg, videos)
+    path = store_path(cfg)
+    _check_out(path, format_for(cfg.out, cfg.format))
+    with shard_lock(path, cfg.shard):
+        return _run_locked(cfg, videos, path)
+
+
+def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
     _set_threads(cfg)
     C = len(videos.classes)
     models = Models(cfg.settings, cfg.device, C) if cfg.workers <= 1 else None
     describe = (models or Models(cfg.settings, "cpu", C)).describe()
-    path = store_path(cfg)
     store = create_store(path, _layout(cfg, videos, describe), format=cfg.format, exist_ok=True)
     try:
         _check_compatible(store, cfg, videos)
@@ -135,7 +158,7 @@ def _outcomes(cfg, videos: VideoList, todo, models):
 
     quiet = cfg.quiet or bool(os.environ.get("CI"))
     bar = tqdm(total=len(todo), unit="video", desc="extract", disable=quiet, dynamic_ncols=True)
-    root = Path(cfg.root)
+    root = root_dir(cfg)
     try:
         if cfg.workers <= 1:
             for i in todo:
@@ -144,7 +167,7 @@ def _outcomes(cfg, videos: VideoList, todo, models):
             return
         ctx = get_context("spawn")   # fork after torch/OpenCV started threads can deadlock
         with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(cfg, len(videos.classes))) as pool:
+                                 initargs=(cfg, len(videos.classes), os.getpid())) as pool:
             futures = {pool.submit(_worker_extract, str(root / videos.paths[i])): int(i) for i in todo}
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
@@ -166,10 +189,33 @@ def _safe_extract(path, settings, models):
 _WORKER: dict = {}
 
 
-def _worker_init(cfg: ExtractConfig, num_classes: int) -> None:
+def _worker_init(cfg: ExtractConfig, num_classes: int, parent: int) -> None:
+    _die_with_parent(parent)
     _set_threads(cfg)
     _WORKER["settings"] = cfg.settings
     _WORKER["models"] = Models(cfg.settings, cfg.device, num_classes)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker whose extraction was killed would live on forever (~360 MB, blocked writing
+    to a dead pipe). Linux: the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG;
+    it fires when the parent's spawning *thread* ends: ProcessPoolExecutor spawns from the
+    thread calling submit, here the main one, or from its manager thread, which lives until
+    shutdown). Everywhere: a daemon thread polls the parent pid once a second."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):   # no libc symbol: the thread below still watches
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+    if os.getppid() != parent:              # it died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _worker_extract(path):
@@ -203,17 +249,46 @@ def _check_settings(cfg: ExtractConfig) -> None:
         raise InputError(f"--crops must be 1, 3 or 10, not {s.crops}")
     if s.frames < 1 or s.flow_stack < 1:
         raise InputError("--frames and --flow-stack must be >= 1")
+    s.check()
     if "flow" in s.streams and s.flow is None:
         raise InputError("the flow stream needs a flow algorithm (--flow none allows --streams rgb only)")
     if cfg.workers < 1:
         raise InputError("--workers must be >= 1")
+    if s.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, not {s.batch_size}")
+    _check_format(cfg)
+
+
+def _check_format(cfg: ExtractConfig) -> None:
+    """Every other command tells a store's format by its suffix (.h5/.hdf5 HDF5, else Zarr):
+    a --format the suffix contradicts would write a store nothing else opens."""
+    fmt, implied = format_for(cfg.out, cfg.format), format_for(cfg.out)
+    if fmt != implied:
+        want = ".h5 or .hdf5" if fmt == "hdf5" else ".zarr"
+        raise InputError(f"--out {cfg.out} would be read as {implied} by every other command (they "
+                         f"tell the format by the suffix) but --format is {fmt}: end --out in {want}")
+
+
+def _check_out(path: Path, fmt: str) -> None:
+    """--out is a store of its kind, or absent under a directory this process can write."""
+    if path.exists():
+        if fmt == "zarr" and not path.is_dir():
+            raise StoreError(f"--out {path} is an existing file, not a Zarr store (a directory); "
+                             "choose another --out")
+        return
+    above = next(p for p in path.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise StoreError(f"cannot create --out {path}: {above} is a file, not a directory")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot create --out {path}: {above} is not writable by this user")
 
 
 def _check_root(cfg: ExtractConfig, videos: VideoList) -> None:
     """A wrong --root fails once, here; a few missing videos are recorded as failed later."""
-    root = Path(cfg.root)
+    root = root_dir(cfg)
     if videos.paths and not any((root / p).exists() for p in videos.paths[:1000]):
-        raise InputError(f"none of the videos of {cfg.list_path} exists under --root {root} "
+        where = f"--root {root}" if cfg.root is not None else f"the working directory {root.resolve()} (no --root)"
+        raise InputError(f"none of the videos of {cfg.list_path} exists under {where} "
                          f"(e.g. {root / videos.paths[0]})")
 
 
@@ -244,7 +319,8 @@ def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:
                      "last_position": "a stack needs L+1 frames; n decoded frames give n-1 flow fields"},
         "settings": s.record(), "config_sha256": s.sha256(),
         "list": {"path": str(cfg.list_path), "format": cfg.list_format, "source": videos.source},
-        "list_sha256": videos.sha256, "root": str(cfg.root),
+        "list_sha256": videos.sha256, "root": str(root_dir(cfg).resolve()),
+        "run": {"device": cfg.device, "workers": cfg.workers, "threads": cfg.threads},
         "versions": {"framesel": __version__, "torch": torch.__version__, "opencv": cv2.__version__,
                      "ffmpeg": ffmpeg_version(), "numpy": np.__version__, "python": platform.python_version()},
         "command": cfg.command or " ".join(sys.argv),
@@ -253,12 +329,31 @@ def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:
 
 
 def _check_compatible(store, cfg: ExtractConfig, videos: VideoList) -> None:
-    """Resuming or joining a store made with other settings or another list would mix rows."""
+    """Resuming or joining a store made with other settings, another list or another root
+    would mix rows. Stores made before batch size left the hash carry it in config_sha256:
+    for them (and any sha mismatch) the recorded settings decide, minus NOT_DETERMINING."""
     a = store.attrs
-    if a.get("config_sha256") != cfg.settings.sha256():
-        theirs, ours = a.get("settings", {}), cfg.settings.record()
-        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-        raise StoreError(f"{store.path} was made with other settings (differ: {', '.join(diff)}); "
+    theirs, ours = a.get("settings"), cfg.settings.record()
+    if a.get("config_sha256") != cfg.settings.sha256() and (
+            not isinstance(theirs, dict) or determining(theirs) != determining(ours)):
+        theirs = theirs if isinstance(theirs, dict) else {}
+        diff = sorted(k for k in set(theirs) | set(ours)
+                      if k not in NOT_DETERMINING and theirs.get(k) != ours.get(k))
+        raise StoreError(f"{store.path} was made with other settings (differ: {', '.join(diff) or 'all'}); "
                          "use another --out or the same options")
     if a.get("list_sha256") != videos.sha256:
         raise StoreError(f"{store.path} was made from another video list; use another --out")
+    _check_same_root(store, cfg, videos)
+
+
+def _check_same_root(store, cfg: ExtractConfig, videos: VideoList) -> None:
+    """The same relative paths under another root are other files (or the same ones moved,
+    which this cannot tell). Roots compare resolved: ``data`` and ``./data/`` are one."""
+    recorded = store.attrs.get("root")
+    if recorded is None or all(os.path.isabs(p) for p in videos.paths):
+        return
+    theirs, ours = Path(recorded).resolve(), root_dir(cfg).resolve()   # old stores: as typed
+    if theirs != ours:
+        given = f"--root {ours}" if cfg.root is not None else f"{ours} (no --root: the working directory)"
+        raise StoreError(f"{store.path} was made from the videos under --root {theirs}, but this run "
+                         f"reads them from {given}; use --root {theirs} or another --out")

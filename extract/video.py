@@ -16,6 +16,13 @@ from data.errors import InputError, VideoError
 from data.store import VideoResult
 from extract import backbones, crops, decode, flow, sampling
 
+EXTRACTED_STREAMS = ("rgb", "flow")   # what extract_video produces
+# How a video is processed, not what comes out: batch size changes only how many crops the
+# backbone sees at once (eval mode, so each row's result is the same up to float rounding
+# of the kernel chosen). Recorded in the store, left out of its settings hash, so a resume on
+# a smaller GPU is not refused. (device, workers and threads are not settings at all.)
+NOT_DETERMINING = ("batch_size",)
+
 
 @dataclass(frozen=True)
 class VideoSettings:
@@ -35,13 +42,41 @@ class VideoSettings:
     max_frames: int | None = None
 
     def record(self) -> dict:
-        """JSON-ready dict of every setting; its sha256 identifies a compatible store."""
+        """JSON-ready dict of every setting (what the store records)."""
         d = asdict(self)
         d["flow"] = self.flow.as_dict() if self.flow else None
         return json.loads(json.dumps(d))
 
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()
+        """Identifies a compatible store: the record without the NOT_DETERMINING keys."""
+        return hashlib.sha256(json.dumps(determining(self.record()), sort_keys=True).encode()).hexdigest()
+
+    def check(self) -> None:
+        """InputError for streams extraction does not produce (none, unknown, twice) and for
+        a checkpoint of a stream that is not extracted (it would be ignored)."""
+        streams, given = self.streams, ",".join(self.streams)
+        produced = " and ".join(EXTRACTED_STREAMS)
+        if not streams:
+            raise InputError(f"--streams is empty: name the streams to extract ({produced}), "
+                             "e.g. --streams rgb,flow")
+        for i, name in enumerate(streams):
+            if name not in EXTRACTED_STREAMS:
+                raise InputError(f"--streams {given}: unknown stream {name!r}; extraction produces {produced}")
+            if name in streams[:i]:
+                raise InputError(f"--streams {given}: stream {name!r} is named twice")
+        seen = set()
+        for stream, path in self.checkpoints:
+            if stream not in streams:
+                raise InputError(f"--checkpoint {stream}={path}: {stream!r} is not one of the extracted "
+                                 f"streams (--streams {given}); write e.g. --checkpoint {streams[0]}={path}")
+            if stream in seen:
+                raise InputError(f"--checkpoint: two checkpoints for stream {stream!r}")
+            seen.add(stream)
+
+
+def determining(record: dict) -> dict:
+    """A settings record without the keys that do not determine the features."""
+    return {k: v for k, v in record.items() if k not in NOT_DETERMINING}
 
 
 class Models:

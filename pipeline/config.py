@@ -5,6 +5,7 @@ import json
 from typing import Mapping
 
 import click
+from click.core import ParameterSource
 
 from extract.run import ExtractConfig
 
@@ -27,6 +28,16 @@ def parse_assignments(items, option: str, *, underscores: bool = False) -> tuple
     return tuple(out)
 
 
+def given_root(p: Mapping) -> str | None:
+    """``--root`` as the user gave it, or None when it was not given (its default "."
+    stands in): list paths are then relative to the working directory and may be absolute,
+    while with a --root they must lie under it (data.lists)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("root") is ParameterSource.DEFAULT:
+        return None
+    return p.get("root")
+
+
 def extract_config(p: Mapping, command: str = "") -> ExtractConfig:
     """Build the config from the extract command's parsed parameters. ``--flow auto`` is
     resolved here, once, so every shard and the store record the algorithm that ran."""
@@ -44,7 +55,7 @@ def extract_config(p: Mapping, command: str = "") -> ExtractConfig:
                              backbone=p["backbone"], checkpoints=p["checkpoint"], flow=flow,
                              feature_maps=p["feature_maps"],
                              thumbnail_size=(48, 64) if p["thumbnails"] else None, batch_size=p["batch_size"])
-    return ExtractConfig(list_path=p["list_path"], out=p["out"], root=p["root"], list_format=p["list_format"],
+    return ExtractConfig(list_path=p["list_path"], out=p["out"], root=given_root(p), list_format=p["list_format"],
                          classes_file=p["classes_file"], hmdb51=(p["hmdb51_split"], p["hmdb51_subset"]),
                          format=p["fmt"], settings=settings, shard=p.get("shard", (1, 1)), workers=p["workers"],
                          device=p["device"], retry_failed=p["retry_failed"], quiet=p["quiet"], command=command)

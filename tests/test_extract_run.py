@@ -5,8 +5,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from data.store import DONE, FAILED, PENDING, compare_stores, open_store
@@ -110,26 +112,38 @@ def test_hdf5_shards_and_merge(video_dir):
         assert compare_stores(m, ref) == []
 
 
-def test_killed_run_resumes_to_the_same_store(tmp_path, video_dir):
+def _long_list(video_dir, n: int = 8) -> list[str]:
+    """Extract arguments for ``n`` 16-frame videos: long enough to interrupt a run."""
     from conftest import moving_texture, write_video
 
     root = video_dir / "videos"
     lines = []
-    for k in range(8):
+    for k in range(n):
         write_video(root / "left" / f"long{k}.mp4", moving_texture(16, shift=(1, k % 3), seed=10 + k))
         lines.append(f"left/long{k}.mp4 0")
     (video_dir / "long.txt").write_text("\n".join(lines) + "\n")
-    base = [str(video_dir / "long.txt"), "--root", str(root), *FAST]
+    return [str(video_dir / "long.txt"), "--root", str(root), *FAST]
+
+
+def _wait_done(store, count: int, proc, timeout: float = 240) -> None:
+    """Until ``count`` videos of ``store`` are done by the running ``proc``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.2)
+        assert proc.poll() is None, "the extraction ended before it was interrupted"
+        if store.exists():
+            with open_store(store) as s:
+                if (s.status() == DONE).sum() >= count:
+                    return
+    raise AssertionError(f"{store}: fewer than {count} videos done after {timeout} s")
+
+
+def test_killed_run_resumes_to_the_same_store(tmp_path, video_dir):
+    base = _long_list(video_dir)
     killed = video_dir / "killed.zarr"
     proc = subprocess.Popen(_cli(*base, "--out", str(killed)), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        time.sleep(0.2)
-        if killed.exists():
-            with open_store(killed) as s:
-                if (s.status() == DONE).sum() >= 3:
-                    break
+    _wait_done(killed, 3, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with open_store(killed) as s:
@@ -214,3 +228,189 @@ def test_tvl1_torch_features_are_interchangeable_with_opencv(video_dir):
         print(f"flow features cosine {cos:.6f}, max diff {np.abs(fa - fb).max():.4g}")
         assert np.abs(fa - fb).max() < 0.05 * np.abs(fa).max()
         np.testing.assert_array_equal(a.read("rgb/features", 0), b.read("rgb/features", 0))
+
+
+# ----------------------------------------------------------------------------- issue 10: inputs
+
+def refused(r, *needles):
+    """A clear one-line error: exit 1 through ClickException, no traceback, naming ``needles``."""
+    assert r.exit_code == 1, r.output
+    assert isinstance(r.exception, SystemExit), repr(r.exception)
+    msg = r.output.strip()
+    assert msg.startswith("Error: ") and "\n" not in msg and "Traceback" not in msg, msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+    return msg
+
+
+def test_bad_streams_checkpoints_formats_and_flow_params_are_refused_up_front(video_dir):
+    """Issue 10: each of these used to start (or silently change) the extraction."""
+    base = [str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), *FAST]
+    zarr = str(video_dir / "x.zarr")
+    cases = [
+        # RGB=ft.pth gave ImageNet features while the store recorded the checkpoint
+        (["--out", zarr, "--checkpoint", "RGB=ft.pth"],
+         ["--checkpoint RGB=ft.pth: 'RGB' is not one of the extracted streams (--streams rgb,flow)"]),
+        (["--out", zarr, "--streams", "rgb", "--checkpoint", "flow=f.pth"], ["'flow' is not one of"]),
+        # an empty --streams made a store whose every video failed with IndexError
+        (["--out", zarr, "--streams", ""], ["--streams is empty", "rgb and flow"]),
+        (["--out", zarr, "--streams", "rgb,depth"], ["unknown stream 'depth'; extraction produces rgb and flow"]),
+        (["--out", zarr, "--streams", "rgb,rgb"], ["stream 'rgb' is named twice"]),
+        # --format hdf5 --out x.zarr wrote a store no other command could open
+        (["--out", zarr, "--format", "hdf5"], ["would be read as zarr", "end --out in .h5 or .hdf5"]),
+        (["--out", str(video_dir / "x.h5"), "--format", "zarr"], ["end --out in .zarr"]),
+        (["--out", zarr, "--flow", "tvl1", "--flow-param", "epsilon=-1"],
+         ["flow parameter 'epsilon' of 'tvl1' must be > 0, got -1"]),
+    ]
+    for args, needles in cases:
+        refused(CliRunner().invoke(main, ["extract", *base, *args]), *needles)
+    assert not (video_dir / "x.zarr").exists() and not (video_dir / "x.h5").exists()
+
+
+def test_out_that_cannot_be_a_store_is_a_clear_error(video_dir):
+    """Issue 10: --out an existing regular file, or beneath one, gave a raw traceback. (Tests
+    run as root, whom chmod does not stop: a path beneath a regular file stands in for an
+    unwritable directory.)"""
+    base = [str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), *FAST]
+    taken = video_dir / "taken.zarr"
+    taken.write_text("my notes")
+    refused(CliRunner().invoke(main, ["extract", *base, "--out", str(taken)]),
+            f"--out {taken} is an existing file, not a Zarr store")
+    assert taken.read_text() == "my notes"
+    under = video_dir / "list.txt" / "sub" / "s.zarr"
+    refused(CliRunner().invoke(main, ["extract", *base, "--out", str(under)]),
+            f"cannot create --out {under}: {video_dir / 'list.txt'} is a file, not a directory")
+
+
+def test_list_paths_outside_root_are_refused_by_extract(video_dir):
+    """Issue 10: list paths could escape --root with '..' or an absolute path."""
+    out = video_dir / "esc.zarr"
+    for bad in ("../list.txt", str(video_dir / "videos" / "left" / "v0.mp4")):
+        (video_dir / "esc.txt").write_text(f"left/v0.mp4 0\n{bad} 1\n")
+        msg = refused(CliRunner().invoke(main, ["extract", str(video_dir / "esc.txt"), "--root",
+                                                str(video_dir / "videos"), "--out", str(out), *FAST]),
+                      f"esc.txt:2: path {bad!r}")
+        assert ("climbs out of the root" in msg) == bad.startswith("..")
+    assert not out.exists()
+
+
+def _old_sha256(settings: dict) -> str:
+    """config_sha256 as stores made before issue 10 recorded it: batch size included."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def test_resume_ignores_batch_size_but_not_another_root(video_dir, monkeypatch):
+    """Issue 10: a resume on a smaller GPU (--batch-size) was refused while another --root was
+    accepted. Also: a list path with a space goes through the CLI (it was 'not an integer')."""
+    import shutil
+
+    root = video_dir / "videos"
+    shutil.copy(root / "left" / "v0.mp4", root / "left" / "my clip.mp4")
+    (video_dir / "one.txt").write_text("left/my clip.mp4 0\nright/missing.mp4 1\n")
+    out = video_dir / "b.zarr"
+    args = [str(video_dir / "one.txt"), "--out", str(out), *FAST]
+    r = extract([*args, "--root", str(root), "--batch-size", "16"])
+    assert "1/2 done, 1 failed" in r.output, r.output
+    assert not list(video_dir.glob(".b.zarr.*lock"))          # the shard lock is gone after the run
+    with open_store(out) as s:
+        assert s.paths[0] == "left/my clip.mp4" and s.status()[0] == DONE
+        a = s.attrs
+        assert a["settings"]["batch_size"] == 16 and a["root"] == str(root.resolve())
+        assert a["run"] == {"device": "cpu", "workers": 1, "threads": 0}
+        old = _old_sha256(a["settings"])
+    # a smaller batch resumes (nothing left to do but the failed video, which is not retried)
+    r = extract([*args, "--root", str(root), "--batch-size", "2"])
+    assert r.exit_code == 1 and "(0 processed" in r.output, r.output
+    # a store made by the old hashing (batch size in config_sha256) keeps resuming
+    with open_store(out, "a") as s:
+        s.set_attrs({"config_sha256": old})
+    r = extract([*args, "--root", str(root), "--batch-size", "4"])
+    assert r.exit_code == 1 and "(0 processed" in r.output, r.output
+    # ...but what determines the features still counts, in old and new stores alike
+    refused(CliRunner().invoke(main, ["extract", *args, "--root", str(root), "--frames", "5"]),
+            "other settings (differ: frames);")      # batch size is not among them
+    # a relative --root naming the same directory is the same root
+    monkeypatch.chdir(video_dir)
+    r = extract([*args, "--root", "./videos/"])
+    assert r.exit_code == 1 and "(0 processed" in r.output, r.output
+    # another root is refused, naming both
+    other = video_dir / "copy"
+    shutil.copytree(root, other)
+    refused(CliRunner().invoke(main, ["extract", *args, "--root", str(other)]),
+            f"made from the videos under --root {root.resolve()}", f"reads them from --root {other.resolve()}")
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a live process from /proc, None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (fields[0], int(fields[1])) if fields[0] not in "ZX" else None   # a zombie is dead
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (st := _proc_stat(int(d.name))) and st[1] == pid:
+            kids.append(int(d.name))
+    return kids
+
+
+def test_killing_the_parent_kills_its_workers_and_a_resume_finishes(video_dir):
+    """Issue 10: SIGKILL of `extract --workers N` left N workers alive forever."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("finding the workers needs Linux's /proc")
+    base = _long_list(video_dir)
+    store = video_dir / "w.zarr"
+    proc = subprocess.Popen(_cli(*base, "--out", str(store), "--workers", "2"), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kids = []
+    try:
+        _wait_done(store, 1, proc)
+        kids = _children(proc.pid)
+        workers = [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        assert len(workers) == 2, kids
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 10
+        while any(_proc_stat(k) for k in kids) and time.time() < deadline:
+            time.sleep(0.2)
+        assert [k for k in kids if _proc_stat(k)] == [], "children outlived their killed parent"
+    finally:
+        proc.kill()
+        for k in kids:          # before the fix they live on: do not leave them behind
+            if _proc_stat(k):
+                os.kill(k, signal.SIGKILL)
+    with open_store(store) as s:
+        assert (s.status() == PENDING).any()
+    r = extract([*base, "--out", str(store)])
+    assert r.exit_code == 0, r.output
+    with open_store(store) as s:
+        assert (s.status() == DONE).all()
+
+
+def test_a_second_process_on_the_same_shard_stops_at_once(video_dir):
+    """Issue 10: two processes on one Zarr shard both did all the work without a warning."""
+    import socket
+
+    base = _long_list(video_dir)
+    store = video_dir / "l.zarr"
+    first = subprocess.Popen(_cli(*base, "--out", str(store)), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_done(store, 1, first)
+        second = subprocess.run(_cli(*base, "--out", str(store)), env=_env(), capture_output=True,
+                                text=True, timeout=300)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "Traceback" not in second.stderr
+        last = second.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"Error: {store}: shard 1/1 is being extracted by pid {first.pid} "
+                               f"on {socket.gethostname()} since "), last
+        assert first.poll() is None            # the holder goes on undisturbed
+    finally:
+        first.kill()
+        first.wait()
