@@ -243,27 +243,26 @@ def refused(r, *needles):
     return msg
 
 
-def test_bad_streams_checkpoints_formats_and_flow_params_are_refused_up_front(video_dir):
+@pytest.mark.parametrize("args, needles", [
+    # RGB=ft.pth gave ImageNet features while the store recorded the checkpoint
+    (["--checkpoint", "RGB=ft.pth"],
+     ["--checkpoint RGB=ft.pth: 'RGB' is not one of the extracted streams (--streams rgb,flow)"]),
+    (["--streams", "rgb", "--checkpoint", "flow=f.pth"], ["'flow' is not one of"]),
+    # an empty --streams made a store whose every video failed with IndexError
+    (["--streams", ""], ["--streams is empty", "rgb and flow"]),
+    (["--streams", "rgb,depth"], ["unknown stream 'depth'; extraction produces rgb and flow"]),
+    (["--streams", "rgb,rgb"], ["stream 'rgb' is named twice"]),
+    # --format hdf5 --out x.zarr wrote a store no other command could open
+    (["--format", "hdf5"], ["would be read as zarr", "end --out in .h5 or .hdf5"]),
+    (["--format", "zarr", "--out", "x.h5"], ["end --out in .zarr"]),
+    (["--flow", "tvl1", "--flow-param", "epsilon=-1"], ["flow parameter 'epsilon' of 'tvl1' must be > 0, got -1"]),
+], ids=["checkpoint-RGB", "checkpoint-flow", "streams-empty", "streams-unknown", "streams-twice",
+        "hdf5-as-zarr", "zarr-as-h5", "epsilon"])
+def test_bad_streams_checkpoints_formats_and_flow_params_are_refused_up_front(video_dir, monkeypatch, args, needles):
     """Issue 10: each of these used to start (or silently change) the extraction."""
-    base = [str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), *FAST]
-    zarr = str(video_dir / "x.zarr")
-    cases = [
-        # RGB=ft.pth gave ImageNet features while the store recorded the checkpoint
-        (["--out", zarr, "--checkpoint", "RGB=ft.pth"],
-         ["--checkpoint RGB=ft.pth: 'RGB' is not one of the extracted streams (--streams rgb,flow)"]),
-        (["--out", zarr, "--streams", "rgb", "--checkpoint", "flow=f.pth"], ["'flow' is not one of"]),
-        # an empty --streams made a store whose every video failed with IndexError
-        (["--out", zarr, "--streams", ""], ["--streams is empty", "rgb and flow"]),
-        (["--out", zarr, "--streams", "rgb,depth"], ["unknown stream 'depth'; extraction produces rgb and flow"]),
-        (["--out", zarr, "--streams", "rgb,rgb"], ["stream 'rgb' is named twice"]),
-        # --format hdf5 --out x.zarr wrote a store no other command could open
-        (["--out", zarr, "--format", "hdf5"], ["would be read as zarr", "end --out in .h5 or .hdf5"]),
-        (["--out", str(video_dir / "x.h5"), "--format", "zarr"], ["end --out in .zarr"]),
-        (["--out", zarr, "--flow", "tvl1", "--flow-param", "epsilon=-1"],
-         ["flow parameter 'epsilon' of 'tvl1' must be > 0, got -1"]),
-    ]
-    for args, needles in cases:
-        refused(CliRunner().invoke(main, ["extract", *base, *args]), *needles)
+    monkeypatch.chdir(video_dir)
+    base = ["list.txt", "--root", "videos", "--out", "x.zarr", *FAST]
+    refused(CliRunner().invoke(main, ["extract", *base, *args]), *needles)
     assert not (video_dir / "x.zarr").exists() and not (video_dir / "x.h5").exists()
 
 
