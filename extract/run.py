@@ -280,7 +280,8 @@ def _check_out(path: Path, fmt: str) -> None:
     if not above.is_dir():
         raise StoreError(f"cannot create --out {path}: {above} is a file, not a directory")
     if not os.access(above, os.W_OK | os.X_OK):
-        raise StoreError(f"cannot create --out {path}: {above} is not writable by this user")
+        raise StoreError(f"cannot create --out {path}: {above} is not writable (permissions, "
+                         "or a read-only file system)")
 
 
 def _check_root(cfg: ExtractConfig, videos: VideoList) -> None:

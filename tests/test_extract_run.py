@@ -279,6 +279,10 @@ def test_out_that_cannot_be_a_store_is_a_clear_error(video_dir):
     under = video_dir / "list.txt" / "sub" / "s.zarr"
     refused(CliRunner().invoke(main, ["extract", *base, "--out", str(under)]),
             f"cannot create --out {under}: {video_dir / 'list.txt'} is a file, not a directory")
+    # a read-only file system (procfs here, which refuses even root)
+    if Path("/proc/sys").is_dir() and not os.access("/proc/sys", os.W_OK):
+        refused(CliRunner().invoke(main, ["extract", *base, "--out", "/proc/sys/s.zarr"]),
+                "cannot create --out /proc/sys/s.zarr: /proc/sys is not writable")
 
 
 def test_list_paths_outside_root_are_refused_by_extract(video_dir):
@@ -291,6 +295,10 @@ def test_list_paths_outside_root_are_refused_by_extract(video_dir):
                       f"esc.txt:2: path {bad!r}")
         assert ("climbs out of the root" in msg) == bad.startswith("..")
     assert not out.exists()
+    # without --root, absolute paths stand for themselves
+    (video_dir / "abs.txt").write_text(f"{video_dir / 'videos' / 'left' / 'v0.mp4'} 0\n")
+    r = extract([str(video_dir / "abs.txt"), "--out", str(out), *FAST])
+    assert r.exit_code == 0 and "1/1 done" in r.output, r.output
 
 
 def _old_sha256(settings: dict) -> str:
