@@ -267,14 +267,17 @@ def agent_from_checkpoint(ck: dict, path) -> Agent:
     class, config, shapes, seed, weights, store identity and history."""
     from agents.options import make_config
 
-    cls = selector_class(ck["agent"])
+    try:
+        cls = selector_class(ck["agent"])
+    except UnknownNameError as err:
+        raise InputError(f"agent checkpoint {path}: {err}") from None
     if not cls.learned:
         raise InputError(f"agent checkpoint {path} names {ck['agent']!r}, a baseline, not an agent")
     config = make_config(cls.Config, ck["config"], owner=f"agent checkpoint {path}: {ck['agent']}")
     agent = cls(config, num_classes=ck["num_classes"], feature_dim=ck["feature_dim"], seed=ck["seed"])
     try:
         agent.module.load_state_dict(ck["state_dict"])
-    except (RuntimeError, KeyError) as err:
+    except (RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0][:300]
         raise InputError(f"agent checkpoint {path}: its weights do not fit {ck['agent']} ({first})") from None
     agent.store_identity, agent.history = dict(ck.get("store") or {}), list(ck.get("history") or [])

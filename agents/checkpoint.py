@@ -99,7 +99,10 @@ def read_checkpoint(path, *, map_location="cpu") -> dict:
              if not isinstance(ck.get(k), t) or isinstance(ck.get(k), bool)]
     if wrong:
         raise InputError(f"agent checkpoint {path} is damaged: missing or wrong {', '.join(wrong)}")
-    return to_plain(ck, str(Path(path).name))
+    try:
+        return to_plain(ck, str(Path(path).name))
+    except TypeError as err:        # torch.dtype, torch.Size ...: data torch admits, ours never holds
+        raise InputError(f"agent checkpoint {path} is damaged: {err}") from None
 
 
 # The store identity keys a resumed run must share with its checkpoint (when both have them).

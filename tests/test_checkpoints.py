@@ -190,10 +190,19 @@ def test_unreadable_checkpoint_is_a_clear_error(planted, tmp_path, command, kind
 
 
 def test_torch_files_that_are_not_agent_checkpoints(tmp_path):
-    cases = {"weights": ({"w": torch.zeros(2)}, "not a framesel agent checkpoint"),
+    cases = {"tensors": ({"w": torch.zeros(2)}, "not a framesel agent checkpoint"),
              "list": ([torch.zeros(2)], "not a framesel agent checkpoint (it holds a list)"),
              "future": ({"framesel_checkpoint": 7}, "format 7"),
-             "damaged": ({"framesel_checkpoint": 2, "agent": "as"}, "damaged: missing or wrong config")}
+             "damaged": ({"framesel_checkpoint": 2, "agent": "as"}, "damaged: missing or wrong config"),
+             "unknown agent": ({"framesel_checkpoint": 2, "agent": "nope", "config": {}, "num_classes": 3,
+                                "feature_dim": 6, "seed": 0, "state_dict": {}}, "unknown selector 'nope'"),
+             "baseline": ({"framesel_checkpoint": 2, "agent": "uniform", "config": {}, "num_classes": 3,
+                           "feature_dim": 6, "seed": 0, "state_dict": {}}, "a baseline, not an agent"),
+             "weights": ({"framesel_checkpoint": 2, "agent": "as", "config": {"hidden": 4}, "num_classes": 3,
+                          "feature_dim": 6, "seed": 0, "state_dict": {"x": torch.zeros(1)}},
+                         "weights do not fit as"),
+             "dtype": ({"framesel_checkpoint": 2, "agent": "as", "config": {}, "num_classes": 3, "feature_dim": 6,
+                        "seed": 0, "state_dict": {}, "history": [torch.float32]}, "damaged: .*torch.dtype")}
     for name, (obj, message) in cases.items():
         torch.save(obj, tmp_path / f"{name}.pt")
         with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -263,6 +272,9 @@ def test_train_rerun_and_extend(planted, tmp_path, agent):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ck = torch.load(out, weights_only=True)
     assert [h["epoch"] for h in ck["history"]] == list(range(1, done + 3))
+    before = sha(out)
+    assert_clean_error(train(store, lst, out, agent, base + ["epochs=3"]), "cannot be shortened")
+    assert sha(out) == before
 
 
 def test_train_with_another_config_or_seed_is_refused(planted, tmp_path):
