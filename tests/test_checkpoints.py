@@ -405,3 +405,15 @@ def test_save_wraps_os_errors(tmp_path):
     agent = ASAgent(ASConfig(hidden=4), num_classes=C, feature_dim=D)
     with pytest.raises(StoreError, match="cannot write agent checkpoint .*file/a.pt"):
         agent.save(tmp_path / "file" / "a.pt")
+
+
+def test_one_place_loads_torch_files():
+    """Every torch file goes through data.torchfile (weights_only); nothing else unpickles."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = [f"{p.relative_to(root)}: {needle}" for pkg in ("agents", "data", "evaluate", "extract", "pipeline")
+                 for p in sorted((root / pkg).rglob("*.py")) if p.name != "torchfile.py"
+                 for needle in ("torch.load(", "pickle.load", "pickle.loads", "weights_only=False")
+                 if needle in p.read_text(encoding="utf-8")]
+    assert offenders == []
