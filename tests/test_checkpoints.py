@@ -1,10 +1,13 @@
 """Agent checkpoints are data (issue 10): nothing in a checkpoint file executes, every bad
 file gets a one-line answer naming it, `train` is idempotent and extendable, its log is
 never stale, and options are checked in one place. Through the real CLI on a real store."""
+import dataclasses
 import hashlib
 import json
 import os
 import pickle
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +23,7 @@ from data.store import Layout, StreamSpec, VideoResult, create_store
 from pipeline.cli import main
 
 TORCH_THREADS = 1
+DATA = Path(__file__).parent / "data"
 T, K, D, C, V = 5, 1, 6, 3, 24
 # The shortest fit of every registered agent (a new agent must be added here).
 TINY = {"as": ["epochs=1", "m=2", "hidden=4", "batch_size=8"],
@@ -239,6 +243,28 @@ def test_format_1_checkpoints_keep_loading(planted, tmp_path):
     assert sha(old) == before
 
 
+def test_real_format_1_checkpoints_load_and_extend(tmp_path):
+    """Files the code before issue 10 wrote (tests/data/README.md): both load, and the
+    per-epoch one, extended by this code to 2 epochs, equals a straight 2-epoch run."""
+    from agents.as_agent import ASAgent, ASConfig
+
+    st = planted_states(V=8, T=5, K=1, D=6, C=3, n_key=2, seed=0)
+    cfg = ASConfig(epochs=2, m=2, hidden=4, batch_size=4)
+    finished = load_agent(DATA / "format1_as_finished.pt")
+    assert finished.config == dataclasses.replace(cfg, epochs=1) and len(finished.history) == 1
+    resumable = tmp_path / "a.pt"
+    shutil.copy(DATA / "format1_as_epoch1.pt", resumable)
+    assert torch.equal(load_agent(resumable).score(st), finished.score(st))
+    straight = ASAgent(cfg, num_classes=3, feature_dim=6, seed=0)
+    straight.fit(st)
+    resumed = ASAgent(cfg, num_classes=3, feature_dim=6, seed=0)
+    resumed.fit(st, checkpoint_path=resumable)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    a, b = straight.module.state_dict(), resumed.module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.load(resumable, weights_only=True)["framesel_checkpoint"] == 2   # rewritten as data
+
+
 def test_old_checkpoint_with_other_objects_says_retrain(planted, tmp_path):
     root, store, lst = planted
     new, old = tmp_path / "new.pt", tmp_path / "old.pt"
@@ -409,8 +435,6 @@ def test_save_wraps_os_errors(tmp_path):
 
 def test_one_place_loads_torch_files():
     """Every torch file goes through data.torchfile (weights_only); nothing else unpickles."""
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     offenders = [f"{p.relative_to(root)}: {needle}" for pkg in ("agents", "data", "evaluate", "extract", "pipeline")
                  for p in sorted((root / pkg).rglob("*.py")) if p.name != "torchfile.py"
