@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import MODES, Agent, States, register, top_m_mask, aggregate
+from agents.options import check_ranges
 from agents.rl import (MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, multistep_lr,
                        reinforce_loss, restore_training, set_lr, set_rng_state)
 from data.errors import InputError
@@ -67,9 +68,10 @@ class ASConfig:
             raise InputError(f"as state must be one of {STATE_KINDS}, not {self.state!r}")
         if self.mode not in MODES:
             raise InputError(f"as mode must be one of {MODES}, not {self.mode!r}")
-        if min(self.m, self.episodes, self.epochs, self.batch_size, self.hidden) < 1:
-            raise InputError("as m, episodes, epochs, batch_size and hidden must be >= 1")
         object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
+        check_ranges("as", self, at_least_one=("m", "episodes", "epochs", "batch_size", "hidden"),
+                     non_negative=("proj", "beta", "omega", "weight_decay", "lr_milestones"),
+                     positive=("lr", "lr_gamma"), unit_open=("baseline_momentum",))
 
 
 class ASNet(nn.Module):

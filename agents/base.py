@@ -9,6 +9,7 @@ Shapes: V videos, T positions, K crops, D feature size, C classes.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -203,6 +204,7 @@ class Agent(Selector):
         self.module: torch.nn.Module = self.build()
         self.store_identity: dict[str, Any] = {}
         self.history: list[dict] = []
+        self.training_state: dict[str, Any] = {}   # optimizer, epoch, rng, extras: see end_epoch
 
     def build(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -213,54 +215,97 @@ class Agent(Selector):
         at ``log_path``); save a resumable checkpoint at ``checkpoint_path`` every epoch."""
         raise NotImplementedError
 
+    def total_epochs(self) -> int:
+        """Epochs a full run of this config trains (agents with stages add theirs up)."""
+        return self.config.epochs
+
     def end_epoch(self, row: dict, *, epoch: int, optimizer, generator, log_path=None,
                   checkpoint_path=None, **extra) -> None:
         """The bookkeeping every fit does after an epoch: history, one JSONL row, and a
-        resumable checkpoint (weights, optimizer, epochs done, RNG state, ``extra``)."""
+        resumable checkpoint (weights, optimizer, epochs done, RNG state, ``extra``). The
+        training state is kept, so a later ``save`` (the finished checkpoint) stays resumable."""
         from agents.rl import get_rng_state
 
         self.history.append(row)
         append_jsonl(log_path, row)
+        self.training_state = dict(optimizer=optimizer.state_dict(), epoch=epoch,
+                                   rng=get_rng_state(generator), **extra)
         if checkpoint_path is not None:
-            self.save(checkpoint_path, optimizer=optimizer.state_dict(), epoch=epoch,
-                      rng=get_rng_state(generator), **extra)
+            self.save(checkpoint_path, **self.training_state)
 
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint(self, **extra) -> dict:
+        """The checkpoint as plain values and tensors (format: agents/checkpoint.py)."""
+        from agents.checkpoint import FORMAT, to_plain
         from data import __version__
-        return {"framesel_checkpoint": 1, "agent": self.name, "config": dataclasses.asdict(self.config),
-                "num_classes": self.num_classes, "feature_dim": self.feature_dim, "seed": self.seed,
-                "store": self.store_identity, "history": self.history,
-                "state_dict": self.module.state_dict(),
-                "versions": {"framesel": __version__, "torch": torch.__version__}, **extra}
+        return to_plain({
+            "framesel_checkpoint": FORMAT, "agent": self.name, "config": dataclasses.asdict(self.config),
+            "num_classes": self.num_classes, "feature_dim": self.feature_dim, "seed": self.seed,
+            "store": self.store_identity, "history": self.history,
+            "state_dict": dict(self.module.state_dict()),
+            "versions": {"framesel": __version__, "torch": str(torch.__version__)},
+            **self.training_state, **extra})
 
     def save(self, path, **extra) -> None:
+        """Write the checkpoint atomically (a killed run never leaves half of one); a path
+        that cannot be written is a StoreError naming it."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.checkpoint(**extra), tmp)
-        tmp.replace(path)   # atomic: a killed run never leaves half a checkpoint
+        ck = self.checkpoint(**extra)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(ck, tmp)
+            tmp.replace(path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write agent checkpoint {path}: {err.strerror or err}") from None
+
+
+def agent_from_checkpoint(ck: dict, path) -> Agent:
+    """Rebuild the agent a checkpoint dict (from :func:`read_checkpoint`) describes: its
+    class, config, shapes, seed, weights, store identity and history."""
+    from agents.options import make_config
+
+    try:
+        cls = selector_class(ck["agent"])
+    except UnknownNameError as err:
+        raise InputError(f"agent checkpoint {path}: {err}") from None
+    if not cls.learned:
+        raise InputError(f"agent checkpoint {path} names {ck['agent']!r}, a baseline, not an agent")
+    config = make_config(cls.Config, ck["config"], owner=f"agent checkpoint {path}: {ck['agent']}")
+    agent = cls(config, num_classes=ck["num_classes"], feature_dim=ck["feature_dim"], seed=ck["seed"])
+    try:
+        agent.module.load_state_dict(ck["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0][:300]
+        raise InputError(f"agent checkpoint {path}: its weights do not fit {ck['agent']} ({first})") from None
+    agent.store_identity, agent.history = dict(ck.get("store") or {}), list(ck.get("history") or [])
+    return agent
 
 
 def load_agent(path, *, map_location="cpu") -> Agent:
-    """Rebuild an agent from its checkpoint alone."""
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except (OSError, RuntimeError) as err:
-        raise StoreError(f"cannot read agent checkpoint {path}: {err}") from err
-    if not isinstance(ck, dict) or ck.get("framesel_checkpoint") != 1:
-        raise InputError(f"{path} is not a framesel agent checkpoint")
-    cls = selector_class(ck["agent"])
-    config = cls.Config(**ck["config"])
-    agent = cls(config, num_classes=ck["num_classes"], feature_dim=ck["feature_dim"], seed=ck["seed"])
-    agent.module.load_state_dict(ck["state_dict"])
-    agent.store_identity, agent.history = ck.get("store", {}), ck.get("history", [])
-    return agent
+    """Rebuild an agent from its checkpoint alone, read as data (never executed)."""
+    from agents.checkpoint import read_checkpoint
+
+    return agent_from_checkpoint(read_checkpoint(path, map_location=map_location), path)
 
 
 def append_jsonl(path, row: dict) -> None:
     """One training-log row per line (reward, entropy, fraction kept, loss per epoch)."""
-    if path is None:
-        return
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, sort_keys=True) + "\n")
+    if path is not None:
+        _write_jsonl(path, [row], "a")
+
+
+def write_jsonl(path, rows) -> None:
+    """Replace the training log at ``path`` with ``rows`` (a fresh run: none; a resumed
+    run: the checkpoint's history, so rows of an epoch killed after its checkpoint go)."""
+    _write_jsonl(path, rows, "w")
+
+
+def _write_jsonl(path, rows, mode: str) -> None:
+    try:
+        with open(path, mode, encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    except OSError as err:
+        raise StoreError(f"cannot write training log {path}: {err.strerror or err}") from None

@@ -45,6 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, aggregate, register, top_m_mask
+from agents.options import check_ranges
 from agents.rl import (resume_training, categorical_entropy, categorical_log_prob, multistep_lr, reinforce_loss,
                        set_lr)
 from data.errors import InputError
@@ -91,10 +92,11 @@ class DSNConfig:
             raise InputError(f"dsn observe must be one of {OBSERVE}, not {self.observe!r}")
         if self.head_init not in HEAD_INIT:
             raise InputError(f"dsn head_init must be one of {HEAD_INIT}, not {self.head_init!r}")
-        for name in ("sections", "clips_per_section", "test_sections", "epochs", "batch_size", "episodes"):
-            if getattr(self, name) < 1:
-                raise InputError(f"dsn {name} must be >= 1, not {getattr(self, name)}")
         object.__setattr__(self, "milestones", tuple(self.milestones))
+        check_ranges("dsn", self, at_least_one=("sections", "clips_per_section", "test_sections", "epochs",
+                                                "batch_size", "episodes", "hidden"),
+                     non_negative=("observer_dim", "gamma", "weight_decay", "milestones"),
+                     positive=("lr", "lr_decay"), unit_open=("momentum",))
 
 
 class DSNModule(nn.Module):

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, register, top_m_mask
+from agents.options import check_ranges
 from agents.rl import (categorical_entropy, categorical_log_prob, reinforce_loss, resume_training,
                        step_and_tally)
 from data.errors import InputError
@@ -61,10 +62,10 @@ class GlimpseConfig:
     map_dim: int = 0               # 0: the feature size D
 
     def __post_init__(self):
-        if min(self.hidden, self.layers, self.epochs, self.batch_size, self.episodes) < 1:
-            raise InputError("hidden, layers, epochs, batch_size and episodes must be >= 1")
-        if not 0.0 <= self.eta <= 1.0:
-            raise InputError(f"eta must be in [0, 1], not {self.eta}")
+        check_ranges("glimpse", self, at_least_one=("hidden", "layers", "epochs", "batch_size", "episodes",
+                                                    "map_h", "map_w"),
+                     non_negative=("weight_decay", "attention_penalty", "reinforce_weight", "map_dim"),
+                     positive=("lr",), unit=("eta",), unit_open=("dropout",))
 
 
 def glimpse_reward(scores: torch.Tensor, labels: torch.Tensor, multilabel: bool, cfg: GlimpseConfig) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from agents.options import check_ranges
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,8 @@ class HeadConfig:
             raise InputError(f"head optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
-        if self.epochs < 1 or self.batch_size < 1 or self.hidden < 0:
-            raise InputError("head epochs and batch_size must be >= 1 and hidden >= 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"dropout must be in [0, 1), not {self.dropout}")
+        check_ranges("head", self, at_least_one=("epochs", "batch_size"), non_negative=("hidden", "weight_decay"),
+                     positive=("lr",), unit_open=("dropout", "momentum"))
 
 
 def build_head(feature_dim: int, num_classes: int, cfg: HeadConfig) -> nn.Module:

@@ -15,14 +15,13 @@ Kept small and stable on purpose: other agents import these signatures.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-
 from pathlib import Path
 
 import torch
 
-from data.errors import InputError, StoreError
+from agents.checkpoint import BASE_KEYS, check_resumable, read_checkpoint
+from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -150,34 +149,26 @@ def get_rng_state(generator: torch.Generator | None = None) -> dict:
 
 
 def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
-    torch.set_rng_state(state["torch"])
+    """Restore :func:`get_rng_state`'s states (on the CPU, wherever the checkpoint was mapped)."""
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())
 
 
 def load_training_checkpoint(agent, path, *, map_location="cpu") -> dict | None:
-    """The checkpoint dict at ``path`` (None when there is none), after checking that it is a
-    resumable checkpoint of this agent with the same config and seed; loads the agent's
-    weights and history. The caller restores its optimizer from ``ck["optimizer"]``."""
+    """The checkpoint dict at ``path`` (None when there is none), read as data by the one
+    checkpoint reader, after checking that it is a resumable checkpoint of this agent with
+    the same config and seed; loads the agent's weights, history and training state. The
+    caller restores its optimizer from ``ck["optimizer"]``."""
     if path is None or not Path(path).exists():
         return None
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except (OSError, RuntimeError) as err:
-        raise StoreError(f"cannot read training checkpoint {path}: {err}") from err
-    if not isinstance(ck, dict) or ck.get("agent") != agent.name or "optimizer" not in ck:
-        raise InputError(f"{path} is not a resumable checkpoint of agent {agent.name!r}")
-    # Check the config before any weights are loaded: only ``epochs`` may change, so a run
-    # can be extended but never silently continued under other settings or another seed.
-    mine = {k: v for k, v in dataclasses.asdict(agent.config).items() if k != "epochs"}
-    theirs = {k: v for k, v in ck.get("config", {}).items() if k != "epochs"}
-    if mine != json_roundtrip(theirs, mine) or ck.get("seed") != agent.seed:
-        raise InputError(f"{path} was trained with another config or seed; resume needs the same "
-                         "(only epochs may change)")
+    ck = read_checkpoint(path, map_location=map_location)
+    check_resumable(agent, ck, path)      # before any weights load
     agent.module.load_state_dict(ck["state_dict"])
     agent.history = list(ck.get("history", []))
+    agent.training_state = {k: v for k, v in ck.items() if k not in BASE_KEYS}
     return ck
 
 
@@ -193,12 +184,6 @@ def restore_training(agent, optimizer: torch.optim.Optimizer, path, *, map_locat
     if ck is not None:
         optimizer.load_state_dict(ck["optimizer"])
     return ck
-
-
-def json_roundtrip(saved: dict, like: dict) -> dict:
-    """Checkpoint configs come back with lists where the dataclass holds tuples."""
-    return {k: (tuple(v) if isinstance(like.get(k), tuple) and isinstance(v, list) else v)
-            for k, v in saved.items()}
 
 
 def resume_training(agent, optimizer, path, generator=None) -> int:

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, register, top_m_mask
+from agents.options import check_ranges
 from agents.rl import bernoulli_entropy, load_training_checkpoint, set_rng_state, step_and_tally
 from data.errors import InputError
 
@@ -80,8 +81,12 @@ class RTSAEConfig:
             raise InputError(f"gate_init must be in (0, 1), not {self.gate_init}")
         if not 0.0 < self.gate_threshold < 1.0:
             raise InputError(f"gate_threshold must be in (0, 1), not {self.gate_threshold}")
-        if min(self.proj_dim, self.hidden, self.layers, self.batch_size, self.pretrain_batch_size) < 1:
-            raise InputError("proj_dim, hidden, layers and batch sizes must be >= 1")
+        check_ranges("rtsae", self,
+                     at_least_one=("proj_dim", "hidden", "layers", "gate_dim", "fusion_dim", "classifier_hidden",
+                                   "epochs", "batch_size", "pretrain_batch_size"),
+                     non_negative=("pretrain_epochs", "mu", "tau", "lam", "phi", "aug_frames", "projection_seed"),
+                     positive=("sigma_init", "pretrain_lr", "lr"), unit=("aug_fraction", "aug_other"),
+                     unit_open=("momentum",))
 
 
 def sparse_projection(out_dim: int, in_dim: int, seed: int) -> torch.Tensor:
@@ -368,6 +373,10 @@ class RTSAEAgent(Agent):
             return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
         return torch.optim.Adam(params, lr=lr)
 
+    def total_epochs(self) -> int:
+        """Both stages: the unsupervised pretraining and the fine-tuning epochs."""
+        return self.config.pretrain_epochs + self.config.epochs
+
     def _stage(self, epoch: int) -> str:
         return "pretrain" if epoch < self.config.pretrain_epochs else "finetune"
 
@@ -433,7 +442,7 @@ class RTSAEAgent(Agent):
         g = torch.Generator().manual_seed(self.seed)
         start, resumed = self._resume(checkpoint_path, device, g)
         cur_stage, opt = resumed if resumed else (None, None)
-        total = cfg.pretrain_epochs + cfg.epochs
+        total = self.total_epochs()
         for epoch in tqdm(range(start, total), desc="rtsae", disable=not progress, initial=start, total=total):
             stage = self._stage(epoch)
             if stage != cur_stage:

@@ -1,7 +1,6 @@
 """The light stage's two library calls behind ``framesel head`` and ``framesel train``."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -11,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.base import Agent, load_agent, selector_class
+from agents.base import Agent, load_agent, selector_class, write_jsonl
 from agents.cache import load_states, rows_for_list
+from agents.checkpoint import check_resumable, read_checkpoint
 from agents.head import HeadConfig, apply_head, train_head
-from data.errors import InputError
+from agents.options import make_config
+from agents.rl import load_training_checkpoint
+from data.errors import InputError, StoreError
 from data.lists import read_list
 from data.store import open_store
 
@@ -96,14 +98,15 @@ class TrainStageConfig:
 
 def run_train(cfg: TrainStageConfig) -> Agent:
     """Train one agent on the cached states of the training videos and save its checkpoint
-    (which alone rebuilds it); a checkpoint already at ``out`` is resumed."""
+    (which alone rebuilds it). A checkpoint already at ``out`` is resumed, or extended when
+    only ``epochs`` grew; a finished one of the same config is left as it is (the command is
+    idempotent). Sets ``agent.epochs_before``: the epochs the checkpoint had already done."""
     cls = selector_class(cfg.agent)
     if not cls.learned:
         raise InputError(f"{cfg.agent!r} is a baseline: it has nothing to train")
-    valid = {f.name for f in dataclasses.fields(cls.Config)}
-    bad = [k for k, _ in cfg.overrides if k not in valid]
-    if bad:
-        raise InputError(f"{cfg.agent} has no option {', '.join(bad)}; options: {', '.join(sorted(valid))}")
+    config = make_config(cls.Config, cfg.overrides, owner=cfg.agent)   # before any data loads
+    out = Path(cfg.out)
+    existing = _existing_checkpoint(out)
     videos = read_list(cfg.train_list)
     with open_store(cfg.store) as store:
         rows = rows_for_list(store, videos)
@@ -111,25 +114,65 @@ def run_train(cfg: TrainStageConfig) -> Agent:
                              feature_maps=getattr(cls, "needs_feature_maps", False))
         identity = dict(store.identity(), stream=cfg.stream, observer=cfg.observer,
                         train_list=str(cfg.train_list), train_list_sha256=videos.sha256)
-    config = cls.Config(**dict(cfg.overrides))
     _, _, _, D, C = states.shape
     if hasattr(cls, "for_states"):      # agents whose shape depends on the states (glimpse's cube)
         agent = cls.for_states(config, states, seed=cfg.seed)
     else:
         agent = cls(config, num_classes=C, feature_dim=D, seed=cfg.seed)
     agent.store_identity = identity
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out.with_suffix(".jsonl")
+    agent.epochs_before = 0
+    if existing is not None:
+        check_resumable(agent, existing, out)      # config, seed, store: before any weights load
+        agent.epochs_before = int(existing["epoch"])
+        if existing.get("finished") and agent.epochs_before == agent.total_epochs():
+            load_training_checkpoint(agent, out)
+            write_jsonl(log_path, agent.history)
+            log.info("%s is already trained for %d epochs; nothing to do", out, agent.epochs_before)
+            return agent
+    _make_parent(out)
+    # A fresh run starts a new log; a resumed one restarts from the checkpoint's history, so
+    # rows of an epoch that was killed after its checkpoint do not remain.
+    write_jsonl(log_path, existing["history"] if existing is not None else [])
     torch.manual_seed(cfg.seed)
-    agent.fit(states, device=cfg.device, log_path=out.with_suffix(".jsonl"), checkpoint_path=out,
+    agent.fit(states, device=cfg.device, log_path=log_path, checkpoint_path=out,
               progress=not _quiet(cfg.quiet))
     agent.save(out, command=cfg.command, finished=True)
     return agent
 
 
+def _existing_checkpoint(out: Path) -> dict | None:
+    """The checkpoint at ``out``, None when nothing is there; anything else at ``out`` (a
+    text file, a directory, another torch file) is refused and left untouched."""
+    if not out.exists():
+        return None
+    try:
+        return read_checkpoint(out)
+    except InputError as err:
+        raise InputError(f"--out {out} exists and is not an agent checkpoint train can resume "
+                         f"({err}); it is left untouched: choose another --out") from None
+
+
+def _make_parent(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(f"cannot create the directory of --out {out}: {err.strerror or err}") from None
+
+
 def check_agent_matches(agent: Agent, store) -> None:
-    """An agent trained on another store (other backbone, settings or schema) is refused."""
+    """An agent for another class count or feature size, or trained on another store (other
+    backbone, settings or schema), is refused."""
     mine = agent.store_identity or {}
+    classes = len(store.attrs.get("classes", []))
+    if classes and agent.num_classes != classes:
+        raise InputError(f"agent {agent.name} predicts {agent.num_classes} classes, {store.path} has {classes}")
+    stream = mine.get("stream")
+    if stream and store.has(f"{stream}/features"):
+        D = store.shape(f"{stream}/features")[-1]
+        if agent.feature_dim != D:
+            raise InputError(f"agent {agent.name} reads {stream} features of size {agent.feature_dim}, "
+                             f"{store.path} has {D}")
     theirs = store.identity()
     for key in ("schema", "config_sha256"):
         if mine.get(key) != theirs.get(key):

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, register, top_m_mask
 from agents.baselines import evenly_spaced
+from agents.options import check_ranges
 from agents.rl import resume_training
 from data.errors import InputError
 
@@ -63,9 +64,9 @@ class TAttnConfig:
     batch_size: int = 64
 
     def __post_init__(self):
-        for name in ("hidden", "layers", "iterations", "test_last", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"tattn {name} must be >= 1, not {getattr(self, name)}")
+        check_ranges("tattn", self, at_least_one=("hidden", "layers", "iterations", "test_last", "epochs",
+                                                  "batch_size"),
+                     non_negative=("weight_decay",), positive=("lr", "eps"), unit_open=("rho",))
         if self.test_last > self.iterations:
             raise InputError(f"tattn test_last={self.test_last} exceeds iterations={self.iterations}")
         if not 0.0 <= self.dropout < 1.0:

@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import pickle
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from data.errors import InputError, UnknownNameError
+from data.torchfile import load_torch_data
 
 log = logging.getLogger(__name__)
 
@@ -280,15 +280,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a torch state_dict (weights_only), unwrapping {"state_dict": ...}/{"model": ...}.
 
     Raises:
-        InputError: missing file, not a torch file, or not a flat dict of tensors.
+        InputError: missing file, directory, empty file, not a torch file (e.g. a pickle
+            holding code), or not a flat dict of tensors; one line naming the file and cause.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        raise InputError(f"{path}: not a readable torch state_dict ({err})") from err
+    obj = load_torch_data(path, what="checkpoint")   # weights_only: nothing in it executes
     for key in _WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

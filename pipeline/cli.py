@@ -195,6 +195,9 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
                            overrides=parse_assignments(overrides, "--set", underscores=True),
                            seed=seed, device=device, quiet=quiet, command=_command_line())
     agent = run_train(cfg)
+    if agent.epochs_before == len(agent.history):
+        click.echo(f"{out} is already trained for {agent.epochs_before} epochs; nothing to do")
+        return
     last = agent.history[-1] if agent.history else {}
     click.echo(f"{agent_name} ({stream}) trained: {len(agent.history)} epochs, last "
                + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {out}")

@@ -3,6 +3,7 @@ checkpoint round-trip and exact resume."""
 import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -190,9 +191,11 @@ def test_resume_equals_straight_run(tmp_path):
         assert torch.equal(v, resumed.module.state_dict()[k]), k
     assert resumed.history[-1]["loss"] == straight.history[-1]["loss"]
     # the same checkpoint under another config or seed is refused before any weight loads
-    for other in (RTSAEAgent(dataclasses.replace(four, lr=four.lr * 2), num_classes=4, feature_dim=8, seed=1),
-                  RTSAEAgent(four, num_classes=4, feature_dim=8, seed=2)):
-        with pytest.raises(InputError, match="another config or seed"):
+    # and the message names what differs
+    for other, differs in ((RTSAEAgent(dataclasses.replace(four, lr=four.lr * 2), num_classes=4, feature_dim=8,
+                                       seed=1), "lr 0.01 (this run: 0.02)"),
+                           (RTSAEAgent(four, num_classes=4, feature_dim=8, seed=2), "seed 1 (this run: 2)")):
+        with pytest.raises(InputError, match=re.escape(differs)):
             other.fit(st, checkpoint_path=ck)
 
 

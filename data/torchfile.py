@@ -1,0 +1,69 @@
+"""Reading torch files as data: nothing in a file ever executes.
+
+Every torch file framesel opens (agent checkpoints, fine-tuned backbone weights) goes through
+:func:`load_torch_data`, which uses ``torch.load(..., weights_only=True)``: the unpickler then
+builds only tensors and plain containers and refuses any other global, so a pickle whose
+``__reduce__`` calls ``os.system`` is an error, not a command. torch is imported lazily, so
+importing this module costs nothing for commands that never read a torch file.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+from data.errors import InputError
+
+# What torch.load raises on a file that is not a (complete) torch file: a bad pickle, a
+# truncated or foreign zip, a legacy tar, bytes that decode to nonsense.
+_NOT_TORCH = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
+              IndexError, TypeError, AttributeError)
+# torch words it "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module x is blocked"
+_GLOBAL = re.compile(r"\bGLOBAL ([\w.]+)")
+_OPERAND = re.compile(r"Unsupported operand (\d+)")
+
+
+def load_torch_data(path, *, what: str = "torch file", map_location="cpu", allowed=(),
+                    hint: str = ""):
+    """The object in the torch file ``path``, read with ``weights_only=True``.
+
+    ``allowed``: extra classes the unpickler may build (``torch.serialization.safe_globals``),
+    for known harmless ones only. ``hint`` is appended when the file holds a refused
+    Python object. Raises InputError naming ``what``, the file and the cause for a missing
+    path, a directory, an empty file, or anything that is not plain torch data.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a directory, not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} {path} is empty (0 bytes)")
+    try:
+        with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+            # a plain pickle of protocol > 2 makes torch warn before it refuses the file
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except _NOT_TORCH as err:
+        raise InputError(f"{what} {path}: {load_error_cause(err, hint)}") from None
+
+
+def load_error_cause(err: BaseException, hint: str = "") -> str:
+    """One line saying why torch.load refused a file (its own message spans a page)."""
+    text = str(err)
+    found = _GLOBAL.search(text)
+    if found:
+        return (f"not a readable torch file: it holds a Python object ({found.group(1)}) that would "
+                f"run code when loaded; framesel loads torch files as data only and refused it"
+                + (f". {hint}" if hint else ""))
+    found = _OPERAND.search(text)
+    if found:
+        return (f"not a readable torch file: its pickle uses an operation (opcode {found.group(1)}) a "
+                "data-only reader refuses; it is random bytes, a plain pickle or a foreign format"
+                + (f". {hint}" if hint else ""))
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    cause = f"{type(err).__name__}: {first[:200]}" if first else type(err).__name__
+    return f"not a readable torch file (truncated, or not written by torch.save): {cause}"
