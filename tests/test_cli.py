@@ -68,10 +68,13 @@ def evaluate(store, *args, out=None, quiet=True):
 
 # ----------------------------------------------------------------------------- imports
 
-@pytest.mark.parametrize("command", ["info", "check"])
-def test_info_and_check_import_neither_torch_nor_opencv(store, command):
+@pytest.mark.parametrize("command,suffix", [("info", ".zarr"), ("check", ".zarr"), ("info", ".h5"), ("check", ".h5")])
+def test_info_and_check_import_neither_torch_nor_opencv(store, command, suffix):
+    path = store if suffix == ".zarr" else store.parent / "s.h5"
+    if not path.exists():
+        make_store(path)
     code = ("import sys\nfrom pipeline.cli import main\n"
-            f"main([{command!r}, {str(store)!r}], standalone_mode=False)\n"
+            f"main([{command!r}, {str(path)!r}], standalone_mode=False)\n"
             "heavy = [m for m in ('torch', 'cv2') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
