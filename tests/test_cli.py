@@ -196,14 +196,13 @@ def test_submit_without_submitit_says_how_to_install_it(monkeypatch, tmp_path):
     assert not (tmp_path / "s.zarr").exists()
 
 
-def test_a_path_beneath_a_regular_file_is_one_line_naming_it(store, tmp_path):
-    """merge's --out is written by the data layer: the OSError it meets becomes one line."""
+def test_a_path_beneath_a_regular_file_is_one_line_naming_it(tmp_path):
+    """demo's --out beneath a file: the OSError of the real mkdir becomes one line naming it."""
     blocker = tmp_path / "blocker"
     blocker.write_text("a file")
-    h5 = tmp_path / "a.h5"
-    layout_store = make_store(h5)
-    r = run("merge", layout_store, "--out", blocker / "m.h5")
-    clear_error(r, str(blocker), "not a directory")
+    r = run("demo", "--out", blocker / "demo", "--quiet")
+    clear_error(r, str(blocker / "demo"), f"{blocker} is a file, not a directory")
+    assert blocker.read_text() == "a file"
 
 
 @pytest.mark.parametrize("value", ["0", "2,-1", "", "4,x"])
