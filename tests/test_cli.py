@@ -6,6 +6,7 @@ Stores here are real but small (create_store + written rows with random features
 logits over their classes), so `evaluate` runs in a second or two without a backbone."""
 import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,14 @@ def test_out_an_existing_file_or_beneath_one_is_refused_before_any_work(store, t
     clear_error(evaluate(store, out=blocker), str(blocker), "not a directory")
     clear_error(evaluate(store, out=blocker / "sub" / "rep"), str(blocker), "not a directory")
     assert blocker.read_text() == "keep me"
+
+
+def test_out_where_nothing_can_be_written_is_refused_before_any_work(store):
+    """/proc/sys is read-only to every user, root included (os.access says so); a real
+    read-only mount or a directory without permission is refused the same way."""
+    if os.access("/proc/sys", os.W_OK) or not os.path.isdir("/proc/sys"):
+        pytest.skip("needs a directory this process cannot write in (/proc/sys on Linux)")
+    clear_error(evaluate(store, out="/proc/sys/framesel-report"), "/proc/sys", "cannot write")
 
 
 def test_submit_without_submitit_says_how_to_install_it(monkeypatch, tmp_path):
