@@ -21,7 +21,7 @@ from data.lists import read_list
 from data.store import open_store
 from evaluate.compute import CostModel
 from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods, collect_diagnostics,
-                                 evaluate_splits, weights_label)
+                                 evaluate_splits)
 from evaluate.report import check_report_dir, write_report
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class EvaluateConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     sample_videos: int = 4
     clamp_m: bool = False     # budgets above T are evaluated as T (and said so); else refused
-    quiet: bool = False       # no progress bar (neither when the CI environment variable is set)
+    quiet: bool = False       # no progress bar (it is off too when the CI environment variable is set)
     command: str = ""
 
 
@@ -104,7 +104,8 @@ def check_fusion(fusion, streams, store_streams) -> None:
             if name in streams:
                 continue
             where = ("the store's streams" if name not in store_streams else "the evaluated streams (--streams)")
-            raise InputError(f"--fusion {weights_label(weights)}: no stream {name!r} among {where}: "
+            typed = ",".join(f"{n}={w:g}" for n, w in weights)
+            raise InputError(f"--fusion {typed}: no stream {name!r} among {where}: "
                              f"{', '.join(streams if name in store_streams else store_streams)}")
 
 

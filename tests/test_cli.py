@@ -149,7 +149,7 @@ def test_agents_glob_matching_nothing_names_the_pattern(store):
 
 def test_fusion_with_a_stream_the_store_lacks_names_it_and_the_streams(store):
     r = evaluate(store, "--fusion", "rgb=1,depth=2")
-    clear_error(r, "'depth'", "rgb, flow", "--fusion")
+    clear_error(r, "--fusion rgb=1,depth=2", "'depth'", "rgb, flow")
     r = evaluate(store, "--streams", "rgb", "--fusion", "rgb=1,flow=2")
     clear_error(r, "'flow'", "--streams")
     clear_error(evaluate(store, "--fusion", "rgb=1,rgb=2"), "rgb=1,rgb=2", code=2)
