@@ -158,9 +158,11 @@ def correct(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> np.ndar
 class _Run:
     """Selections, scores and costs of one split, cached by (method, stream, m, mode, alpha)."""
 
-    def __init__(self, states: dict, methods, cfg: ProtocolConfig, costs: CostModel | None, split: str):
+    def __init__(self, states: dict, methods, cfg: ProtocolConfig, costs: CostModel | None, split: str,
+                 bar=None):
         first = next(iter(states.values()))
         self.states, self.methods, self.cfg, self.costs, self.split = states, methods, cfg, costs, str(split)
+        self.bar, self.protocol = bar, ""
         self.V, self.T, self.K = first.shape[:3]
         self.labels = first.labels.cpu().numpy()
         self.multilabel = bool(first.multilabel)
@@ -168,6 +170,12 @@ class _Run:
         self.uniform = Method("uniform", {s: selector_class("uniform")() for s in states})
         self.random = Method("random", {s: selector_class("random")(seed=cfg.seed) for s in states})
         self._sel, self._agent_flops = {}, {}
+
+    def show(self, method: "Method", stream: str) -> None:
+        """Name the split, protocol, method and stream being evaluated on the progress bar."""
+        if self.bar is not None and not self.bar.disable:
+            self.bar.set_postfix_str(f"{self.split} · {self.protocol} · {method.label} ({stream})", refresh=False)
+            self.bar.update(0)      # redraws at most every mininterval
 
     def ms(self, method: Method) -> list:
         return [None] if method.variable_m else sorted({min(m, self.T) for m in self.cfg.ms})
@@ -216,6 +224,7 @@ class _Run:
 def _row(run: _Run, protocol, method: Method, stream, m, mode="frame", alpha=0.0, weights=None,
          compare=True, **extra) -> dict:
     pair = stream == "fused" and weights is not None
+    run.show(method, stream)
     scores = run.scores(method, stream, m, mode, alpha, weights)
     _, _, frac = run.kept(method, ("rgb", "flow") if pair else (stream,), m, mode)
     row = {"split": run.split, "protocol": protocol, "method": method.label, "stream": stream, "m": m,
@@ -347,17 +356,21 @@ def check_states(states: dict) -> None:
 
 
 def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = ProtocolConfig(),
-                  costs: CostModel | None = None) -> list[dict]:
+                  costs: CostModel | None = None, bar=None) -> list[dict]:
     """Flat result rows of every protocol in ``config.protocols`` for one split.
 
     states: stream -> States (V, T, K, ·); methods: :class:`Method` s (:func:`build_methods`);
-    costs: per-video GFLOPs model, or None to leave the GFLOPs fields null.
+    costs: per-video GFLOPs model, or None to leave the GFLOPs fields null; bar: a tqdm
+    bar advanced by one per protocol (and told the method and stream at work), or None.
     """
     check_states(states)
-    run = _Run(states, list(methods), config, costs, split)
+    run = _Run(states, list(methods), config, costs, split, bar)
     rows = []
     for name in config.protocols:
+        run.protocol = name
         rows.extend(_PROTOCOL_FNS[name](run))
+        if bar is not None:
+            bar.update(1)
     return rows
 
 
@@ -390,12 +403,19 @@ def summarize_splits(rows: list[dict]) -> list[dict]:
     return out
 
 
-def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), costs=None) -> list[dict]:
-    """``splits``: name -> (states, methods). Every split's rows, then the mean rows."""
+def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), costs=None,
+                    progress: bool = False) -> list[dict]:
+    """``splits``: name -> (states, methods). Every split's rows, then the mean rows.
+    ``progress``: a bar on stderr over splits × protocols, naming the split, protocol,
+    method and stream at work."""
+    from tqdm import tqdm
+
     rows = []
-    for name, (states, methods) in splits.items():
-        rows.extend(run_protocols(states, methods, split=name, config=config,
-                                  costs=costs.get(name) if isinstance(costs, dict) else costs))
+    with tqdm(total=len(splits) * len(config.protocols), desc="evaluate", unit="protocol",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for name, (states, methods) in splits.items():
+            rows.extend(run_protocols(states, methods, split=name, config=config, bar=bar,
+                                      costs=costs.get(name) if isinstance(costs, dict) else costs))
     return rows + (summarize_splits(rows) if len(splits) > 1 else [])
 
 

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -333,11 +334,28 @@ def _notes(rows, meta) -> list[str]:
     return notes
 
 
+def check_report_dir(out_dir) -> Path:
+    """``out_dir`` as a Path, or an InputError when it cannot become the report directory: it
+    is an existing non-directory, or one of its parents is, or the nearest existing one is
+    not writable (a read-only file system, permissions)."""
+    out = Path(out_dir)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "exists and is not a directory" if p == out else f"is beneath {p}, which is not a directory"
+                raise InputError(f"report directory {out} {where}; name a (new) directory")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise InputError(f"report directory {out}: cannot write in {p} (read-only file system or "
+                                 "no permission)")
+            break
+    return out
+
+
 def write_report(out_dir, rows, meta: dict, extras: dict | None = None) -> dict:
     """Write results.json, report.md and report.html under ``out_dir``; returns their paths."""
     if not rows:
         raise InputError("no result rows to report")
-    out = Path(out_dir)
+    out = check_report_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     split = _summary_split(rows)
     meta = {**meta, "flops_convention": CONVENTION,

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,8 +20,11 @@ from data.errors import InputError
 from data.lists import read_list
 from data.store import open_store
 from evaluate.compute import CostModel
-from evaluate.protocols import ProtocolConfig, build_methods, collect_diagnostics, evaluate_splits
-from evaluate.report import write_report
+from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods, collect_diagnostics,
+                                 evaluate_splits)
+from evaluate.report import check_report_dir, write_report
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,15 @@ class EvaluateConfig:
     streams: tuple[str, ...] = ()            # () = every stream with dataset logits
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     sample_videos: int = 4
+    clamp_m: bool = False     # budgets above T are evaluated as T (and said so); else refused
+    quiet: bool = False       # no progress bar (it is off too when the CI environment variable is set)
     command: str = ""
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """Run the protocols on each test list (one split each) and write the report directory.
     Returns the written paths."""
+    check_report_dir(cfg.out)      # before any work: a bad --out would lose it all at the end
     agents = [load_agent(p) for p in cfg.agents]
     with open_store(cfg.store) as store:
         for agent, path in zip(agents, cfg.agents):
@@ -45,10 +53,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 check_agent_matches(agent, store)
             except InputError as err:
                 raise InputError(f"{path}: {err}") from None
-        streams = cfg.streams or tuple(s for s in store.streams if head_logits_ok(store, s))
-        if not streams:
-            raise InputError(f"{store.path} has no per-frame logits over its classes yet; "
-                             "run `framesel head STORE --train LIST` first")
+        streams = check_streams(cfg.streams, store)
+        check_fusion(cfg.protocol.fusion, streams, store.streams)
+        cfg = dataclasses.replace(cfg, protocol=dataclasses.replace(
+            cfg.protocol, ms=fit_budgets(cfg.protocol.ms, store.T, clamp=cfg.clamp_m)))
         baselines = cfg.baselines or tuple(selector_names(learned=False))
         observer = next((a.store_identity.get("observer") for a in agents if a.store_identity.get("observer")), None)
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
@@ -59,13 +67,62 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             splits[Path(list_path).stem] = (states, build_methods(baselines, agents, streams))
             first = first or (states, rows)
         costs = CostModel.from_attrs(store.attrs, observer=observer)
-        result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs)
+        result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
+                                      progress=not (cfg.quiet or os.environ.get("CI")))
         states, rows = first
         thumbs = store.read_rows("thumbnails", rows) if store.has("thumbnails") else None
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, costs, streams)
     return write_report(cfg.out, result_rows, meta, extras)
+
+
+def check_streams(wanted, store) -> tuple[str, ...]:
+    """The streams to evaluate: ``wanted`` (each must be in the store with logits over its
+    classes), or () = every such stream."""
+    ready = tuple(s for s in store.streams if head_logits_ok(store, s))
+    for s in wanted:
+        if s not in store.streams:
+            raise InputError(f"--streams {','.join(wanted)}: {store.path} has no stream {s!r} "
+                             f"(its streams: {', '.join(store.streams)})")
+        if s not in ready:
+            raise InputError(f"--streams {','.join(wanted)}: stream {s!r} of {store.path} has no per-frame "
+                             "logits over its classes yet; run `framesel head STORE --train LIST` first")
+    if not (wanted or ready):
+        raise InputError(f"{store.path} has no per-frame logits over its classes yet; "
+                         "run `framesel head STORE --train LIST` first")
+    return tuple(wanted) or ready
+
+
+def check_fusion(fusion, streams, store_streams) -> None:
+    """Explicit fusion weights must name evaluated streams. The default weight sets (rgb and
+    flow) are simply skipped by the fusion protocol when the states lack one of them."""
+    for weights in fusion:
+        if weights in (TSN_WEIGHTS, TATTN_WEIGHTS):
+            continue
+        for name, _ in weights:
+            if name in streams:
+                continue
+            where = ("the store's streams" if name not in store_streams else "the evaluated streams (--streams)")
+            typed = ",".join(f"{n}={w:g}" for n, w in weights)
+            raise InputError(f"--fusion {typed}: no stream {name!r} among {where}: "
+                             f"{', '.join(streams if name in store_streams else store_streams)}")
+
+
+def fit_budgets(ms, T: int, *, clamp: bool) -> tuple[int, ...]:
+    """The frame budgets to evaluate with T positions per video. m = T keeps all; an m > T
+    is an InputError naming T, unless ``clamp`` (the default budgets): then it is evaluated
+    as T and a warning says which budgets run."""
+    over = sorted({m for m in ms if m > T})
+    if not over:
+        return tuple(ms)
+    if not clamp:
+        raise InputError(f"--m {','.join(map(str, over))}: more than the store's T = {T} positions per video; "
+                         f"a budget m must be at most {T} (m = {T} keeps all)")
+    fitted = tuple(sorted({min(m, T) for m in ms}))
+    log.warning("the store has T = %d positions per video: evaluating m = %s (m = %d keeps all)",
+                T, ",".join(map(str, fitted)), T)
+    return fitted
 
 
 def diagnostic_m(ms, T: int) -> int:

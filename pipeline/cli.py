@@ -1,16 +1,25 @@
 """The ``framesel`` command: thin click commands that build a config and call one library
-function (GUIDE §1, §6.10). Domain errors become ClickException at this edge."""
+function (GUIDE §1, §6.10). Domain errors become ClickException at this edge.
+
+Module-level imports stay light (click, the standard library, ``data.errors``): each command
+imports its library when it runs, so ``framesel info`` and ``check`` load neither torch
+nor OpenCV (tests/test_cli.py checks it in a fresh interpreter).
+"""
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import shlex
 import sys
 from functools import wraps
+from pathlib import Path
 
 import click
 
 from data.errors import FrameselError
+from pipeline.options import AgentPaths, SpreadCommand, flatten, fusion_weights, int_list, slurm_extra
 
 
 def _command_line() -> str:
@@ -18,14 +27,33 @@ def _command_line() -> str:
 
 
 def domain_errors(fn):
-    """Turn framesel's typed errors into a clean one-line error and exit code 1."""
+    """Turn framesel's typed errors, and the file system's (OSError: permission, full disk,
+    a path beneath a regular file), into a clean one-line error and exit code 1. Anything
+    else is a bug and keeps its traceback."""
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except FrameselError as err:
             raise click.ClickException(str(err)) from err
+        except OSError as err:
+            raise click.ClickException(os_error_line(err)) from err
     return wrapper
+
+
+def os_error_line(err: OSError) -> str:
+    """'PATH: cause' of a file-system error (both paths of a rename or copy). A directory
+    wanted where a regular file is (EEXIST, ENOTDIR) names that file."""
+    cause = err.strerror or str(err) or type(err).__name__
+    names = [os.fsdecode(n) for n in (err.filename, err.filename2) if n is not None]
+    if not names:
+        return cause
+    if err.errno in (errno.EEXIST, errno.ENOTDIR) and len(names) == 1:
+        blocker = next((p for p in (Path(names[0]), *Path(names[0]).parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            cause = f"{blocker} is a file, not a directory" if str(blocker) != names[0] else \
+                "exists and is not a directory"
+    return f"{' -> '.join(names)}: {cause}"
 
 
 @click.group()
@@ -39,6 +67,12 @@ def main(verbose):
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# One spelling for every command that shows progress (extract, head, train, evaluate, demo;
+# submit passes it on to its tasks with the other extract options).
+quiet_option = click.option("--quiet", is_flag=True,
+                            help="No progress bars (they are off too when the CI environment variable is set).")
 
 
 def _shard(ctx, param, value):
@@ -90,7 +124,7 @@ def _checkpoints(ctx, param, values):
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--retry-failed", is_flag=True, help="Try videos that failed before again.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 @domain_errors
 def extract(**params):
     """Decode, sample, compute flow and run the frozen backbone for every video of LIST."""
@@ -156,7 +190,7 @@ def merge(shards, out):
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
-@click.option("--quiet", is_flag=True)
+@quiet_option
 @domain_errors
 def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, quiet):
     """Train the classifier CL on cached features and write per-frame logits into STORE."""
@@ -183,7 +217,7 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, quie
               help="Override an agent option (default: the paper's), e.g. --set epochs=10.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
-@click.option("--quiet", is_flag=True)
+@quiet_option
 @domain_errors
 def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, device, quiet):
     """Train a selection agent on the cached states of STORE."""
@@ -203,51 +237,39 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
                + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {out}")
 
 
-def _int_list(ctx, param, value):
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter("expected comma-separated integers, e.g. 4,8,12") from None
-
-
-def _weights(ctx, param, values):
-    out = []
-    for v in values:
-        try:
-            pairs = tuple((name, float(w)) for name, w in (item.split("=") for item in v.split(",")))
-        except ValueError:
-            raise click.BadParameter(f"{v!r}: expected e.g. rgb=1,flow=1.5") from None
-        out.append(pairs)
-    return tuple(out)
-
-
-@main.command()
+@main.command(cls=SpreadCommand, spread=("--agents",))
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
 @click.option("--test", "test_lists", required=True, multiple=True, type=click.Path(exists=True),
               help="Test videos; repeat for several splits (mean ± std is reported).")
-@click.option("--agents", "agent_paths", multiple=True, type=click.Path(exists=True),
-              help="An agent checkpoint; repeat for several.")
+@click.option("--agents", "agent_paths", multiple=True, type=AgentPaths(exists=True, dir_okay=False),
+              callback=flatten, metavar="PATH...",
+              help="Agent checkpoints: several after one --agents (up to the next option), --agents "
+                   "repeated, or a quoted glob such as 'agents/*.pt'.")
 @click.option("--out", required=True, type=click.Path(), help="Report directory.")
-@click.option("--m", "ms", default="4,8,12,16,20,25", callback=_int_list, show_default=True,
-              help="Frame budgets m.")
+@click.option("--m", "ms", default=None, callback=int_list, metavar="M,M,...",
+              help="Frame budgets m, each at most T (m = T keeps all) [default: 4,8,12,16,20,25, "
+                   "those above T evaluated as T].")
 @click.option("--baselines", default="", help="Comma-separated baselines (default: all).")
 @click.option("--streams", default="", help="Comma-separated streams (default: all with logits).")
-@click.option("--fusion", multiple=True, callback=_weights, metavar="rgb=W,flow=W",
+@click.option("--fusion", multiple=True, callback=fusion_weights, metavar="rgb=W,flow=W",
               help="Two-stream fusion weights on scores before softmax (default: 1:1.5 as TSN, and 1/3:2/3).")
 @click.option("--seed", default=0, show_default=True)
+@quiet_option
 @domain_errors
-def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed):
+def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, quiet):
     """Run the papers' protocols on STORE with the given agents and write a report."""
     from evaluate.protocols import ProtocolConfig
     from evaluate.run import EvaluateConfig, run_evaluate
 
-    proto = {"ms": ms, "seed": seed}
+    proto = {"seed": seed}
+    if ms:
+        proto["ms"] = ms
     if fusion:
         proto["fusion"] = fusion
     cfg = EvaluateConfig(store=store_path, test_lists=test_lists, out=out, agents=agent_paths,
                          baselines=tuple(b for b in baselines.split(",") if b),
                          streams=tuple(s for s in streams.split(",") if s),
-                         protocol=ProtocolConfig(**proto), command=_command_line())
+                         protocol=ProtocolConfig(**proto), clamp_m=not ms, quiet=quiet, command=_command_line())
     paths = run_evaluate(cfg)
     click.echo(f"report: {paths.get('html', paths)}")
 
@@ -255,7 +277,7 @@ def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, f
 @main.command()
 @click.option("--out", default="framesel-demo", show_default=True, type=click.Path(), help="Where everything goes.")
 @click.option("--workers", default=1, show_default=True, help="Extraction processes.")
-@click.option("--quiet", is_flag=True)
+@quiet_option
 @domain_errors
 def demo(out, workers, quiet):
     """The whole pipeline on the embedded demo dataset: videos → extract → head → train every
@@ -269,12 +291,90 @@ def demo(out, workers, quiet):
         sys.exit(1)
 
 
-def _attach_submit():
-    from pipeline.submit import submit
-    main.add_command(submit, "submit")
+# pipeline.submit.EXECUTORS, spelled here because importing pipeline.submit loads torch and
+# OpenCV (tests/test_cli.py checks the two agree)
+EXECUTORS = ("local", "slurm")
 
 
-_attach_submit()
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--shards", default=1, show_default=True, type=click.IntRange(min=1),
+              help="N array tasks; task K extracts shard K/N.")
+@click.option("--executor", "executor_kind", default="slurm", show_default=True, type=click.Choice(EXECUTORS),
+              help="slurm: a job array; local: N processes on this machine.")
+@click.option("--folder", type=click.Path(file_okay=False), default=None,
+              help="Log folder (default: STORE.submitit beside the store).")
+@click.option("--gpus-per-task", type=click.IntRange(min=0), default=None,
+              help="GPUs per task (local: visible GPUs; default 1 with --device cuda, else 0).")
+@click.option("--cpus-per-task", type=click.IntRange(min=1), default=None, help="Also the threads per task.")
+@click.option("--mem-gb", type=click.FloatRange(min=0, min_open=True), default=None, help="Memory per task (Slurm).")
+@click.option("--timeout-min", type=click.IntRange(min=1), default=None,
+              help="Wall time per task [default: 1440, a day]; a task killed at its limit is "
+                   "resubmitted and resumes.")
+@click.option("--partition", default=None, help="Slurm partition.")
+@click.option("--slurm-param", multiple=True, callback=slurm_extra, metavar="NAME=VALUE",
+              help="Any other SlurmExecutor parameter, e.g. account=abc, qos=high, array_parallelism=32.")
+@click.option("--wait/--detach", default=True, show_default=True,
+              help="Watch the tasks (retry, merge, summary) or return once submitted.")
+@click.option("--max-retries", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Resubmissions of a task that dies without a summary (it resumes).")
+@click.argument("extract_args", nargs=-1, type=click.UNPROCESSED,
+                metavar="-- LIST --root DIR --out STORE [EXTRACT OPTIONS]")
+@domain_errors
+def submit(shards, executor_kind, folder, gpus_per_task, cpus_per_task, mem_gb, timeout_min, partition,
+           slurm_param, wait, max_retries, extract_args):
+    """Run `framesel extract` as N cluster tasks (one per shard) through submitit.
+
+    Everything after the submit options is what `framesel extract` takes (without --shard;
+    --quiet there silences the tasks' progress bars in their logs). Tasks that die are
+    resubmitted and resume; failed videos are recorded, not retried.
+    """
+    from pipeline.submit import require_submitit
+
+    require_submitit()
+    options = {"gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
+               "timeout_min": timeout_min, "partition": partition, **slurm_param}
+    cfg = parse_extract_args(extract_args, _command_line())
+    if not _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_retries):
+        sys.exit(1)
+
+
+def parse_extract_args(args, command: str = ""):
+    """The ExtractConfig that ``framesel extract ARGS`` would run, parsed by the extract
+    command itself (same options, defaults and validation). ``--shard`` is refused."""
+    from click.core import ParameterSource
+
+    from pipeline.config import extract_config
+
+    ctx = extract.make_context("framesel submit ... --", list(args))
+    if ctx.get_parameter_source("shard") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--shard is set per task by submit: use --shards N")
+    return extract_config({**ctx.params, "shard": (1, 1)}, command)
+
+
+def _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_retries) -> bool:
+    from pipeline.submit import is_sharded_hdf5, shard_paths, submit_extraction
+
+    folder = Path(folder) if folder else Path(f"{cfg.out}.submitit")
+    click.echo(f"logs: {folder}")
+
+    def echo(k, attempt, job):
+        again = f" (attempt {attempt})" if attempt > 1 else ""
+        click.echo(f"shard {k}/{shards}: job {job.job_id}{again}")
+
+    result = submit_extraction(cfg, shards=shards, executor=executor_kind, folder=folder, slurm=options,
+                               wait=wait, max_retries=max_retries, on_submit=echo)
+    if wait:
+        click.echo(result.text(), err=not result.ok)
+        return result.ok
+    click.echo(f"submitted {shards} task(s): {' '.join(result.job_ids)}; logs in {folder}")
+    if is_sharded_hdf5(cfg, shards):
+        parts = shard_paths(cfg, shards)
+        click.echo(f"`framesel info {parts[0]}` (one per shard) shows progress; when all have "
+                   f"finished: framesel merge {' '.join(map(str, parts))} --out {cfg.out}")
+    else:
+        click.echo(f"`framesel info {cfg.out}` shows progress")
+    return True
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

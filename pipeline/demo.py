@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,7 @@ def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
         times[name] = round(time.perf_counter() - t0 - sum(times.values()), 1)
         echo(f"[{sum(times.values()):6.1f} s] {name} done ({times[name]} s)")
 
-    ds = make_demo_dataset(out / "data", cfg.data, progress=not cfg.quiet)
+    ds = make_demo_dataset(out / "data", cfg.data, progress=not (cfg.quiet or os.environ.get("CI")))
     data_dir = out / "data"
     all_list = data_dir / "all.txt"
     all_list.write_text((data_dir / "train.txt").read_text() + (data_dir / "test.txt").read_text())
@@ -84,7 +85,7 @@ def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
     paths = run_evaluate(EvaluateConfig(store=store, test_lists=(str(data_dir / "test.txt"),),
                                         out=str(out / "report"), agents=tuple(checkpoints),
                                         protocol=ProtocolConfig(ms=cfg.ms, seed=cfg.seed),
-                                        command=cfg.command))
+                                        quiet=cfg.quiet, command=cfg.command))
     stage("evaluate")
     (out / "timings.json").write_text(json.dumps({"seconds": times, "videos": ds.get("num_videos")}, indent=1))
     return {"report": str(paths["html"]), "seconds": times, "store": store, "ok": summary.ok}

@@ -15,20 +15,20 @@ What makes this safe to retry and to run concurrently is the extractor's, not ou
 
 ``--executor local`` runs the tasks as processes on this machine (submitit's LocalExecutor);
 tests exercise the whole path with it, kills and retries included.
+
+A plain library: the ``framesel submit`` command (its options, parsing the extract options
+after ``--``, echoing) is in ``pipeline/cli.py``.
 """
 from __future__ import annotations
 
-import json
+import importlib
 import logging
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
-
-import click
 
 from data.errors import FrameselError, InputError, UnknownNameError
 from extract.run import ExtractConfig, Summary, load_list, run_extraction, store_path
@@ -124,6 +124,7 @@ def submit_extraction(cfg: ExtractConfig, *, shards: int, executor: str = "local
     on_submit: called with (shard k, attempt, job) after every submission (for echoing ids).
     """
     options = {k: v for k, v in dict(slurm or {}).items() if v is not None}
+    require_submitit()      # before any work, and before the tasks' pickles need it
     _check_request(cfg, shards, executor, max_retries)
     if cfg.shard != (1, 1):
         raise InputError("cfg.shard is set per task by submit; leave it at (1, 1)")
@@ -140,7 +141,7 @@ def submit_extraction(cfg: ExtractConfig, *, shards: int, executor: str = "local
         return result
     poll = poll_s if poll_s is not None else (0.5 if executor == "local" else 30.0)
     _watch(ex, result, cfgs, max_retries=max_retries, poll_s=poll, on_submit=on_submit)
-    if _is_sharded_hdf5(cfg, shards) and all(r.summary is not None for r in runs):
+    if is_sharded_hdf5(cfg, shards) and all(r.summary is not None for r in runs):
         result.merged = _merge_hdf5(cfg, shards)
     return result
 
@@ -177,9 +178,18 @@ def _task_threads(cfg: ExtractConfig, options: Mapping, executor: str, shards: i
     return 0
 
 
+def require_submitit():
+    """The submitit module, or an InputError that says how to install it."""
+    try:
+        return importlib.import_module("submitit")
+    except ImportError:
+        raise InputError("framesel submit needs submitit, which is not installed: "
+                         "pip install 'framesel[cluster]'") from None
+
+
 def make_executor(kind: str, folder, options: Mapping, cfg: ExtractConfig):
     """A submitit executor with ``options`` passed through ``update_parameters``."""
-    import submitit
+    submitit = require_submitit()
 
     if kind == "local":
         ex = submitit.LocalExecutor(folder=str(folder))
@@ -279,109 +289,19 @@ def _exception_line(message: str) -> str:
     return lines[-1] if lines else "an exception"
 
 
-def _is_sharded_hdf5(cfg: ExtractConfig, shards: int) -> bool:
+def is_sharded_hdf5(cfg: ExtractConfig, shards: int) -> bool:
     return shards > 1 and store_path(replace(cfg, shard=(1, shards))) != Path(cfg.out)
+
+
+def shard_paths(cfg: ExtractConfig, shards: int) -> list[Path]:
+    """The store each of the ``shards`` tasks writes (one per shard for HDF5, else cfg.out)."""
+    return [store_path(replace(cfg, shard=(k, shards))) for k in range(1, shards + 1)]
 
 
 def _merge_hdf5(cfg: ExtractConfig, shards: int) -> dict:
     from data.store_hdf5 import merge_stores
 
-    parts = [store_path(replace(cfg, shard=(k, shards))) for k in range(1, shards + 1)]
+    parts = shard_paths(cfg, shards)
     counts = merge_stores([p for p in parts if p.exists()], cfg.out)
     log.info("merged %s into %s; the shard files stay (a rerun resumes from them)", counts, cfg.out)
     return counts
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def extract_config(args: Sequence[str], command: str = "") -> ExtractConfig:
-    """The ExtractConfig that ``framesel extract ARGS`` would run, parsed by the extract
-    command itself (same options, defaults and validation). ``--shard`` is refused."""
-    from click.core import ParameterSource
-
-    from pipeline.cli import main
-    from pipeline.config import extract_config as build
-
-    ctx = main.get_command(None, "extract").make_context("framesel submit ... --", list(args))
-    if ctx.get_parameter_source("shard") is not ParameterSource.DEFAULT:
-        raise click.UsageError("--shard is set per task by submit: use --shards N")
-    return build({**ctx.params, "shard": (1, 1)}, command)
-
-
-def _slurm_extra(ctx, param, values) -> dict:
-    out = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r}: expected NAME=VALUE, e.g. account=abc")
-        try:   # numbers and booleans as such (array_parallelism=32), anything else as text
-            out[name.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name.replace("-", "_")] = value
-    return out
-
-
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.option("--shards", default=1, show_default=True, type=click.IntRange(min=1),
-              help="N array tasks; task K extracts shard K/N.")
-@click.option("--executor", "executor_kind", default="slurm", show_default=True, type=click.Choice(EXECUTORS),
-              help="slurm: a job array; local: N processes on this machine.")
-@click.option("--folder", type=click.Path(file_okay=False), default=None,
-              help="Log folder (default: STORE.submitit beside the store).")
-@click.option("--gpus-per-task", type=click.IntRange(min=0), default=None,
-              help="GPUs per task (local: visible GPUs; default 1 with --device cuda, else 0).")
-@click.option("--cpus-per-task", type=click.IntRange(min=1), default=None, help="Also the threads per task.")
-@click.option("--mem-gb", type=click.FloatRange(min=0, min_open=True), default=None, help="Memory per task (Slurm).")
-@click.option("--timeout-min", type=click.IntRange(min=1), default=DEFAULT_TIMEOUT_MIN, show_default=True,
-              help="Wall time per task; a task killed at its limit is resubmitted and resumes.")
-@click.option("--partition", default=None, help="Slurm partition.")
-@click.option("--slurm-param", multiple=True, callback=_slurm_extra, metavar="NAME=VALUE",
-              help="Any other SlurmExecutor parameter, e.g. account=abc, qos=high, array_parallelism=32.")
-@click.option("--wait/--detach", default=True, show_default=True,
-              help="Watch the tasks (retry, merge, summary) or return once submitted.")
-@click.option("--max-retries", default=1, show_default=True, type=click.IntRange(min=0),
-              help="Resubmissions of a task that dies without a summary (it resumes).")
-@click.argument("extract_args", nargs=-1, type=click.UNPROCESSED,
-                metavar="-- LIST --root DIR --out STORE [EXTRACT OPTIONS]")
-def submit(shards, executor_kind, folder, gpus_per_task, cpus_per_task, mem_gb, timeout_min, partition,
-           slurm_param, wait, max_retries, extract_args):
-    """Run `framesel extract` as N cluster tasks (one per shard) through submitit.
-
-    Everything after the submit options is what `framesel extract` takes (without --shard).
-    Tasks that die are resubmitted and resume; failed videos are recorded, not retried.
-    """
-    from pipeline.cli import _command_line   # lazy: cli.py imports this module
-
-    options = {"gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
-               "timeout_min": timeout_min, "partition": partition, **slurm_param}
-    try:
-        cfg = extract_config(extract_args, _command_line())
-        ok = _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_retries)
-    except FrameselError as err:
-        raise click.ClickException(str(err)) from err
-    if not ok:
-        sys.exit(1)
-
-
-def _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_retries) -> bool:
-    folder = Path(folder) if folder else Path(f"{cfg.out}.submitit")
-    click.echo(f"logs: {folder}")
-
-    def echo(k, attempt, job):
-        again = f" (attempt {attempt})" if attempt > 1 else ""
-        click.echo(f"shard {k}/{shards}: job {job.job_id}{again}")
-
-    result = submit_extraction(cfg, shards=shards, executor=executor_kind, folder=folder, slurm=options,
-                               wait=wait, max_retries=max_retries, on_submit=echo)
-    if wait:
-        click.echo(result.text(), err=not result.ok)
-        return result.ok
-    click.echo(f"submitted {shards} task(s): {' '.join(result.job_ids)}; logs in {folder}")
-    parts = [store_path(replace(cfg, shard=(k, shards))) for k in range(1, shards + 1)]
-    if _is_sharded_hdf5(cfg, shards):
-        click.echo(f"`framesel info {parts[0]}` (one per shard) shows progress; when all have "
-                   f"finished: framesel merge {' '.join(map(str, parts))} --out {cfg.out}")
-    else:
-        click.echo(f"`framesel info {cfg.out}` shows progress")
-    return True

@@ -14,8 +14,9 @@ from click.testing import CliRunner
 from data.errors import InputError, UnknownNameError
 from data.store import DONE, PENDING, compare_stores, open_store
 from extract.run import run_extraction
-from pipeline.submit import (DEFAULT_TIMEOUT_MIN, extract_config, local_parameters, make_executor,
-                             slurm_parameters, submit, submit_extraction)
+from pipeline.cli import parse_extract_args as extract_config, submit
+from pipeline.submit import (DEFAULT_TIMEOUT_MIN, local_parameters, make_executor, slurm_parameters,
+                             submit_extraction)
 
 # Fast but real settings (as tests/test_extract_run.py): 4 positions, 2 flow pairs, 1 crop, Farneback.
 FAST = ["--frames", "4", "--flow-stack", "2", "--crops", "1", "--flow", "farneback", "--quiet"]
