@@ -62,14 +62,20 @@ class HDF5Store(Store):
 
     def _read_row(self, name, i):
         ds = self._dataset(name)
-        return ds.asstr()[i] if ds.dtype == _STR else ds[i]
+        try:
+            return ds.asstr()[i] if ds.dtype == _STR else ds[i]
+        except OSError as err:           # HDF5: "filter returned failure during read", truncation
+            raise self._damaged(name, i, f"cannot be read ({err})") from err
 
     def _write_row(self, name, i, value):
         self._dataset(name)[i] = value
 
     def _read_all(self, name):
         ds = self._dataset(name)
-        return np.asarray(ds.asstr()[...], dtype=object) if ds.dtype == _STR else ds[...]
+        try:
+            return np.asarray(ds.asstr()[...], dtype=object) if ds.dtype == _STR else ds[...]
+        except OSError as err:
+            raise StoreError(f"{self.path}: array {name} cannot be read ({err})") from err
 
     def _write_all(self, name, values):
         self._dataset(name)[...] = values
@@ -77,16 +83,54 @@ class HDF5Store(Store):
     def _shape(self, name):
         return tuple(self._dataset(name).shape)
 
+    def _dtype(self, name):
+        return self._dataset(name).dtype
+
+    # HDF5 allocates a chunk whenever it is written, fill value or not: a done row whose chunk
+    # is unallocated was lost (a truncated file). One chunk-index lookup per read.
+    def _chunks_always_written(self, name):
+        return True
+
+    def _chunk_coord(self, ds, i):
+        return (int(i) // ds.chunks[0] * ds.chunks[0],) + (0,) * (ds.ndim - 1)
+
+    def _chunk_exists(self, name, i):
+        ds = self._dataset(name)
+        if ds.chunks is None:            # contiguous (an empty store): nothing to lose
+            return True
+        try:
+            return ds.id.get_chunk_info_by_coord(self._chunk_coord(ds, i)).byte_offset is not None
+        except (OSError, ValueError) as err:
+            raise self._damaged(name, i, f"cannot be located ({err})") from err
+
+    def _chunk_location(self, name, i):
+        ds = self._dataset(name)
+        return f"{self.path}:/{name} at {self._chunk_coord(ds, i) if ds.chunks else '(contiguous)'}"
+
+    def _array_attrs(self, name):
+        raw = self._dataset(name).attrs.get("framesel")
+        return json.loads(raw) if raw is not None else {}
+
+    def _set_array_attrs(self, name, values):
+        merged = dict(self._array_attrs(name), **values)
+        self._dataset(name).attrs["framesel"] = json.dumps(merged, sort_keys=True)
+
     def array_names(self):
         names = []
-        self.file.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        try:
+            self.file.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        except (OSError, RuntimeError) as err:
+            raise StoreError(f"{self.path}: the list of arrays cannot be read ({err})") from err
         return sorted(names)
 
     @property
     def attrs(self):
         if self._attrs is None:
-            raw = self.file.attrs.get("framesel")
-            self._attrs = json.loads(raw) if raw is not None else {}
+            try:
+                raw = self.file.attrs.get("framesel")
+                self._attrs = json.loads(raw) if raw is not None else {}
+            except (OSError, ValueError) as err:
+                raise StoreError(f"{self.path}: the store's attributes cannot be read ({err})") from err
         return self._attrs
 
     def set_attrs(self, values):
