@@ -246,7 +246,7 @@ def test_concurrent_heads_on_two_streams_keep_both(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", CI="1")
     code = "import sys; from pipeline.cli import main; main(sys.argv[1:])"
     procs = [subprocess.Popen([sys.executable, "-c", code, "head", str(p), "--train", str(train),
-                               "--streams", stream, "--epochs", "300", "--quiet"],
+                               "--streams", stream, "--epochs", "40", "--quiet"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for stream in ("rgb", "flow")]
     outs = [proc.communicate(timeout=300)[0].decode() for proc in procs]
