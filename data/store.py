@@ -18,6 +18,9 @@ videos/num_frames, fps      (V,) int32; (V,) float32                 per video
 frame_index                 (V, T) int32                             per video
 <stream>/features           (V, T, K, D) float16                     per video
 <stream>/logits             (V, T, K, C) float32                     per video, or by `head`
+                            (attrs: that head's provenance)
+<stream>/logits_written     (V,) uint8: rows `head` wrote            by `head`, after the rows
+heads/<stream>/<param>      the head's weights (float32)             by `head`, before logits
 <stream>/feature_maps       (V, T, K, h, w, d) float16 (optional)    per video
 motion                      (V, T) float32                           per video
 thumbnails                  (V, T, h, w, 3) uint8 (optional)         per video
@@ -25,7 +28,9 @@ thumbnails                  (V, T, h, w, 3) uint8 (optional)         per video
 
 Every per-video array is chunked one video per chunk, so writers of different videos never
 touch the same chunk (safe for concurrent shards on Zarr). ``videos/status`` is written after
-all of a video's rows: a reader trusts only rows whose status is DONE.
+all of a video's rows: a reader trusts only rows whose status is DONE. Every written chunk is
+stored, even one equal to the fill value, so a done row whose chunk is missing (an
+interrupted copy) is an error, never zeros; so is a chunk that does not decode.
 """
 from __future__ import annotations
 

@@ -95,11 +95,17 @@ class HDF5Store(Store):
         return (int(i) // ds.chunks[0] * ds.chunks[0],) + (0,) * (ds.ndim - 1)
 
     def _chunk_exists(self, name, i):
-        ds = self._dataset(name)
-        if ds.chunks is None:            # contiguous (an empty store): nothing to lose
-            return True
+        # Low-level calls: opening the Dataset object costs several times the lookup itself.
         try:
-            return ds.id.get_chunk_info_by_coord(self._chunk_coord(ds, i)).byte_offset is not None
+            did = h5py.h5d.open(self.file.id, name.encode())
+            plist = did.get_create_plist()
+            chunks = plist.get_chunk() if plist.get_layout() == h5py.h5d.CHUNKED else None
+            if chunks is None:           # contiguous (an empty store): nothing to lose
+                return True
+            coord = (int(i) // chunks[0] * chunks[0],) + (0,) * (len(chunks) - 1)
+            return did.get_chunk_info_by_coord(coord).byte_offset is not None
+        except KeyError:
+            raise StoreError(f"{self.path}: no array {name!r}") from None
         except (OSError, ValueError) as err:
             raise self._damaged(name, i, f"cannot be located ({err})") from err
 
