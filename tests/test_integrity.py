@@ -93,12 +93,14 @@ def test_missing_zarr_chunk_is_an_error(tmp_path, name):
         np.testing.assert_array_equal(s.read(name, 3), s.read(name, 3))   # others still read
 
 
-def test_train_on_a_missing_chunk_exits_cleanly(tmp_path):
+def test_train_and_evaluate_on_a_missing_chunk_exit_cleanly(tmp_path):
     p = build(tmp_path / "s.zarr")
-    chunk(p, "rgb/features", 0).unlink()
-    r = cli("train", p, "--agent", "as", "--train", write_list(tmp_path / "l.txt", range(4)),
-            "--out", tmp_path / "a.pt", "--set", "epochs=1", "--quiet")
-    assert r.exit_code == 1 and "rgb/features of video 0" in r.output and "missing" in r.output
+    chunk(p, "rgb/logits", 0).unlink()
+    videos = write_list(tmp_path / "l.txt", range(4))
+    r = cli("train", p, "--agent", "as", "--train", videos, "--out", tmp_path / "a.pt", "--set", "epochs=1", "--quiet")
+    assert r.exit_code == 1 and "rgb/logits of video 0" in r.output and "missing" in r.output
+    r = cli("evaluate", p, "--test", videos, "--out", tmp_path / "rep", "--m", "1,2", "--streams", "rgb")
+    assert r.exit_code == 1 and "rgb/logits of video 0" in r.output and "missing" in r.output
 
 
 def test_unallocated_hdf5_chunk_of_a_done_row(tmp_path):
@@ -214,6 +216,8 @@ def test_videos_extracted_after_head_are_refused_until_head_fills_them(tmp_path,
     r = cli("train", p, "--agent", "as", "--stream", "flow", "--train", write_list(tmp_path / "all.txt", range(5)),
             "--out", tmp_path / "a.pt", "--set", "epochs=1", "--quiet")
     assert r.exit_code == 1 and "extracted after `framesel head` ran; run `framesel head" in r.output
+    r = cli("evaluate", p, "--test", tmp_path / "all.txt", "--out", tmp_path / "rep", "--m", "1,2", "--streams", "flow")
+    assert r.exit_code == 1 and "extracted after `framesel head` ran" in r.output
     with open_store(p) as s, pytest.raises(StoreError, match="1 of 5 videos have no flow logits"):
         load_states(s, "flow", np.arange(5))
     # The same command again reuses the recorded head: only video 4 is written.
