@@ -92,7 +92,9 @@ def check_store(store: Store) -> list[str]:
         return problems + [str(err)]
     V = store.num_videos
     expected = per_video_arrays(layout)
-    expected.update({f"{s}/logits": None for s in store.streams if store.has(f"{s}/logits")})
+    for s in store.streams:          # logits `head` added: checked like the rest, any C
+        if f"{s}/logits" not in expected and store.has(f"{s}/logits"):
+            expected[f"{s}/logits"] = None
     arrays = []
     for name, spec in expected.items():
         if not store.has(name):
@@ -106,9 +108,7 @@ def check_store(store: Store) -> list[str]:
         if spec is not None and shape != (V, *spec[0]):
             problems.append(f"{name}: shape {shape}, expected {(V, *spec[0])}")
         else:
-            arrays.append(name)
-    if problems:
-        return problems
+            arrays.append(name)       # a missing or damaged array is reported; the rest checked
     if not set(np.unique(status)) <= {PENDING, DONE, FAILED}:
         problems.append(f"videos/status holds values other than 0/1/2: {sorted(set(np.unique(status)))}")
     problems += _check_paths(layout.paths)
@@ -150,11 +150,12 @@ def _check_video(store, i, arrays, error) -> list[str]:
             out.append(str(err))
     if out:
         return out
-    n, fi = int(rows["videos/num_frames"]), rows["frame_index"]
-    if n < 1:
-        out.append(f"video {i}: done with {n} decoded frames")
-    if fi.min() < 0 or fi.max() >= max(n, 1):
-        out.append(f"video {i}: frame_index outside [0, {n})")
+    if "videos/num_frames" in rows and "frame_index" in rows:
+        n, fi = int(rows["videos/num_frames"]), rows["frame_index"]
+        if n < 1:
+            out.append(f"video {i}: done with {n} decoded frames")
+        if fi.min() < 0 or fi.max() >= max(n, 1):
+            out.append(f"video {i}: frame_index outside [0, {n})")
     if error:
         out.append(f"video {i}: done but has an error message {error!r}")
     for name, x in rows.items():

@@ -174,11 +174,13 @@ def test_damaged_array_metadata_names_the_file(tmp_path):
     p = build(tmp_path / "s.zarr")
     meta = p / "rgb" / "features" / "zarr.json"
     meta.write_text('{"zarr_format": 3, ')
+    chunk(p, "flow/features", 2).unlink()
     r = cli("info", p)
     assert r.exit_code == 0 and "BROKEN" in r.output and str(meta) in r.output
     assert "done 4" in r.output                    # the rest is still summarised
     r = cli("check", p)
     assert r.exit_code == 1 and str(meta) in r.output
+    assert "flow/features of video 2" in r.output          # the other arrays are still checked
     r = cli("train", p, "--agent", "as", "--train", write_list(tmp_path / "l.txt", range(4)),
             "--out", tmp_path / "a.pt", "--quiet")
     assert r.exit_code == 1 and str(meta) in r.output and "JSONDecodeError" in r.output
