@@ -57,8 +57,15 @@ class HDF5Store(Store):
     def _dataset(self, name):
         try:
             return self.file[name]
-        except KeyError:
-            raise StoreError(f"{self.path}: no array {name!r}") from None
+        except (KeyError, OSError) as err:       # absent, or a damaged object header
+            parent, _, leaf = name.rpartition("/")
+            try:
+                linked = leaf in (self.file[parent] if parent else self.file).keys()
+            except (KeyError, OSError):
+                linked = False
+            if not linked:
+                raise StoreError(f"{self.path}: no array {name!r}") from None
+            raise StoreError(f"{self.path}: the metadata of array {name} cannot be read ({err})") from err
 
     def _read_row(self, name, i):
         ds = self._dataset(name)
@@ -104,9 +111,8 @@ class HDF5Store(Store):
                 return True
             coord = (int(i) // chunks[0] * chunks[0],) + (0,) * (len(chunks) - 1)
             return did.get_chunk_info_by_coord(coord).byte_offset is not None
-        except KeyError:
-            raise StoreError(f"{self.path}: no array {name!r}") from None
-        except (OSError, ValueError) as err:
+        except (KeyError, OSError, ValueError) as err:
+            self._dataset(name)          # absent or unreadable: its error names which
             raise self._damaged(name, i, f"cannot be located ({err})") from err
 
     def _chunk_location(self, name, i):
@@ -122,12 +128,32 @@ class HDF5Store(Store):
         self._dataset(name).attrs["framesel"] = json.dumps(merged, sort_keys=True)
 
     def array_names(self):
-        names = []
-        try:
-            self.file.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        except (OSError, RuntimeError) as err:
-            raise StoreError(f"{self.path}: the list of arrays cannot be read ({err})") from err
-        return sorted(names)
+        return sorted(self._walk()[0])
+
+    def broken_nodes(self):
+        return self._walk()[1]
+
+    def _walk(self):
+        """(dataset names, {node: cause}) object by object, so one damaged object header is
+        named instead of failing every listing."""
+        arrays, broken, todo = [], {}, [""]
+        while todo:
+            group = todo.pop()
+            try:
+                keys = list(self.file[group].keys()) if group else list(self.file.keys())
+            except (OSError, RuntimeError, KeyError) as err:
+                broken[f"{self.path}:/{group}"] = str(err)
+                continue
+            for key in keys:
+                name = f"{group}/{key}" if group else key
+                try:
+                    obj = self.file[name]
+                except (OSError, RuntimeError, KeyError) as err:
+                    broken[f"{self.path}:/{name}"] = str(err)
+                    arrays.append(name)          # listed, so reading it names the damage
+                    continue
+                (arrays.append(name) if isinstance(obj, h5py.Dataset) else todo.append(name))
+        return arrays, broken
 
     @property
     def attrs(self):

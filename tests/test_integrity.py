@@ -281,3 +281,21 @@ def test_check_flags_empty_and_duplicate_paths(tmp_path):
     assert r.exit_code == 1
     assert "video 0: empty path" in r.output and "video 1: empty path" in r.output
     assert "'a.mp4' 2 times" in r.output
+
+
+def test_damaged_hdf5_object_header_names_the_array(tmp_path):
+    import h5py
+
+    p = build(tmp_path / "s.h5")
+    with h5py.File(p) as f:
+        addr = h5py.h5o.get_info(f["rgb/features"].id).addr
+    with open(p, "r+b") as f:
+        f.seek(addr)
+        f.write(b"\xff" * 64)
+    r = cli("info", p)
+    assert r.exit_code == 0 and "BROKEN" in r.output and "rgb/features" in r.output and "done 4" in r.output
+    r = cli("check", p)
+    assert r.exit_code == 1 and "metadata of array rgb/features cannot be read" in r.output
+    assert "no array" not in r.output
+    with open_store(p) as s, pytest.raises(StoreError, match="metadata of array rgb/features"):
+        s.read_rows("rgb/features", [0])
