@@ -128,15 +128,19 @@ class ZarrStore(Store):
     def _chunk_damage(self, name, i):
         """A blosc frame records its compressed size (bytes 12-15): a truncated file that
         happens to decode is still caught."""
-        path = self._chunk_location(name, i)
-        if self._array(name).dtype.kind in "OTU":
+        arr = self._array(name)
+        if not any(isinstance(c, BloscCodec) for c in arr.compressors):
             return None
-        with open(path, "rb") as f:
-            head = f.read(16)
-        size = os.path.getsize(path)
-        if len(head) < 16 or int.from_bytes(head[12:16], "little") != size:
-            return f"is truncated or damaged ({size} bytes, its header says " \
-                   f"{int.from_bytes(head[12:16], 'little') if len(head) >= 16 else '?'})"
+        path = self._chunk_location(name, i)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+            size = os.path.getsize(path)
+        except OSError as err:
+            return f"cannot be read ({err})"
+        recorded = int.from_bytes(head[12:16], "little") if len(head) == 16 else None
+        if recorded != size:
+            return f"is truncated or damaged ({size} bytes, its blosc header says {recorded})"
         return None
 
     def _array_attrs(self, name):
