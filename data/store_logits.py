@@ -64,22 +64,31 @@ class LogitsRecord:
         after `head` then fails on its missing chunk)."""
         done = np.zeros(self.num_videos, dtype=bool)
         done[self.done()] = True
-        if not self.has(f"{stream}/logits"):
-            return np.zeros_like(done)
-        if self.has(f"{stream}/logits_written"):
-            return done & (np.asarray(self._read_all(f"{stream}/logits_written")) == 1)
-        return done
+        mask = self._logits_mask(stream)
+        return done if mask is None else done & mask
+
+    def _logits_mask(self, stream: str) -> np.ndarray | None:
+        """(V,) bool of the rows `head` wrote; None when every row is written with its video
+        (no record). One small read: no status scan, so cheap before every load."""
+        names = set(self.array_names())
+        if f"{stream}/logits" not in names:
+            return np.zeros(self.num_videos, dtype=bool)
+        if f"{stream}/logits_written" not in names:
+            return None
+        return np.asarray(self._read_all(f"{stream}/logits_written")) == 1
 
     def require_logits(self, stream: str, rows) -> None:
-        """Raise StoreError unless every row of ``rows`` has real ``<stream>/logits``."""
+        """Raise StoreError unless every row of ``rows`` (done videos) has real logits."""
         rows = np.asarray(rows, dtype=np.int64)
-        lacking = rows[~self.logits_written(stream)[rows]]
+        if not self.has(f"{stream}/logits"):
+            raise StoreError(f"{self.path} has no logits for stream {stream!r}; run `framesel head` first")
+        mask = self._logits_mask(stream)
+        lacking = rows[:0] if mask is None else rows[~mask[rows]]
         if len(lacking):
             paths = self.paths
             raise StoreError(f"{self.path}: {len(lacking)} of {len(rows)} videos have no {stream} logits "
                              f"(e.g. {', '.join(paths[i] for i in lacking[:3])}): they were extracted "
                              f"after `framesel head` ran; run `framesel head {self.path}` again")
-
 
 
 def _jsonable(obj):
