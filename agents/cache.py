@@ -41,7 +41,8 @@ def load_states(store: Store, stream: str, rows, *, observer: str | None = None,
     if stream not in store.streams:
         raise InputError(f"{store.path} has no stream {stream!r}; it has {', '.join(store.streams)}")
     feats = store.read_rows(f"{stream}/features", rows).astype(np.float32)
-    if store.has(f"{stream}/logits"):
+    if store.has(f"{stream}/logits") and (require_logits or store.logits_written(stream)[rows].all()):
+        store.require_logits(stream, rows)     # rows extracted after `framesel head` have none
         logits = store.read_rows(f"{stream}/logits", rows).astype(np.float32)
     elif require_logits:
         raise StoreError(f"{store.path} has no logits for stream {stream!r}: its backbone has no head "

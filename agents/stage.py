@@ -1,6 +1,8 @@
 """The light stage's two library calls behind ``framesel head`` and ``framesel train``."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -13,12 +15,12 @@ import torch
 from agents.base import Agent, load_agent, selector_class, write_jsonl
 from agents.cache import load_states, rows_for_list
 from agents.checkpoint import check_resumable, read_checkpoint
-from agents.head import HeadConfig, apply_head, train_head
+from agents.head import HeadConfig, apply_head, build_head, train_head
 from agents.options import make_config
 from agents.rl import load_training_checkpoint
 from data.errors import InputError, StoreError
 from data.lists import read_list
-from data.store import open_store
+from data.store import DONE, open_store
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,10 @@ class HeadStageConfig:
 def run_head(cfg: HeadStageConfig) -> dict:
     """Train the classifier CL per stream on the training videos' cached features, then write
     per-frame logits (V, T, K, C) for every done video with their provenance. Returns
-    {stream: provenance}."""
+    {stream: provenance}.
+
+    A re-run with the same settings, list and training rows as the recorded head reuses that
+    head (kept in the store) and only fills the videos extracted since, keeping its provenance."""
     videos = read_list(cfg.train_list)
     out = {}
     with open_store(cfg.store, "a") as store:
@@ -49,27 +54,63 @@ def run_head(cfg: HeadStageConfig) -> dict:
         if len(videos.classes) != C:
             raise InputError(f"{cfg.train_list} has {len(videos.classes)} classes, the store {C}")
         rows = rows_for_list(store, videos)
+        rows_sha = hashlib.sha256(np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest()
         multilabel = bool(store.attrs.get("multilabel"))
         for stream in cfg.streams or tuple(store.streams):
-            feats = store.read_rows(f"{stream}/features", rows)               # (V, T, K, D) float16
-            head, prov = train_head(feats, store.labels[rows], C, cfg.head, multilabel=multilabel,
-                                    device=cfg.device, progress=not _quiet(cfg.quiet),
-                                    train_list_sha256=videos.sha256)
-            prov.update(by="framesel head", stream=stream, train_list=str(cfg.train_list),
-                        command=cfg.command, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            prov.pop("history", None)
-            _write_logits(store, stream, head, prov, cfg.device)
-            _save_head(store, stream, head)
+            head, prov = _recorded_head(store, stream, cfg.head, videos.sha256, rows_sha, C)
+            todo = store.done()
+            if head is None:
+                feats = store.read_rows(f"{stream}/features", rows)           # (V, T, K, D) float16
+                head, prov = train_head(feats, store.labels[rows], C, cfg.head, multilabel=multilabel,
+                                        device=cfg.device, progress=not _quiet(cfg.quiet),
+                                        train_list_sha256=videos.sha256)
+                prov.update(by="framesel head", stream=stream, train_list=str(cfg.train_list),
+                            command=cfg.command, train_rows_sha256=rows_sha, head_sha256=_head_sha(head),
+                            created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                prov.pop("history", None)
+                _save_head(store, stream, head)    # before the logits, so a re-run can reuse it
+            else:
+                todo = np.flatnonzero((store.status() == DONE) & ~store.logits_written(stream))
+                log.info("%s: reusing the recorded head for %d videos without logits", stream, len(todo))
+            _write_logits(store, stream, head, prov, cfg.device, todo)
             out[stream] = prov
     return out
 
 
-def _write_logits(store, stream, head, prov, device, chunk=256) -> None:
-    done = store.done()
-    for start in range(0, len(done), chunk):
-        rows = done[start:start + chunk]
-        logits = apply_head(head, store.read_rows(f"{stream}/features", rows), device=device)
-        store.add_logits(stream, logits, prov, indices=rows)
+def _recorded_head(store, stream, cfg: HeadConfig, list_sha, rows_sha, C):
+    """(head, provenance) of the head recorded for ``stream`` if it is the one these settings,
+    list and training rows would train (weights verified by sha256); else (None, None)."""
+    prov = store.logits_provenance().get(stream)
+    if not prov or prov.get("by") != "framesel head" or prov.get("config") != dataclasses.asdict(cfg) \
+            or (prov.get("train_list_sha256"), prov.get("train_rows_sha256"), prov.get("num_classes")) \
+            != (list_sha, rows_sha, C):
+        return None, None
+    head = build_head(int(prov["feature_dim"]), C, cfg)
+    try:
+        state = {k: torch.from_numpy(np.asarray(store._read_all(f"heads/{stream}/{k}"), np.float32))
+                 for k in head.state_dict()}
+        head.load_state_dict(state)
+    except (StoreError, RuntimeError):     # weights absent or of another shape: train again
+        return None, None
+    head.eval()
+    return (head, prov) if _head_sha(head) == prov.get("head_sha256") else (None, None)
+
+
+def _head_sha(head) -> str:
+    """sha256 of the head's weights (float32, in state_dict order)."""
+    digest = hashlib.sha256()
+    for name, value in head.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().numpy().astype(np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _write_logits(store, stream, head, prov, device, rows, chunk=256) -> None:
+    """Logits of ``rows`` (done videos) through ``head``, a chunk of videos at a time."""
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        logits = apply_head(head, store.read_rows(f"{stream}/features", part), device=device)
+        store.add_logits(stream, logits, prov, indices=part)
 
 
 def _save_head(store, stream, head) -> None:

@@ -18,6 +18,9 @@ videos/num_frames, fps      (V,) int32; (V,) float32                 per video
 frame_index                 (V, T) int32                             per video
 <stream>/features           (V, T, K, D) float16                     per video
 <stream>/logits             (V, T, K, C) float32                     per video, or by `head`
+                            (attrs: that head's provenance)
+<stream>/logits_written     (V,) uint8: rows `head` wrote            by `head`, after the rows
+heads/<stream>/<param>      the head's weights (float32)             by `head`, before logits
 <stream>/feature_maps       (V, T, K, h, w, d) float16 (optional)    per video
 motion                      (V, T) float32                           per video
 thumbnails                  (V, T, h, w, 3) uint8 (optional)         per video
@@ -25,7 +28,9 @@ thumbnails                  (V, T, h, w, 3) uint8 (optional)         per video
 
 Every per-video array is chunked one video per chunk, so writers of different videos never
 touch the same chunk (safe for concurrent shards on Zarr). ``videos/status`` is written after
-all of a video's rows: a reader trusts only rows whose status is DONE.
+all of a video's rows: a reader trusts only rows whose status is DONE. Every written chunk is
+stored, even one equal to the fill value, so a done row whose chunk is missing (an
+interrupted copy) is an error, never zeros; so is a chunk that does not decode.
 """
 from __future__ import annotations
 
@@ -38,11 +43,15 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import SchemaError, StoreError, UnknownNameError
+from data.errors import FrameselError, SchemaError, StoreError, UnknownNameError
+from data.store_logits import LogitsRecord
 
 SCHEMA_VERSION = 1
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+# Arrays whose real rows are never all zeros: their chunk must exist even in stores written
+# before every chunk was written (see Store._chunk_required).
+_NEVER_ZERO = ("features", "logits", "feature_maps")
 
 # Lazily imported backends (GUIDE §6.4): a missing optional library names what is available.
 _FORMATS = {"zarr": ("data.store_zarr", "ZarrStore"), "hdf5": ("data.store_hdf5", "HDF5Store")}
@@ -118,13 +127,14 @@ def result_rows(result: VideoResult) -> dict[str, np.ndarray]:
     return rows
 
 
-class Store:
+class Store(LogitsRecord):
     """Backend-independent API. Subclasses implement the ``_``-prefixed primitives."""
 
     format = ""
 
     def __init__(self, path, mode):
         self.path, self.mode = Path(path), mode
+        self._required: dict[str, bool] = {}     # array name -> must its done rows have chunks
 
     # -- primitives each backend implements -----------------------------------------
     def _read_row(self, name: str, i: int) -> np.ndarray: raise NotImplementedError
@@ -133,6 +143,18 @@ class Store:
     def _shape(self, name: str) -> tuple[int, ...]: raise NotImplementedError
     def _create_array(self, name, shape, dtype, chunks) -> None: raise NotImplementedError
     def array_names(self) -> list[str]: raise NotImplementedError
+    def _dtype(self, name: str) -> np.dtype: raise NotImplementedError
+    def _chunk_exists(self, name: str, i: int) -> bool: raise NotImplementedError
+    def _chunk_location(self, name: str, i: int) -> str: raise NotImplementedError
+    def _chunks_always_written(self, name: str) -> bool: raise NotImplementedError
+    def _array_attrs(self, name: str) -> dict: raise NotImplementedError
+    def _set_array_attrs(self, name: str, values: dict) -> None: raise NotImplementedError
+    def broken_nodes(self) -> dict[str, str]:
+        """{metadata file: cause} of nodes whose metadata cannot be read (empty = none)."""
+        return {}
+    def _chunk_damage(self, name: str, i: int) -> str | None:
+        """Why row ``i``'s stored chunk is damaged, found without decoding it (None = looks whole)."""
+        return None
     @property
     def attrs(self) -> dict: raise NotImplementedError
     def set_attrs(self, values: dict) -> None: raise NotImplementedError
@@ -193,23 +215,63 @@ class Store:
         return self._shape(name)
 
     def read(self, name: str, i: int, *, require_done: bool = True) -> np.ndarray:
-        """One video's row of array ``name`` (e.g. ``"rgb/features"``)."""
+        """One video's row of array ``name`` (e.g. ``"rgb/features"``). A done row whose chunk
+        is missing or does not decode raises StoreError naming the array, video and chunk."""
+        i = int(i)
         if require_done and self._read_row("videos/status", i) != DONE:
             raise StoreError(f"{self.path}: video {i} is not done (status "
                              f"{STATUS_NAMES[int(self._read_row('videos/status', i))]})")
-        return np.asarray(self._read_row(name, i))
+        return self._checked_row(name, i)
 
     def read_rows(self, name: str, indices) -> np.ndarray:
-        """Stack rows of ``indices``. One read per row: faster than fancy indexing on both
-        backends (GUIDE §7)."""
+        """Stack rows of done videos ``indices``. One read per row: faster than fancy indexing
+        on both backends (GUIDE §7)."""
         indices = np.asarray(indices, dtype=np.int64)
-        rows = [np.asarray(self._read_row(name, int(i))) for i in indices]
+        rows = [self._checked_row(name, int(i), must_be_done=True) for i in indices]
         if not rows:
             return np.zeros((0, *self._shape(name)[1:]), dtype=self.dtype(name))
         return np.stack(rows)
 
+    def _checked_row(self, name: str, i: int, *, must_be_done: bool = False) -> np.ndarray:
+        """Row ``i``, refusing the fill value that a missing chunk would silently give. The
+        existence check is one stat (Zarr) or one chunk-index lookup (HDF5) per row; status is
+        read only when a chunk is missing."""
+        if self._chunk_required(name) and not self._chunk_exists(name, i):
+            done = int(self._read_row("videos/status", i)) == DONE
+            if done:
+                raise self._damaged(name, i, "is missing: the store is incomplete (an interrupted copy "
+                                             "or sync?); restore it from its source or extract it again")
+            if must_be_done:
+                raise StoreError(f"{self.path}: video {i} is not done, it has no {name} row")
+        return np.asarray(self._read_row(name, i))
+
+    def _chunk_required(self, name: str) -> bool:
+        """Whether a row of ``name`` must have its chunk stored. Arrays created since chunks are
+        always written say so; before, a row equal to the fill value (a static video's motion,
+        a 1-frame video's frame_index) had no chunk, but features and logits never are all zero."""
+        if name not in self._required:
+            self._required[name] = self._chunks_always_written(name) or name.rsplit("/", 1)[-1] in _NEVER_ZERO
+        return self._required[name]
+
+    def _damaged(self, name: str, i: int, what: str) -> StoreError:
+        """The error for a damaged row: array, video index, its list path and the chunk."""
+        try:
+            video = f" ({self._read_row('videos/path', i)})"
+        except (FrameselError, IndexError):
+            video = ""
+        return StoreError(f"{self.path}: {name} of video {i}{video}: chunk {self._chunk_location(name, i)} {what}")
+
+    def verified_row(self, name: str, i: int) -> np.ndarray:
+        """Row ``i`` of a done video, after also checking its chunk for damage that may still
+        decode (``framesel check``); StoreError names array, video and chunk."""
+        damage = self._chunk_damage(name, i) if self._chunk_exists(name, i) else None
+        if damage:
+            raise self._damaged(name, i, damage)
+        return self._checked_row(name, i, must_be_done=True)
+
     def dtype(self, name: str) -> np.dtype:
-        return np.dtype(self.attrs["arrays"][name][1])
+        known = self.attrs.get("arrays", {})
+        return np.dtype(known[name][1]) if name in known else np.dtype(self._dtype(name))
 
     def notes(self) -> list[str]:
         """Per video: what was done about a short video, and decoder warnings."""
@@ -237,23 +299,6 @@ class Store:
     def mark_failed(self, i: int, error: str) -> None:
         self._write_row("videos/error", i, str(error))
         self._write_row("videos/status", i, FAILED)
-
-    def add_logits(self, stream: str, logits: np.ndarray, provenance: dict, indices=None) -> None:
-        """Write per-frame logits (V, T, K, C) for ``stream`` (e.g. from ``framesel head``)
-        with their provenance; creates or replaces ``<stream>/logits``."""
-        name = f"{stream}/logits"
-        indices = self.done() if indices is None else np.asarray(indices)
-        V, T = self.num_videos, self.T
-        K, C = logits.shape[2], logits.shape[3]
-        arrays = dict(self.attrs["arrays"])
-        if name not in self.array_names() or tuple(self._shape(name)[1:]) != (T, K, C):
-            self._create_array(name, (V, T, K, C), "float32", (1, T, K, C))
-        arrays[name] = [[T, K, C], "float32"]
-        for row, i in zip(logits, indices):
-            self._write_row(name, int(i), np.asarray(row, np.float32))
-        prov = dict(self.attrs.get("logits_provenance", {}))
-        prov[stream] = provenance
-        self.set_attrs({"arrays": arrays, "logits_provenance": prov})
 
     def identity(self) -> dict:
         """What a checkpoint or report records to tie itself to this store."""

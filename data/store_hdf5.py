@@ -57,19 +57,32 @@ class HDF5Store(Store):
     def _dataset(self, name):
         try:
             return self.file[name]
-        except KeyError:
-            raise StoreError(f"{self.path}: no array {name!r}") from None
+        except (KeyError, OSError) as err:       # absent, or a damaged object header
+            parent, _, leaf = name.rpartition("/")
+            try:
+                linked = leaf in (self.file[parent] if parent else self.file).keys()
+            except (KeyError, OSError):
+                linked = False
+            if not linked:
+                raise StoreError(f"{self.path}: no array {name!r}") from None
+            raise StoreError(f"{self.path}: the metadata of array {name} cannot be read ({err})") from err
 
     def _read_row(self, name, i):
         ds = self._dataset(name)
-        return ds.asstr()[i] if ds.dtype == _STR else ds[i]
+        try:
+            return ds.asstr()[i] if ds.dtype == _STR else ds[i]
+        except OSError as err:           # HDF5: "filter returned failure during read", truncation
+            raise self._damaged(name, i, f"cannot be read ({err})") from err
 
     def _write_row(self, name, i, value):
         self._dataset(name)[i] = value
 
     def _read_all(self, name):
         ds = self._dataset(name)
-        return np.asarray(ds.asstr()[...], dtype=object) if ds.dtype == _STR else ds[...]
+        try:
+            return np.asarray(ds.asstr()[...], dtype=object) if ds.dtype == _STR else ds[...]
+        except OSError as err:
+            raise StoreError(f"{self.path}: array {name} cannot be read ({err})") from err
 
     def _write_all(self, name, values):
         self._dataset(name)[...] = values
@@ -77,16 +90,79 @@ class HDF5Store(Store):
     def _shape(self, name):
         return tuple(self._dataset(name).shape)
 
+    def _dtype(self, name):
+        return self._dataset(name).dtype
+
+    # HDF5 allocates a chunk whenever it is written, fill value or not: a done row whose chunk
+    # is unallocated was lost (a truncated file). One chunk-index lookup per read.
+    def _chunks_always_written(self, name):
+        return True
+
+    def _chunk_coord(self, ds, i):
+        return (int(i) // ds.chunks[0] * ds.chunks[0],) + (0,) * (ds.ndim - 1)
+
+    def _chunk_exists(self, name, i):
+        # Low-level calls: opening the Dataset object costs several times the lookup itself.
+        try:
+            did = h5py.h5d.open(self.file.id, name.encode())
+            plist = did.get_create_plist()
+            chunks = plist.get_chunk() if plist.get_layout() == h5py.h5d.CHUNKED else None
+            if chunks is None:           # contiguous (an empty store): nothing to lose
+                return True
+            coord = (int(i) // chunks[0] * chunks[0],) + (0,) * (len(chunks) - 1)
+            return did.get_chunk_info_by_coord(coord).byte_offset is not None
+        except (KeyError, OSError, ValueError) as err:
+            self._dataset(name)          # absent or unreadable: its error names which
+            raise self._damaged(name, i, f"cannot be located ({err})") from err
+
+    def _chunk_location(self, name, i):
+        ds = self._dataset(name)
+        return f"{self.path}:/{name} at {self._chunk_coord(ds, i) if ds.chunks else '(contiguous)'}"
+
+    def _array_attrs(self, name):
+        raw = self._dataset(name).attrs.get("framesel")
+        return json.loads(raw) if raw is not None else {}
+
+    def _set_array_attrs(self, name, values):
+        merged = dict(self._array_attrs(name), **values)
+        self._dataset(name).attrs["framesel"] = json.dumps(merged, sort_keys=True)
+
     def array_names(self):
-        names = []
-        self.file.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        return sorted(names)
+        return sorted(self._walk()[0])
+
+    def broken_nodes(self):
+        return self._walk()[1]
+
+    def _walk(self):
+        """(dataset names, {node: cause}) object by object, so one damaged object header is
+        named instead of failing every listing."""
+        arrays, broken, todo = [], {}, [""]
+        while todo:
+            group = todo.pop()
+            try:
+                keys = list(self.file[group].keys()) if group else list(self.file.keys())
+            except (OSError, RuntimeError, KeyError) as err:
+                broken[f"{self.path}:/{group}"] = str(err)
+                continue
+            for key in keys:
+                name = f"{group}/{key}" if group else key
+                try:
+                    obj = self.file[name]
+                except (OSError, RuntimeError, KeyError) as err:
+                    broken[f"{self.path}:/{name}"] = str(err)
+                    arrays.append(name)          # listed, so reading it names the damage
+                    continue
+                (arrays.append(name) if isinstance(obj, h5py.Dataset) else todo.append(name))
+        return arrays, broken
 
     @property
     def attrs(self):
         if self._attrs is None:
-            raw = self.file.attrs.get("framesel")
-            self._attrs = json.loads(raw) if raw is not None else {}
+            try:
+                raw = self.file.attrs.get("framesel")
+                self._attrs = json.loads(raw) if raw is not None else {}
+            except (OSError, ValueError) as err:
+                raise StoreError(f"{self.path}: the store's attributes cannot be read ({err})") from err
         return self._attrs
 
     def set_attrs(self, values):

@@ -1,6 +1,7 @@
 """Zarr (v3 directory store) backend: the default, safe for concurrent shard writers."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,14 @@ from data.store import Layout, Store
 # Blosc-zstd with bit-shuffle: float16 ReLU-type features compress ~1.3x (GUIDE §7) at a
 # speed that keeps writing off the critical path.
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+# zarr 3 skips a chunk equal to the fill value by default, so a missing chunk would read as
+# zeros indistinguishable from a lost one. A runtime setting, not stored: applied on every open.
+_CONFIG = {"write_empty_chunks": True}
+# Array attribute of arrays created since: every written row has its chunk file.
+_ALWAYS = "framesel_all_chunks_written"
+# Errors zarr raises on undecodable metadata or chunks (JSONDecodeError is a ValueError; blosc
+# raises RuntimeError; a chunk of the wrong size a ValueError).
+_DECODE_ERRORS = (ValueError, RuntimeError, TypeError, KeyError, OSError)
 
 
 class ZarrStore(Store):
@@ -22,10 +31,15 @@ class ZarrStore(Store):
 
     def __init__(self, path, mode="r"):
         super().__init__(path, mode)
+        meta = Path(path) / "zarr.json"
         try:
             self.root = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as err:
-            raise StoreError(f"{path} is not a framesel Zarr store: {err}") from err
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as err:
+            raise StoreError(f"{path} is not a framesel Zarr store: {meta} is missing or not a group "
+                             f"({err})") from err
+        except _DECODE_ERRORS as err:
+            raise StoreError(f"{meta} cannot be read ({type(err).__name__}: {err}): the store's root "
+                             f"metadata is damaged") from err
         self._arrays: dict[str, zarr.Array] = {}
         self._attrs = None
 
@@ -48,10 +62,19 @@ class ZarrStore(Store):
     def _array(self, name):
         arr = self._arrays.get(name)
         if arr is None:
+            meta = self.path / name / "zarr.json"
             try:
-                arr = self._arrays[name] = self.root[name]
+                arr = self.root[name]
             except KeyError:
+                if meta.exists():
+                    raise StoreError(f"{meta} cannot be read: not valid array metadata") from None
                 raise StoreError(f"{self.path}: no array {name!r}") from None
+            except _DECODE_ERRORS as err:
+                raise StoreError(f"{meta} cannot be read ({type(err).__name__}: {err}): the metadata "
+                                 f"of array {name} is damaged") from err
+            if not isinstance(arr, zarr.Array):
+                raise StoreError(f"{self.path}: {name!r} is a group, not an array")
+            arr = self._arrays[name] = arr.with_config(_CONFIG)
         return arr
 
     def _create_array(self, name, shape, dtype, chunks):
@@ -59,16 +82,26 @@ class ZarrStore(Store):
         self._arrays[name] = self.root.create_array(
             name, shape=shape, chunks=chunks, dtype=str if is_str else dtype,
             fill_value="" if is_str else 0, compressors=None if is_str else _COMPRESSOR,
-            overwrite=True)
+            overwrite=True, config=_CONFIG, attributes={_ALWAYS: True})
+        self.__dict__.get("_required", {}).pop(name, None)
 
     def _read_row(self, name, i):
-        return self._array(name)[i]
+        arr = self._array(name)
+        try:
+            return arr[i]
+        except _DECODE_ERRORS as err:
+            raise self._damaged(name, i, f"cannot be decoded ({type(err).__name__}: {err})") from err
 
     def _write_row(self, name, i, value):
         self._array(name)[i] = value
 
     def _read_all(self, name):
-        return np.asarray(self._array(name)[...])
+        arr = self._array(name)
+        try:
+            return np.asarray(arr[...])
+        except _DECODE_ERRORS as err:
+            raise StoreError(f"{self.path}: array {name} cannot be decoded ({type(err).__name__}: "
+                             f"{err})") from err
 
     def _write_all(self, name, values):
         arr = self._array(name)
@@ -77,8 +110,74 @@ class ZarrStore(Store):
     def _shape(self, name):
         return tuple(self._array(name).shape)
 
+    def _dtype(self, name):
+        return self._array(name).dtype
+
+    # -- integrity: chunk files and metadata ---------------------------------------------
+    def _chunk_location(self, name, i):
+        arr = self._array(name)
+        coord = (int(i) // arr.chunks[0],) + (0,) * (arr.ndim - 1) if arr.ndim else ()
+        return str(self.path / name / arr.metadata.encode_chunk_key(coord))
+
+    def _chunk_exists(self, name, i):
+        return os.path.exists(self._chunk_location(name, i))
+
+    def _chunks_always_written(self, name):
+        return bool(self._array(name).attrs.get(_ALWAYS))
+
+    def _chunk_damage(self, name, i):
+        """A blosc frame records its compressed size (bytes 12-15): a truncated file that
+        happens to decode is still caught."""
+        arr = self._array(name)
+        if not any(isinstance(c, BloscCodec) for c in arr.compressors):
+            return None
+        path = self._chunk_location(name, i)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+            size = os.path.getsize(path)
+        except OSError as err:
+            return f"cannot be read ({err})"
+        recorded = int.from_bytes(head[12:16], "little") if len(head) == 16 else None
+        if recorded != size:
+            return f"is truncated or damaged ({size} bytes, its blosc header says {recorded})"
+        return None
+
+    def _array_attrs(self, name):
+        return dict(self._array(name).attrs)
+
+    def _set_array_attrs(self, name, values):
+        self._array(name).attrs.update(values)
+
     def array_names(self):
-        return sorted(p for p, a in self.root.members(max_depth=None) if isinstance(a, zarr.Array))
+        return sorted(self._walk()[0])
+
+    def broken_nodes(self):
+        return self._walk()[1]
+
+    def _walk(self):
+        """(array names, {metadata file: cause}) from the zarr.json files, read one by one so
+        one damaged node is named instead of failing every listing; never enters chunk folders."""
+        arrays, broken = [], {}
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = os.path.relpath(dirpath, self.path).replace(os.sep, "/")
+            if "zarr.json" not in filenames:
+                if os.path.basename(dirpath) == "c":
+                    dirnames[:] = []      # the chunks of an array whose metadata is gone
+                continue
+            meta = os.path.join(dirpath, "zarr.json")
+            try:
+                with open(meta, "rb") as f:
+                    kind = json.loads(f.read()).get("node_type")
+            except (OSError, ValueError, AttributeError) as err:
+                broken[meta] = f"{type(err).__name__}: {err}"
+                kind = "group" if any(os.path.exists(os.path.join(dirpath, d, "zarr.json"))
+                                      for d in dirnames) else "array"
+            if kind != "group" and rel != ".":
+                arrays.append(rel)
+                dirnames[:] = []
+        return arrays, broken
 
     @property
     def attrs(self):

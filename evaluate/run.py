@@ -146,7 +146,7 @@ def _meta(cfg: EvaluateConfig, store, agents, costs: CostModel, streams) -> dict
         "store": store.identity(), "store_settings": store.attrs.get("settings"),
         "extraction_versions": store.attrs.get("versions"),
         "logits_provenance": {s: {k: v for k, v in p.items() if k != "history"}
-                              for s, p in store.attrs.get("logits_provenance", {}).items()},
+                              for s, p in store.logits_provenance().items()},
         "streams": list(streams), "classes": store.attrs.get("classes"),
         "compute": costs.describe(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -127,7 +127,7 @@ class StoreContract:
             s.add_logits("flow", logits, {"by": "framesel head", "seed": 0})
         with open_store(p) as s:
             np.testing.assert_array_equal(s.read_rows("flow/logits", [0, 1, 2]), logits)
-            assert s.attrs["logits_provenance"]["flow"]["seed"] == 0
+            assert s.logits_provenance()["flow"]["seed"] == 0
 
     def test_compare(self, tmp_path):
         a, b = self.path(tmp_path, "a"), self.path(tmp_path, "b")
