@@ -29,9 +29,11 @@ all of a video's rows: a reader trusts only rows whose status is DONE.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +42,18 @@ import numpy as np
 
 from data.errors import SchemaError, StoreError, UnknownNameError
 
+try:
+    import resource
+except ImportError:  # Windows: no file size limit to respect
+    resource = None
+
 SCHEMA_VERSION = 1
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+# Room asked for beyond a video's raw bytes: index and string metadata of one video (a few
+# KiB), with a margin so the last write never meets a full disk halfway.
+_SLACK = 1 << 20
 
 # Lazily imported backends (GUIDE §6.4): a missing optional library names what is available.
 _FORMATS = {"zarr": ("data.store_zarr", "ZarrStore"), "hdf5": ("data.store_hdf5", "HDF5Store")}
@@ -122,6 +133,7 @@ class Store:
     """Backend-independent API. Subclasses implement the ``_``-prefixed primitives."""
 
     format = ""
+    _write_failed = False     # set when a write failed: close() then cannot flush either
 
     def __init__(self, path, mode):
         self.path, self.mode = Path(path), mode
@@ -216,9 +228,16 @@ class Store:
         return [str(e) for e in self._read_all("videos/note")] if self.has("videos/note") else [""] * self.num_videos
 
     def write_video(self, i: int, result: VideoResult, note: str = "") -> None:
-        """Write every row of video ``i``, then mark it done (status last)."""
+        """Write every row of video ``i``, then mark it done (status last), then flush, so a
+        process killed afterwards keeps it. Nothing is written unless every row is valid and
+        the disk has room; a failed write leaves video ``i`` pending (StoreError)."""
+        rows = self._checked_rows(i, result_rows(result))
+        self._guard(i, lambda: self._write_rows(i, rows, note))
+
+    def _checked_rows(self, i: int, rows: dict) -> dict[str, np.ndarray]:
+        """Rows cast to the layout's dtypes; StoreError for unknown, misshapen or missing ones."""
         expected = self.attrs["arrays"]
-        rows = result_rows(result)
+        out = {}
         for name, value in rows.items():
             if name not in expected:
                 raise StoreError(f"{self.path}: no array {name!r} in this store's layout")
@@ -226,17 +245,69 @@ class Store:
             if tuple(value.shape) != tuple(expected[name][0]):
                 raise StoreError(f"{self.path}: {name} row has shape {value.shape}, "
                                  f"store expects {tuple(expected[name][0])}")
-            self._write_row(name, i, value)
-        missing = set(expected) - set(rows) - {n for n in expected if n.endswith("/logits")}
+            out[name] = value
+        missing = set(expected) - set(out) - {n for n in expected if n.endswith("/logits")}
         if missing:
             raise StoreError(f"{self.path}: video {i} result lacks {sorted(missing)}")
+        self._check_room(i, out)
+        return out
+
+    def _write_rows(self, i: int, rows: dict, note: str) -> None:
+        for name, value in rows.items():
+            self._write_row(name, i, value)
         self._write_row("videos/note", i, note)
         self._write_row("videos/error", i, "")
         self._write_row("videos/status", i, DONE)
+        self.flush()
 
     def mark_failed(self, i: int, error: str) -> None:
-        self._write_row("videos/error", i, str(error))
-        self._write_row("videos/status", i, FAILED)
+        """Record why video ``i`` failed (status last, then flush)."""
+        def write():
+            self._write_row("videos/error", i, str(error))
+            self._write_row("videos/status", i, FAILED)
+            self.flush()
+        self._guard(i, write)
+
+    def _guard(self, i: int, write) -> None:
+        """Run ``write``; an OSError (ENOSPC, EFBIG, EIO…) becomes a StoreError naming the video
+        and the store. The video stays pending: its status is written last."""
+        try:
+            write()
+        except StoreError:
+            raise
+        except OSError as err:
+            self._write_failed = True
+            cause = "disk full" if getattr(err, "errno", None) in _FULL else "cannot write"
+            raise StoreError(f"{cause} writing video {i} to {self.path}: {_short(err)}; video "
+                             f"{i} stays pending: free space and run the same command again "
+                             "to resume") from err
+
+    def flush(self) -> None:
+        """Make every row written so far survive a killed process (a no-op where each write
+        is already durable, as in Zarr)."""
+
+    def _check_room(self, i: int, rows: dict) -> None:
+        """StoreError before writing video ``i`` if the disk, or the process's file size limit
+        (``ulimit -f``), has no room for its rows (raw size: compression only shrinks them)."""
+        total = sum(v.nbytes for v in rows.values())
+        where = self.path if self.path.is_dir() else self.path.parent
+        free = shutil.disk_usage(where).free
+        short = f"{free / 2**20:.1f} MiB free" if free < total + _SLACK else ""
+        limit = _file_size_limit()
+        if limit is not None:
+            grows_to = self._file_growth(rows)
+            if grows_to > limit:
+                short = f"a file would grow to {grows_to / 2**20:.1f} MiB, over the file size limit " \
+                        f"(ulimit -f) of {limit / 2**20:.1f} MiB"
+        if short:
+            raise StoreError(f"disk full writing video {i} to {self.path}: it needs about "
+                             f"{(total + _SLACK) / 2**20:.1f} MiB, {short}; make room and run the "
+                             "same command again to resume")
+
+    def _file_growth(self, rows: dict) -> int:
+        """Size the largest file written grows to with ``rows``: here one file per row (Zarr
+        chunks); a single-file backend adds the file's size."""
+        return max((v.nbytes for v in rows.values()), default=0)
 
     def add_logits(self, stream: str, logits: np.ndarray, provenance: dict, indices=None) -> None:
         """Write per-frame logits (V, T, K, C) for ``stream`` (e.g. from ``framesel head``)
@@ -273,7 +344,12 @@ class Store:
             raise StoreError(f"{path} already exists")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        cls._build(tmp, layout)
+        try:
+            cls._build(tmp, layout)
+        except OSError as err:   # a full disk or a read-only folder: leave nothing half-made
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            cause = "disk full" if getattr(err, "errno", None) in _FULL else "cannot write"
+            raise StoreError(f"{cause} creating {path}: {_short(err)}") from err
         if not cls._publish(tmp, path) and not exist_ok:
             raise StoreError(f"{path} was created by another process meanwhile")
         return cls(path, "a")
@@ -317,6 +393,23 @@ class Store:
         if version != SCHEMA_VERSION:
             raise SchemaError(f"{self.path}: store schema version {version!r}, this framesel reads "
                               f"version {SCHEMA_VERSION}")
+
+
+def _file_size_limit() -> int | None:
+    """The process's file size limit in bytes (``ulimit -f``), None if unlimited."""
+    if resource is None:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def _short(err: BaseException) -> str:
+    """An OSError in one line: the system's words for its errno where it has one (HDF5's
+    own messages span lines and carry time stamps and buffer addresses)."""
+    code = getattr(err, "errno", None)
+    if code:
+        return f"{os.strerror(code)} (errno {code})"
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _jsonable(obj):
