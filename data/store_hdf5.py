@@ -142,22 +142,52 @@ def _open_file(path: Path, mode: str) -> h5py.File:
             log.info("%s is being written by another process; reading its last flush", path)
             return h5py.File(path, "r", locking=False)
     except OSError as err:
-        if write and _extend_truncated(path, err):
-            return _open_file(path, mode)
+        cut = _truncation(path, err) if write else None
+        if cut:
+            return _open_extended(path, *cut)
         raise StoreError(_open_error(path, err, write)) from err
 
 
-def _extend_truncated(path: Path, err: OSError) -> bool:
-    """A write that met a file size limit leaves the file shorter than the end its superblock
-    records. The missing tail holds only rows of videos left pending, so extending the file
-    (with zeros) to that end makes it open again; their rows are written anew on resume."""
+def _truncation(path: Path, err: OSError) -> tuple[int, int] | None:
+    """(file size, end its superblock records) if HDF5 refused the file as truncated."""
     m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(err))
-    if not m or int(m.group(2)) <= int(m.group(1)) or int(m.group(1)) != path.stat().st_size:
-        return False
-    log.warning("%s: extending the file from %s to %s bytes, the end a full disk cut off",
-                path, m.group(1), m.group(2))
-    os.truncate(path, int(m.group(2)))
-    return True
+    if m and int(m.group(1)) == path.stat().st_size < int(m.group(2)):
+        return int(m.group(1)), int(m.group(2))
+    return None
+
+
+def _open_extended(path: Path, eof: int, end: int) -> h5py.File:
+    """A write that met a full disk or file size limit can leave the file shorter than the
+    end its superblock records; the missing tail then holds only rows of videos still
+    pending. Extend the file (zeros) to that end, and keep the extension only if every done
+    video's rows lie before the cut: otherwise (a copy cut short) undo it and refuse."""
+    os.truncate(path, end)
+    f = None
+    try:
+        f = h5py.File(path, "r+", locking="best-effort", rdcc_nbytes=0)
+        _check_done_rows_before(f, eof)
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        if f is not None:
+            f.close()
+        os.truncate(path, eof)
+        raise StoreError(_open_error(path, OSError(f"truncated file: eof = {eof}, stored_eof = "
+                                                   f"{end}"), True)) from err
+    log.warning("%s: extended from %d to %d bytes, the end a full disk had cut off", path, eof, end)
+    return f
+
+
+def _check_done_rows_before(f: h5py.File, eof: int) -> None:
+    """ValueError if a chunk of a done video lies (partly) at or after byte ``eof``."""
+    done = np.flatnonzero(f["videos/status"][...] == DONE)
+    V = f["videos/status"].shape[0]
+    arrays = []
+    f.visititems(lambda n, o: arrays.append(o) if isinstance(o, h5py.Dataset) and o.chunks
+                 and o.shape and o.shape[0] == V else None)
+    for ds in arrays:
+        for i in done:
+            info = ds.id.get_chunk_info_by_coord((int(i),) + (0,) * (ds.ndim - 1))
+            if info.byte_offset is not None and info.byte_offset + info.size > eof:
+                raise ValueError(f"{ds.name} row {i} lies beyond the end of the file")
 
 
 def _open_error(path: Path, err: OSError, write: bool) -> str:
@@ -186,48 +216,121 @@ def shard_path(path, shard: int, num_shards: int) -> Path:
     return path.with_name(f"{path.stem}.shard-{shard}-of-{num_shards}{path.suffix}")
 
 
-def merge_stores(sources, dest, *, layout_from=None) -> dict:
+# What determines a store's features (and so whether two stores' rows may be mixed); never
+# the command line, creation time or shard, which differ between the shards of one job.
+_IDENTITY = ("schema_version", "config_sha256", "classes", "multilabel", "T", "crops",
+             "flow_stack", "streams", "arrays")
+
+
+def identity(store: Store) -> dict:
+    """The attrs that decide what a row means: schema, settings hash, classes, shapes,
+    streams, each stream's backbone weights (sha256) and the flow algorithm and parameters."""
+    a = store.attrs
+    out = {k: a.get(k) for k in _IDENTITY}
+    out["backbone_sha256"] = {s: (d or {}).get("sha256") for s, d in (a.get("backbone") or {}).items()}
+    flow = a.get("flow") or {}
+    out["flow"] = {k: flow.get(k) for k in ("algorithm", "bound", "quantize", "params")} if flow else None
+    return out
+
+
+def _differences(a: Store, b: Store) -> list[str]:
+    """Names of the identity keys (and, for settings, the settings) where ``a`` and ``b`` differ."""
+    ia, ib = identity(a), identity(b)
+    diff = [k for k in ia if ia[k] != ib[k]]
+    if "config_sha256" in diff:
+        sa, sb = a.attrs.get("settings") or {}, b.attrs.get("settings") or {}
+        diff += [f"settings.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
+    return diff
+
+
+def _row_map(src: Store, dest_paths: dict, dest_labels: np.ndarray) -> np.ndarray:
+    """For each row of ``src``, its row in the destination, found by video path; StoreError
+    if a path is not in the destination's list or has another label there."""
+    paths, labels = src.paths, src.labels
+    missing = [p for p in paths if p not in dest_paths]
+    if missing:
+        raise StoreError(f"{src.path}: {len(missing)} video(s) are not in the merged store's list "
+                         f"(e.g. {missing[0]!r}); it was made from another list")
+    rows = np.array([dest_paths[p] for p in paths], dtype=np.int64)
+    if labels.shape[1:] != dest_labels.shape[1:]:
+        raise StoreError(f"{src.path}: labels of shape {labels.shape[1:]} vs {dest_labels.shape[1:]}")
+    differ = [p for j, p in enumerate(paths) if not np.array_equal(labels[j], dest_labels[rows[j]])]
+    if differ:
+        raise StoreError(f"{src.path}: {len(differ)} video(s) have another label than in the merged "
+                         f"store (e.g. {differ[0]!r}); it was made from an edited list")
+    return rows
+
+
+def merge_stores(sources, dest) -> dict:
     """Copy every done or failed video of each source into ``dest`` (created from the first
-    source's layout if missing). Sources must share settings. Returns counts."""
+    source's layout if missing), mapping rows by video path. Every source must have the
+    destination's identity (:func:`identity`); everything is checked before anything is
+    written. Returns {"done": n, "failed": m}."""
     from data.store import open_store  # noqa: avoid import cycle at module load
 
-    srcs = [open_store(s, "r") for s in sources]
-    if not srcs:
+    if not sources:
         raise StoreError("nothing to merge")
-    first = srcs[0]
-    key = {k: v for k, v in first.attrs.items() if k not in ("shard", "created")}
-    for s in srcs[1:]:
-        other = {k: v for k, v in s.attrs.items() if k not in ("shard", "created")}
-        if other != key:
-            raise StoreError(f"{s.path} was made with other settings than {first.path}; cannot merge")
+    srcs = [open_store(s, "r") for s in sources]
     dest = Path(dest)
-    from data.store import create_store, open_store as _open
-    if dest.exists():
-        out = _open(dest, "a")
-    else:
-        out = _copy_layout(first, dest, create_store)
-    counts = {"done": 0, "failed": 0}
-    names = [n for n in first.array_names() if not n.startswith("videos/") or n in
-             ("videos/num_frames", "videos/fps")]
+    try:
+        ref = open_store(dest, "r") if dest.exists() else srcs[0]
+        try:
+            maps = _plan(srcs, ref)
+        finally:
+            if ref is not srcs[0]:
+                ref.close()
+        out = open_store(dest, "a") if dest.exists() else _copy_layout(srcs[0], dest)
+        try:
+            return _copy_rows(srcs, maps, out)
+        finally:
+            out.close()
+    finally:
+        for s in srcs:
+            s.close()
+
+
+def _plan(srcs: list[Store], ref: Store) -> list[np.ndarray]:
+    """Check every source against ``ref`` (the destination, or the first source); their row maps."""
+    dest_paths = {p: i for i, p in enumerate(ref.paths)}
+    dest_labels = ref.labels
+    maps = []
     for s in srcs:
-        status = s.status()
-        for i in np.flatnonzero(status == DONE):
+        diff = _differences(s, ref)
+        if diff:
+            raise StoreError(f"{s.path} was made with other settings than {ref.path} "
+                             f"(differ: {', '.join(diff)}); cannot merge")
+        maps.append(_row_map(s, dest_paths, dest_labels))
+    return maps
+
+
+def _copy_rows(srcs: list[Store], maps: list[np.ndarray], out: Store) -> dict:
+    counts = {"done": 0, "failed": 0}
+    names = [n for n in out.array_names() if not n.startswith("videos/") or n in
+             ("videos/num_frames", "videos/fps")]
+    for s, rows in zip(srcs, maps):
+        status, errors = s.status(), s.errors()
+        notes = s.notes()
+        for j in np.flatnonzero(status == DONE):
+            i = int(rows[j])
+            out._write_row("videos/status", i, 0)     # not done while its rows change
             for n in names:
-                out._write_row(n, int(i), s._read_row(n, int(i)))
-            out._write_row("videos/note", int(i), s._read_row("videos/note", int(i)))
-            out._write_row("videos/error", int(i), "")
-            out._write_row("videos/status", int(i), DONE)
+                out._write_row(n, i, s._read_row(n, int(j)))
+            out._write_row("videos/note", i, notes[j])
+            out._write_row("videos/error", i, "")
+            out._write_row("videos/status", i, DONE)
             counts["done"] += 1
-        for i in np.flatnonzero(status == FAILED):
-            if out.status()[i] != DONE:
-                out.mark_failed(int(i), s.errors()[i])
+        dest_status = out.status()
+        for j in np.flatnonzero(status == FAILED):
+            if dest_status[rows[j]] != DONE:
+                out.mark_failed(int(rows[j]), errors[j])
                 counts["failed"] += 1
-        s.close()
-    out.close()
+    out.flush()
     return counts
 
 
-def _copy_layout(src: Store, dest: Path, create_store) -> Store:
+def _copy_layout(src: Store, dest: Path) -> Store:
+    from data.store import create_store
+
     layout = src.layout()
     attrs = {k: v for k, v in layout.attrs.items() if k != "shard"}
     return create_store(dest, Layout(layout.paths, layout.labels, layout.T, layout.streams,
