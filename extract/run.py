@@ -140,8 +140,10 @@ def run_extraction(cfg: ExtractConfig) -> Summary:
         store.close()
 
 
-class Terminated(Exception):
-    """SIGTERM (Slurm's preemption, ``scancel``) arrived: stop after the current write."""
+class Terminated(BaseException):
+    """SIGTERM (Slurm's preemption, ``scancel``) arrived: stop after the current write. A
+    BaseException, like KeyboardInterrupt, so a video's ``except Exception`` (recording it
+    as failed) does not swallow it."""
 
 
 def _raise_on_sigterm():

@@ -255,3 +255,125 @@ def test_unopenable_hdf5_files_give_clear_errors(tmp_path):
             assert str(path) in r.output and words in r.output, r.output
         with pytest.raises(StoreError, match=words):
             open_store(path, "a")
+
+
+# -- extraction, end to end: real videos, a real `framesel extract` killed, filled, stopped ----
+
+CHEAP = ["--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "farneback", "--no-thumbnails"]
+
+
+@pytest.fixture
+def long_list(video_dir):
+    """8 good 16-frame videos and their list (args for `framesel extract`, minus --out)."""
+    from conftest import moving_texture, write_video
+
+    root = video_dir / "videos"
+    for k in range(8):
+        write_video(root / "left" / f"long{k}.mp4", moving_texture(16, shift=(1, k % 3), seed=10 + k))
+    (video_dir / "long.txt").write_text("".join(f"left/long{k}.mp4 0\n" for k in range(8)))
+    return [str(video_dir / "long.txt"), "--root", str(root), *CHEAP]
+
+
+class Progress:
+    """The progress bar of a running `framesel extract`, read from its stderr: how many
+    videos this run has recorded (the bar advances after each video's write)."""
+
+    def __init__(self, proc):
+        import re
+        import threading
+
+        self.proc, self.seen, self.text = proc, 0, ""
+
+        def read():
+            for chunk in iter(lambda: proc.stderr.read1(4096), b""):
+                self.text += chunk.decode(errors="replace")
+                counts = [int(n) for n in re.findall(r"\| *(\d+)/\d+ \[", self.text)]
+                self.seen = max(counts, default=0)
+        self.thread = threading.Thread(target=read, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, n, timeout=300):
+        import time
+        end = time.time() + timeout
+        while self.seen < n and self.proc.poll() is None and time.time() < end:
+            time.sleep(0.05)
+        return self.seen >= n
+
+
+def _extract_proc(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "extract", *args], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+
+
+@pytest.mark.slow
+def test_extraction_killed_5_times_resumes_to_the_same_store(video_dir, long_list):
+    """For Zarr and HDF5 alike: SIGKILL `framesel extract` 5 times at random moments (seeded)
+    after it started writing, resuming after each; every kill keeps every video the run had
+    recorded (before issue 10 HDF5 kept none), and the finished store is array for array the
+    one an uninterrupted run makes."""
+    import time
+
+    ref = video_dir / "ref.zarr"
+    r = CliRunner().invoke(main, ["extract", *long_list, "--out", str(ref), "--quiet"])
+    assert r.exit_code == 0, r.output
+    rng = random.Random(2026)
+    for suffix in FORMATS:
+        out, kept = video_dir / f"killed{suffix}", 0
+        for _ in range(5):
+            proc = _extract_proc([*long_list, "--out", str(out)])
+            progress = Progress(proc)
+            started = progress.wait_for(1)
+            time.sleep(rng.uniform(0, 1.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            progress.thread.join(5)
+            assert started or proc.returncode == 0, progress.text
+            with open_store(out) as s:
+                done = len(s.done())
+            assert done >= kept + progress.seen, (suffix, done, kept, progress.seen)
+            kept = done
+            if kept == 8:
+                break
+        assert kept >= 5                        # each kill came after at least one video
+        r = CliRunner().invoke(main, ["extract", *long_list, "--out", str(out), "--quiet"])
+        assert r.exit_code == 0 and f"({8 - kept} processed" in r.output, r.output
+        with open_store(out) as a, open_store(ref) as b:
+            assert compare_stores(a, b) == [], suffix
+
+
+@pytest.mark.slow
+def test_sigterm_closes_the_store_and_prints_the_summary(video_dir, long_list):
+    """Slurm preempts with SIGTERM: extraction stops after the current write, closes the
+    store, prints the summary with why it stopped, exits 1; the store resumes."""
+    out = video_dir / "term.h5"
+    proc = _extract_proc([*long_list, "--out", str(out)])
+    progress = Progress(proc)
+    assert progress.wait_for(1), progress.text
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(120)
+    progress.thread.join(5)
+    assert proc.returncode == 1, (proc.returncode, progress.text)
+    assert "STOPPED: stopped by SIGTERM" in progress.text and "/8 done, 0 failed" in progress.text
+    assert "Traceback" not in progress.text
+    with open_store(out) as s:
+        done = len(s.done())
+    assert done >= progress.seen >= 1
+    r = CliRunner().invoke(main, ["extract", *long_list, "--out", str(out), "--quiet"])
+    assert r.exit_code == 0 and f"({8 - done} processed" in r.output, r.output
+
+
+def test_extraction_on_a_full_disk_ends_with_a_clear_error(video_dir, long_list):
+    """`framesel extract --format hdf5` under a file size limit the first video does not fit:
+    exit 1 with "disk full writing video 0 to PATH" and the summary (before issue 10: a
+    segfault, exit 139, and a file no command could open); the store then resumes."""
+    out = video_dir / "full.h5"
+    proc = _extract_proc([*long_list, "--out", str(out), "--format", "hdf5", "--quiet"],
+                         preexec_fn=_limited(700_000))
+    err = proc.communicate(timeout=300)[1].decode()
+    assert proc.returncode == 1, (proc.returncode, err)
+    assert f"disk full writing video 0 to {out}" in err and "0/8 done" in err, err
+    assert "Traceback" not in err
+    info = CliRunner().invoke(main, ["info", str(out)])
+    assert info.exit_code == 0 and "done 0  failed 0  pending 8" in info.output, info.output
+    r = CliRunner().invoke(main, ["extract", *long_list, "--out", str(out), "--quiet"])
+    assert r.exit_code == 0 and "8/8 done" in r.output, r.output
