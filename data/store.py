@@ -29,7 +29,6 @@ all of a video's rows: a reader trusts only rows whose status is DONE.
 """
 from __future__ import annotations
 
-import errno
 import importlib
 import json
 import os
@@ -41,19 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import SchemaError, StoreError, UnknownNameError
-
-try:
-    import resource
-except ImportError:  # Windows: no file size limit to respect
-    resource = None
+from data.space import check_room, short_error, write_error
 
 SCHEMA_VERSION = 1
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
-_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-# Room asked for beyond a video's raw bytes: index and string metadata of one video (a few
-# KiB), with a margin so the last write never meets a full disk halfway.
-_SLACK = 1 << 20
 
 # Lazily imported backends (GUIDE §6.4): a missing optional library names what is available.
 _FORMATS = {"zarr": ("data.store_zarr", "ZarrStore"), "hdf5": ("data.store_hdf5", "HDF5Store")}
@@ -249,7 +240,7 @@ class Store:
         missing = set(expected) - set(out) - {n for n in expected if n.endswith("/logits")}
         if missing:
             raise StoreError(f"{self.path}: video {i} result lacks {sorted(missing)}")
-        self._check_room(i, out)
+        check_room(self, i, out)
         return out
 
     def _write_rows(self, i: int, rows: dict, note: str) -> None:
@@ -277,32 +268,13 @@ class Store:
             raise
         except OSError as err:
             self._write_failed = True
-            cause = "disk full" if getattr(err, "errno", None) in _FULL else "cannot write"
-            raise StoreError(f"{cause} writing video {i} to {self.path}: {_short(err)}; video "
-                             f"{i} stays pending: free space and run the same command again "
-                             "to resume") from err
+            raise StoreError(write_error(err, f"writing video {i} to {self.path}") +
+                             f"; video {i} stays pending: make room and run the same command "
+                             "again to resume") from err
 
     def flush(self) -> None:
         """Make every row written so far survive a killed process (a no-op where each write
         is already durable, as in Zarr)."""
-
-    def _check_room(self, i: int, rows: dict) -> None:
-        """StoreError before writing video ``i`` if the disk, or the process's file size limit
-        (``ulimit -f``), has no room for its rows (raw size: compression only shrinks them)."""
-        total = sum(v.nbytes for v in rows.values())
-        where = self.path if self.path.is_dir() else self.path.parent
-        free = shutil.disk_usage(where).free
-        short = f"{free / 2**20:.1f} MiB free" if free < total + _SLACK else ""
-        limit = _file_size_limit()
-        if limit is not None:
-            grows_to = self._file_growth(rows)
-            if grows_to > limit:
-                short = f"a file would grow to {grows_to / 2**20:.1f} MiB, over the file size limit " \
-                        f"(ulimit -f) of {limit / 2**20:.1f} MiB"
-        if short:
-            raise StoreError(f"disk full writing video {i} to {self.path}: it needs about "
-                             f"{(total + _SLACK) / 2**20:.1f} MiB, {short}; make room and run the "
-                             "same command again to resume")
 
     def _file_growth(self, rows: dict) -> int:
         """Size the largest file written grows to with ``rows``: here one file per row (Zarr
@@ -348,8 +320,7 @@ class Store:
             cls._build(tmp, layout)
         except OSError as err:   # a full disk or a read-only folder: leave nothing half-made
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-            cause = "disk full" if getattr(err, "errno", None) in _FULL else "cannot write"
-            raise StoreError(f"{cause} creating {path}: {_short(err)}") from err
+            raise StoreError(write_error(err, f"creating {path}")) from err
         if not cls._publish(tmp, path) and not exist_ok:
             raise StoreError(f"{path} was created by another process meanwhile")
         return cls(path, "a")
@@ -393,23 +364,6 @@ class Store:
         if version != SCHEMA_VERSION:
             raise SchemaError(f"{self.path}: store schema version {version!r}, this framesel reads "
                               f"version {SCHEMA_VERSION}")
-
-
-def _file_size_limit() -> int | None:
-    """The process's file size limit in bytes (``ulimit -f``), None if unlimited."""
-    if resource is None:
-        return None
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    return None if limit == resource.RLIM_INFINITY else limit
-
-
-def _short(err: BaseException) -> str:
-    """An OSError in one line: the system's words for its errno where it has one (HDF5's
-    own messages span lines and carry time stamps and buffer addresses)."""
-    code = getattr(err, "errno", None)
-    if code:
-        return f"{os.strerror(code)} (errno {code})"
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _jsonable(obj):

@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 
 from data.errors import StoreError
-from data.store import _SLACK, DONE, FAILED, Layout, Store, _short
+from data.space import SLACK, short_error
+from data.store import DONE, FAILED, Layout, Store
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class HDF5Store(Store):
         self.file.flush()   # OSError (disk full) is turned into StoreError by Store._guard
 
     def _file_growth(self, rows):
-        return self.path.stat().st_size + sum(v.nbytes for v in rows.values()) + _SLACK
+        return self.path.stat().st_size + sum(v.nbytes for v in rows.values()) + SLACK
 
     @classmethod
     def _build(cls, tmp: Path, layout: Layout) -> None:
@@ -123,7 +124,7 @@ class HDF5Store(Store):
             self.file.close()
         except (OSError, RuntimeError) as err:
             if not self._write_failed:   # after a failed write its error is the one to report
-                raise StoreError(f"cannot close {self.path}: {_short(err)}") from err
+                raise StoreError(f"cannot close {self.path}: {short_error(err)}") from err
         finally:
             self.file = None
 
@@ -204,9 +205,9 @@ def _open_error(path: Path, err: OSError, write: bool) -> str:
                 "and try again")
     if "truncated file" in text:
         return (f"{path} is shorter than its HDF5 superblock records (the disk filled up, or a "
-                f"copy was cut short): {_short(err)}. Resume with the same `framesel extract` "
+                f"copy was cut short): {short_error(err)}. Resume with the same `framesel extract` "
                 "command (it extends the file), or copy it again")
-    return (f"cannot open HDF5 store {path}: {_short(err)}; it may be incomplete or corrupt: "
+    return (f"cannot open HDF5 store {path}: {short_error(err)}; it may be incomplete or corrupt: "
             "extract it again or restore it from a copy")
 
 

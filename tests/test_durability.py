@@ -45,7 +45,7 @@ WRITER = textwrap.dedent(f"""
         big = set(int(x) for x in sys.argv[3].split(",")) if len(sys.argv) > 3 else None
         store = create_store(path, layout(), exist_ok=True)
         if bypass:   # no room check: the write itself meets the full disk
-            type(store)._check_room = lambda self, i, rows: None
+            import data.store as st; st.check_room = lambda *a: None
         try:
             for i in np.flatnonzero(store.status() == 0):
                 store.write_video(int(i), result(int(i), None if big is None else int(i) in big))
