@@ -268,6 +268,10 @@ class Store:
             raise
         except OSError as err:
             self._write_failed = True
+            try:   # should the flush have failed after the status: what close() writes says pending
+                self._write_row("videos/status", i, PENDING)
+            except OSError:
+                pass
             raise StoreError(write_error(err, f"writing video {i} to {self.path}") +
                              f"; video {i} stays pending: make room and run the same command "
                              "again to resume") from err

@@ -2,6 +2,7 @@
 file per shard (``<stem>.shard-K-of-N.h5``) and ``framesel merge`` joins them."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -199,6 +200,8 @@ def _open_error(path: Path, err: OSError, write: bool) -> str:
                 "writer while another process reads it): wait for that process to end; to "
                 "extract in parallel give each job its own file with --shard K/N and join them "
                 "with `framesel merge`")
+    if getattr(err, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot open {path} for {'writing' if write else 'reading'}: {short_error(err)}"
     if "already open for write" in text:
         return (f"{path} is marked as open for writing by a process that did not close it "
                 f"(HDF5's file consistency flag): if no process writes it, run `h5clear -s {path}` "
@@ -223,7 +226,7 @@ _IDENTITY = ("schema_version", "config_sha256", "classes", "multilabel", "T", "c
              "flow_stack", "streams", "arrays")
 
 
-def identity(store: Store) -> dict:
+def feature_identity(store: Store) -> dict:
     """The attrs that decide what a row means: schema, settings hash, classes, shapes,
     streams, each stream's backbone weights (sha256) and the flow algorithm and parameters."""
     a = store.attrs
@@ -236,7 +239,7 @@ def identity(store: Store) -> dict:
 
 def _differences(a: Store, b: Store) -> list[str]:
     """Names of the identity keys (and, for settings, the settings) where ``a`` and ``b`` differ."""
-    ia, ib = identity(a), identity(b)
+    ia, ib = feature_identity(a), feature_identity(b)
     diff = [k for k in ia if ia[k] != ib[k]]
     if "config_sha256" in diff:
         sa, sb = a.attrs.get("settings") or {}, b.attrs.get("settings") or {}
@@ -265,14 +268,16 @@ def _row_map(src: Store, dest_paths: dict, dest_labels: np.ndarray) -> np.ndarra
 def merge_stores(sources, dest) -> dict:
     """Copy every done or failed video of each source into ``dest`` (created from the first
     source's layout if missing), mapping rows by video path. Every source must have the
-    destination's identity (:func:`identity`); everything is checked before anything is
+    destination's :func:`feature_identity`; everything is checked before anything is
     written. Returns {"done": n, "failed": m}."""
     from data.store import open_store  # noqa: avoid import cycle at module load
 
     if not sources:
         raise StoreError("nothing to merge")
-    srcs = [open_store(s, "r") for s in sources]
     dest = Path(dest)
+    if dest.exists() and any(Path(s).resolve() == dest.resolve() for s in sources):
+        raise StoreError(f"{dest} is both a source and --out; merge into another file")
+    srcs = [open_store(s, "r") for s in sources]
     try:
         ref = open_store(dest, "r") if dest.exists() else srcs[0]
         try:

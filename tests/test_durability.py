@@ -110,9 +110,13 @@ def test_sigkill_at_random_moments_keeps_every_written_video(tmp_path, writer, s
         p.send_signal(signal.SIGKILL)
         reported += p.stdout.read().split()
         p.wait()
-        with open_store(path) as s:                   # info / check open it ...
+        with open_store(path) as s:                   # it opens, and every done row is exact ...
             done = len(s.done())
             _assert_rows_exact(s, mod)
+        for cmd in ("info", "check"):                 # ... for info and check ...
+            r = CliRunner().invoke(main, [cmd, str(path)])
+            assert r.exception is None or isinstance(r.exception, SystemExit), (cmd, r.output)
+            assert "cannot open" not in r.output, r.output
         assert done >= kept + len([r for r in reported if r.strip()]), (done, kept, reported)
         kept = done
         if kept == V:
