@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import SchemaError, StoreError, UnknownNameError
-from data.space import check_room, short_error, write_error
+from data.space import check_room, write_error
 
 SCHEMA_VERSION = 1
 PENDING, DONE, FAILED = 0, 1, 2

@@ -3,6 +3,7 @@ file per shard (``<stem>.shard-K-of-N.h5``) and ``framesel merge`` joins them.""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import os
@@ -44,9 +45,17 @@ class HDF5Store(Store):
     def _build(cls, tmp: Path, layout: Layout) -> None:
         store = cls.__new__(cls)
         Store.__init__(store, tmp, "a")
-        store.file, store._attrs, store._datasets = h5py.File(tmp, "w"), None, {}
-        store._initialise(layout)
-        store.file.close()
+        # Built in memory and written by Python: a full disk then is a plain OSError, where
+        # an HDF5 file that fails to close can crash the interpreter at exit.
+        buf = io.BytesIO()
+        store.file, store._attrs, store._datasets = h5py.File(buf, "w"), None, {}
+        try:
+            store._initialise(layout)
+        finally:
+            store._datasets.clear()
+            store.file.close()
+        with open(tmp, "xb") as f:
+            f.write(buf.getbuffer())
 
     @staticmethod
     def _publish(tmp: Path, path: Path) -> bool:

@@ -170,6 +170,16 @@ def test_hdf5_full_disk_stops_cleanly_and_resumes(tmp_path, writer, bypass):
                                           mod.result(i, big).streams["flow"]["features"])
 
 
+def test_full_disk_while_creating_leaves_nothing(tmp_path, writer):
+    """Creating an HDF5 store on a full disk: "disk full creating PATH", no half-made file."""
+    script, _ = writer
+    path = tmp_path / "new.h5"
+    r = subprocess.run([sys.executable, str(script), str(path)], env=_env(), cwd=tmp_path,
+                       capture_output=True, text=True, preexec_fn=_limited(4096))
+    assert r.returncode == 1 and f"disk full creating {path}: File too large" in r.stderr, r.stderr
+    assert [p.name for p in tmp_path.iterdir() if "new" in p.name] == []
+
+
 def test_zarr_full_disk_stops_cleanly_and_resumes(tmp_path, writer):
     """Zarr writes one file per chunk: a chunk over the file size limit fails its write with
     EFBIG; the video stays pending, earlier ones done, and a resume completes it."""
