@@ -3,6 +3,7 @@ run with a StoreError naming the video and the store, before anything half-writt
 the store stays resumable. Shared by both backends."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -32,10 +33,49 @@ def check_room(store, i: int, rows: dict) -> None:
     if limit is not None and store._file_growth(rows) > limit:
         short = (f"a file would grow to {store._file_growth(rows) / 2**20:.1f} MiB, over the file "
                  f"size limit (ulimit -f) of {limit / 2**20:.1f} MiB")
+    if not short:
+        try:
+            store._reserve(total + SLACK)
+        except OSError as err:
+            short = short_error(err)
     if short:
         raise StoreError(f"disk full writing video {i} to {store.path}: it needs about "
                          f"{(total + SLACK) / 2**20:.1f} MiB, {short}; make room and run the same "
                          "command again to resume")
+
+
+def reserve(path, nbytes: int) -> None:
+    """Allocate disk blocks for ``nbytes`` past the end of the file at ``path`` without
+    changing its size (Linux fallocate, FALLOC_FL_KEEP_SIZE), so the writes that follow
+    cannot meet a disk that another process filled meanwhile: HDF5 metadata flushed halfway
+    can leave the file unreadable. OSError(ENOSPC) if the disk has no room; a no-op where
+    the system or filesystem cannot reserve."""
+    libc = _libc()
+    if libc is None:
+        return
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        end = os.fstat(fd).st_size
+        if libc.fallocate(fd, 1, ctypes.c_int64(end), ctypes.c_int64(nbytes)) != 0:
+            code = ctypes.get_errno()
+            if code in FULL:
+                raise OSError(code, os.strerror(code), str(path))
+    finally:
+        os.close(fd)
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is False:
+        try:
+            lib = ctypes.CDLL(None, use_errno=True)
+            _LIBC = lib if hasattr(lib, "fallocate") else None
+        except OSError:
+            _LIBC = None
+    return _LIBC
+
+
+_LIBC = False
 
 
 def file_size_limit() -> int | None:
@@ -46,9 +86,11 @@ def file_size_limit() -> int | None:
     return None if limit == resource.RLIM_INFINITY else limit
 
 
-def write_error(err: OSError, doing: str) -> str:
+def write_error(err: Exception, doing: str) -> str:
     """ "disk full <doing>: No space left on device (errno 28)" and the like."""
-    cause = "disk full" if getattr(err, "errno", None) in FULL else "cannot write"
+    full = getattr(err, "errno", None) in FULL or any(
+        os.strerror(e) in str(err) for e in FULL)   # h5py's RuntimeErrors carry no errno
+    cause = "disk full" if full else "cannot write"
     return f"{cause} {doing}: {short_error(err)}"
 
 

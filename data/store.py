@@ -248,6 +248,9 @@ class Store:
             self._write_row(name, i, value)
         self._write_row("videos/note", i, note)
         self._write_row("videos/error", i, "")
+        # Rows durable first, then the status: a flush that fails (full disk) or a kill
+        # midway can then leave the video pending, never done with rows missing.
+        self.flush()
         self._write_row("videos/status", i, DONE)
         self.flush()
 
@@ -266,11 +269,11 @@ class Store:
             write()
         except StoreError:
             raise
-        except OSError as err:
+        except (OSError, RuntimeError) as err:   # h5py raises RuntimeError for some failed flushes
             self._write_failed = True
             try:   # should the flush have failed after the status: what close() writes says pending
                 self._write_row("videos/status", i, PENDING)
-            except OSError:
+            except (OSError, RuntimeError):
                 pass
             raise StoreError(write_error(err, f"writing video {i} to {self.path}") +
                              f"; video {i} stays pending: make room and run the same command "
@@ -279,6 +282,9 @@ class Store:
     def flush(self) -> None:
         """Make every row written so far survive a killed process (a no-op where each write
         is already durable, as in Zarr)."""
+
+    def _reserve(self, nbytes: int) -> None:
+        """Reserve disk room for the next video's ``nbytes`` (no-op: one file per chunk)."""
 
     def _file_growth(self, rows: dict) -> int:
         """Size the largest file written grows to with ``rows``: here one file per row (Zarr

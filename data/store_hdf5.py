@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from data.errors import StoreError
-from data.space import SLACK, short_error
+from data.space import SLACK, reserve, short_error
 from data.store import DONE, FAILED, Layout, Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class HDF5Store(Store):
 
     def flush(self):
         self.file.flush()   # OSError (disk full) is turned into StoreError by Store._guard
+
+    def _reserve(self, nbytes):
+        reserve(self.path, nbytes)
 
     def _file_growth(self, rows):
         return self.path.stat().st_size + sum(v.nbytes for v in rows.values()) + SLACK
@@ -91,14 +94,26 @@ class HDF5Store(Store):
 
     def _read_row(self, name, i):
         ds = self._dataset(name)
-        return ds.asstr()[i] if ds.dtype == _STR else ds[i]
+        try:
+            return ds.asstr()[i] if ds.dtype == _STR else ds[i]
+        except (OSError, RuntimeError) as err:
+            raise self._damaged(name, err, f"row {i}") from err
 
     def _write_row(self, name, i, value):
         self._dataset(name)[i] = value
 
     def _read_all(self, name):
         ds = self._dataset(name)
-        return np.asarray(ds.asstr()[...], dtype=object) if ds.dtype == _STR else ds[...]
+        try:
+            return np.asarray(ds.asstr()[...], dtype=object) if ds.dtype == _STR else ds[...]
+        except (OSError, RuntimeError) as err:
+            raise self._damaged(name, err) from err
+
+    def _damaged(self, name, err, where="") -> StoreError:
+        return StoreError(f"cannot read {name}{' ' + where if where else ''} of {self.path}: "
+                          f"{str(err).strip().splitlines()[0]}; the file is damaged (a copy cut "
+                          "short, or a write that failed on a full disk): restore it from a copy "
+                          "or extract again into a new file")
 
     def _write_all(self, name, values):
         self._dataset(name)[...] = values
