@@ -4,7 +4,7 @@ Writes N videos of the default extraction's shapes (T=25 positions, K=10 crops, 
 float16 features for rgb and flow, rgb logits (T, K, 101) float32, 48x64 thumbnails) with
 ReLU-like features (half zeros, so they compress as real ones do) through ``Store.write_video``
 to: HDF5 without a flush (what framesel did before issue 10: nothing survives a kill), HDF5
-with the flush after each video's status (now), and Zarr. Prints seconds per video, MB/s
+with its flushes after each video (rows, then status: now), and Zarr. Prints seconds per video, MB/s
 and the ratio to HDF5 without a flush; each store is written afresh, best of --repeat.
 
     python -m benchmarks.store                 # from the repo root; ~1 min on 2 cores

@@ -382,7 +382,7 @@ def test_extraction_on_a_full_disk_ends_with_a_clear_error(video_dir, long_list)
     segfault, exit 139, and a file no command could open); the store then resumes."""
     out = video_dir / "full.h5"
     proc = _extract_proc([*long_list, "--out", str(out), "--format", "hdf5", "--quiet"],
-                         preexec_fn=_limited(700_000))
+                         preexec_fn=_limited(30_000))
     err = proc.communicate(timeout=300)[1].decode()
     assert proc.returncode == 1, (proc.returncode, err)
     assert f"disk full writing video 0 to {out}" in err and "0/8 done" in err, err
