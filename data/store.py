@@ -37,6 +37,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import FrameselError, SchemaError, StoreError, UnknownNameError
+from data.space import check_room, write_error
 from data.store_logits import LogitsRecord
 
 SCHEMA_VERSION = 1
@@ -131,6 +133,7 @@ class Store(LogitsRecord):
     """Backend-independent API. Subclasses implement the ``_``-prefixed primitives."""
 
     format = ""
+    _write_failed = False     # set when a write failed: close() then cannot flush either
 
     def __init__(self, path, mode):
         self.path, self.mode = Path(path), mode
@@ -278,9 +281,16 @@ class Store(LogitsRecord):
         return [str(e) for e in self._read_all("videos/note")] if self.has("videos/note") else [""] * self.num_videos
 
     def write_video(self, i: int, result: VideoResult, note: str = "") -> None:
-        """Write every row of video ``i``, then mark it done (status last)."""
+        """Write every row of video ``i``, then mark it done (status last), then flush, so a
+        process killed afterwards keeps it. Nothing is written unless every row is valid and
+        the disk has room; a failed write leaves video ``i`` pending (StoreError)."""
+        rows = self._checked_rows(i, result_rows(result))
+        self._guard(i, lambda: self._write_rows(i, rows, note))
+
+    def _checked_rows(self, i: int, rows: dict) -> dict[str, np.ndarray]:
+        """Rows cast to the layout's dtypes; StoreError for unknown, misshapen or missing ones."""
         expected = self.attrs["arrays"]
-        rows = result_rows(result)
+        out = {}
         for name, value in rows.items():
             if name not in expected:
                 raise StoreError(f"{self.path}: no array {name!r} in this store's layout")
@@ -288,17 +298,60 @@ class Store(LogitsRecord):
             if tuple(value.shape) != tuple(expected[name][0]):
                 raise StoreError(f"{self.path}: {name} row has shape {value.shape}, "
                                  f"store expects {tuple(expected[name][0])}")
-            self._write_row(name, i, value)
-        missing = set(expected) - set(rows) - {n for n in expected if n.endswith("/logits")}
+            out[name] = value
+        missing = set(expected) - set(out) - {n for n in expected if n.endswith("/logits")}
         if missing:
             raise StoreError(f"{self.path}: video {i} result lacks {sorted(missing)}")
+        check_room(self, i, out)
+        return out
+
+    def _write_rows(self, i: int, rows: dict, note: str) -> None:
+        for name, value in rows.items():
+            self._write_row(name, i, value)
         self._write_row("videos/note", i, note)
         self._write_row("videos/error", i, "")
+        # Rows durable first, then the status: a flush that fails (full disk) or a kill
+        # midway can then leave the video pending, never done with rows missing.
+        self.flush()
         self._write_row("videos/status", i, DONE)
+        self.flush()
 
     def mark_failed(self, i: int, error: str) -> None:
-        self._write_row("videos/error", i, str(error))
-        self._write_row("videos/status", i, FAILED)
+        """Record why video ``i`` failed (status last, then flush)."""
+        def write():
+            self._write_row("videos/error", i, str(error))
+            self._write_row("videos/status", i, FAILED)
+            self.flush()
+        self._guard(i, write)
+
+    def _guard(self, i: int, write) -> None:
+        """Run ``write``; an OSError (ENOSPC, EFBIG, EIO…) becomes a StoreError naming the video
+        and the store. The video stays pending: its status is written last."""
+        try:
+            write()
+        except StoreError:
+            raise
+        except (OSError, RuntimeError) as err:   # h5py raises RuntimeError for some failed flushes
+            self._write_failed = True
+            try:   # should the flush have failed after the status: what close() writes says pending
+                self._write_row("videos/status", i, PENDING)
+            except (OSError, RuntimeError):
+                pass
+            raise StoreError(write_error(err, f"writing video {i} to {self.path}") +
+                             f"; video {i} stays pending: make room and run the same command "
+                             "again to resume") from err
+
+    def flush(self) -> None:
+        """Make every row written so far survive a killed process (a no-op where each write
+        is already durable, as in Zarr)."""
+
+    def _reserve(self, nbytes: int) -> None:
+        """Reserve disk room for the next video's ``nbytes`` (no-op: one file per chunk)."""
+
+    def _file_growth(self, rows: dict) -> int:
+        """Size the largest file written grows to with ``rows``: here one file per row (Zarr
+        chunks); a single-file backend adds the file's size."""
+        return max((v.nbytes for v in rows.values()), default=0)
 
     def identity(self) -> dict:
         """What a checkpoint or report records to tie itself to this store."""
@@ -318,7 +371,11 @@ class Store(LogitsRecord):
             raise StoreError(f"{path} already exists")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        cls._build(tmp, layout)
+        try:
+            cls._build(tmp, layout)
+        except OSError as err:   # a full disk or a read-only folder: leave nothing half-made
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            raise StoreError(write_error(err, f"creating {path}")) from err
         if not cls._publish(tmp, path) and not exist_ok:
             raise StoreError(f"{path} was created by another process meanwhile")
         return cls(path, "a")

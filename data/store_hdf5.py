@@ -2,37 +2,63 @@
 file per shard (``<stem>.shard-K-of-N.h5``) and ``framesel merge`` joins them."""
 from __future__ import annotations
 
+import errno
+import io
 import json
+import logging
 import os
+import re
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from data.errors import StoreError
+from data.space import SLACK, reserve, short_error
 from data.store import DONE, FAILED, Layout, Store
+
+log = logging.getLogger(__name__)
 
 _STR = h5py.string_dtype("utf-8")
 
 
 class HDF5Store(Store):
+    """Durability (issue 10): the file keeps the default (earliest) format, whose superblock
+    has no "open for writing" flag, so a file whose writer was killed re-opens without
+    ``h5clear``; every video's rows are flushed after its status (``flush``), so a kill keeps
+    every video whose status was written. A writer takes HDF5's exclusive lock; a reader
+    that meets it reads, unlocked, the state of the writer's last flush."""
+
     format = "hdf5"
 
     def __init__(self, path, mode="r"):
         super().__init__(path, mode)
-        try:
-            self.file = h5py.File(path, "r" if mode == "r" else "r+")
-        except OSError as err:
-            raise StoreError(f"cannot open HDF5 store {path}: {err}") from err
-        self._attrs = None
+        self.file, self._attrs, self._datasets = _open_file(Path(path), mode), None, {}
+
+    def flush(self):
+        self.file.flush()   # OSError (disk full) is turned into StoreError by Store._guard
+
+    def _reserve(self, nbytes):
+        reserve(self.path, nbytes)
+
+    def _file_growth(self, rows):
+        return self.path.stat().st_size + sum(v.nbytes for v in rows.values()) + SLACK
 
     @classmethod
     def _build(cls, tmp: Path, layout: Layout) -> None:
         store = cls.__new__(cls)
         Store.__init__(store, tmp, "a")
-        store.file, store._attrs = h5py.File(tmp, "w"), None
-        store._initialise(layout)
-        store.file.close()
+        # Built in memory and written by Python: a full disk then is a plain OSError, where
+        # an HDF5 file that fails to close can crash the interpreter at exit.
+        buf = io.BytesIO()
+        store.file, store._attrs, store._datasets = h5py.File(buf, "w"), None, {}
+        try:
+            store._initialise(layout)
+        finally:
+            store._datasets.clear()
+            store.file.close()
+        with open(tmp, "xb") as f:
+            f.write(buf.getbuffer())
 
     @staticmethod
     def _publish(tmp: Path, path: Path) -> bool:
@@ -45,6 +71,7 @@ class HDF5Store(Store):
             tmp.unlink()
 
     def _create_array(self, name, shape, dtype, chunks):
+        self._datasets.pop(name, None)
         if name in self.file:
             del self.file[name]
         if dtype == "str":
@@ -55,23 +82,28 @@ class HDF5Store(Store):
                                  fillvalue=0, **compress)
 
     def _dataset(self, name):
-        try:
-            return self.file[name]
-        except (KeyError, OSError) as err:       # absent, or a damaged object header
-            parent, _, leaf = name.rpartition("/")
+        # Datasets stay open: a temporary one per row would write its chunks when garbage
+        # collected, where h5py can only print a write error (a full disk went unnoticed).
+        ds = self._datasets.get(name)
+        if ds is None:
             try:
-                linked = leaf in (self.file[parent] if parent else self.file).keys()
-            except (KeyError, OSError):
-                linked = False
-            if not linked:
-                raise StoreError(f"{self.path}: no array {name!r}") from None
-            raise StoreError(f"{self.path}: the metadata of array {name} cannot be read ({err})") from err
+                ds = self._datasets[name] = self.file[name]
+            except (KeyError, OSError) as err:       # absent, or a damaged object header
+                parent, _, leaf = name.rpartition("/")
+                try:
+                    linked = leaf in (self.file[parent] if parent else self.file).keys()
+                except (KeyError, OSError):
+                    linked = False
+                if not linked:
+                    raise StoreError(f"{self.path}: no array {name!r}") from None
+                raise StoreError(f"{self.path}: the metadata of array {name} cannot be read ({err})") from err
+        return ds
 
     def _read_row(self, name, i):
         ds = self._dataset(name)
         try:
             return ds.asstr()[i] if ds.dtype == _STR else ds[i]
-        except OSError as err:           # HDF5: "filter returned failure during read", truncation
+        except (OSError, RuntimeError) as err:  # "filter returned failure during read", truncation
             raise self._damaged(name, i, f"cannot be read ({err})") from err
 
     def _write_row(self, name, i, value):
@@ -81,8 +113,14 @@ class HDF5Store(Store):
         ds = self._dataset(name)
         try:
             return np.asarray(ds.asstr()[...], dtype=object) if ds.dtype == _STR else ds[...]
-        except OSError as err:
-            raise StoreError(f"{self.path}: array {name} cannot be read ({err})") from err
+        except (OSError, RuntimeError) as err:
+            raise self._damaged_file(name, err) from err
+
+    def _damaged_file(self, name, err, where="") -> StoreError:
+        return StoreError(f"cannot read {name}{' ' + where if where else ''} of {self.path}: "
+                          f"{str(err).strip().splitlines()[0]}; the file is damaged (a copy cut "
+                          "short, or a write that failed on a full disk): restore it from a copy "
+                          "or extract again into a new file")
 
     def _write_all(self, name, values):
         self._dataset(name)[...] = values
@@ -102,9 +140,8 @@ class HDF5Store(Store):
         return (int(i) // ds.chunks[0] * ds.chunks[0],) + (0,) * (ds.ndim - 1)
 
     def _chunk_exists(self, name, i):
-        # Low-level calls: opening the Dataset object costs several times the lookup itself.
+        did = self._dataset(name).id     # kept open (see _dataset): the lookup alone per read
         try:
-            did = h5py.h5d.open(self.file.id, name.encode())
             plist = did.get_create_plist()
             chunks = plist.get_chunk() if plist.get_layout() == h5py.h5d.CHUNKED else None
             if chunks is None:           # contiguous (an empty store): nothing to lose
@@ -174,9 +211,100 @@ class HDF5Store(Store):
         self._attrs = None
 
     def close(self):
-        if self.file:
+        if not self.file:
+            return
+        self._datasets.clear()
+        try:
             self.file.close()
+        except (OSError, RuntimeError) as err:
+            if not self._write_failed:   # after a failed write its error is the one to report
+                raise StoreError(f"cannot close {self.path}: {short_error(err)}") from err
+        finally:
             self.file = None
+
+
+def _open_file(path: Path, mode: str) -> h5py.File:
+    """Open for reading (shared lock) or writing (exclusive lock). Writers bypass the chunk
+    cache, so a write that fails (full disk) raises where it happens, not at close."""
+    write = mode != "r"
+    try:
+        try:
+            return h5py.File(path, "r+" if write else "r", locking="best-effort",
+                             **({"rdcc_nbytes": 0} if write else {}))
+        except BlockingIOError:
+            if write:
+                raise
+            log.info("%s is being written by another process; reading its last flush", path)
+            return h5py.File(path, "r", locking=False)
+    except OSError as err:
+        cut = _truncation(path, err) if write else None
+        if cut:
+            return _open_extended(path, *cut)
+        raise StoreError(_open_error(path, err, write)) from err
+
+
+def _truncation(path: Path, err: OSError) -> tuple[int, int] | None:
+    """(file size, end its superblock records) if HDF5 refused the file as truncated."""
+    m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(err))
+    if m and int(m.group(1)) == path.stat().st_size < int(m.group(2)):
+        return int(m.group(1)), int(m.group(2))
+    return None
+
+
+def _open_extended(path: Path, eof: int, end: int) -> h5py.File:
+    """A write that met a full disk or file size limit can leave the file shorter than the
+    end its superblock records; the missing tail then holds only rows of videos still
+    pending. Extend the file (zeros) to that end, and keep the extension only if every done
+    video's rows lie before the cut: otherwise (a copy cut short) undo it and refuse."""
+    os.truncate(path, end)
+    f = None
+    try:
+        f = h5py.File(path, "r+", locking="best-effort", rdcc_nbytes=0)
+        _check_done_rows_before(f, eof)
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        if f is not None:
+            f.close()
+        os.truncate(path, eof)
+        raise StoreError(_open_error(path, OSError(f"truncated file: eof = {eof}, stored_eof = "
+                                                   f"{end}"), True)) from err
+    log.warning("%s: extended from %d to %d bytes, the end a full disk had cut off", path, eof, end)
+    return f
+
+
+def _check_done_rows_before(f: h5py.File, eof: int) -> None:
+    """ValueError if a chunk of a done video lies (partly) at or after byte ``eof``."""
+    done = np.flatnonzero(f["videos/status"][...] == DONE)
+    V = f["videos/status"].shape[0]
+    arrays = []
+    f.visititems(lambda n, o: arrays.append(o) if isinstance(o, h5py.Dataset) and o.chunks
+                 and o.shape and o.shape[0] == V else None)
+    for ds in arrays:
+        for i in done:
+            info = ds.id.get_chunk_info_by_coord((int(i),) + (0,) * (ds.ndim - 1))
+            if info.byte_offset is not None and info.byte_offset + info.size > eof:
+                raise ValueError(f"{ds.name} row {i} lies beyond the end of the file")
+
+
+def _open_error(path: Path, err: OSError, write: bool) -> str:
+    """What to tell the user about an HDF5 file that does not open, and what to do."""
+    text = str(err)
+    if isinstance(err, BlockingIOError) or "unable to lock file" in text:
+        return (f"{path} is open in another process (HDF5 allows one writer per file, and no "
+                "writer while another process reads it): wait for that process to end; to "
+                "extract in parallel give each job its own file with --shard K/N and join them "
+                "with `framesel merge`")
+    if getattr(err, "errno", None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot open {path} for {'writing' if write else 'reading'}: {short_error(err)}"
+    if "already open for write" in text:
+        return (f"{path} is marked as open for writing by a process that did not close it "
+                f"(HDF5's file consistency flag): if no process writes it, run `h5clear -s {path}` "
+                "and try again")
+    if "truncated file" in text:
+        return (f"{path} is shorter than its HDF5 superblock records (the disk filled up, or a "
+                f"copy was cut short): {short_error(err)}. Resume with the same `framesel extract` "
+                "command (it extends the file), or copy it again")
+    return (f"cannot open HDF5 store {path}: {short_error(err)}; it may be incomplete or corrupt: "
+            "extract it again or restore it from a copy")
 
 
 def shard_path(path, shard: int, num_shards: int) -> Path:
@@ -185,48 +313,123 @@ def shard_path(path, shard: int, num_shards: int) -> Path:
     return path.with_name(f"{path.stem}.shard-{shard}-of-{num_shards}{path.suffix}")
 
 
-def merge_stores(sources, dest, *, layout_from=None) -> dict:
+# What determines a store's features (and so whether two stores' rows may be mixed); never
+# the command line, creation time or shard, which differ between the shards of one job.
+_IDENTITY = ("schema_version", "config_sha256", "classes", "multilabel", "T", "crops",
+             "flow_stack", "streams", "arrays")
+
+
+def feature_identity(store: Store) -> dict:
+    """The attrs that decide what a row means: schema, settings hash, classes, shapes,
+    streams, each stream's backbone weights (sha256) and the flow algorithm and parameters."""
+    a = store.attrs
+    out = {k: a.get(k) for k in _IDENTITY}
+    out["backbone_sha256"] = {s: (d or {}).get("sha256") for s, d in (a.get("backbone") or {}).items()}
+    flow = a.get("flow") or {}
+    out["flow"] = {k: flow.get(k) for k in ("algorithm", "bound", "quantize", "params")} if flow else None
+    return out
+
+
+def _differences(a: Store, b: Store) -> list[str]:
+    """Names of the identity keys (and, for settings, the settings) where ``a`` and ``b`` differ."""
+    ia, ib = feature_identity(a), feature_identity(b)
+    diff = [k for k in ia if ia[k] != ib[k]]
+    if "config_sha256" in diff:
+        sa, sb = a.attrs.get("settings") or {}, b.attrs.get("settings") or {}
+        diff += [f"settings.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
+    return diff
+
+
+def _row_map(src: Store, dest_paths: dict, dest_labels: np.ndarray) -> np.ndarray:
+    """For each row of ``src``, its row in the destination, found by video path; StoreError
+    if a path is not in the destination's list or has another label there."""
+    paths, labels = src.paths, src.labels
+    missing = [p for p in paths if p not in dest_paths]
+    if missing:
+        raise StoreError(f"{src.path}: {len(missing)} video(s) are not in the merged store's list "
+                         f"(e.g. {missing[0]!r}); it was made from another list")
+    rows = np.array([dest_paths[p] for p in paths], dtype=np.int64)
+    if labels.shape[1:] != dest_labels.shape[1:]:
+        raise StoreError(f"{src.path}: labels of shape {labels.shape[1:]} vs {dest_labels.shape[1:]}")
+    differ = [p for j, p in enumerate(paths) if not np.array_equal(labels[j], dest_labels[rows[j]])]
+    if differ:
+        raise StoreError(f"{src.path}: {len(differ)} video(s) have another label than in the merged "
+                         f"store (e.g. {differ[0]!r}); it was made from an edited list")
+    return rows
+
+
+def merge_stores(sources, dest) -> dict:
     """Copy every done or failed video of each source into ``dest`` (created from the first
-    source's layout if missing). Sources must share settings. Returns counts."""
+    source's layout if missing), mapping rows by video path. Every source must have the
+    destination's :func:`feature_identity`; everything is checked before anything is
+    written. Returns {"done": n, "failed": m}."""
     from data.store import open_store  # noqa: avoid import cycle at module load
 
-    srcs = [open_store(s, "r") for s in sources]
-    if not srcs:
+    if not sources:
         raise StoreError("nothing to merge")
-    first = srcs[0]
-    key = {k: v for k, v in first.attrs.items() if k not in ("shard", "created")}
-    for s in srcs[1:]:
-        other = {k: v for k, v in s.attrs.items() if k not in ("shard", "created")}
-        if other != key:
-            raise StoreError(f"{s.path} was made with other settings than {first.path}; cannot merge")
     dest = Path(dest)
-    from data.store import create_store, open_store as _open
-    if dest.exists():
-        out = _open(dest, "a")
-    else:
-        out = _copy_layout(first, dest, create_store)
-    counts = {"done": 0, "failed": 0}
-    names = [n for n in first.array_names() if not n.startswith("videos/") or n in
-             ("videos/num_frames", "videos/fps")]
+    if dest.exists() and any(Path(s).resolve() == dest.resolve() for s in sources):
+        raise StoreError(f"{dest} is both a source and --out; merge into another file")
+    srcs = [open_store(s, "r") for s in sources]
+    try:
+        ref = open_store(dest, "r") if dest.exists() else srcs[0]
+        try:
+            maps = _plan(srcs, ref)
+        finally:
+            if ref is not srcs[0]:
+                ref.close()
+        out = open_store(dest, "a") if dest.exists() else _copy_layout(srcs[0], dest)
+        try:
+            return _copy_rows(srcs, maps, out)
+        finally:
+            out.close()
+    finally:
+        for s in srcs:
+            s.close()
+
+
+def _plan(srcs: list[Store], ref: Store) -> list[np.ndarray]:
+    """Check every source against ``ref`` (the destination, or the first source); their row maps."""
+    dest_paths = {p: i for i, p in enumerate(ref.paths)}
+    dest_labels = ref.labels
+    maps = []
     for s in srcs:
-        status = s.status()
-        for i in np.flatnonzero(status == DONE):
+        diff = _differences(s, ref)
+        if diff:
+            raise StoreError(f"{s.path} was made with other settings than {ref.path} "
+                             f"(differ: {', '.join(diff)}); cannot merge")
+        maps.append(_row_map(s, dest_paths, dest_labels))
+    return maps
+
+
+def _copy_rows(srcs: list[Store], maps: list[np.ndarray], out: Store) -> dict:
+    counts = {"done": 0, "failed": 0}
+    names = [n for n in out.array_names() if not n.startswith("videos/") or n in
+             ("videos/num_frames", "videos/fps")]
+    for s, rows in zip(srcs, maps):
+        status, errors = s.status(), s.errors()
+        notes = s.notes()
+        for j in np.flatnonzero(status == DONE):
+            i = int(rows[j])
+            out._write_row("videos/status", i, 0)     # not done while its rows change
             for n in names:
-                out._write_row(n, int(i), s._read_row(n, int(i)))
-            out._write_row("videos/note", int(i), s._read_row("videos/note", int(i)))
-            out._write_row("videos/error", int(i), "")
-            out._write_row("videos/status", int(i), DONE)
+                out._write_row(n, i, s._read_row(n, int(j)))
+            out._write_row("videos/note", i, notes[j])
+            out._write_row("videos/error", i, "")
+            out._write_row("videos/status", i, DONE)
             counts["done"] += 1
-        for i in np.flatnonzero(status == FAILED):
-            if out.status()[i] != DONE:
-                out.mark_failed(int(i), s.errors()[i])
+        dest_status = out.status()
+        for j in np.flatnonzero(status == FAILED):
+            if dest_status[rows[j]] != DONE:
+                out.mark_failed(int(rows[j]), errors[j])
                 counts["failed"] += 1
-        s.close()
-    out.close()
+    out.flush()
     return counts
 
 
-def _copy_layout(src: Store, dest: Path, create_store) -> Store:
+def _copy_layout(src: Store, dest: Path) -> Store:
+    from data.store import create_store
+
     layout = src.layout()
     attrs = {k: v for k, v in layout.attrs.items() if k != "shard"}
     return create_store(dest, Layout(layout.paths, layout.labels, layout.T, layout.streams,

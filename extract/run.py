@@ -69,16 +69,18 @@ class Summary:
     processed: int = 0              # by this run
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    stopped: str = ""               # why the run ended early (full disk, SIGTERM); "" if it did not
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.done == self.total
+        return self.failed == 0 and self.done == self.total and not self.stopped
 
     def text(self) -> str:
         rate = self.processed / self.seconds if self.seconds else 0.0
         lines = [f"{self.store}: {self.done}/{self.total} done, {self.failed} failed "
                  f"({self.processed} processed in {self.seconds:.1f} s, {rate:.2f} videos/s)"]
         lines += [f"  FAILED {p}: {e}" for p, e in self.failures]
+        lines += [f"  STOPPED: {self.stopped}"] if self.stopped else []
         return "\n".join(lines)
 
 
@@ -139,9 +141,16 @@ def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
         todo = mine[redo]
         summary = Summary(store=str(path), total=len(mine))
         t0 = time.perf_counter()
-        for i, outcome in _outcomes(cfg, videos, todo, models):
-            _record(store, i, outcome, videos.paths[i])
-            summary.processed += 1
+        previous = _raise_on_sigterm()
+        try:
+            for i, outcome in _outcomes(cfg, videos, todo, models):
+                _record(store, i, outcome, videos.paths[i])
+                summary.processed += 1
+        except (StoreError, Terminated) as err:   # full disk, preemption: done stays done
+            summary.stopped = str(err)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         summary.seconds = time.perf_counter() - t0
         status, errors = store.status(), store.errors()
         summary.done = int((status[mine] == DONE).sum())
@@ -150,6 +159,24 @@ def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
         return summary
     finally:
         store.close()
+
+
+class Terminated(BaseException):
+    """SIGTERM (Slurm's preemption, ``scancel``) arrived: stop after the current write. A
+    BaseException, like KeyboardInterrupt, so a video's ``except Exception`` (recording it
+    as failed) does not swallow it."""
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM into Terminated, so the store closes cleanly and the summary is printed;
+    returns the previous handler (None off the main thread, where signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated(f"stopped by {signal.Signals(signum).name}; the videos not done stay "
+                         "pending: run the same command again to resume")
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _outcomes(cfg, videos: VideoList, todo, models):

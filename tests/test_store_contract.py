@@ -177,3 +177,126 @@ def test_hdf5_shards_merge(tmp_path):
         ref.write_video(i, make_result(i))
     with open_store(final) as m:
         assert compare_stores(m, ref) == []
+
+
+# -- merge (issue 10): what determines the features, rows by path, --out checked first ------
+
+def shard_layout(order=None, labels=None, flow="tvl1", shard="1/2"):
+    """A CLI-like layout: settings, hashes, backbone and flow as `framesel extract` records
+    them; ``order`` permutes the list, ``labels`` replaces its labels (an edited list)."""
+    base = make_layout(V=4)
+    order = list(range(4)) if order is None else order
+    settings = {"frames": T, "crops": K, "flow": {"algorithm": flow}}
+    attrs = dict(base.attrs, settings=settings, config_sha256=f"sha-{flow}",
+                 list_sha256="list-" + "".join(map(str, order)) + str(labels),
+                 flow={"algorithm": flow, "bound": 20.0, "quantize": False, "params": {}},
+                 backbone={"rgb": {"sha256": "abc"}, "flow": {"sha256": "def"}},
+                 command=f"framesel extract list.txt --shard {shard} --format hdf5",
+                 created=f"2026-12-01T00:0{shard[0]}:00", shard=shard)
+    lab = base.labels[order] if labels is None else np.asarray(labels, np.int32)
+    return Layout(tuple(base.paths[i] for i in order), lab, T, base.streams, None, attrs)
+
+
+def _write(path, layout, videos):
+    """Write make_result(<original index of the path>) for the given rows of ``layout``."""
+    with create_store(path, layout) as s:
+        for row in videos:
+            s.write_video(row, make_result(int(layout.paths[row].split("/")[1][0])))
+    return path
+
+
+def test_merge_shards_whose_command_created_and_shard_differ(tmp_path):
+    from data.store_hdf5 import merge_stores
+    a = _write(tmp_path / "a.h5", shard_layout(shard="1/2"), [0, 2])
+    b = _write(tmp_path / "b.h5", shard_layout(shard="2/2"), [1, 3])
+    assert merge_stores([a, b], tmp_path / "m.h5") == {"done": 4, "failed": 0}
+    ref = _write(tmp_path / "ref.h5", shard_layout(), range(4))
+    with open_store(tmp_path / "m.h5") as m, open_store(ref) as r:
+        assert compare_stores(m, r) == []
+        assert "shard" not in m.attrs
+
+
+def test_merge_refuses_other_settings_naming_them(tmp_path):
+    from data.store_hdf5 import merge_stores
+    a = _write(tmp_path / "a.h5", shard_layout(), [0])
+    b = _write(tmp_path / "b.h5", shard_layout(flow="dis"), [1])
+    with pytest.raises(StoreError, match=r"b\.h5 was made with other settings .*config_sha256.*"
+                                         r"settings\.flow.*cannot merge"):
+        merge_stores([a, b], tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_merge_maps_rows_by_path_from_an_edited_list(tmp_path):
+    """A source made from the same videos in another order lands row by row under the same
+    path; one whose label for a path differs is refused, naming the path."""
+    from data.store_hdf5 import merge_stores
+    a = _write(tmp_path / "a.h5", shard_layout(), [0, 1])
+    b = _write(tmp_path / "b.h5", shard_layout(order=[3, 2, 1, 0]), [0, 1])   # paths 3 and 2
+    merge_stores([a, b], tmp_path / "m.h5")
+    ref = _write(tmp_path / "ref.h5", shard_layout(), range(4))
+    with open_store(tmp_path / "m.h5") as m, open_store(ref) as r:
+        assert compare_stores(m, r) == []
+    relabelled = _write(tmp_path / "c.h5", shard_layout(labels=[0, 1, 0, 0]), [2])
+    with pytest.raises(StoreError, match=r"c\.h5: 1 video\(s\) have another label .*class é/2\.mp4"):
+        merge_stores([relabelled], tmp_path / "m.h5")
+
+
+def test_merge_into_an_existing_out_checks_it_first_and_leaves_it_untouched(tmp_path):
+    """A --flow dis source into a TV-L1 store is refused before anything is written."""
+    import hashlib
+
+    from data.store_hdf5 import merge_stores
+    out = _write(tmp_path / "out.h5", shard_layout(), [0])
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    dis = _write(tmp_path / "dis.h5", shard_layout(flow="dis"), [1, 2])
+    with pytest.raises(StoreError, match=r"dis\.h5 was made with other settings than .*out\.h5.*flow"):
+        merge_stores([dis], out)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+    with open_store(out) as s:
+        assert s.attrs["flow"]["algorithm"] == "tvl1" and s.status().tolist() == [DONE, 0, 0, 0]
+
+
+@pytest.mark.slow
+def test_cli_made_hdf5_shards_merge_and_other_settings_are_named(video_dir, monkeypatch):
+    """`framesel extract --shard k/2 --format hdf5` twice, as a user types it (each records
+    its own command line), then `framesel merge`: before issue 10 refused as "other
+    settings" because the commands differ. A shard made with --flow dis is refused with the
+    differing keys named, and the --out left as it was."""
+    import sys
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    fast = ["--frames", "2", "--flow-stack", "1", "--crops", "1", "--no-thumbnails", "--quiet"]
+    final = video_dir / "m.h5"
+    base = ["extract", str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), *fast,
+            "--out", str(final), "--format", "hdf5"]
+
+    def extract(*extra):
+        argv = [*base, *extra]
+        monkeypatch.setattr(sys, "argv", ["framesel", *argv])   # what the store records
+        return CliRunner().invoke(main, argv)
+
+    for k in (1, 2):
+        extract("--flow", "farneback", "--shard", f"{k}/2")
+    parts = [str(video_dir / f"m.shard-{k}-of-2.h5") for k in (1, 2)]
+    with open_store(parts[0]) as a, open_store(parts[1]) as b:
+        assert a.attrs["command"] != b.attrs["command"] and "--shard 1/2" in a.attrs["command"]
+    r = CliRunner().invoke(main, ["merge", *parts, "--out", str(final)])
+    assert r.exit_code == 0, r.output
+    assert "merged 4 done and 2 failed" in r.output
+    with open_store(final) as m:
+        assert m.status().tolist() == [DONE, DONE, FAILED, DONE, FAILED, DONE]
+        for part in parts:
+            with open_store(part) as p:
+                for i in p.done():
+                    np.testing.assert_array_equal(m.read("flow/features", int(i)), p.read("flow/features", int(i)))
+    dis = video_dir / "m.shard-2-of-2.h5"
+    dis.unlink()
+    extract("--flow", "dis", "--shard", "2/2")
+    before = final.read_bytes()
+    r = CliRunner().invoke(main, ["merge", str(dis), "--out", str(final)])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert "other settings" in r.output and "config_sha256" in r.output and "settings.flow" in r.output
+    assert final.read_bytes() == before
