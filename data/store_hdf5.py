@@ -15,7 +15,7 @@ import numpy as np
 
 from data.errors import StoreError
 from data.space import SLACK, reserve, short_error
-from data.store import DONE, FAILED, Layout, Store
+from data.store import DONE, FAILED, Layout, Store, per_video_arrays
 
 log = logging.getLogger(__name__)
 
@@ -404,8 +404,9 @@ def _plan(srcs: list[Store], ref: Store) -> list[np.ndarray]:
 
 def _copy_rows(srcs: list[Store], maps: list[np.ndarray], out: Store) -> dict:
     counts = {"done": 0, "failed": 0}
-    names = [n for n in out.array_names() if not n.startswith("videos/") or n in
-             ("videos/num_frames", "videos/fps")]
+    # The extraction's arrays only: logits a `framesel head` wrote (and its heads/*) belong to
+    # one store's head and are recomputed on the merged store.
+    names = list(per_video_arrays(out.layout()))
     for s, rows in zip(srcs, maps):
         status, errors = s.status(), s.errors()
         notes = s.notes()
