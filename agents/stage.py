@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +20,9 @@ from agents.rl import load_training_checkpoint
 from data.errors import InputError, StoreError
 from data.lists import read_list
 from data.store import DONE, open_store
+from data.progress import show_progress
 
 log = logging.getLogger(__name__)
-
-
-def _quiet(quiet: bool) -> bool:
-    return quiet or bool(os.environ.get("CI"))
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ def run_head(cfg: HeadStageConfig) -> dict:
             if head is None:
                 feats = store.read_rows(f"{stream}/features", rows)           # (V, T, K, D) float16
                 head, prov = train_head(feats, store.labels[rows], C, cfg.head, multilabel=multilabel,
-                                        device=cfg.device, progress=not _quiet(cfg.quiet),
+                                        device=cfg.device, progress=show_progress(cfg.quiet),
                                         train_list_sha256=videos.sha256)
                 prov.update(by="framesel head", stream=stream, train_list=str(cfg.train_list),
                             command=cfg.command, train_rows_sha256=rows_sha, head_sha256=_head_sha(head),
@@ -177,7 +173,7 @@ def run_train(cfg: TrainStageConfig) -> Agent:
     write_jsonl(log_path, existing["history"] if existing is not None else [])
     torch.manual_seed(cfg.seed)
     agent.fit(states, device=cfg.device, log_path=log_path, checkpoint_path=out,
-              progress=not _quiet(cfg.quiet))
+              progress=show_progress(cfg.quiet))
     agent.save(out, command=cfg.command, finished=True)
     return agent
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +18,7 @@ from data import __version__
 from data.errors import InputError
 from data.lists import read_list
 from data.store import open_store
+from data.progress import show_progress
 from evaluate.compute import CostModel
 from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods, collect_diagnostics,
                                  evaluate_splits)
@@ -68,7 +68,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             first = first or (states, rows)
         costs = CostModel.from_attrs(store.attrs, observer=observer)
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
-                                      progress=not (cfg.quiet or os.environ.get("CI")))
+                                      progress=show_progress(cfg.quiet))
         states, rows = first
         thumbs = store.read_rows("thumbnails", rows) if store.has("thumbnails") else None
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),

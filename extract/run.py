@@ -35,6 +35,7 @@ from data import __version__
 from data.errors import InputError, StoreError, VideoError
 from data.lists import VideoList, read_hmdb51_split, read_list
 from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_for
+from data.progress import show_progress
 from extract.lock import shard_lock
 from extract.video import NOT_DETERMINING, Models, VideoSettings, determining, extract_video
 
@@ -183,8 +184,7 @@ def _outcomes(cfg, videos: VideoList, todo, models):
     """Yield (index, VideoResult | VideoError) in completion order, with a progress bar."""
     from tqdm import tqdm
 
-    quiet = cfg.quiet or bool(os.environ.get("CI"))
-    bar = tqdm(total=len(todo), unit="video", desc="extract", disable=quiet, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not show_progress(cfg.quiet), dynamic_ncols=True)
     root = root_dir(cfg)
     try:
         if cfg.workers <= 1:
@@ -193,12 +193,18 @@ def _outcomes(cfg, videos: VideoList, todo, models):
                 bar.update()
             return
         ctx = get_context("spawn")   # fork after torch/OpenCV started threads can deadlock
-        with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(cfg, len(videos.classes), os.getpid())) as pool:
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(cfg, len(videos.classes), os.getpid()))
+        finished = False
+        try:
             futures = {pool.submit(_worker_extract, str(root / videos.paths[i])): int(i) for i in todo}
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
                 bar.update()
+            finished = True
+        finally:
+            # A stop (SIGTERM, a full disk) must not wait for every queued video first.
+            pool.shutdown(wait=finished, cancel_futures=not finished)
     finally:
         bar.close()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from agents.head import HeadConfig
 from agents.stage import HeadStageConfig, TrainStageConfig, run_head, run_train
 from data.demo import DemoConfig, make_demo_dataset
+from data.progress import show_progress
 from evaluate.protocols import ProtocolConfig
 from evaluate.run import EvaluateConfig, run_evaluate
 from extract.flow import FlowConfig
@@ -65,7 +65,7 @@ def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
         times[name] = round(time.perf_counter() - t0 - sum(times.values()), 1)
         echo(f"[{sum(times.values()):6.1f} s] {name} done ({times[name]} s)")
 
-    ds = make_demo_dataset(out / "data", cfg.data, progress=not (cfg.quiet or os.environ.get("CI")))
+    ds = make_demo_dataset(out / "data", cfg.data, progress=show_progress(cfg.quiet))
     data_dir = out / "data"
     all_list = data_dir / "all.txt"
     all_list.write_text((data_dir / "train.txt").read_text() + (data_dir / "test.txt").read_text())
