@@ -39,12 +39,13 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from data.errors import FrameselError, SchemaError, StoreError, UnknownNameError
+# The layout types live in data.layout; data.store stays the one front door for them.
+from data.layout import Layout, StreamSpec, VideoResult, per_video_arrays, result_rows  # noqa: F401
 from data.space import check_room, write_error
 from data.store_logits import LogitsRecord
 
@@ -58,75 +59,6 @@ _NEVER_ZERO = ("features", "logits", "feature_maps")
 # Lazily imported backends (GUIDE §6.4): a missing optional library names what is available.
 _FORMATS = {"zarr": ("data.store_zarr", "ZarrStore"), "hdf5": ("data.store_hdf5", "HDF5Store")}
 _SUFFIXES = {".zarr": "zarr", ".h5": "hdf5", ".hdf5": "hdf5"}
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """One stream's arrays: K crops, D features, C logits (0 = none yet), optional maps (h, w, d)."""
-
-    name: str
-    crops: int
-    dim: int
-    classes: int = 0
-    map_shape: tuple[int, int, int] | None = None
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Everything fixed when a store is created."""
-
-    paths: tuple[str, ...]
-    labels: np.ndarray                       # (V,) int32 or (V, C) uint8
-    T: int
-    streams: tuple[StreamSpec, ...]
-    thumbnail_size: tuple[int, int] | None = None   # (h, w)
-    attrs: dict = field(default_factory=dict)
-
-    @property
-    def num_videos(self) -> int:
-        return len(self.paths)
-
-
-@dataclass
-class VideoResult:
-    """What extraction produced for one video (shapes as in the module docstring, V dropped)."""
-
-    num_frames: int
-    fps: float
-    frame_index: np.ndarray                  # (T,) int32
-    motion: np.ndarray                       # (T,) float32
-    streams: dict[str, dict[str, np.ndarray]]  # name -> {"features", "logits"?, "feature_maps"?}
-    thumbnails: np.ndarray | None = None     # (T, h, w, 3) uint8
-
-
-def per_video_arrays(layout: Layout) -> dict[str, tuple[tuple[int, ...], str]]:
-    """name -> (row shape, dtype) of every per-video array the layout implies."""
-    T = layout.T
-    out = {"videos/num_frames": ((), "int32"), "videos/fps": ((), "float32"),
-           "frame_index": ((T,), "int32"), "motion": ((T,), "float32")}
-    for s in layout.streams:
-        out[f"{s.name}/features"] = ((T, s.crops, s.dim), "float16")
-        if s.classes:
-            out[f"{s.name}/logits"] = ((T, s.crops, s.classes), "float32")
-        if s.map_shape:
-            out[f"{s.name}/feature_maps"] = ((T, s.crops, *s.map_shape), "float16")
-    if layout.thumbnail_size:
-        out["thumbnails"] = ((T, *layout.thumbnail_size, 3), "uint8")
-    return out
-
-
-def result_rows(result: VideoResult) -> dict[str, np.ndarray]:
-    """Flatten a VideoResult into store array names -> one row each."""
-    rows = {"videos/num_frames": np.int32(result.num_frames), "videos/fps": np.float32(result.fps),
-            "frame_index": np.asarray(result.frame_index, np.int32),
-            "motion": np.asarray(result.motion, np.float32)}
-    for name, arrays in result.streams.items():
-        for key, value in arrays.items():
-            if value is not None:
-                rows[f"{name}/{key}"] = value
-    if result.thumbnails is not None:
-        rows["thumbnails"] = result.thumbnails
-    return rows
 
 
 class Store(LogitsRecord):
