@@ -102,9 +102,10 @@ def top_m_mask(scores: torch.Tensor, m: int | None, mode: str = "frame") -> torc
     crop's own sequence of T volumes.
 
     scores: (V, T, K) -> (V, T, K) bool. ``m=None`` or m >= T keeps everything. Ties break by
-    position order (``torch.topk`` on CPU is stable for equal values only by index), so a
-    constant score equals uniform sampling of the first m — callers wanting random tie
-    breaks add noise first.
+    position, lowest first, always: a stable descending sort ranks, because ``torch.topk``
+    does not promise any order among equal values (on CPU it keeps positions 15–18 of a
+    constant (1, 25) score for m=4). So a constant score equals the first m positions —
+    callers wanting random tie breaks add noise first.
     """
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, not {mode!r}")
@@ -113,15 +114,10 @@ def top_m_mask(scores: torch.Tensor, m: int | None, mode: str = "frame") -> torc
         return torch.ones_like(scores, dtype=torch.bool)
     if m < 1:
         raise InputError(f"m must be >= 1, not {m}")
-    if mode == "frame":
-        idx = scores.mean(dim=2).topk(m, dim=1).indices            # (V, m)
-        keep_t = torch.zeros(V, T, dtype=torch.bool, device=scores.device)
-        keep_t.scatter_(1, idx, True)
-        return keep_t[:, :, None].expand(V, T, K).clone()
-    idx = scores.topk(m, dim=1).indices                              # (V, m, K): per crop
-    keep = torch.zeros_like(scores, dtype=torch.bool)
-    keep.scatter_(1, idx, True)
-    return keep
+    ranked = scores.mean(dim=2, keepdim=True) if mode == "frame" else scores   # (V, T, 1 or K)
+    idx = torch.sort(ranked, dim=1, descending=True, stable=True).indices[:, :m]
+    keep = torch.zeros_like(ranked, dtype=torch.bool).scatter_(1, idx, True)
+    return keep.expand(V, T, K).clone()
 
 
 def aggregate(logits: torch.Tensor, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
