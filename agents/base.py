@@ -130,6 +130,25 @@ def aggregate(logits: torch.Tensor, keep: torch.Tensor, alpha: float = 0.0) -> t
     return (logits * w[..., None]).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-12)[:, None]
 
 
+def aggregate_probabilities(logits: torch.Tensor, keep: torch.Tensor, alpha: float = 0.0,
+                            multilabel: bool = False) -> torch.Tensor:
+    """Video-level scores that average per-frame *probabilities* (000 eq. 3, weights of eq. 10)
+    and hand them back in logit space: log of the mean softmax (single-label), so that a
+    softmax of the result is that mean, or the logit of the mean sigmoid (multi-label), so
+    that a sigmoid of it is. Both are monotone in the mean, so rankings equal the mean's.
+
+    logits: (V, T, K, C), keep: (V, T, K) bool -> (V, C) float32.
+    """
+    # float64 and a tiny clamp: a class whose probability underflows stays finite (no -inf
+    # that a weighted fusion could turn into NaN).
+    x = logits.double()
+    log_mean = lambda p: torch.log(aggregate(p, keep, alpha).clamp_min(1e-300))  # noqa: E731
+    if not multilabel:
+        return log_mean(torch.softmax(x, dim=-1)).float()
+    # logit p̄ = log p̄ − log(1 − p̄), with 1 − p̄ = mean σ(−x) computed directly (no cancellation)
+    return (log_mean(torch.sigmoid(x)) - log_mean(torch.sigmoid(-x))).float()
+
+
 class Selector:
     """Base of every selection method. Subclasses implement :meth:`score`."""
 
@@ -146,9 +165,14 @@ class Selector:
         with torch.no_grad():
             scores = self.score(states).float()
             keep = top_m_mask(scores, m, mode)
-            video_scores = aggregate(states.logits, keep, alpha)
+            video_scores = self.video_scores(states, keep, alpha)
         per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
         return Selection(scores, keep, video_scores, per.long(), mode)
+
+    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+        """(V, C) float32 class scores from the kept cells: the mean of the per-frame logits
+        (TSN's consensus); agents whose paper averages probabilities override this."""
+        return aggregate(states.logits, keep, alpha)
 
 
 _REGISTRY: dict[str, type[Selector]] = {}
