@@ -151,6 +151,12 @@ def selector_gflops(selector, states, **kwargs) -> float:
     return count_gflops(lambda: selector.score(states, **kwargs), [module] if module is not None else []) / V
 
 
+def selector_observer(selector) -> str | None:
+    """The cheap stream ``selector`` observes, as its checkpoint's store identity records it
+    (``framesel train --observer``); None when it was trained without one."""
+    return (getattr(selector, "store_identity", None) or {}).get("observer") or None
+
+
 def selector_needs(selector) -> str:
     """What ``selector`` must compute before choosing: one of :data:`NEEDS`."""
     need = getattr(selector, "needs", None)
