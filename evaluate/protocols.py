@@ -211,18 +211,19 @@ class _Run:
         cells = float(np.mean([k.sum((1, 2)).float().mean() for k in keeps]))
         return pos, cells, (pos / self.T if mode == "frame" else cells / (self.T * self.K))
 
-    def agent_gflops(self, method: Method, stream: str) -> float:
-        key = (method.label, stream)
+    def agent_gflops(self, method: Method, stream: str, m, mode: str) -> float:
+        """GFLOPs per video of the method's real select path at budget m (compute.selector_gflops)."""
+        key = (method.label, stream, m, mode)
         if key not in self._agent_flops:
             sel, n = method.selectors[stream], min(self.cfg.flop_videos, self.V)
             idx = np.arange(n)
             if not method.learned:
                 self._agent_flops[key] = 0.0
             elif stream == "fused":
-                self._agent_flops[key] = selector_gflops(sel, self.states["rgb"].subset(idx),
+                self._agent_flops[key] = selector_gflops(sel, self.states["rgb"].subset(idx), m, mode=mode,
                                                          flow=self.states["flow"].subset(idx))
             else:
-                self._agent_flops[key] = selector_gflops(sel, self.input(method, stream).subset(idx))
+                self._agent_flops[key] = selector_gflops(sel, self.input(method, stream).subset(idx), m, mode=mode)
         return self._agent_flops[key]
 
 
@@ -259,7 +260,7 @@ def _gflops(run: _Run, method: Method, stream: str, m, mode: str, pair: bool) ->
     per = []
     for i, (cost_stream, sel_stream) in enumerate(parts):
         pos, cells, _ = run.kept(method, [sel_stream], m, mode)
-        agent = run.agent_gflops(method, sel_stream) if (sel_stream != "fused" or i == 0) else 0.0
+        agent = run.agent_gflops(method, sel_stream, m, mode) if (sel_stream != "fused" or i == 0) else 0.0
         sel = method.selectors[sel_stream]
         # each agent's own observer stream (none: a dsn without one reads the full pass)
         costs = dataclasses.replace(run.costs, observer=selector_observer(sel)) if method.learned else run.costs
