@@ -24,12 +24,13 @@ Terms of one video (T positions, K crops, L flow fields per stack):
 Two views (:meth:`CostModel.video_gflops`):
 
 - ``full``: selection after a full pass (000): backbone on all T·K cells, the flow for all
-  T stacks when the stream (or the method) needs flow, plus the agent;
+  T stacks when the stream (or the method) needs flow, plus the agent (and its observer);
 - ``deployable``: what a deployed selector must run (003): by the method's need —
   ``none`` (uniform, random, fixed_order, constant: decided without looking) → backbone
   and flow on the kept cells only; ``motion`` → flow on all T stacks, backbone on the kept;
-  ``observer`` (dsn with a cheap observer stream) → observer backbone on all T·K + agent +
-  backbone (and flow) on the kept; ``full`` (max_response, entropy, oracle and every agent
+  ``observer`` (dsn with a cheap observer stream, the one its checkpoint recorded:
+  :func:`selector_observer`) → observer backbone (and, for a flow observer, flow) on all
+  T·K + agent + backbone (and flow) on the kept; ``full`` (max_response, entropy, oracle and every agent
   that reads full-pass states: as, tattn, rtsae, glimpse, dsn on the features) →
   deployable = full, by construction.
 """
