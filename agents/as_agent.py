@@ -7,7 +7,10 @@ a_t ~ Bernoulli(p_t^a) (eq. 1) for N episodes per video, rewards each episode wi
 computed from the fixed classifier's predictions, and follows REINFORCE with a per-video
 moving-average baseline (eqs. 7–8, Algorithm 1) plus L_sampling (eq. 9). At test time the
 p_t^a are importance scores and the base ``select`` keeps the top m (Algorithm 2; α of
-eq. 10 is ``select``'s ``alpha``).
+eq. 10 is ``select``'s ``alpha``). The video-level prediction p¹ is eq. 3's: the mean of the
+kept cells' softmax probabilities (the sigmoids on a multi-label store), not of their
+logits; ``Selection.video_scores`` holds it in logit space, log p¹ (multi-label: logit p¹),
+so softmax (sigmoid) of the scores gives p¹ back and every ranking is p¹'s.
 
 Selection modes (000 Table 3): ``frame`` — one action per position, shared by its crops
 (p_t^a = mean over crops of the per-crop outputs); ``region`` — one action per
@@ -26,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.base import MODES, Agent, States, register, top_m_mask, aggregate
+from agents.base import MODES, Agent, States, aggregate, aggregate_probabilities, register, top_m_mask
 from agents.options import check_ranges
 from agents.rl import (MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, multistep_lr,
                        reinforce_loss, restore_training, set_lr, set_rng_state)
@@ -189,6 +192,11 @@ class ASAgent(Agent):
         V, T, K, _, _ = states.shape
         scores = torch.cat(out) if out else torch.zeros(0, T, K)
         return scores.to(states.logits.device)
+
+    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+        """(V, C) float32: log p¹ of eq. 3 (multi-label: logit p¹), p¹ the α-weighted (eq. 10)
+        mean of the per-frame probabilities over the kept cells (Algorithm 2 line 6)."""
+        return aggregate_probabilities(states.logits, keep, alpha, states.multilabel)
 
     # -- training -------------------------------------------------------------------------
     def _step(self, train: States, idx: torch.Tensor, opt, gen, baseline, device) -> dict:

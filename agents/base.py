@@ -102,9 +102,10 @@ def top_m_mask(scores: torch.Tensor, m: int | None, mode: str = "frame") -> torc
     crop's own sequence of T volumes.
 
     scores: (V, T, K) -> (V, T, K) bool. ``m=None`` or m >= T keeps everything. Ties break by
-    position order (``torch.topk`` on CPU is stable for equal values only by index), so a
-    constant score equals uniform sampling of the first m — callers wanting random tie
-    breaks add noise first.
+    position, lowest first, always: a stable descending sort ranks, because ``torch.topk``
+    does not promise any order among equal values (on CPU it keeps positions 15–18 of a
+    constant (1, 25) score for m=4). So a constant score equals the first m positions —
+    callers wanting random tie breaks add noise first.
     """
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, not {mode!r}")
@@ -113,15 +114,10 @@ def top_m_mask(scores: torch.Tensor, m: int | None, mode: str = "frame") -> torc
         return torch.ones_like(scores, dtype=torch.bool)
     if m < 1:
         raise InputError(f"m must be >= 1, not {m}")
-    if mode == "frame":
-        idx = scores.mean(dim=2).topk(m, dim=1).indices            # (V, m)
-        keep_t = torch.zeros(V, T, dtype=torch.bool, device=scores.device)
-        keep_t.scatter_(1, idx, True)
-        return keep_t[:, :, None].expand(V, T, K).clone()
-    idx = scores.topk(m, dim=1).indices                              # (V, m, K): per crop
-    keep = torch.zeros_like(scores, dtype=torch.bool)
-    keep.scatter_(1, idx, True)
-    return keep
+    ranked = scores.mean(dim=2, keepdim=True) if mode == "frame" else scores   # (V, T, 1 or K)
+    idx = torch.sort(ranked, dim=1, descending=True, stable=True).indices[:, :m]
+    keep = torch.zeros_like(ranked, dtype=torch.bool).scatter_(1, idx, True)
+    return keep.expand(V, T, K).clone()
 
 
 def aggregate(logits: torch.Tensor, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
@@ -132,6 +128,25 @@ def aggregate(logits: torch.Tensor, keep: torch.Tensor, alpha: float = 0.0) -> t
     """
     w = keep.to(logits.dtype) + alpha * (~keep).to(logits.dtype)
     return (logits * w[..., None]).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-12)[:, None]
+
+
+def aggregate_probabilities(logits: torch.Tensor, keep: torch.Tensor, alpha: float = 0.0,
+                            multilabel: bool = False) -> torch.Tensor:
+    """Video-level scores that average per-frame *probabilities* (000 eq. 3, weights of eq. 10)
+    and hand them back in logit space: log of the mean softmax (single-label), so that a
+    softmax of the result is that mean, or the logit of the mean sigmoid (multi-label), so
+    that a sigmoid of it is. Both are monotone in the mean, so rankings equal the mean's.
+
+    logits: (V, T, K, C), keep: (V, T, K) bool -> (V, C) float32.
+    """
+    # float64 and a tiny clamp: a class whose probability underflows stays finite (no -inf
+    # that a weighted fusion could turn into NaN).
+    x = logits.double()
+    log_mean = lambda p: torch.log(aggregate(p, keep, alpha).clamp_min(1e-300))  # noqa: E731
+    if not multilabel:
+        return log_mean(torch.softmax(x, dim=-1)).float()
+    # logit p̄ = log p̄ − log(1 − p̄), with 1 − p̄ = mean σ(−x) computed directly (no cancellation)
+    return (log_mean(torch.sigmoid(x)) - log_mean(torch.sigmoid(-x))).float()
 
 
 class Selector:
@@ -150,9 +165,14 @@ class Selector:
         with torch.no_grad():
             scores = self.score(states).float()
             keep = top_m_mask(scores, m, mode)
-            video_scores = aggregate(states.logits, keep, alpha)
+            video_scores = self.video_scores(states, keep, alpha)
         per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
         return Selection(scores, keep, video_scores, per.long(), mode)
+
+    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+        """(V, C) float32 class scores from the kept cells: the mean of the per-frame logits
+        (TSN's consensus); agents whose paper averages probabilities override this."""
+        return aggregate(states.logits, keep, alpha)
 
 
 _REGISTRY: dict[str, type[Selector]] = {}

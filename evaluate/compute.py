@@ -12,20 +12,25 @@ Terms of one video (T positions, K crops, L flow fields per stack):
 - flow: GFLOPs per flow field × the fields computed (T·L for a full pass, kept positions·L
   when deploying); see :func:`tvl1_gflops_per_pair` — an **estimate** from the algorithm's
   parameters and the frame size, not a count;
-- agent / observer: FlopCounterMode on the selector's own ``score`` for one video
-  (:func:`selector_gflops`), plus the analytic count of ``nn.LSTM`` layers, which
-  FlopCounterMode does not see on CPU (the fused ``aten._lstm`` op has no FLOP formula:
-  it reports 0). Baselines count 0 (no matrix product).
+- agent: FlopCounterMode on the selector's real ``select`` at the row's budget and mode
+  (:func:`selector_gflops`): every forward pass it makes (tattn re-runs its model on the
+  kept cells, rtsae runs its gate, fusion and classifier, an agent's own classifier), not
+  ``score`` alone; plus the analytic count of ``nn.LSTM`` layers, which FlopCounterMode
+  does not see on CPU (the fused ``aten._lstm`` op has no FLOP formula: it reports 0).
+  Baselines count 0 (no matrix product);
+- observer (dsn with a cheap stream): that stream's backbone on all T·K cells it sees, and
+  the flow of all T stacks when the observer is the flow stream, in both views.
 
 Two views (:meth:`CostModel.video_gflops`):
 
 - ``full``: selection after a full pass (000): backbone on all T·K cells, the flow for all
-  T stacks when the stream (or the method) needs flow, plus the agent;
+  T stacks when the stream (or the method) needs flow, plus the agent (and its observer);
 - ``deployable``: what a deployed selector must run (003): by the method's need —
   ``none`` (uniform, random, fixed_order, constant: decided without looking) → backbone
   and flow on the kept cells only; ``motion`` → flow on all T stacks, backbone on the kept;
-  ``observer`` (dsn with a cheap observer stream) → observer backbone on all T·K + agent +
-  backbone (and flow) on the kept; ``full`` (max_response, entropy, oracle and every agent
+  ``observer`` (dsn with a cheap observer stream, the one its checkpoint recorded:
+  :func:`selector_observer`) → observer backbone (and, for a flow observer, flow) on all
+  T·K + agent + backbone (and flow) on the kept; ``full`` (max_response, entropy, oracle and every agent
   that reads full-pass states: as, tattn, rtsae, glimpse, dsn on the features) →
   deployable = full, by construction.
 """
@@ -143,12 +148,20 @@ def count_gflops(fn, modules=()) -> float:
     return (counter.get_total_flops() + extra[0]) / 1e9
 
 
-def selector_gflops(selector, states, **kwargs) -> float:
-    """GFLOPs per video of ``selector.score`` (the policy itself), averaged over the videos
-    of ``states`` (pass one or a few). kwargs go to ``score`` (e.g. ``flow=`` for rtsae)."""
+def selector_gflops(selector, states, m: int | None = None, *, mode: str = "frame", **kwargs) -> float:
+    """GFLOPs per video of ``selector.select(states, m, mode=mode)`` — everything the method
+    runs to choose and predict at that budget — averaged over the videos of ``states``
+    (pass one or a few). kwargs go to ``select`` (e.g. ``flow=`` for rtsae)."""
     module = getattr(selector, "module", None)
     V = states.shape[0]
-    return count_gflops(lambda: selector.score(states, **kwargs), [module] if module is not None else []) / V
+    run = lambda: selector.select(states, m, mode=mode, **kwargs)  # noqa: E731
+    return count_gflops(run, [module] if module is not None else []) / V
+
+
+def selector_observer(selector) -> str | None:
+    """The cheap stream ``selector`` observes, as its checkpoint's store identity records it
+    (``framesel train --observer``); None when it was trained without one."""
+    return (getattr(selector, "store_identity", None) or {}).get("observer") or None
 
 
 def selector_needs(selector) -> str:
@@ -214,22 +227,25 @@ class CostModel:
         ``cells`` kept (mean position·crop cells the backbone must see).
 
         Returns {"full", "deployable" (GFLOPs), "parts": {view: {backbone, flow, observer,
-        agent}}, "flow_counted", "deployable_is_full"}.
+        agent}}, "flow_counted", "deployable_is_full"}. An ``observer`` need counts the
+        observer stream (and its flow, when it is ``flow``) in both views: the agent reads it.
         """
         if need not in NEEDS:
             raise InputError(f"need must be one of {NEEDS}, not {need!r}")
         T, K = self.T, self.crops
+        observed = need == "observer" and self.observer in self.backbone
         full = {**self.pass_gflops(stream, T, T * K), "observer": 0.0, "agent": agent}
-        if need == "motion":
-            full["flow"] = self._flow(T)        # motion is the mean magnitude of every stack
-        if need == "full" or (need == "observer" and self.observer not in self.backbone):
+        if need == "full" or (need == "observer" and not observed):
             deploy = dict(full)
         else:
             deploy = {**self.pass_gflops(stream, positions, cells), "observer": 0.0, "agent": agent}
-            if need == "motion":
-                deploy["flow"] = self._flow(T)
-            if need == "observer":
-                deploy["observer"] = self._stream(self.observer) * T * K
+        for view in (full, deploy):
+            # motion is the mean magnitude of every stack; a flow observer sees every stack
+            # (the kept stacks of a flow stream are among them, computed once)
+            if need == "motion" or (observed and self.observer == "flow"):
+                view["flow"] = self._flow(T)
+            if observed:                      # the observer's backbone on every cell it sees
+                view["observer"] = self._stream(self.observer) * T * K
         return _result({"full": full, "deployable": deploy}, self.flow_pair is not None)
 
     def describe(self) -> dict:

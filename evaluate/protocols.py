@@ -33,7 +33,7 @@ import torch
 from agents.base import Selection, States, selector_class
 from data.errors import InputError
 from evaluate import metrics, stats
-from evaluate.compute import CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs
+from evaluate.compute import CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs, selector_observer
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +80,16 @@ def weights_label(weights) -> str:
 @dataclass
 class Method:
     """One evaluated method. ``selectors``: stream -> Selector ("fused" for an agent that
-    reads both streams itself, e.g. rtsae with two_stream)."""
+    reads both streams itself, e.g. rtsae with two_stream). ``inputs``: stream -> the States
+    this method reads there instead of the shared ones (an agent with its own observer
+    stream, :func:`evaluate.run.attach_observers`); a stream not in it reads the shared."""
 
     label: str
     selectors: dict
     learned: bool = False
     variable_m: bool = False
     config: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -187,8 +190,12 @@ class _Run:
             if stream == "fused":
                 self._sel[key] = sel.select(self.states["rgb"], m, mode=mode, alpha=alpha, flow=self.states["flow"])
             else:
-                self._sel[key] = sel.select(self.states[stream], m, mode=mode, alpha=alpha)
+                self._sel[key] = sel.select(self.input(method, stream), m, mode=mode, alpha=alpha)
         return self._sel[key]
+
+    def input(self, method: Method, stream: str) -> States:
+        """The states ``method`` reads on ``stream``: its own (its observer) or the shared."""
+        return method.inputs.get(stream, self.states[stream])
 
     def scores(self, method, stream, m, mode="frame", alpha=0.0, weights=None) -> np.ndarray:
         """(V, C) float64 video scores; stream "fused" with ``weights`` fuses rgb and flow."""
@@ -204,18 +211,19 @@ class _Run:
         cells = float(np.mean([k.sum((1, 2)).float().mean() for k in keeps]))
         return pos, cells, (pos / self.T if mode == "frame" else cells / (self.T * self.K))
 
-    def agent_gflops(self, method: Method, stream: str) -> float:
-        key = (method.label, stream)
+    def agent_gflops(self, method: Method, stream: str, m, mode: str) -> float:
+        """GFLOPs per video of the method's real select path at budget m (compute.selector_gflops)."""
+        key = (method.label, stream, m, mode)
         if key not in self._agent_flops:
             sel, n = method.selectors[stream], min(self.cfg.flop_videos, self.V)
             idx = np.arange(n)
             if not method.learned:
                 self._agent_flops[key] = 0.0
             elif stream == "fused":
-                self._agent_flops[key] = selector_gflops(sel, self.states["rgb"].subset(idx),
+                self._agent_flops[key] = selector_gflops(sel, self.states["rgb"].subset(idx), m, mode=mode,
                                                          flow=self.states["flow"].subset(idx))
             else:
-                self._agent_flops[key] = selector_gflops(sel, self.states[stream].subset(idx))
+                self._agent_flops[key] = selector_gflops(sel, self.input(method, stream).subset(idx), m, mode=mode)
         return self._agent_flops[key]
 
 
@@ -252,9 +260,11 @@ def _gflops(run: _Run, method: Method, stream: str, m, mode: str, pair: bool) ->
     per = []
     for i, (cost_stream, sel_stream) in enumerate(parts):
         pos, cells, _ = run.kept(method, [sel_stream], m, mode)
-        agent = run.agent_gflops(method, sel_stream) if (sel_stream != "fused" or i == 0) else 0.0
-        per.append(run.costs.video_gflops(cost_stream, selector_needs(method.selectors[sel_stream]),
-                                          positions=pos, cells=cells, agent=agent))
+        agent = run.agent_gflops(method, sel_stream, m, mode) if (sel_stream != "fused" or i == 0) else 0.0
+        sel = method.selectors[sel_stream]
+        # each agent's own observer stream (none: a dsn without one reads the full pass)
+        costs = dataclasses.replace(run.costs, observer=selector_observer(sel)) if method.learned else run.costs
+        per.append(costs.video_gflops(cost_stream, selector_needs(sel), positions=pos, cells=cells, agent=agent))
     c = fuse_gflops(per)
     return {"gflops_full": c["full"], "gflops_deployable": c["deployable"]}
 

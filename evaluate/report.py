@@ -1,8 +1,8 @@
 """Report writer: ``results.json``, ``report.md`` and a self-contained ``report.html``.
 
 ``write_report(out_dir, rows, meta, extras)``: ``rows`` from :mod:`evaluate.protocols`,
-``meta`` (command, config, seeds, versions, store identity, and optionally ``costs`` from
-``CostModel.describe()``), ``extras`` from :func:`evaluate.protocols.collect_diagnostics`
+``meta`` (command, config, seeds, versions, store identity, and optionally ``compute`` from
+``CostModel.describe()``, the key :func:`evaluate.run.run_evaluate` writes), ``extras`` from :func:`evaluate.protocols.collect_diagnostics`
 (or None). Plots are matplotlib (Agg) PNGs embedded as base64 in the HTML, so the file
 opens anywhere; sections whose inputs are missing are skipped with a note saying why.
 
@@ -327,7 +327,7 @@ def _notes(rows, meta) -> list[str]:
                                                           "no fusion rows (a single stream was evaluated)"),
              "Accuracies are fractions. Paired tests: bootstrap 95% CI of the accuracy difference and McNemar p, "
              "against uniform and random at the same m on the same videos."]
-    costs = meta.get("costs")
+    costs = meta.get("compute")
     if costs:
         notes.append(f"Flow cost: {costs.get('flow_note')} ({_fmt(costs.get('flow_gflops_per_pair'))} GFLOPs per "
                      f"field, {costs.get('flow_algorithm')}). Backbone GFLOPs/frame: {costs.get('backbone_gflops_per_frame')}.")

@@ -19,7 +19,7 @@ from data.errors import InputError
 from data.lists import read_list
 from data.store import open_store
 from data.progress import show_progress
-from evaluate.compute import CostModel
+from evaluate.compute import CostModel, selector_observer
 from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods, collect_diagnostics,
                                  evaluate_splits)
 from evaluate.report import check_report_dir, write_report
@@ -58,15 +58,15 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         cfg = dataclasses.replace(cfg, protocol=dataclasses.replace(
             cfg.protocol, ms=fit_budgets(cfg.protocol.ms, store.T, clamp=cfg.clamp_m)))
         baselines = cfg.baselines or tuple(selector_names(learned=False))
-        observer = next((a.store_identity.get("observer") for a in agents if a.store_identity.get("observer")), None)
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
         splits, first = {}, None
         for list_path in cfg.test_lists:
             rows = rows_for_list(store, read_list(list_path))
-            states = {s: load_states(store, s, rows, observer=observer, feature_maps=maps) for s in streams}
-            splits[Path(list_path).stem] = (states, build_methods(baselines, agents, streams))
+            states = {s: load_states(store, s, rows, feature_maps=maps) for s in streams}
+            methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
+            splits[Path(list_path).stem] = (states, methods)
             first = first or (states, rows)
-        costs = CostModel.from_attrs(store.attrs, observer=observer)
+        costs = CostModel.from_attrs(store.attrs)     # each agent's observer: protocols._gflops
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
                                       progress=show_progress(cfg.quiet))
         states, rows = first
@@ -75,6 +75,26 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, costs, streams)
     return write_report(cfg.out, result_rows, meta, extras)
+
+
+def attach_observers(store, rows, states: dict, methods) -> list:
+    """Give every agent the observer stream its checkpoint recorded (``store_identity
+    ["observer"]``, ``framesel train --observer``) and no other: the shared ``states`` carry
+    none, so an agent trained without one never reads another agent's. Each observer's
+    features of ``rows`` are read once. Returns ``methods`` (their ``inputs`` filled)."""
+    read: dict = {}
+    for method in methods:
+        for stream, sel in method.selectors.items():
+            observer = selector_observer(sel) if method.learned and stream in states else None
+            if observer is None:
+                continue
+            if not store.has(f"{observer}/features"):
+                raise InputError(f"agent {sel.name} observes stream {observer!r}, which {store.path} lacks "
+                                 f"(its streams: {', '.join(store.streams)})")
+            if observer not in read:
+                read[observer] = torch.from_numpy(store.read_rows(f"{observer}/features", rows).astype(np.float32))
+            method.inputs[stream] = dataclasses.replace(states[stream], observer=read[observer])
+    return methods
 
 
 def check_streams(wanted, store) -> tuple[str, ...]:

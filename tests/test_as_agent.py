@@ -220,3 +220,28 @@ def test_resume_equals_straight_run(planted, tmp_path, monkeypatch):
         assert torch.equal(a, b), name
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(resumed.history) == strip(straight.history)
+
+
+@pytest.mark.parametrize("mode", ["frame", "region"])
+@pytest.mark.parametrize("alpha", [0.0, 0.2])
+def test_predicts_with_eq_3_mean_of_probabilities(mode, alpha):
+    # Algorithm 2 returns p¹ of eq. 3: the mean of the kept frames' softmax predictions (with
+    # eq. 10's weight α on the others), not a softmax of their mean logits.
+    g = torch.Generator().manual_seed(5)
+    V, T, K, D, C = 3, 10, 2, 6, 4
+    st = planted_states(V=V, T=T, K=K, D=D, C=C, seed=5)
+    st.logits = 4 * torch.randn(V, T, K, C, generator=g)             # spread: the two means differ
+    agent = ASAgent(ASConfig(hidden=8), num_classes=C, feature_dim=D, seed=0)
+    sel = agent.select(st, 3, mode=mode, alpha=alpha)
+    w = sel.keep.double() + alpha * (~sel.keep).double()
+    probs = torch.softmax(st.logits.double(), -1)
+    want = (probs * w[..., None]).sum((1, 2)) / w.sum((1, 2))[:, None]
+    torch.testing.assert_close(torch.softmax(sel.video_scores.double(), -1), want, rtol=1e-5, atol=1e-6)
+    assert sel.video_scores.dtype == torch.float32 and torch.isfinite(sel.video_scores).all()
+    multi = planted_states(V=V, T=T, K=K, D=D, C=C, seed=5)
+    multi.logits, multi.multilabel = st.logits, True
+    multi.labels = (torch.rand(V, C, generator=g) > 0.5).float()
+    msel = agent.select(multi, 3, mode=mode, alpha=alpha)
+    sig = torch.sigmoid(st.logits.double())
+    want = (sig * w[..., None]).sum((1, 2)) / w.sum((1, 2))[:, None]
+    torch.testing.assert_close(torch.sigmoid(msel.video_scores.double()), want, rtol=1e-5, atol=1e-6)

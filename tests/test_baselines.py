@@ -135,3 +135,31 @@ def test_planted_cache_separates_oracle_from_trivial_baselines(planted):
     for name in ("uniform", "random", "constant", "max_response", "entropy", "motion", "fixed_order"):
         assert acc[name] < 0.35, (name, acc)
     assert _top1(selector_class("uniform")().select(planted, None), planted) < 0.1
+
+
+def _first_m_by_rule(row, m):
+    """The tie rule in plain Python: highest score first, equal scores by lowest position."""
+    return set(sorted(range(len(row)), key=lambda t: (-row[t], t))[:m])
+
+
+@pytest.mark.parametrize("T", [25, 257])
+@pytest.mark.parametrize("mode", ["frame", "region"])
+def test_top_m_mask_breaks_ties_by_lowest_position(T, mode):
+    # torch.topk gives no order among equal values (on CPU it keeps positions 15-18 of a
+    # constant 25-long score for m=4); the mask must not depend on it.
+    from agents.base import top_m_mask
+
+    zeros = torch.zeros(2, T, 3)
+    for m in (1, 4, T // 3):
+        keep = top_m_mask(zeros, m, mode)
+        assert keep[:, :m].all() and not keep[:, m:].any()
+    g = torch.Generator().manual_seed(T)
+    scores = torch.randint(0, 3, (4, T, 3), generator=g).float()      # many exact ties
+    if mode == "frame":
+        scores[..., 1:] = scores[..., :1]                              # crop mean = an exact tie value
+    for m in (1, 4, 8, T // 2):
+        keep = top_m_mask(scores, m, mode)
+        for v in range(4):
+            for k in range(3):
+                kept = set(torch.nonzero(keep[v, :, k]).flatten().tolist())
+                assert kept == _first_m_by_rule(scores[v, :, k].tolist(), m), (v, k, m)

@@ -65,9 +65,20 @@ def test_views_by_need(model):
     c = model.video_gflops("rgb", "full", positions=4, cells=8, agent=0.25)
     assert c["full"] == c["deployable"] == 20.25 and c["deployable_is_full"]
     c = model.video_gflops("rgb", "observer", positions=4, cells=8, agent=0.25)
-    assert c["full"] == 20.25
+    assert c["full"] == pytest.approx(20.25 + 0.1 * 20)         # the agent reads the observer in a full pass too
     assert c["deployable"] == pytest.approx(8 + 0.1 * 20 + 0.25)
     assert c["parts"]["deployable"]["observer"] == pytest.approx(2.0)
+
+
+def test_a_flow_observer_counts_its_flow_on_every_stack(model):
+    # dsn observing the flow stream: the flow of all T stacks runs before it can choose
+    flow_obs = CostModel(T=10, crops=2, flow_stack=5, backbone={"rgb": 1.0, "flow": 2.0}, flow_pair=0.5,
+                         flow_algorithm="tvl1", observer="flow")
+    c = flow_obs.video_gflops("rgb", "observer", positions=4, cells=8, agent=0.25)
+    assert c["parts"]["deployable"] == pytest.approx({"backbone": 8.0, "flow": 25.0, "observer": 40.0, "agent": 0.25})
+    assert c["parts"]["full"] == pytest.approx({"backbone": 20.0, "flow": 25.0, "observer": 40.0, "agent": 0.25})
+    c = flow_obs.video_gflops("flow", "observer", positions=4, cells=8)
+    assert c["parts"]["deployable"]["flow"] == 25.0             # the kept stacks are among the observed: once
 
 
 def test_observer_missing_means_deployable_is_full(model):
@@ -129,6 +140,30 @@ class _LSTMPolicy(Selector):
         x = states.features.permute(0, 2, 1, 3).reshape(V * K, T, D)
         h, _ = self.module["lstm"](x)
         return self.module["fc"](h).reshape(V, K, T).permute(0, 2, 1)
+
+
+class _TwicePolicy(_LinearPolicy):
+    """Selects like the base, then re-runs its network once more (as tattn does on the kept)."""
+    name = "twice_policy"
+
+    def select(self, states, m, *, mode="frame", alpha=0.0):
+        sel = super().select(states, m, mode=mode, alpha=alpha)
+        self.score(states)
+        return sel
+
+
+def test_agent_flops_count_the_real_select_path():
+    from agents.base import selector_class
+
+    st = planted_states(V=3, T=7, K=2, D=6, C=4)
+    assert selector_gflops(_TwicePolicy(6), st, 3) == pytest.approx(2 * selector_gflops(_LinearPolicy(6), st, 3))
+    # tattn at m < T re-runs its model on the kept cells: twice its score pass; m = T: once
+    tattn = selector_class("tattn")
+    agent = tattn(tattn.Config(hidden=8, layers=1, iterations=2, test_last=1), num_classes=4, feature_dim=6)
+    once = count_gflops(lambda: agent.score(st), [agent.module]) / 3
+    assert once > 0
+    assert selector_gflops(agent, st, 3) == pytest.approx(2 * once)
+    assert selector_gflops(agent, st, None) == pytest.approx(once)
 
 
 def test_selector_flops_are_counted_per_video():

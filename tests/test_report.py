@@ -1,4 +1,5 @@
 """The report of a small real run: files, words, plots; the HTML rendered in headless Chromium."""
+import html
 import json
 import re
 import shutil
@@ -63,7 +64,7 @@ def _run(tmp_path, thumbnails=True, splits=("1", "2")):
     rows += summarize_splits(rows) if len(splits) > 1 else []
     meta = {"command": "framesel evaluate demo.zarr --test test.txt --agents finder.pt",
             "config": {"ms": [2, 4, 8]}, "seeds": [0], "versions": {"torch": torch.__version__},
-            "store": {"path": "demo.zarr", "list_sha256": "abc"}, "costs": costs.describe()}
+            "store": {"path": "demo.zarr", "list_sha256": "abc"}, "compute": costs.describe()}
     return rows, write_report(tmp_path / "report", rows, meta, extras)
 
 
@@ -151,3 +152,38 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     pixels = mpimg.imread(shot)
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels[..., :3].std() > 0.05           # not a blank page: plots and tables drew
+
+
+TVL1 = {"tau": 0.25, "lambda": 0.15, "theta": 0.3, "nscales": 5, "warps": 5, "epsilon": 0.01,
+        "inner_iterations": 30, "outer_iterations": 10, "scale_step": 0.8}
+
+
+def test_flow_cost_note_of_a_real_evaluate_on_a_store_with_flow(tmp_path):
+    # run_evaluate writes the cost model under meta["compute"]; the report used to read
+    # meta["costs"], so the flow-cost note never showed.
+    from click.testing import CliRunner
+
+    from data.store import Layout, StreamSpec, VideoResult, create_store
+    from pipeline.cli import main
+
+    g, V, C, Tn = np.random.default_rng(0), 6, 3, 4
+    paths = tuple(f"v{i}.mp4" for i in range(V))
+    layout = Layout(paths=paths, labels=np.arange(V, dtype=np.int32) % C, T=Tn,
+                    streams=tuple(StreamSpec(s, 1, 8, C) for s in ("rgb", "flow")),
+                    attrs={"classes": ["a", "b", "c"], "crops": 1, "flow_stack": 2, "frame_size": [340, 256],
+                           "flow": {"algorithm": "tvl1", "params": TVL1},
+                           "backbone": {s: {"gflops_per_frame": 0.4} for s in ("rgb", "flow")}})
+    with create_store(tmp_path / "s.zarr", layout) as store:
+        for i in range(V):
+            st = {s: {"features": g.normal(size=(Tn, 1, 8)).astype(np.float16),
+                      "logits": g.normal(size=(Tn, 1, C)).astype(np.float32)} for s in ("rgb", "flow")}
+            store.write_video(i, VideoResult(num_frames=20, fps=25.0, frame_index=np.arange(Tn, dtype=np.int32) * 5,
+                                             motion=g.random(Tn).astype(np.float32), streams=st))
+    (tmp_path / "test.txt").write_text("".join(f"{p} {i % C}\n" for i, p in enumerate(paths)))
+    r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "s.zarr"), "--test", str(tmp_path / "test.txt"),
+                                  "--out", str(tmp_path / "rep"), "--baselines", "uniform", "--m", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    for name in ("report.md", "report.html"):
+        text = html.unescape((tmp_path / "rep" / name).read_text())
+        assert "Flow cost: estimate from the algorithm's parameters" in text, name
+        assert "tvl1" in text and "GFLOPs per field" in text
