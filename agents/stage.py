@@ -149,8 +149,12 @@ def run_train(cfg: TrainStageConfig) -> Agent:
         rows = rows_for_list(store, videos)
         states = load_states(store, cfg.stream, rows, observer=cfg.observer,
                              feature_maps=getattr(cls, "needs_feature_maps", False))
+        second = _second_stream(config, cfg.stream, store)
+        flow = None if second is None else load_states(store, second, rows)
         identity = dict(store.identity(), stream=cfg.stream, observer=cfg.observer,
                         train_list=str(cfg.train_list), train_list_sha256=videos.sha256)
+        if second is not None:
+            identity["second_stream"] = second
     _, _, _, D, C = states.shape
     if hasattr(cls, "for_states"):      # agents whose shape depends on the states (glimpse's cube)
         agent = cls.for_states(config, states, seed=cfg.seed)
@@ -173,9 +177,24 @@ def run_train(cfg: TrainStageConfig) -> Agent:
     write_jsonl(log_path, existing["history"] if existing is not None else [])
     torch.manual_seed(cfg.seed)
     agent.fit(states, device=cfg.device, log_path=log_path, checkpoint_path=out,
-              progress=show_progress(cfg.quiet))
+              progress=show_progress(cfg.quiet), **({} if flow is None else {"flow": flow}))
     agent.save(out, command=cfg.command, finished=True)
     return agent
+
+
+def _second_stream(config, stream: str, store) -> str | None:
+    """The stream a two-stream agent (rtsae ``two_stream=True``, 004 eqs. 15–17) fuses with
+    ``stream``: the store's flow, with rgb as the first, the pairing ``framesel evaluate``
+    feeds it (its "fused" rows read rgb and flow). None for single-stream agents."""
+    if not getattr(config, "two_stream", False):
+        return None
+    if stream != "rgb":
+        raise InputError(f"--set two_stream=true fuses --stream rgb with the store's flow stream; "
+                         f"got --stream {stream}")
+    if not store.has("flow/features"):
+        raise InputError(f"--set two_stream=true needs a flow stream; {store.path} has only "
+                         f"{', '.join(store.streams)}")
+    return "flow"
 
 
 def _existing_checkpoint(out: Path) -> dict | None:
