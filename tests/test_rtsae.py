@@ -77,13 +77,17 @@ def test_rtsae_loss_is_eq12_on_hand_numbers():
     o = torch.tensor([[[0.5, 0.0], [0.0, 0.5], [0.5, 0.5]]])
     a = torch.tensor([[0.9, 0.1, 0.7]])                                       # open at t = 0, 2
     t = rtsae_loss(x, k, h, o, a, cfg)
-    assert t["recon"].item() == pytest.approx(1.0 + 1.0 + 0.0)
-    # consecutive attention moments 0 -> 2: ‖h0 − h2‖² = 10
-    assert t["dissim"].item() == pytest.approx(-0.5 * math.log(1 + 10.0))
-    assert t["l1_o"].item() == pytest.approx(0.05 * 2.0)
-    assert t["l1_a"].item() == pytest.approx(0.8 * 1.7)
+    T, H = 3, 2                       # every term per step; the o-terms per unit
+    energy = (1.0 + 4.0 + 2.0) / T    # mean ‖x_t‖²: recon in units of the sequence's energy
+    assert t["recon"].item() == pytest.approx((1.0 + 1.0 + 0.0) / energy / T)
+    # consecutive attention moments 0 -> 2: ‖h0 − h2‖² = 10, the pair weighted by ā_0 = 0.9
+    assert t["dissim"].item() == pytest.approx(-0.5 * 0.9 * math.log(1 + 10.0) / T)
+    assert t["l1_o"].item() == pytest.approx(0.05 * 2.0 / (T * H))
+    assert t["l1_a"].item() == pytest.approx(0.8 * 1.7 / T)
     sv = np.linalg.svd(o[0].numpy(), compute_uv=False).sum()
-    assert t["nuclear"].item() == pytest.approx(0.02 * sv, rel=1e-5)
+    assert t["nuclear"].item() == pytest.approx(0.02 * sv / (T * math.sqrt(H)), rel=1e-5)
+    # the same sequence at 100x the scale: the same recon (the terms stay balanced)
+    assert rtsae_loss(10 * x, 10 * k, h, o, a, cfg)["recon"].item() == pytest.approx(t["recon"].item())
     parts = sum(t[n].item() for n in ("recon", "dissim", "nuclear", "l1_o", "l1_a"))
     assert t["loss"].item() == pytest.approx(parts)
 
@@ -160,6 +164,43 @@ def test_learns_planted_key_positions(tmp_path):
     assert ours5 > 0.8 * oracle and ours > 0.8 * oracle
     assert precision > 0.5                      # chance is 5/25 = 0.2
     assert (sel5.num_kept == 5).all() and 2 <= free.num_kept.float().mean() <= 12
+
+
+def _planted_split(V=128, T=12, D=16):
+    st = planted_states(V=2 * V, T=T, K=1, D=D, C=8, n_key=3, seed=0)
+    return st.subset(np.arange(V)), st.subset(np.arange(V, 2 * V))
+
+
+SMALL = dict(proj_dim=16, hidden=16, gate_dim=4, fusion_dim=32, classifier_hidden=32)
+
+
+def test_phi_governs_the_unsupervised_keyframe_fraction():
+    """Stage 2 alone (eq. 12): without ϕ every gate opens (reconstruction wants every step),
+    at 004's ϕ the gates shut on these temporally independent positions. Before eq. 12 was
+    balanced, the reconstruction term (hundreds of times the rest at D = 512) kept every
+    gate open whatever ϕ was (fraction 1.0 at both)."""
+    train, _ = _planted_split(V=64, D=512)           # a backbone-sized feature, 004's R
+    frac = {}
+    for phi in (0.0, 0.8):
+        cfg = RTSAEConfig(**dict(SMALL, proj_dim=128), pretrain_epochs=4, epochs=1, phi=phi)
+        agent = RTSAEAgent(cfg, num_classes=8, feature_dim=512, seed=0)
+        agent.fit(train)
+        frac[phi] = agent.history[cfg.pretrain_epochs - 1]["fraction_kept"]
+    print(frac)
+    assert frac[0.0] > 0.9 and frac[0.8] < 0.1
+
+
+def test_beats_its_no_gate_baseline_at_defaults():
+    """At the defaults (only the network made small), the gated agent predicts better than
+    the same network reading every position (gate = 1), on a planted store whose
+    non-key positions mislead."""
+    train, test = _planted_split()
+    agent = RTSAEAgent(RTSAEConfig(**SMALL), num_classes=8, feature_dim=16, seed=0)
+    agent.fit(train)
+    gated = _accuracy(agent.select(test, None).video_scores, test.labels)
+    no_gate = _accuracy(agent.predict(test, torch.ones(test.features.shape[:3])), test.labels)
+    print(f"gated {gated:.3f} no-gate {no_gate:.3f} kept {agent.history[-1]['fraction_kept']:.2f}")
+    assert gated > no_gate + 0.15
 
 
 def test_checkpoint_round_trip(tmp_path):
