@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ from data.store import Layout, StreamSpec, VideoResult, create_store
 from pipeline.cli import main
 
 TORCH_THREADS = 1
-DATA = Path(__file__).parent / "data"
 T, K, D, C, V = 5, 1, 6, 3, 24
 # The shortest fit of every registered agent (a new agent must be added here).
 TINY = {"as": ["epochs=1", "m=2", "hidden=4", "batch_size=8"],
@@ -247,17 +245,35 @@ def test_format_1_checkpoints_keep_loading(planted, tmp_path):
     assert sha(old) == before
 
 
-def test_real_format_1_checkpoints_load_and_extend(tmp_path):
-    """Files the code before issue 10 wrote (tests/data/README.md): both load, and the
+def _write_format_1(agent, path, **extra) -> None:
+    """What ``Agent.save`` wrote before issue 10 (commit 15d7a6d), key for key: the config as
+    ``dataclasses.asdict`` (tuples), ``versions.torch`` as torch's TorchVersion, ``extra`` as
+    the fit loop passed it."""
+    from data import __version__
+
+    torch.save({"framesel_checkpoint": 1, "agent": agent.name, "config": dataclasses.asdict(agent.config),
+                "num_classes": agent.num_classes, "feature_dim": agent.feature_dim, "seed": agent.seed,
+                "store": agent.store_identity, "history": agent.history,
+                "state_dict": agent.module.state_dict(),
+                "versions": {"framesel": __version__, "torch": torch.__version__}, **extra}, path)
+
+
+def test_format_1_files_of_the_old_writer_load_and_extend(tmp_path):
+    """Files in the layout the code before issue 10 wrote — the finished checkpoint (no
+    training state) and the per-epoch, resumable one of the same run: both load, and the
     per-epoch one, extended by this code to 2 epochs, equals a straight 2-epoch run."""
     from agents.as_agent import ASAgent, ASConfig
 
     st = planted_states(V=8, T=5, K=1, D=6, C=3, n_key=2, seed=0)
     cfg = ASConfig(epochs=2, m=2, hidden=4, batch_size=4)
-    finished = load_agent(DATA / "format1_as_finished.pt")
+    one = ASAgent(dataclasses.replace(cfg, epochs=1), num_classes=3, feature_dim=6, seed=0)
+    one.fit(st, checkpoint_path=tmp_path / "epoch1.pt")
+    state = torch.load(tmp_path / "epoch1.pt", weights_only=True)     # the fit loop's extras
+    resumable, finished_path = tmp_path / "a.pt", tmp_path / "finished.pt"
+    _write_format_1(one, resumable, **{k: state[k] for k in ("optimizer", "epoch", "rng", "baseline")})
+    _write_format_1(one, finished_path, command="framesel train ...", finished=True)
+    finished = load_agent(finished_path)
     assert finished.config == dataclasses.replace(cfg, epochs=1) and len(finished.history) == 1
-    resumable = tmp_path / "a.pt"
-    shutil.copy(DATA / "format1_as_epoch1.pt", resumable)
     assert torch.equal(load_agent(resumable).score(st), finished.score(st))
     straight = ASAgent(cfg, num_classes=3, feature_dim=6, seed=0)
     straight.fit(st)
