@@ -136,25 +136,18 @@ class HDF5Store(Store):
     def _chunks_always_written(self, name):
         return True
 
-    def _chunk_coord(self, ds, i):
-        return (int(i) // ds.chunks[0] * ds.chunks[0],) + (0,) * (ds.ndim - 1)
-
     def _chunk_exists(self, name, i):
-        did = self._dataset(name).id     # kept open (see _dataset): the lookup alone per read
+        ds = self._dataset(name)         # kept open (see _dataset): one chunk-index lookup per read
+        if ds.chunks is None:            # contiguous (an empty store): nothing to lose
+            return True
         try:
-            plist = did.get_create_plist()
-            chunks = plist.get_chunk() if plist.get_layout() == h5py.h5d.CHUNKED else None
-            if chunks is None:           # contiguous (an empty store): nothing to lose
-                return True
-            coord = (int(i) // chunks[0] * chunks[0],) + (0,) * (len(chunks) - 1)
-            return did.get_chunk_info_by_coord(coord).byte_offset is not None
+            return _row_chunk(ds, i).byte_offset is not None
         except (KeyError, OSError, ValueError) as err:
-            self._dataset(name)          # absent or unreadable: its error names which
             raise self._damaged(name, i, f"cannot be located ({err})") from err
 
     def _chunk_location(self, name, i):
         ds = self._dataset(name)
-        return f"{self.path}:/{name} at {self._chunk_coord(ds, i) if ds.chunks else '(contiguous)'}"
+        return f"{self.path}:/{name} at {_row_coord(ds, i) if ds.chunks else '(contiguous)'}"
 
     def _array_attrs(self, name):
         raw = self._dataset(name).attrs.get("framesel")
@@ -223,6 +216,16 @@ class HDF5Store(Store):
             self.file = None
 
 
+def _row_coord(ds: h5py.Dataset, i: int) -> tuple[int, ...]:
+    """Coordinates of the chunk that holds row ``i`` of the chunked dataset ``ds``."""
+    return (int(i) // ds.chunks[0] * ds.chunks[0],) + (0,) * (ds.ndim - 1)
+
+
+def _row_chunk(ds: h5py.Dataset, i: int):
+    """HDF5's record of the chunk holding row ``i`` (``byte_offset`` None: never written)."""
+    return ds.id.get_chunk_info_by_coord(_row_coord(ds, i))
+
+
 def _open_file(path: Path, mode: str) -> h5py.File:
     """Open for reading (shared lock) or writing (exclusive lock). Writers bypass the chunk
     cache, so a write that fails (full disk) raises where it happens, not at close."""
@@ -280,7 +283,7 @@ def _check_done_rows_before(f: h5py.File, eof: int) -> None:
                  and o.shape and o.shape[0] == V else None)
     for ds in arrays:
         for i in done:
-            info = ds.id.get_chunk_info_by_coord((int(i),) + (0,) * (ds.ndim - 1))
+            info = _row_chunk(ds, i)
             if info.byte_offset is not None and info.byte_offset + info.size > eof:
                 raise ValueError(f"{ds.name} row {i} lies beyond the end of the file")
 
