@@ -22,7 +22,6 @@ once; ``benchmarks/agents.py`` times it against a literal per-video Algorithm 1.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +30,7 @@ from tqdm import tqdm
 
 from agents.base import MODES, Agent, States, aggregate, aggregate_probabilities, register, top_m_mask
 from agents.options import check_ranges
-from agents.rl import (MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, multistep_lr,
-                       reinforce_loss, restore_training, set_lr, set_rng_state)
+from agents.rl import MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, multistep_lr, reinforce_loss
 from data.errors import InputError
 
 STATE_KINDS = ("both", "features", "predictions")
@@ -241,37 +239,26 @@ class ASAgent(Agent):
         w = torch.tensor(sizes, dtype=torch.float64) / V
         return {k: float(sum(wi * r[k] for wi, r in zip(w.tolist(), rows))) for k in rows[0]}
 
-    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
-            progress=False, val: States | None = None) -> list[dict]:
-        """Algorithm 1 over mini-batches of videos; resumes from ``checkpoint_path`` if it
-        exists (weights, Adam state, epoch, history, RNG, per-video baselines) and saves it
-        atomically after every epoch. Returns ``self.history`` (one dict per epoch)."""
+    # -- the training template's hooks (agents/training.py) ------------------------------
+    def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def lr_at(self, epoch: int) -> float:
         c = self.config
-        if train.shape[0] < 1:
-            raise InputError("no training videos")
-        if train.shape[3] != self.feature_dim or train.shape[4] != self.num_classes:
-            raise InputError(f"states (D, C) = {train.shape[3:]} but the agent was built for "
-                             f"({self.feature_dim}, {self.num_classes})")
-        self.module.to(device)
-        opt = torch.optim.Adam(self.module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        gen = torch.Generator().manual_seed(self.seed)
-        baseline = MovingAverageBaseline(train.shape[0], c.baseline_momentum)
-        start = 0
-        ck = restore_training(self, opt, checkpoint_path)
-        if ck is not None:
-            start = int(ck["epoch"])
-            baseline.load_state_dict(ck["baseline"])
-            set_rng_state(ck["rng"], gen)
-        for epoch in tqdm(range(start, c.epochs), desc="as", disable=not progress):
-            t0 = time.perf_counter()
-            lr = multistep_lr(c.lr, epoch, c.lr_milestones, c.lr_gamma)
-            set_lr(opt, lr)
-            row = self._epoch(train, opt, gen, baseline, device, progress, epoch)
-            row.update(epoch=epoch + 1, lr=lr, seconds=time.perf_counter() - t0,
-                       baseline=float(baseline.values.mean()))
-            if val is not None:
-                sel = self.select(val.to(device), c.m, mode=c.mode)
-                row["val_top1_at_m"] = float(_top1_correct(sel.video_scores.cpu(), val.labels.cpu()).float().mean())
-            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=gen, log_path=log_path,
-                           checkpoint_path=checkpoint_path, baseline=baseline.state_dict())
-        return self.history
+        return multistep_lr(c.lr, epoch, c.lr_milestones, c.lr_gamma)
+
+    def prepare(self, ctx) -> None:
+        """The per-video moving-average baselines b (Algorithm 1), checkpointed as ``baseline``."""
+        ctx.state["baseline"] = MovingAverageBaseline(ctx.train.shape[0], self.config.baseline_momentum)
+
+    def train_epoch(self, ctx, epoch: int) -> dict:
+        """Algorithm 1 over the training videos; the row adds the mean baseline b."""
+        baseline = ctx.state["baseline"]
+        row = self._epoch(ctx.train, ctx.optimizer, ctx.generator, baseline, ctx.device, ctx.progress, epoch)
+        return dict(row, baseline=float(baseline.values.mean()))
+
+    def validate(self, ctx, epoch: int) -> dict:
+        """Top-1 at the config's m, in its mode (Algorithm 2)."""
+        c, val = self.config, ctx.val
+        sel = self.select(val.to(ctx.device), c.m, mode=c.mode)
+        return {"val_top1_at_m": float(_top1_correct(sel.video_scores.cpu(), val.labels.cpu()).float().mean())}

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from agents.registry import register, selector_class, selector_names  # noqa: F401  (re-exported)
 from data.errors import InputError, StoreError, UnknownNameError
 
 MODES = ("frame", "region")
@@ -175,43 +176,13 @@ class Selector:
         return aggregate(states.logits, keep, alpha)
 
 
-_REGISTRY: dict[str, type[Selector]] = {}
-
-
-def register(name: str):
-    """Class decorator registering a selector (baseline or agent) under ``name``."""
-    def deco(cls):
-        if name in _REGISTRY:
-            raise ValueError(f"selector {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return deco
-
-
-def _load_all():
-    # Importing the modules fills the registry; done here, not at package import, so the
-    # registry never depends on what the caller happened to import first.
-    from agents import baselines, learned  # noqa: F401
-
-
-def selector_names(*, learned: bool | None = None) -> list[str]:
-    _load_all()
-    return sorted(n for n, c in _REGISTRY.items() if learned is None or c.learned == learned)
-
-
-def selector_class(name: str) -> type[Selector]:
-    _load_all()
-    if name not in _REGISTRY:
-        raise UnknownNameError("selector", name, _REGISTRY)
-    return _REGISTRY[name]
-
-
 class Agent(Selector):
     """A learned selector: a frozen ``Config`` dataclass, a torch module, a checkpoint.
 
     Subclasses set ``Config`` (a frozen dataclass whose defaults are the paper's settings)
-    and implement ``build(num_classes, feature_dim)``, ``score`` and ``fit``.
+    and implement ``build()``, ``score``, and for training only their step:
+    ``make_optimizer(stage)`` and ``train_epoch(ctx, epoch)`` (the epoch loop, history,
+    log, checkpoints and resume are the training template's, agents/training.py).
     """
 
     learned = True
@@ -224,34 +195,59 @@ class Agent(Selector):
         self.module: torch.nn.Module = self.build()
         self.store_identity: dict[str, Any] = {}
         self.history: list[dict] = []
-        self.training_state: dict[str, Any] = {}   # optimizer, epoch, rng, extras: see end_epoch
+        self.training_state: dict[str, Any] = {}   # optimizer, epoch, rng, extras: training.end_epoch
 
     def build(self) -> torch.nn.Module:
         raise NotImplementedError
 
     def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
-            progress=False, val: States | None = None) -> list[dict]:
-        """Train on ``train``; append one dict per epoch to ``self.history`` (and the JSONL
-        at ``log_path``); save a resumable checkpoint at ``checkpoint_path`` every epoch."""
-        raise NotImplementedError
+            progress=False, val: States | None = None, **inputs) -> list[dict]:
+        """Train on ``train`` with the one training template (agents/training.py): one dict
+        per epoch appended to ``self.history`` (and the JSONL at ``log_path``), a resumable
+        checkpoint saved atomically at ``checkpoint_path`` every epoch and resumed from when
+        it is there. ``inputs``: the extra states named in ``fit_inputs``. Returns the history."""
+        from agents.training import fit
+
+        return fit(self, train, device=device, log_path=log_path, checkpoint_path=checkpoint_path,
+                   progress=progress, val=val, **inputs)
+
+    # -- the training template's hooks (agents/training.py; ctx is its TrainContext) ------
+    fit_inputs: ClassVar[tuple[str, ...]] = ()   # extra keyword States fit accepts
+
+    def stages(self) -> tuple[tuple[str, int], ...]:
+        """(name, epochs) of each training stage, in order; one optimizer per stage."""
+        return (("train", self.config.epochs),)
 
     def total_epochs(self) -> int:
-        """Epochs a full run of this config trains (agents with stages add theirs up)."""
-        return self.config.epochs
+        """Epochs a full run of this config trains: all stages added up."""
+        return sum(epochs for _, epochs in self.stages())
 
-    def end_epoch(self, row: dict, *, epoch: int, optimizer, generator, log_path=None,
-                  checkpoint_path=None, **extra) -> None:
-        """The bookkeeping every fit does after an epoch: history, one JSONL row, and a
-        resumable checkpoint (weights, optimizer, epochs done, RNG state, ``extra``). The
-        training state is kept, so a later ``save`` (the finished checkpoint) stays resumable."""
-        from agents.rl import get_rng_state
+    def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
+        """The optimizer of ``stage`` over ``self.module``'s parameters (on its device)."""
+        raise NotImplementedError
 
-        self.history.append(row)
-        append_jsonl(log_path, row)
-        self.training_state = dict(optimizer=optimizer.state_dict(), epoch=epoch,
-                                   rng=get_rng_state(generator), **extra)
-        if checkpoint_path is not None:
-            self.save(checkpoint_path, **self.training_state)
+    def prepare(self, ctx) -> None:
+        """Check the inputs, precompute what every epoch reads, register checkpointed
+        objects in ``ctx.state``. Runs before a resume restores anything."""
+
+    def start_fresh(self, ctx) -> None:
+        """Once, before the first epoch of a run that does not resume."""
+
+    def lr_at(self, epoch: int) -> float | None:
+        """The learning rate of 0-based ``epoch``; None keeps the optimizer's own."""
+        return None
+
+    def train_epoch(self, ctx, epoch: int) -> dict:
+        """One pass over ``ctx.train``; returns the epoch's metrics (floats, strings)."""
+        raise NotImplementedError
+
+    def validate(self, ctx, epoch: int) -> dict:
+        """Metrics on ``ctx.val``: top-1 of the agent's own prediction over every position
+        (single-label only)."""
+        if ctx.val.multilabel:
+            return {}
+        scores = self.select(ctx.val, None).video_scores
+        return {"val_top1": float((scores.argmax(1).cpu() == ctx.val.labels.cpu().long()).float().mean())}
 
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint(self, **extra) -> dict:
@@ -295,13 +291,20 @@ def agent_from_checkpoint(ck: dict, path) -> Agent:
         raise InputError(f"agent checkpoint {path} names {ck['agent']!r}, a baseline, not an agent")
     config = make_config(cls.Config, ck["config"], owner=f"agent checkpoint {path}: {ck['agent']}")
     agent = cls(config, num_classes=ck["num_classes"], feature_dim=ck["feature_dim"], seed=ck["seed"])
+    restore_weights(agent, ck, path)
+    agent.store_identity = dict(ck.get("store") or {})
+    return agent
+
+
+def restore_weights(agent: Agent, ck: dict, path) -> None:
+    """Load a checkpoint dict's weights and history into ``agent`` (for load_agent and for
+    a resumed run alike); weights that do not fit are an InputError naming the file."""
     try:
         agent.module.load_state_dict(ck["state_dict"])
     except (RuntimeError, KeyError, TypeError) as err:
         first = str(err).strip().splitlines()[0][:300]
         raise InputError(f"agent checkpoint {path}: its weights do not fit {ck['agent']} ({first})") from None
-    agent.store_identity, agent.history = dict(ck.get("store") or {}), list(ck.get("history") or [])
-    return agent
+    agent.history = list(ck.get("history") or [])
 
 
 def load_agent(path, *, map_location="cpu") -> Agent:

@@ -37,17 +37,15 @@ Eq. 3 concatenates the N clips' features before the fc; we apply one shared fc p
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, aggregate, register, top_m_mask
 from agents.options import check_ranges
-from agents.rl import (resume_training, categorical_entropy, categorical_log_prob, multistep_lr, reinforce_loss,
-                       set_lr)
+from agents.rl import categorical_entropy, categorical_log_prob, multistep_lr, reinforce_loss
+from agents.training import mean_rows
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -256,7 +254,7 @@ class DSN(Agent):
         return Selection(scores, keep, video_scores, per.long(), mode)
 
     # -- training -------------------------------------------------------------------
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
         """SGD with momentum (§V-B); λ of eq. 5 decays the head only."""
         groups = [{"params": self.module.observer.parameters(), "weight_decay": 0.0}]
         if self.module.head is not None:
@@ -301,47 +299,34 @@ class DSN(Agent):
                 "entropy": float(categorical_entropy(cand.detach()).mean()),
                 "agreement": float((act == greedy).float().mean())}
 
-    def _resume(self, opt, gen, checkpoint_path) -> int:
-        """Epochs already done (0 when starting fresh); only ``epochs`` may change."""
-        return resume_training(self, opt, checkpoint_path, gen)
-
-    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
-            progress=False, val: States | None = None) -> list[dict]:
-        """Algorithm 1 for ``epochs`` epochs over mini-batches of videos; one log row per epoch
-        (loss, reward = mean R(A), reward_greedy = mean R(B), entropy of P^m, agreement of
-        sample and argmax, fraction_kept = M/T, lr, seconds, val_top1 when ``val``)."""
-        if train.multilabel:
-            raise InputError("dsn's reward (eq. 6) needs single-label states")
+    # -- the training template's hooks (agents/training.py) ------------------------------
+    def lr_at(self, epoch: int) -> float:
         cfg = self.config
-        self.module.to(device)
-        obs_all = self._observed(train)
-        opt, gen = self._optimizer(), torch.Generator().manual_seed(self.seed)
-        start = self._resume(opt, gen, checkpoint_path)
-        if start == 0 and self.module.head is not None and cfg.head_init == "lstsq":
-            w, b = fit_linear_head(train.features, train.logits, cfg.batch_size)
+        return multistep_lr(cfg.lr, epoch, cfg.milestones, cfg.lr_decay)
+
+    def prepare(self, ctx) -> None:
+        if ctx.train.multilabel:
+            raise InputError("dsn's reward (eq. 6) needs single-label states")
+        ctx.observed = self._observed(ctx.train)
+
+    def start_fresh(self, ctx) -> None:
+        """The alternate scheme's head starts as the least-squares fit of the cached logits."""
+        if self.module.head is not None and self.config.head_init == "lstsq":
+            w, b = fit_linear_head(ctx.train.features, ctx.train.logits, self.config.batch_size)
             with torch.no_grad():
                 self.module.head.weight.copy_(w)
                 self.module.head.bias.copy_(b)
+
+    def train_epoch(self, ctx, epoch: int) -> dict:
+        """Algorithm 1 over mini-batches of videos. Row: loss, reward = mean R(A),
+        reward_greedy = mean R(B), entropy of P^m, agreement of sample and argmax,
+        fraction_kept = M/T."""
+        cfg, train, dev = self.config, ctx.train, ctx.device
         V, T = train.shape[:2]
-        for epoch in tqdm(range(start, cfg.epochs), desc="dsn", disable=not progress,
-                          initial=start, total=cfg.epochs):
-            t0, lr = time.perf_counter(), multistep_lr(cfg.lr, epoch, cfg.milestones, cfg.lr_decay)
-            set_lr(opt, lr)
-            self.module.train()
-            rows = []
-            for idx in torch.randperm(V, generator=gen).split(cfg.batch_size):
-                rows.append(self._step(obs_all[idx].to(device).float(), train.features[idx].to(device),
-                                       train.logits[idx].to(device), train.labels[idx].to(device).long(),
-                                       opt, gen))
-            row = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-            row.update(epoch=epoch + 1, lr=lr, fraction_kept=cfg.sections / T,
-                       seconds=time.perf_counter() - t0)
-            if val is not None:
-                row["val_top1"] = top1(self.select(val, None).video_scores, val.labels)
-            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=gen, log_path=log_path,
-                           checkpoint_path=checkpoint_path)
-        self.module.eval()
-        return self.history
+        rows = [self._step(ctx.observed[idx].to(dev).float(), train.features[idx].to(dev),
+                           train.logits[idx].to(dev), train.labels[idx].to(dev).long(), ctx.optimizer, ctx.generator)
+                for idx in torch.randperm(V, generator=ctx.generator).split(cfg.batch_size)]
+        return dict(mean_rows(rows), fraction_kept=cfg.sections / T)
 
 
 def top1(video_scores: torch.Tensor, labels: torch.Tensor) -> float:

@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, register, top_m_mask
 from agents.options import check_ranges
-from agents.rl import (categorical_entropy, categorical_log_prob, reinforce_loss, resume_training,
-                       step_and_tally)
+from agents.rl import categorical_entropy, categorical_log_prob, reinforce_loss, step_and_tally
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -263,34 +260,21 @@ class GlimpseAgent(Agent):
             n += len(seq)
         return {key: val / n for key, val in sums.items()}
 
-    def _resume(self, path, opt, g, device) -> int:
-        return resume_training(self, opt, path, g)
+    # -- the training template's hooks (agents/training.py) ------------------------------
+    def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
+        """Adam with weight decay γ (§II.C)."""
+        return torch.optim.Adam(self.module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
-            progress=False, val: States | None = None) -> list[dict]:
-        """REINFORCE for the policy, back-propagation for LSTM and classifier (§II.C), Adam
-        with weight decay γ; mini-batches of videos × episodes × crops. Resumes from
-        ``checkpoint_path`` and saves it every epoch. ``fraction_kept`` is the share of the
+    def prepare(self, ctx) -> None:
+        ctx.cubes = self._check(ctx.train)
+        if ctx.val is not None:
+            self._check(ctx.val)
+        ctx.labels = ctx.train.labels.float() if ctx.train.multilabel else ctx.train.labels.long()
+
+    def train_epoch(self, ctx, epoch: int) -> dict:
+        """REINFORCE for the policy, back-propagation for LSTM and classifier (§II.C), over
+        mini-batches of videos × episodes × crops. ``fraction_kept`` is the share of the
         cube's cells read per position (1/(h·w)): every position is glimpsed once."""
-        cubes = self._check(train)
-        if val is not None:
-            self._check(val)
-        K = train.feature_maps.shape[2]
-        labels = train.labels.float() if train.multilabel else train.labels.long()
-        self.module.to(device)
-        opt = torch.optim.Adam(self.module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
-        g = torch.Generator().manual_seed(self.seed)
-        start = self._resume(checkpoint_path, opt, g, device)
-        cells = self.map_shape[0] * self.map_shape[1]
-        for epoch in tqdm(range(start, self.config.epochs), desc="glimpse", disable=not progress,
-                          initial=start, total=self.config.epochs):
-            t0 = time.perf_counter()
-            row = self._epoch(cubes, labels, K, train.multilabel, opt, g, device)
-            row.update(epoch=epoch + 1, lr=opt.param_groups[0]["lr"], fraction_kept=1.0 / cells)
-            if val is not None and not val.multilabel:
-                sel = self.select(val, None)
-                row["val_top1"] = float((sel.video_scores.argmax(1) == val.labels.cpu()).float().mean())
-            row["seconds"] = time.perf_counter() - t0
-            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=g, log_path=log_path,
-                           checkpoint_path=checkpoint_path)
-        return self.history
+        K = ctx.train.feature_maps.shape[2]
+        row = self._epoch(ctx.cubes, ctx.labels, K, ctx.train.multilabel, ctx.optimizer, ctx.generator, ctx.device)
+        return dict(row, fraction_kept=1.0 / (self.map_shape[0] * self.map_shape[1]))

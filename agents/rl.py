@@ -8,22 +8,16 @@ Kept small and stable on purpose: other agents import these signatures.
   baseline, -(1/N) Σ_n (R_n − b) Σ_t ∇ log π(a_t) (000 eqs. 7–8; 003 eq. 11).
 - :class:`MovingAverageBaseline`: one moving-average reward b per training video
   (000 Algorithm 1 line 13), checkpointable.
-- :func:`multistep_lr`, :func:`set_lr`: step decay (×γ at milestone epochs).
-- :func:`get_rng_state`, :func:`set_rng_state`, :func:`load_training_checkpoint`,
-  :func:`restore_training`: what a resumable training loop saves and restores besides the
-  weights (config and seed checked first).
+- :func:`multistep_lr`: the papers' step decay (×γ at milestone epochs), for an agent's
+  ``lr_at`` hook; :func:`step_and_tally`: one optimizer step and the epoch's running means.
+
+The training loop itself (epochs, checkpoints, resume, RNG states) is agents/training.py.
 """
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import torch
 
-from agents.checkpoint import BASE_KEYS, check_resumable, read_checkpoint
 from data.errors import InputError
-
-log = logging.getLogger(__name__)
 
 EPS = 1e-6
 
@@ -130,69 +124,3 @@ def multistep_lr(base_lr: float, epoch: int, milestones=(20, 40), gamma: float =
     000: 1e-5, ×0.1 after 20 and 40 epochs → epochs 0–19 at 1e-5, 20–39 at 1e-6, 40– at 1e-7.
     """
     return base_lr * gamma ** sum(epoch >= m for m in milestones)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def get_rng_state(generator: torch.Generator | None = None) -> dict:
-    """Everything random a training loop draws from: torch's global CPU (and CUDA) RNG and
-    the loop's own generator. A resumed run restores it to repeat the same draws."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if generator is not None:
-        state["generator"] = generator.get_state()
-    return state
-
-
-def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
-    """Restore :func:`get_rng_state`'s states (on the CPU, wherever the checkpoint was mapped)."""
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    if generator is not None and "generator" in state:
-        generator.set_state(state["generator"].cpu())
-
-
-def load_training_checkpoint(agent, path, *, map_location="cpu") -> dict | None:
-    """The checkpoint dict at ``path`` (None when there is none), read as data by the one
-    checkpoint reader, after checking that it is a resumable checkpoint of this agent with
-    the same config and seed; loads the agent's weights, history and training state. The
-    caller restores its optimizer from ``ck["optimizer"]``."""
-    if path is None or not Path(path).exists():
-        return None
-    ck = read_checkpoint(path, map_location=map_location)
-    check_resumable(agent, ck, path)      # before any weights load
-    agent.module.load_state_dict(ck["state_dict"])
-    agent.history = list(ck.get("history", []))
-    agent.training_state = {k: v for k, v in ck.items() if k not in BASE_KEYS}
-    return ck
-
-
-def restore_training(agent, optimizer: torch.optim.Optimizer, path, *, map_location="cpu") -> dict | None:
-    """Resume from the checkpoint ``path`` if it exists (else return None).
-
-    Loads the agent's weights and history and the optimizer state, and returns the whole
-    checkpoint dict so the caller can read what it saved itself via ``agent.save(path,
-    optimizer=optimizer.state_dict(), epoch=..., rng=get_rng_state(g), ...)``: ``epoch`` is
-    the number of epochs completed.
-    """
-    ck = load_training_checkpoint(agent, path, map_location=map_location)
-    if ck is not None:
-        optimizer.load_state_dict(ck["optimizer"])
-    return ck
-
-
-def resume_training(agent, optimizer, path, generator=None) -> int:
-    """Epochs already done by the checkpoint at ``path`` (0 when there is none); restores the
-    weights, optimizer, history and, when given, the generator's RNG state."""
-    ck = restore_training(agent, optimizer, path)
-    if ck is None:
-        return 0
-    if generator is not None and "rng" in ck:
-        set_rng_state(ck["rng"], generator)
-    log.info("resuming %s from %s after %d epochs", agent.name, path, ck["epoch"])
-    return int(ck["epoch"])

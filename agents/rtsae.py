@@ -44,17 +44,15 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, register, top_m_mask
 from agents.options import check_ranges
-from agents.rl import bernoulli_entropy, load_training_checkpoint, set_rng_state, step_and_tally
+from agents.rl import bernoulli_entropy, step_and_tally
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -400,7 +398,7 @@ class RTSAEAgent(Agent):
         return Selection(scores, keep, video_scores, per.long(), mode)
 
     # -- training -----------------------------------------------------------------------
-    def _optimizer(self, stage: str) -> torch.optim.Optimizer:
+    def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
         cfg = self.config
         name, lr = (cfg.pretrain_optimizer, cfg.pretrain_lr) if stage == "pretrain" else (cfg.optimizer, cfg.lr)
         params = self.module.parameters()
@@ -410,23 +408,9 @@ class RTSAEAgent(Agent):
             return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
         return torch.optim.Adam(params, lr=lr)
 
-    def total_epochs(self) -> int:
-        """Both stages: the unsupervised pretraining and the fine-tuning epochs."""
-        return self.config.pretrain_epochs + self.config.epochs
-
-    def _stage(self, epoch: int) -> str:
-        return "pretrain" if epoch < self.config.pretrain_epochs else "finetune"
-
-    def _resume(self, path, device, g: torch.Generator):
-        """(epochs done, optimizer or None) from the checkpoint at ``path`` if it exists."""
-        ck = load_training_checkpoint(self, path, map_location=device)
-        if ck is None:
-            return 0, None
-        opt = self._optimizer(ck["stage"])
-        opt.load_state_dict(ck["optimizer"])
-        set_rng_state(ck["rng"], g)
-        log.info("rtsae: resuming %s after epoch %d", path, ck["epoch"])
-        return ck["epoch"], (ck["stage"], opt)
+    def stages(self) -> tuple[tuple[str, int], ...]:
+        """Stage 2 (unsupervised, eq. 12) then stage 3 (classifier fine-tuning)."""
+        return (("pretrain", self.config.pretrain_epochs), ("finetune", self.config.epochs))
 
     def _batch_loss(self, xs, xt, y, stage: str, multilabel: bool) -> dict[str, torch.Tensor]:
         net = self.module
@@ -465,35 +449,25 @@ class RTSAEAgent(Agent):
             n += len(seq)
         return {key: val / n for key, val in sums.items()}
 
-    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
-            progress=False, val: States | None = None, flow: States | None = None,
-            val_flow: States | None = None) -> list[dict]:
-        """Stage 2 (``pretrain_epochs`` unsupervised, eq. 12) then stage 3 (``epochs`` of
-        classifier fine-tuning). Resumes from ``checkpoint_path`` and saves it every epoch.
-        ``flow``/``val_flow``: the second stream of the same videos when ``two_stream``."""
-        self._check(train, flow)
-        if val is not None:
-            self._check(val, val_flow)
-        cfg = self.config
-        self.module.to(device)
-        g = torch.Generator().manual_seed(self.seed)
-        start, resumed = self._resume(checkpoint_path, device, g)
-        cur_stage, opt = resumed if resumed else (None, None)
-        total = self.total_epochs()
-        for epoch in tqdm(range(start, total), desc="rtsae", disable=not progress, initial=start, total=total):
-            stage = self._stage(epoch)
-            if stage != cur_stage:
-                cur_stage, opt = stage, self._optimizer(stage)
-            t0 = time.perf_counter()
-            row = self._epoch(train, flow, stage, opt, g, device)
-            row.update(epoch=epoch + 1, stage=stage, lr=opt.param_groups[0]["lr"],
-                       sigma=float(self.module.sigma.detach()), w_f=float(self.module.wf.detach()))
-            if val is not None and stage == "finetune":
-                sel = self.select(val, None, flow=val_flow)
-                row["val_top1"] = float((sel.video_scores.argmax(1) == val.labels.cpu()).float().mean()) \
-                    if not val.multilabel else float("nan")
-                row["val_fraction_kept"] = float(sel.keep.float().mean())
-            row["seconds"] = time.perf_counter() - t0
-            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=g, log_path=log_path,
-                           checkpoint_path=checkpoint_path, stage=stage)
-        return self.history
+    # -- the training template's hooks (agents/training.py) ------------------------------
+    fit_inputs = ("flow", "val_flow")    # the second stream of the same videos when two_stream
+
+    def prepare(self, ctx) -> None:
+        self._check(ctx.train, ctx.inputs.get("flow"))
+        if ctx.val is not None:
+            self._check(ctx.val, ctx.inputs.get("val_flow"))
+
+    def train_epoch(self, ctx, epoch: int) -> dict:
+        """One epoch of ``ctx.stage``; the row adds p-ψ's σ and the fusion weight w_f."""
+        row = self._epoch(ctx.train, ctx.inputs.get("flow"), ctx.stage, ctx.optimizer, ctx.generator, ctx.device)
+        return dict(row, sigma=float(self.module.sigma.detach()), w_f=float(self.module.wf.detach()))
+
+    def validate(self, ctx, epoch: int) -> dict:
+        """Fine-tuning only: top-1 and kept fraction with the binarised gate (eq. 14)."""
+        if ctx.stage != "finetune":
+            return {}
+        val = ctx.val
+        sel = self.select(val, None, flow=ctx.inputs.get("val_flow"))
+        top1 = float("nan") if val.multilabel else \
+            float((sel.video_scores.argmax(1) == val.labels.cpu()).float().mean())
+        return {"val_top1": top1, "val_fraction_kept": float(sel.keep.float().mean())}

@@ -16,7 +16,7 @@ from agents.cache import load_states, rows_for_list
 from agents.checkpoint import check_resumable, read_checkpoint
 from agents.head import HeadConfig, apply_head, build_head, train_head
 from agents.options import make_config
-from agents.rl import load_training_checkpoint
+from agents.training import load_training
 from data.errors import InputError, StoreError
 from data.lists import read_list
 from data.store import DONE, open_store
@@ -167,7 +167,7 @@ def run_train(cfg: TrainStageConfig) -> Agent:
         check_resumable(agent, existing, out)      # config, seed, store: before any weights load
         agent.epochs_before = int(existing["epoch"])
         if existing.get("finished") and agent.epochs_before == agent.total_epochs():
-            load_training_checkpoint(agent, out)
+            load_training(agent, out)
             write_jsonl(log_path, agent.history)
             log.info("%s is already trained for %d epochs; nothing to do", out, agent.epochs_before)
             return agent

@@ -27,17 +27,15 @@ the crops' class probabilities (TSN's crop averaging). Selection on top of the s
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from agents.base import Agent, Selection, States, register, top_m_mask
 from agents.baselines import evenly_spaced
 from agents.options import check_ranges
-from agents.rl import resume_training
+from agents.training import mean_rows
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -197,10 +195,6 @@ class TAttn(Agent):
         return Selection(scores, keep, video_scores.float(), per.long(), mode)
 
     # -- training -------------------------------------------------------------------
-    def _resume(self, opt, gen, checkpoint_path) -> int:
-        """Epochs already done (0 when starting fresh); only ``epochs`` may change."""
-        return resume_training(self, opt, checkpoint_path, gen)
-
     def _step(self, feats: torch.Tensor, labels: torch.Tensor, opt) -> dict:
         """One back-propagation step on B videos × K crops. feats (B, T, K, D), labels (B,)."""
         B, T, K, D = feats.shape
@@ -218,36 +212,24 @@ class TAttn(Agent):
                 "fraction_kept": float(ent.exp().mean()) / T,
                 "train_top1": float((pred == y).float().mean())}
 
-    def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
-            progress=False, val: States | None = None) -> list[dict]:
-        """Adadelta on eq. 8 over mini-batches of videos for ``epochs`` epochs. One log row
-        per epoch: loss, entropy (of α, nats), fraction_kept (= perplexity of α / T: the
-        share of positions the soft attention effectively uses), train_top1, lr, seconds,
-        and val_top1 (the agent's own prediction) when ``val`` is given."""
-        if train.multilabel:
-            raise InputError(f"{self.name} is trained with single-label cross-entropy (eq. 8)")
+    # -- the training template's hooks (agents/training.py) ------------------------------
+    def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
         cfg = self.config
-        self.module.to(device)
-        opt = torch.optim.Adadelta(self.module.parameters(), lr=cfg.lr, rho=cfg.rho, eps=cfg.eps,
-                                   weight_decay=cfg.weight_decay)
-        gen = torch.Generator().manual_seed(self.seed)
-        start = self._resume(opt, gen, checkpoint_path)
+        return torch.optim.Adadelta(self.module.parameters(), lr=cfg.lr, rho=cfg.rho, eps=cfg.eps,
+                                    weight_decay=cfg.weight_decay)
+
+    def prepare(self, ctx) -> None:
+        if ctx.train.multilabel:
+            raise InputError(f"{self.name} is trained with single-label cross-entropy (eq. 8)")
+
+    def train_epoch(self, ctx, epoch: int) -> dict:
+        """Adadelta on eq. 8 over mini-batches of videos. Row: loss, entropy (of α, nats),
+        fraction_kept (= perplexity of α / T: the share of positions the soft attention
+        effectively uses), train_top1; ``val_top1`` is the agent's own prediction."""
+        train, dev = ctx.train, ctx.device
         V = train.features.shape[0]
-        for epoch in tqdm(range(start, cfg.epochs), desc=self.name, disable=not progress,
-                          initial=start, total=cfg.epochs):
-            t0 = time.perf_counter()
-            self.module.train()
-            rows = [self._step(train.features[idx].to(device), train.labels[idx].to(device).long(), opt)
-                    for idx in torch.randperm(V, generator=gen).split(cfg.batch_size)]
-            row = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-            row.update(epoch=epoch + 1, lr=cfg.lr, seconds=time.perf_counter() - t0)
-            if val is not None:
-                pred = self._predict(val, None)[0].argmax(-1).cpu()
-                row["val_top1"] = float((pred == val.labels.cpu().long()).float().mean())
-            self.end_epoch(row, epoch=epoch + 1, optimizer=opt, generator=gen, log_path=log_path,
-                           checkpoint_path=checkpoint_path)
-        self.module.eval()
-        return self.history
+        return mean_rows([self._step(train.features[idx].to(dev), train.labels[idx].to(dev).long(), ctx.optimizer)
+                          for idx in torch.randperm(V, generator=ctx.generator).split(self.config.batch_size)])
 
 
 @register("tattn_noatt")

@@ -1,6 +1,6 @@
 """The ``as`` agent (000) and the REINFORCE pieces in agents/rl.py: equations on hand-made
-numbers, a gradient check against exact enumeration, learning on a planted cache,
-checkpoint round-trip and bit-exact resume."""
+numbers, a gradient check against exact enumeration, learning on a planted cache (checkpoints,
+resume and seeds: tests/test_agent_contract.py)."""
 import itertools
 import json
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agents.as_agent import ASAgent, ASConfig, as_reward, episode_predictions, sampling_loss, state_input
-from agents.base import load_agent, selector_class
+from agents.base import selector_class
 from agents.rl import (MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, categorical_entropy,
                        categorical_log_prob, multistep_lr, reinforce_loss)
 from agents.synthetic import planted_states
@@ -181,45 +181,6 @@ def test_region_mode_and_feature_state_train(planted):
     assert agent.select(test, 5, mode="region").num_kept.eq(10).all()
     with pytest.raises(InputError):
         ASAgent(ASConfig(**FAST), num_classes=5, feature_dim=32).fit(train)
-
-
-def test_checkpoint_round_trip(planted, tmp_path):
-    train, test = planted
-    agent = ASAgent(ASConfig(epochs=1, **FAST), num_classes=8, feature_dim=32, seed=3)
-    agent.fit(train.subset(np.arange(64)), checkpoint_path=tmp_path / "as.pt")
-    again = load_agent(tmp_path / "as.pt")
-    assert isinstance(again, ASAgent) and again.config == agent.config and again.history == agent.history
-    assert torch.equal(again.score(test), agent.score(test))
-
-
-class _Killed(Exception):
-    pass
-
-
-def test_resume_equals_straight_run(planted, tmp_path, monkeypatch):
-    small = planted[0].subset(np.arange(64))
-    cfg = ASConfig(epochs=4, **{**FAST, "hidden": 16})
-    straight = ASAgent(cfg, num_classes=8, feature_dim=32, seed=5)
-    straight.fit(small)
-
-    ck = tmp_path / "resume.pt"
-    save = ASAgent.save
-
-    def save_then_die(self, path, **extra):      # the process is killed right after epoch 2's save
-        save(self, path, **extra)
-        if extra["epoch"] == 2:
-            raise _Killed
-    monkeypatch.setattr(ASAgent, "save", save_then_die)
-    with pytest.raises(_Killed):
-        ASAgent(cfg, num_classes=8, feature_dim=32, seed=5).fit(small, checkpoint_path=ck)
-    monkeypatch.setattr(ASAgent, "save", save)
-    resumed = ASAgent(cfg, num_classes=8, feature_dim=32, seed=5)
-    resumed.fit(small, checkpoint_path=ck)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
-    for (name, a), b in zip(straight.module.state_dict().items(), resumed.module.state_dict().values()):
-        assert torch.equal(a, b), name
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
-    assert strip(resumed.history) == strip(straight.history)
 
 
 @pytest.mark.parametrize("mode", ["frame", "region"])

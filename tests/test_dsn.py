@@ -1,5 +1,5 @@
 """The ``dsn`` agent (paper 003): equations on hand-made numbers, learning on a planted cache,
-checkpoints and resume."""
+checkpoints of both schemes (resume: tests/test_agent_contract.py)."""
 import json
 import math
 
@@ -164,23 +164,6 @@ def test_checkpoint_round_trip(trained, planted, mode):
     assert torch.equal(back.score(test), agent.score(test))
     assert torch.equal(back.select(test, 5).video_scores, agent.select(test, 5).video_scores)
     assert back.history == agent.history
-
-
-def test_resume_equals_straight_run(planted, tmp_path):
-    train = planted[0].subset(range(96))
-    cfg = dict(FAST, mode="alternate", batch_size=32)
-    straight = DSN(DSNConfig(**{**cfg, "epochs": 4}), num_classes=C, feature_dim=D, seed=5)
-    straight.fit(train)
-    ck = tmp_path / "run.pt"
-    DSN(DSNConfig(**{**cfg, "epochs": 2}), num_classes=C, feature_dim=D, seed=5).fit(train, checkpoint_path=ck)
-    resumed = DSN(DSNConfig(**{**cfg, "epochs": 4}), num_classes=C, feature_dim=D, seed=5)
-    resumed.fit(train, checkpoint_path=ck)
-    for (k, a), b in zip(straight.module.state_dict().items(), resumed.module.state_dict().values()):
-        assert torch.equal(a, b), k
-    assert [r["reward"] for r in resumed.history] == [r["reward"] for r in straight.history]
-    other = DSN(DSNConfig(**{**cfg, "epochs": 4, "gamma": 2.0}), num_classes=C, feature_dim=D, seed=5)
-    with pytest.raises(InputError):
-        other.fit(train, checkpoint_path=ck)
 
 
 def test_observer_stream_and_crops(tmp_path):

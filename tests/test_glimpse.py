@@ -1,6 +1,5 @@
 """The glimpse agent (paper 001): reward and penalty on hand-made numbers, finding the
-planted cell, checkpoint round-trip and exact resume."""
-import dataclasses
+planted cell, checkpoint round-trip (resume: tests/test_agent_contract.py)."""
 
 import numpy as np
 import pytest
@@ -75,20 +74,6 @@ def test_checkpoint_round_trip(tmp_path):
     assert isinstance(again, GlimpseAgent) and again.map_shape == (3, 3, 6)
     assert torch.equal(again.score(st), agent.score(st))
     assert torch.equal(again.select(st, 3).video_scores, agent.select(st, 3).video_scores)
-
-
-def test_resume_equals_straight_run(tmp_path):
-    st = _tiny_states()
-    ck = tmp_path / "r.pt"
-    GlimpseAgent.for_states(dataclasses.replace(TINY, epochs=2), st, seed=1).fit(st, checkpoint_path=ck)
-    resumed = GlimpseAgent.for_states(dataclasses.replace(TINY, epochs=4), st, seed=1)
-    resumed.fit(st, checkpoint_path=ck)
-    straight = GlimpseAgent.for_states(dataclasses.replace(TINY, epochs=4), st, seed=1)
-    straight.fit(st)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
-    for k, v in straight.module.state_dict().items():
-        assert torch.equal(v, resumed.module.state_dict()[k]), k
-    assert resumed.history[-1]["reward"] == straight.history[-1]["reward"]
 
 
 def test_finds_the_planted_cell_and_beats_baselines():

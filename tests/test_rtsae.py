@@ -1,9 +1,8 @@
 """The rtsae agent (paper 004): equations on hand-made numbers, learning on planted states,
-checkpoint round-trip and exact resume."""
+two streams (checkpoints, resume: tests/test_agent_contract.py)."""
 import dataclasses
 import json
 import math
-import re
 
 import numpy as np
 import pytest
@@ -201,43 +200,6 @@ def test_beats_its_no_gate_baseline_at_defaults():
     no_gate = _accuracy(agent.predict(test, torch.ones(test.features.shape[:3])), test.labels)
     print(f"gated {gated:.3f} no-gate {no_gate:.3f} kept {agent.history[-1]['fraction_kept']:.2f}")
     assert gated > no_gate + 0.15
-
-
-def test_checkpoint_round_trip(tmp_path):
-    st = _tiny_states()
-    agent = RTSAEAgent(TINY, num_classes=4, feature_dim=8, seed=3)
-    agent.fit(st, checkpoint_path=tmp_path / "a.pt")
-    again = load_agent(tmp_path / "a.pt")
-    assert isinstance(again, RTSAEAgent) and again.config == agent.config
-    assert torch.equal(again.module.proj, agent.module.proj)
-    assert torch.equal(again.score(st), agent.score(st))
-    a, b = agent.select(st, None), again.select(st, None)
-    assert torch.equal(a.keep, b.keep) and torch.equal(a.video_scores, b.video_scores)
-    assert len(again.history) == 2
-
-
-def test_resume_equals_straight_run(tmp_path):
-    """2 epochs (1 unsupervised + 1 fine-tuning), stop, resume to 4 == 4 straight."""
-    st = _tiny_states()
-    two = dataclasses.replace(TINY, epochs=1)
-    four = dataclasses.replace(TINY, epochs=3)
-    ck = tmp_path / "r.pt"
-    RTSAEAgent(two, num_classes=4, feature_dim=8, seed=1).fit(st, checkpoint_path=ck)
-    resumed = RTSAEAgent(four, num_classes=4, feature_dim=8, seed=1)
-    resumed.fit(st, checkpoint_path=ck)
-    straight = RTSAEAgent(four, num_classes=4, feature_dim=8, seed=1)
-    straight.fit(st)
-    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
-    for k, v in straight.module.state_dict().items():
-        assert torch.equal(v, resumed.module.state_dict()[k]), k
-    assert resumed.history[-1]["loss"] == straight.history[-1]["loss"]
-    # the same checkpoint under another config or seed is refused before any weight loads
-    # and the message names what differs
-    for other, differs in ((RTSAEAgent(dataclasses.replace(four, lr=four.lr * 2), num_classes=4, feature_dim=8,
-                                       seed=1), "lr 0.01 (this run: 0.02)"),
-                           (RTSAEAgent(four, num_classes=4, feature_dim=8, seed=2), "seed 1 (this run: 2)")):
-        with pytest.raises(InputError, match=re.escape(differs)):
-            other.fit(st, checkpoint_path=ck)
 
 
 def test_two_stream_fusion_learns_weight(tmp_path):

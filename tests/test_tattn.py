@@ -1,12 +1,12 @@
 """The ``tattn`` agent and its no-attention baseline (paper 002): equations on hand-made
-numbers, learning on a planted cache, checkpoints and resume."""
+numbers, learning on a planted cache (checkpoints, resume: tests/test_agent_contract.py)."""
 import json
 import math
 
 import pytest
 import torch
 
-from agents.base import load_agent, selector_class
+from agents.base import selector_class
 from agents.synthetic import planted_states
 from agents.tattn import TAttn, TAttnConfig, TAttnModule, TAttnNoAtt, attention_weights, tattn_loss
 from data.errors import InputError
@@ -147,34 +147,6 @@ def test_training_log(trained):
 
 
 # -- checkpoints ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["tattn", "tattn_noatt"])
-def test_checkpoint_round_trip(trained, planted, name):
-    _, test, _ = planted
-    agent, d = trained[name]
-    back = load_agent(d / "a.pt")
-    assert type(back) is type(agent) and back.config == agent.config
-    assert torch.equal(back.score(test), agent.score(test))
-    assert torch.equal(back.select(test, 5).video_scores, agent.select(test, 5).video_scores)
-
-
-def test_resume_equals_straight_run(planted, tmp_path):
-    """Dropout on, so the restored RNG state matters."""
-    train = planted[0].subset(range(96))
-    cfg = dict(FAST, dropout=0.5)
-    straight = TAttn(TAttnConfig(**{**cfg, "epochs": 4}), num_classes=C, feature_dim=D, seed=3)
-    straight.fit(train)
-    ck = tmp_path / "run.pt"
-    TAttn(TAttnConfig(**{**cfg, "epochs": 2}), num_classes=C, feature_dim=D, seed=3).fit(train, checkpoint_path=ck)
-    resumed = TAttn(TAttnConfig(**{**cfg, "epochs": 4}), num_classes=C, feature_dim=D, seed=3)
-    resumed.fit(train, checkpoint_path=ck)
-    for (k, a), b in zip(straight.module.state_dict().items(), resumed.module.state_dict().values()):
-        assert torch.equal(a, b), k
-    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
-    with pytest.raises(InputError):
-        TAttn(TAttnConfig(**{**cfg, "epochs": 4, "hidden": 16}), num_classes=C, feature_dim=D,
-              seed=3).fit(train, checkpoint_path=ck)
-
-
 def test_crops_and_region_mode():
     """K=2 crops: each crop is its own sequence; in region mode a crop with nothing kept
     does not vote."""

@@ -1,0 +1,57 @@
+"""The registry of selectors (baselines and agents) by name: a leaf module.
+
+It imports nothing of ``agents`` at import time, so every module may import it without an
+import circle, and no module exists only for its side effects. The modules that register
+selectors are named in :data:`SELECTOR_MODULES` and imported by name (importlib) the first
+time the registry is asked for a name, so what is registered never depends on what the
+caller happened to import first (GUIDE §6: no import-order-dependent registry).
+
+Add a selector: decorate its class with ``@register("name")`` and, for a new module, add
+the module's name to :data:`SELECTOR_MODULES`.
+"""
+from __future__ import annotations
+
+import importlib
+
+from data.errors import UnknownNameError
+
+# Every module that registers selectors, imported on first use of the registry.
+SELECTOR_MODULES = ("agents.baselines", "agents.as_agent", "agents.dsn", "agents.tattn", "agents.rtsae",
+                    "agents.glimpse")
+
+_REGISTRY: dict[str, type] = {}
+_loaded = False
+
+
+def register(name: str):
+    """Class decorator registering a selector (baseline or agent) under ``name``; sets
+    ``cls.name``. A name registered twice raises ValueError naming the first holder."""
+    def deco(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"selector {name!r} is already registered by {_REGISTRY[name].__qualname__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def _load_all() -> None:
+    global _loaded
+    if not _loaded:
+        for module in SELECTOR_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+
+
+def selector_names(*, learned: bool | None = None) -> list[str]:
+    """Sorted registered names; ``learned=True`` only agents, ``False`` only baselines."""
+    _load_all()
+    return sorted(n for n, c in _REGISTRY.items() if learned is None or bool(c.learned) == learned)
+
+
+def selector_class(name: str) -> type:
+    """The class registered as ``name``; UnknownNameError listing the names otherwise."""
+    _load_all()
+    if name not in _REGISTRY:
+        raise UnknownNameError("selector", name, _REGISTRY)
+    return _REGISTRY[name]
