@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from agents.base import Agent, load_agent, selector_class, write_jsonl
-from agents.cache import load_states, rows_for_list
+from agents.from_store import load_states, rows_for_list
 from agents.checkpoint import check_resumable, read_checkpoint
 from agents.head import HeadConfig, apply_head, build_head, train_head
 from agents.options import make_config

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from agents.base import load_agent, selector_names
-from agents.cache import head_logits_ok, load_states, rows_for_list
+from agents.from_store import head_logits_ok, load_states, rows_for_list
 from agents.stage import check_agent_matches
 from data import __version__
 from data.errors import InputError

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from agents.cache import load_states
+from agents.from_store import load_states
 from data.errors import StoreError
 from data.store import DONE, Layout, StreamSpec, VideoResult, create_store, open_store
 from pipeline.cli import main

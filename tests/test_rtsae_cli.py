@@ -78,7 +78,7 @@ def test_evaluate_feeds_the_two_stream_agent_rgb_and_flow(two_stream):
     rows = [x for x in json.loads((out / "results.json").read_text())["rows"] if x["method"].startswith("rtsae")]
     assert rows and {x["stream"] for x in rows} == {"fused"}
     # the rows are the agent's own prediction from rgb + flow (not rgb alone)
-    from agents.cache import load_states
+    from agents.from_store import load_states
     from data.store import open_store
     agent = load_agent(root / "two.pt")
     with open_store(store) as s:
