@@ -14,8 +14,8 @@ config fields an agent has). (a) runs at the papers' defaults only with
 load ~8), one epoch on 240 planted videos (D = 64) takes dsn 4.7 s (×70 epochs), as 2.6 s
 (×45), tattn 21 s (×30), rtsae 4.9 s + 15.9 s (×10 + ×30), glimpse 73 s (×10): 2 to 12
 minutes an agent. The suite runs (a) at :data:`SMALLER`: the defaults with only the networks
-narrower (measured there, same machine: dsn 9 s, as 40 s, tattn 41 s, tattn_noatt 28 s,
-rtsae 56 s, glimpse 31 s).
+narrower (measured there, same machine, load ~4: dsn 2 s, as 10 s, tattn 18 s, tattn_noatt
+14 s, rtsae 54 s, glimpse 26 s).
 """
 import dataclasses
 import importlib.util
