@@ -216,25 +216,29 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, quie
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Override an agent option (default: the paper's), e.g. --set epochs=10.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train N seeds (--seed, --seed+1, ...), each saved as OUT-seedS.pt beside --out "
+                   "(N = 1: --out itself); evaluate reports them as one method, mean ± std over seeds.")
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
 @quiet_option
 @domain_errors
-def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, device, quiet):
+def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, seeds, device, quiet):
     """Train a selection agent on the cached states of STORE."""
-    from agents.stage import TrainStageConfig, run_train
+    from agents.stage import TrainStageConfig, run_train_seeds, seed_checkpoint
     from pipeline.config import parse_assignments
 
     cfg = TrainStageConfig(store=store_path, agent=agent_name, train_list=train_list, out=out,
                            stream=stream, observer=observer,
                            overrides=parse_assignments(overrides, "--set", underscores=True),
                            seed=seed, device=device, quiet=quiet, command=_command_line())
-    agent = run_train(cfg)
-    if agent.epochs_before == len(agent.history):
-        click.echo(f"{out} is already trained for {agent.epochs_before} epochs; nothing to do")
-        return
-    last = agent.history[-1] if agent.history else {}
-    click.echo(f"{agent_name} ({stream}) trained: {len(agent.history)} epochs, last "
-               + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {out}")
+    for agent in run_train_seeds(cfg, seeds):
+        path = seed_checkpoint(out, agent.seed, seeds)
+        if agent.epochs_before == len(agent.history):
+            click.echo(f"{path} is already trained for {agent.epochs_before} epochs; nothing to do")
+            continue
+        last = agent.history[-1] if agent.history else {}
+        click.echo(f"{agent_name} ({stream}, seed {agent.seed}) trained: {len(agent.history)} epochs, last "
+                   + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {path}")
 
 
 @main.command(cls=SpreadCommand, spread=("--agents",))

@@ -13,7 +13,8 @@ from agents.base import Selector
 from agents.synthetic import planted_states
 from data.errors import InputError
 from evaluate.compute import CONVENTION, CostModel
-from evaluate.protocols import ProtocolConfig, build_methods, collect_diagnostics, run_protocols, summarize_splits
+from evaluate.diagnostics import collect_diagnostics
+from evaluate.protocols import ProtocolConfig, build_methods, run_protocols, summarize_splits
 from evaluate.report import verdicts, write_report
 
 TORCH_THREADS = 1  # tiny tensors (tests/conftest.py: _torch_threads)
@@ -87,11 +88,13 @@ def test_markdown_words(report):
     _, paths = report
     md = paths["md"].read_text()
     assert CONVENTION in md and "rgb:flow = 1:1.5" in md and "FLOPs = 2 x MACs" in md
-    assert re.search(r"\*\*finder\*\* on rgb: beats uniform significantly", md)
-    assert re.search(r"\*\*lazy\*\* on rgb: does NOT beat uniform at any m", md)
-    assert "does NOT beat random" in md
+    assert re.search(r"\*\*finder\*\* on rgb \(classifier head\): beats its classifier \(head\) on uniform-m "
+                     r"significantly at [^;]+; beats uniform significantly", md)
+    assert re.search(r"\*\*lazy\*\* on rgb \(classifier head\): does NOT beat its classifier \(head\) on uniform-m at "
+                     r"any m .*does NOT beat uniform at any m", md)
+    assert "does NOT beat random" in md and "Holm-corrected over its 12 m × stream tests per reference" in md
     # trivial baselines are in the same tables as the agents
-    table = md.split("## Top-1 vs m, stream rgb (split mean)")[1].split("##")[0]
+    table = md.split("### Top-1 vs m, stream rgb (split mean)")[1].split("##")[0]
     for name in ("uniform", "random", "max_response", "finder", "lazy"):
         assert f"| {name} |" in table
     assert "from the papers, other datasets/backbones" in md
@@ -101,7 +104,7 @@ def test_verdicts_use_the_paired_test(report):
     rows, _ = report
     words = verdicts(rows)
     assert len(words) == 3        # finder on rgb and flow, lazy on rgb
-    assert any(w.startswith("**finder** on flow: beats uniform") for w in words)
+    assert any(w.startswith("**finder** on flow (classifier head): beats") for w in words)
 
 
 def test_html_embeds_every_plot(report):
