@@ -181,7 +181,8 @@ def answer_tables(rows) -> list[tuple[str, list[str], list[list]]]:
                 partner = r.get("partner")
                 orc = oracle.get((stream, r["m"] if r["m"] is not None else round(r.get("uniform_m") or 0)))
                 seeds = r.get("num_seeds") or 1
-                body.append([method + (" (best)" if rank == 0 else ""), r.get("classifier", "head"), str(seeds),
+                best = rank == 0 and not any(b[0].startswith(method) for b in body)
+                body.append([method + (" (best)" if best else ""), r.get("classifier", "head"), str(seeds),
                              _fmt(r["m"]) if r["m"] is not None else f"var ({_fmt(r.get('uniform_m'))})",
                              _pm(r, "top1"), _pm(r, "vs_same_all_top1"), _pm(r, "vs_same_uniform_top1"),
                              _delta(r, "same_uniform"), _pm(r, "vs_uniform_top1"), _delta(r, "uniform"),

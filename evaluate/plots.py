@@ -40,7 +40,8 @@ def _plot_accuracy_vs_m(rows, split):
     streams = sorted({r["stream"] for r in acc}, key=stream_order)
     if not streams:
         return None
-    fig, axes = plt.subplots(1, len(streams) + 1, figsize=(5.5 * (len(streams) + 1), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(streams) + 1, figsize=(7.0 * len(streams) + 5.5, 4.2), squeeze=False,
+                             layout="constrained", gridspec_kw={"width_ratios": [1.3] * len(streams) + [1.0]})
     for ax, stream in zip(axes[0], streams):
         for meth, d in sorted(_matrix(acc, stream).items()):
             ms = sorted(d)
@@ -48,7 +49,7 @@ def _plot_accuracy_vs_m(rows, split):
             ax.plot(ms, [d[m] for m in ms], marker="o", lw=2.2 if learned else 1.2, ls="-" if learned else "--", label=meth)
         ax.set(title=f"ours: {stream} (split {split})", xlabel="m (positions kept)", ylabel="top-1 (fraction)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))     # outside: never over the lines
     ax = axes[0][-1]
     pts = published_points(paper="000", source="Table 3")
     for meth in sorted({p["method"] for p in pts}):
@@ -85,7 +86,7 @@ def _plot_per_class(extras):
     items = extras.get("per_class") or []
     if not items:
         return None
-    fig, axes = plt.subplots(len(items), 1, figsize=(10, 2.6 * len(items)), squeeze=False)
+    fig, axes = plt.subplots(len(items), 1, figsize=(10, 2.6 * len(items)), squeeze=False, layout="constrained")
     classes = extras.get("classes")
     for ax, it in zip(axes[:, 0], items):
         gain = np.asarray(it["acc"], float) - np.asarray(it["uniform"], float)
@@ -93,7 +94,7 @@ def _plot_per_class(extras):
         ax.bar(x, np.nan_to_num(gain), color=["tab:green" if g > 0 else "tab:red" for g in np.nan_to_num(gain)])
         ax.axhline(0, color="k", lw=0.8)
         ax.set(title=f"per-class top-1 gain over its classifier ({it.get('classifier', 'head')}) on uniform-m: "
-                     f"{it['method']} at m={_fmt(it['m'])}", ylabel="gain")
+                     f"{it['method']} at m={_fmt(it['m']) if it['m'] is not None else 'its own'}", ylabel="gain")
         if classes is not None and len(classes) <= 40:
             ax.set_xticks(x, classes, rotation=60, fontsize=6)
     return fig

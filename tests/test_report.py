@@ -190,3 +190,23 @@ def test_flow_cost_note_of_a_real_evaluate_on_a_store_with_flow(tmp_path):
         text = html.unescape((tmp_path / "rep" / name).read_text())
         assert "Flow cost: estimate from the algorithm's parameters" in text, name
         assert "tvl1" in text and "GFLOPs per field" in text
+
+
+def test_the_report_leads_with_the_answer_table(report):
+    # the first table of report.md and report.html is the answer (it used to be the meta
+    # list, the notes, then the plots, and the first table a pivot without CIs or verdicts)
+    _, paths = report
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    first_table = md.index("\n| ")
+    assert md.rindex("### ", 0, first_table) == md.index("### Answer: stream rgb (split mean)")
+    header = md[first_table:].splitlines()[1]
+    for col in ("agent", "classifier", "no selection (same classifier)", "same classifier, uniform-m",
+                "Δ vs same-classifier uniform-m [95% CI]", "uniform", "max_response", "oracle", "verdict"):
+        assert f"| {col} |" in header or header.endswith(f"| {col} |"), col
+    assert md.index("### Answer: stream rgb") < md.index("### Answer: stream flow") < md.index("### Verdicts") \
+        < md.index("## Plots") < md.index("## Full results") < md.index("## Run details")
+    assert page.index("<table class='answer'>") == page.index("<table")
+    assert page.index("<table class='answer'>") < page.index("<img class='plot'") < page.index("Full results")
+    answer = md.split("### Answer: stream rgb (split mean)")[1].split("###")[0]
+    assert "| finder (best) | head | 1 | 2 |" in answer and "beats same-classifier uniform-m; beats uniform" in answer
+    assert "| lazy | head | 1 | 2 |" in answer
