@@ -15,8 +15,9 @@ def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, 
     Returns {"m", "classes", "scores": key -> (V·T,) float32 selection scores (crop mean),
     "fraction_kept": key -> (V,) float, "importance": key -> (n, T) scores of the sample
     videos, "histories": key -> agent.history, "per_class": [{method, m, acc (C,), uniform
-    (C,): the agent's own classifier on uniform-m, classifier}] for agents (single-label only), "sample_videos": (n,) rows, "thumbnails":
-    (n, T, h, w, 3) uint8 of those videos or None}; key = "label (stream)".
+    (C,) (the agent's own classifier on uniform-m), classifier}] for agents (single-label
+    only), "sample_videos": (n,) rows, "thumbnails": (n, T, h, w, 3) uint8 of those videos
+    or None}; key = "label (stream)"; a method with several seeds shows its first.
     ``thumbnails``: (V, T, h, w, 3) uint8 of all the test videos (the store's), or None.
     """
     check_states(states)
