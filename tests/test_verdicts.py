@@ -162,3 +162,26 @@ def test_seeds_must_be_positive(tmp_path):
     r = CliRunner().invoke(main, ["train", str(store), "--agent", "tattn", "--train", str(lst),
                                   "--out", str(tmp_path / "a.pt"), "--seeds", "0"])
     assert r.exit_code == 2 and "--seeds" in r.output and isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.parametrize("name,extra,own", [("tattn", (), True), ("tattn_noatt", (), True), ("glimpse", (), True),
+                                            ("rtsae", (), True), ("dsn", (), True), ("dsn", ("mode=fixed",), False),
+                                            ("as", (), False)])
+def test_each_agents_prediction_hook_is_what_select_predicts(name, extra, own):
+    # the same-classifier baselines call agent.video_scores(states, keep): on the mask the
+    # agent chose it must give the agent's own prediction, and the row names that classifier
+    from agents.options import make_config
+    from evaluate.methods import classifier_name
+
+    st = planted_states(V=12, T=5, K=1, D=6, C=3, n_key=2, seed=0, with_maps=True, map_size=2)
+    cls = selector_class(name)
+    items = [(s.split("=")[0], json.loads(s.split("=")[1]) if s.split("=")[1][0].isdigit() else s.split("=")[1])
+             for s in (*TINY[name], *extra)]
+    cfg = make_config(cls.Config, items, owner=name)
+    agent = cls.for_states(cfg, st) if hasattr(cls, "for_states") else cls(cfg, num_classes=3, feature_dim=6)
+    for m in (2, None):
+        sel = agent.select(st, m)
+        with torch.no_grad():
+            again = agent.video_scores(st, sel.keep)
+        assert torch.allclose(again, sel.video_scores, atol=1e-5), (name, m)
+    assert classifier_name(agent) == (f"own:{name}" if own else "head")
