@@ -248,7 +248,8 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
 @click.option("--agents", "agent_paths", multiple=True, type=AgentPaths(exists=True, dir_okay=False),
               callback=flatten, metavar="PATH...",
               help="Agent checkpoints: several after one --agents (up to the next option), --agents "
-                   "repeated, or a quoted glob such as 'agents/*.pt'.")
+                   "repeated, or a quoted glob such as 'agents/*.pt'. Checkpoints that differ only in "
+                   "their training seed (train --seeds) are one method: mean ± std over the seeds.")
 @click.option("--out", required=True, type=click.Path(), help="Report directory.")
 @click.option("--m", "ms", default=None, callback=int_list, metavar="M,M,...",
               help="Frame budgets m, each at most T (m = T keeps all) [default: 4,8,12,16,20,25, "
