@@ -253,4 +253,5 @@ def check_agent_matches(agent: Agent, store) -> None:
                              f"{store.path} has {theirs.get(key)!r}")
 
 
-__all__ = ["HeadStageConfig", "run_head", "TrainStageConfig", "run_train", "run_train_seeds", "seed_checkpoint", "check_agent_matches", "load_agent"]
+__all__ = ["HeadStageConfig", "run_head", "TrainStageConfig", "run_train", "run_train_seeds", "seed_checkpoint",
+           "check_agent_matches", "load_agent"]

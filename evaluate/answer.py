@@ -84,7 +84,8 @@ def verdicts(rows) -> list[str]:
     classifier, uniform, random (and its partner), under the rule of the module docstring?"""
     tested = _tested(rows)
     out = []
-    for method, stream in sorted({(r["method"], r["stream"]) for r in tested}, key=lambda k: (k[0], stream_order(k[1]))):
+    keys = sorted({(r["method"], r["stream"]) for r in tested}, key=lambda k: (k[0], stream_order(k[1])))
+    for method, stream in keys:
         mine = [r for r in tested if (r["method"], r["stream"]) == (method, stream)]
         partner = next((r.get("partner") for r in mine if r.get("partner")), None)
         parts = []
@@ -92,8 +93,8 @@ def verdicts(rows) -> list[str]:
             if ref == "partner" and partner is None:
                 continue
             h = holds(rows, method, ref)
-            clf = mine[0].get("classifier", "head")
-            name = partner if ref == "partner" else REF_WORDS[ref].replace("its own classifier", f"its classifier ({clf})")
+            own = f"its classifier ({mine[0].get('classifier', 'head')})"
+            name = partner if ref == "partner" else REF_WORDS[ref].replace("its own classifier", own)
             wins = [c for c in h["wins"] if c[1] == stream]
             losses = [c for c in h["losses"] if c[1] == stream]
             if wins:

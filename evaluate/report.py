@@ -90,7 +90,8 @@ def _tables(rows, split):
     for stream in sorted({r["stream"] for r in acc}, key=stream_order):
         mat = _matrix(acc, stream)
         ms = sorted({m for d in mat.values() for m in d}, key=lambda m: (m is None, m or 0))
-        out.append((f"Top-1 vs m, stream {stream} (split {split})", ["method"] + [f"m={_fmt(m) if m is not None else 'var'}" for m in ms],
+        out.append((f"Top-1 vs m, stream {stream} (split {split})",
+                    ["method"] + [f"m={_fmt(m) if m is not None else 'var'}" for m in ms],
                     [[meth] + [mat[meth].get(m) for m in ms] for meth in sorted(mat)]))
     for protocol in ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion"):
         sel = _select(rows, protocol, split)
@@ -196,7 +197,9 @@ def _markdown(doc) -> str:
 _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1500px}table{border-collapse:collapse;font-size:12px;"
         "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
         "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-        "table.answer td{white-space:nowrap}table.answer td:last-child{text-align:left;white-space:normal;min-width:16em}td.win{background:#e3f6e3}td.loss{background:#fbe3e3}"
+        "table.answer td{white-space:nowrap}"
+        "table.answer td:last-child{text-align:left;white-space:normal;min-width:16em}"
+        "td.win{background:#e3f6e3}td.loss{background:#fbe3e3}"
         "p.rule{max-width:1100px;color:#333}img{max-width:100%;display:block;margin:0.5em 0}.note{color:#a60}"
         "code{font-size:11px;word-break:break-all}div.wide{overflow-x:auto;max-width:100%}"
         "tr.group td{border-top:2px solid #888}")
@@ -210,7 +213,8 @@ def _answer_html(header, body) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     agent = lambda row: row[0].removesuffix(" (best)")  # noqa: E731
     trs = "".join(("<tr class='group'>" if i and agent(row) != agent(body[i - 1]) else "<tr>")
-                  + "".join(td(v, j == len(row) - 1) for j, v in enumerate(row)) + "</tr>" for i, row in enumerate(body))
+                  + "".join(td(v, j == len(row) - 1) for j, v in enumerate(row)) + "</tr>"
+                  for i, row in enumerate(body))
     return f"<div class='wide'><table class='answer'><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>"
 
 

@@ -141,8 +141,8 @@ def test_train_seeds_2_writes_two_checkpoints_and_evaluate_gives_mean_and_std(tm
     paths = [tmp_path / "agents" / f"tattn-seed{s}.pt" for s in (3, 4)]
     assert all(p.exists() and p.with_suffix(".jsonl").exists() for p in paths) and not out.exists()
     assert "seed 3" in r.output and "seed 4" in r.output
-    r = CliRunner().invoke(main, ["evaluate", str(store), "--test", str(lst), "--agents", str(tmp_path / "agents" / "*.pt"),
-                                  "--out", str(tmp_path / "rep"), "--m", "2", "--baselines", "uniform", "--quiet"])
+    r = CliRunner().invoke(main, ["evaluate", str(store), "--test", str(lst),
+                                  "--agents", str(tmp_path / "agents" / "*.pt"), "--out", str(tmp_path / "rep"), "--m", "2", "--baselines", "uniform", "--quiet"])
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "rep" / "results.json").read_text())["rows"]
     acc = [x for x in rows if x["protocol"] == "accuracy_vs_m" and x["method"] == "tattn"]
