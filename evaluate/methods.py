@@ -157,11 +157,12 @@ def build_methods(baselines, agents, streams) -> list[Method]:
 
 
 def _pair_partners(methods: list[Method]) -> None:
-    """Give each agent with a partner (PARTNERS) the partner method on its streams: the one
-    of the same seed if there is one, else the first."""
+    """Give each agent with a partner (PARTNERS) the partner method sharing a stream with it
+    (rows on a stream the partner lacks carry no partner comparison): the one of the same
+    seed if there is one, else the first."""
     for meth in methods:
         want = PARTNERS.get(meth.name)
-        cands = [p for p in methods if p.name == want and set(meth.selectors) <= set(p.selectors)]
+        cands = [p for p in methods if p.name == want and set(meth.selectors) & set(p.selectors)]
         if cands:
             meth.partner = next((p for p in cands if p.seed == meth.seed), cands[0])
 
