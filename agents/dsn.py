@@ -253,6 +253,17 @@ class DSN(Agent):
         per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
         return Selection(scores, keep, video_scores, per.long(), mode)
 
+    @property
+    def own_classifier(self) -> bool:
+        """True for ``alternate`` (it fine-tunes its own head), False for DSN-f (the head's logits)."""
+        return self.module.head is not None
+
+    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+        """(V, C) float32 eq. 4 over the kept cells with the classifier :meth:`select` uses."""
+        logits = states.logits if self.module.head is None else \
+            self._batched(states, lambda o, f, lg: self._class_logits(f, lg))
+        return aggregate(logits.float(), keep, alpha)
+
     # -- training -------------------------------------------------------------------
     def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
         """SGD with momentum (§V-B); λ of eq. 5 decays the head only."""

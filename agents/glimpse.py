@@ -220,6 +220,13 @@ class GlimpseAgent(Agent):
         per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
         return Selection(scores, keep, video_scores, per.long(), mode)
 
+    own_classifier = True    # predicts with its own tanh + linear classifier (evaluate pairs it with itself)
+
+    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+        """(V, C) float32: the agent's own classifier after a greedy rollout over the kept
+        positions only, as :meth:`select` predicts; α does not apply."""
+        return self._run(states, keep)[1]
+
     # -- training -----------------------------------------------------------------------
     def _batch_loss(self, cubes, y, multilabel: bool, g: torch.Generator) -> dict[str, torch.Tensor]:
         """cubes: (E·B, T, n, d) — E episodes of B sequences, episode-major; y: (E·B,) or

@@ -397,6 +397,14 @@ class RTSAEAgent(Agent):
         per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
         return Selection(scores, keep, video_scores, per.long(), mode)
 
+    own_classifier = True    # predicts with its own gated sequence classifier (evaluate pairs it with itself)
+
+    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0,
+                     flow: States | None = None) -> torch.Tensor:
+        """(V, C) float32: the agent's classifier with gate 1 on the kept cells and α on the
+        dropped ones, as :meth:`select` predicts (all kept: its no-gate baseline)."""
+        return self.predict(states, keep.float() + alpha * (~keep).float(), flow)
+
     # -- training -----------------------------------------------------------------------
     def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
         cfg = self.config

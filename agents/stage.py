@@ -133,6 +133,23 @@ class TrainStageConfig:
     command: str = ""
 
 
+def seed_checkpoint(out, seed: int, seeds: int) -> Path:
+    """Where seed ``seed`` of a ``--seeds`` run saves: ``OUT-seedS.pt`` beside ``--out`` (its
+    log ``OUT-seedS.jsonl``), or ``--out`` itself when one seed is trained (the default)."""
+    out = Path(out)
+    return out if seeds == 1 else out.with_name(f"{out.stem}-seed{seed}{out.suffix}")
+
+
+def run_train_seeds(cfg: TrainStageConfig, seeds: int = 1) -> list[Agent]:
+    """Train ``seeds`` agents, seeds ``cfg.seed`` … ``cfg.seed + seeds - 1``, each with its
+    own checkpoint (:func:`seed_checkpoint`; each resumes as :func:`run_train` does).
+    ``framesel evaluate`` treats checkpoints that differ only in seed as one method."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise InputError(f"--seeds must be a positive integer, got {seeds!r}")
+    return [run_train(dataclasses.replace(cfg, seed=s, out=str(seed_checkpoint(cfg.out, s, seeds))))
+            for s in range(cfg.seed, cfg.seed + seeds)]
+
+
 def run_train(cfg: TrainStageConfig) -> Agent:
     """Train one agent on the cached states of the training videos and save its checkpoint
     (which alone rebuilds it). A checkpoint already at ``out`` is resumed, or extended when
@@ -236,4 +253,5 @@ def check_agent_matches(agent: Agent, store) -> None:
                              f"{store.path} has {theirs.get(key)!r}")
 
 
-__all__ = ["HeadStageConfig", "run_head", "TrainStageConfig", "run_train", "check_agent_matches", "load_agent"]
+__all__ = ["HeadStageConfig", "run_head", "TrainStageConfig", "run_train", "run_train_seeds", "seed_checkpoint",
+           "check_agent_matches", "load_agent"]

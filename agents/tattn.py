@@ -184,6 +184,13 @@ class TAttn(Agent):
     def _keep(self, scores: torch.Tensor, m: int | None, mode: str) -> torch.Tensor:
         return top_m_mask(scores, m, mode)
 
+    own_classifier = True    # predicts with its LSTM's W_y, not the head (evaluate pairs it with itself)
+
+    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+        """(V, C) float32: the model's own prediction seeing only the kept cells (all kept:
+        its prediction over every position), as :meth:`select` makes it; α does not apply."""
+        return self._predict(states, None if bool(keep.all()) else keep)[0].float()
+
     def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
         """m=None: the agent's own prediction over every position; m: top-m cells by α, the
         model re-run seeing only those (attention renormalised over them)."""

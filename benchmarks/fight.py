@@ -1,9 +1,14 @@
 """The real end-to-end benchmark: the whole pipeline on the Surveillance Camera Fight dataset
 (../shared/data/fight: 132 train / 62 test real CCTV clips, 2 classes).
 
-extract (train + test into one store) → head → train every agent on RGB and on flow →
-evaluate (accuracy vs m for every method, each stream and fused, paired tests vs uniform)
-→ report. Prints the headline table; the full report lands in --out.
+extract (train + test into one store) → head → train every agent (and tattn_noatt) on RGB
+and on flow, --seeds training seeds each → evaluate (accuracy vs m for every method, each
+stream and fused; each agent paired with the baseline that shares its classifier, and with
+uniform, random, max_response on the head; Holm over m × stream, gains held on every seed)
+→ report. Prints the report's answer tables; the full report lands in --out.
+
+An existing store at --out is reused: extraction resumes and skips the videos already done
+(same settings, list and root), and the head is reused when its settings match.
 
     python -m benchmarks.fight --out /tmp/framesel-fight            # ~30-40 min on 2 cores
 """
@@ -36,14 +41,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/framesel-fight")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--agents", default="as,dsn,tattn,rtsae,glimpse")
+    ap.add_argument("--agents", default="as,dsn,tattn,tattn_noatt,rtsae,glimpse")
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per agent (mean ± std in the report)")
     args = ap.parse_args()
     if not FIGHT.exists():
         raise SystemExit(f"{FIGHT} is absent: this benchmark needs ../shared/data beside the checkout")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     all_list = out / "all.txt"
-    all_list.write_text((FIGHT / "train.txt").read_text().rstrip("\n") + "\n" + (FIGHT / "test.txt").read_text())
+    text = (FIGHT / "train.txt").read_text().rstrip("\n") + "\n" + (FIGHT / "test.txt").read_text()
+    if not all_list.exists() or all_list.read_text() != text:   # a reused store keeps its list file as it is
+        all_list.write_text(text)
     times, t0 = {}, time.perf_counter()
 
     def stage(name):
@@ -60,7 +68,7 @@ def main():
                              command="python -m benchmarks.fight"))
     stage("head")
     ckpts = train_agents(store, FIGHT / "train.txt", out / "agents", tuple(args.agents.split(",")),
-                         DEMO_AGENTS, SETTINGS.streams, seed=0, quiet=False,
+                         DEMO_AGENTS, SETTINGS.streams, seed=0, seeds=args.seeds, quiet=False,
                          command="python -m benchmarks.fight", stage=stage)
     paths = run_evaluate(EvaluateConfig(store=store, test_lists=(str(FIGHT / "test.txt"),), out=str(out / "report"),
                                         agents=tuple(ckpts), protocol=ProtocolConfig(ms=(1, 2, 3, 5, 10)),
@@ -73,17 +81,16 @@ def main():
 
 
 def print_table(rows):
-    """top-1 (%) per method and m, for rgb, flow and fused (1:1.5), protocol accuracy_vs_m."""
-    keep = [r for r in rows if r["protocol"] in ("accuracy_vs_m", "fusion") and r["split"] != "mean"]
-    table = {}
-    for r in keep:
-        if r["protocol"] == "fusion" and r.get("fusion_weights") != "rgb:flow = 1:1.5":
-            continue
-        table.setdefault((r["method"], r["m"]), {})[r["stream"]] = r["top1"]
-    print(f"{'method':22s} {'m':>4s} {'rgb':>7s} {'flow':>7s} {'fused':>7s}")
-    for (method, m), v in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1] or 99)):
-        cells = [f"{100 * v[s]:6.1f}%" if v.get(s) is not None else "      -" for s in ("rgb", "flow", "fused")]
-        print(f"{method:22s} {str(m):>4s} {' '.join(cells)}")
+    """The report's answer tables (evaluate/answer.py), one per stream, as plain text."""
+    from evaluate.answer import answer_tables, verdicts
+
+    for title, header, body in answer_tables(rows):
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+        print(f"\n{title}")
+        for line in [header, *body]:
+            print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+    for words in verdicts(rows):
+        print("- " + words.replace("**", ""))
 
 
 if __name__ == "__main__":

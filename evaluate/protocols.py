@@ -9,9 +9,11 @@ Protocols (:data:`PROTOCOLS`):
 
 - ``accuracy_vs_m``: every method on every stream at each m (000 Table 3, 003 Fig. 4); m is
   capped at T; methods that choose how many they keep (``variable_m``) run once with m=None.
-  Each row carries the paired comparison with ``uniform`` at the same m on the same videos
-  (:func:`evaluate.stats.bootstrap_ci` of the accuracy difference, McNemar p). A variable-m
-  row is compared with uniform at its own mean number of kept positions, rounded.
+  Each row carries its paired comparisons (:mod:`evaluate.pairing`): with uniform, random
+  and max_response on the head, and, for an agent, with its own classifier on uniform-m and
+  on every position and with its paper's no-selection partner (``tattn_noatt``). Every row
+  names its ``classifier`` ("head" or "own:<agent>") and its training ``seed`` (a method
+  with several seeds also gets ``seed = "mean"`` rows: mean ± std over the seeds).
 - ``frame_vs_region``: frame- and region-based selection over the K crops (000 Table 3);
   only when K > 1.
 - ``alpha``: dropped frames weighted by α (000 Table 4), for learned agents and ``uniform``.
@@ -25,25 +27,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from agents.base import Selection, States, selector_class
 from data.errors import InputError
-from evaluate import metrics, stats
+from evaluate import metrics, pairing
 from evaluate.compute import CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs, selector_observer
+from evaluate.methods import Method, agent_label, build_methods, same_classifier_method
+from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seeds
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion")
 DEFAULT_MS = (4, 8, 12, 16, 20, 25)
 DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.3)
-TSN_WEIGHTS = (("rgb", 1.0), ("flow", 1.5))
 TATTN_WEIGHTS = (("rgb", 1 / 3), ("flow", 2 / 3))
-ROW_FIELDS = ("split", "protocol", "method", "stream", "m", "mode", "alpha", "fusion_weights",
-              "top1", "top5", "mean_class", "map", "gflops_full", "gflops_deployable",
+ROW_FIELDS = ("split", "protocol", "method", "classifier", "seed", "stream", "m", "mode", "alpha",
+              "fusion_weights", "top1", "top5", "mean_class", "map", "gflops_full", "gflops_deployable",
               "fraction_kept", "vs_uniform_diff", "ci_lo", "ci_hi", "mcnemar_p", "learned", "num_videos")
 
 
@@ -75,64 +78,6 @@ def weights_label(weights) -> str:
     """'rgb:flow = 1:1.5' — how fusion weights are named in rows and reports."""
     names, values = zip(*weights)
     return f"{':'.join(names)} = {':'.join(f'{v:.3g}' for v in values)}"
-
-
-@dataclass
-class Method:
-    """One evaluated method. ``selectors``: stream -> Selector ("fused" for an agent that
-    reads both streams itself, e.g. rtsae with two_stream). ``inputs``: stream -> the States
-    this method reads there instead of the shared ones (an agent with its own observer
-    stream, :func:`evaluate.run.attach_observers`); a stream not in it reads the shared."""
-
-    label: str
-    selectors: dict
-    learned: bool = False
-    variable_m: bool = False
-    config: dict = field(default_factory=dict)
-    inputs: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return next(iter(self.selectors.values())).name
-
-
-def agent_label(agent) -> str:
-    """Row label of an agent from its config: ``as[state=features]``, ``dsn-f[1:3]``, …"""
-    cfg = dataclasses.asdict(agent.config) if dataclasses.is_dataclass(agent.config) else {}
-    if agent.name == "dsn":
-        base = "dsn-f" if cfg.get("mode") == "fixed" else "dsn"
-        return f"{base}[{cfg.get('sections')}:{cfg.get('clips_per_section')}]"
-    if "state" in cfg and cfg["state"] != "both":
-        return f"{agent.name}[state={cfg['state']}]"
-    return agent.name
-
-
-def build_methods(baselines, agents, streams) -> list[Method]:
-    """Methods from baseline names or instances (run on every stream) and loaded agents.
-
-    An agent's stream is ``agent.store_identity["stream"]`` (or the only stream). Agents with
-    the same label on rgb and flow form one method, so they are fused as a pair.
-    """
-    streams = list(streams)
-    out = [Method(b.name, {s: b for s in streams}, False, b.variable_m)
-           for b in (selector_class(x)() if isinstance(x, str) else x for x in baselines)]
-    by_label: dict[str, Method] = {}
-    for agent in agents:
-        cfg = dataclasses.asdict(agent.config) if dataclasses.is_dataclass(agent.config) else {}
-        stream = "fused" if cfg.get("two_stream") else agent.store_identity.get("stream")
-        if stream is None:
-            if len(streams) != 1:
-                raise InputError(f"agent {agent.name!r} does not record its stream and the states have "
-                                 f"{streams}; retrain it, or evaluate one stream")
-            stream = streams[0]
-        if stream != "fused" and stream not in streams:
-            raise InputError(f"agent {agent.name!r} was trained on stream {stream!r}; states have {streams}")
-        label, n = agent_label(agent), 2
-        while label in by_label and stream in by_label[label].selectors:
-            label, n = f"{agent_label(agent)}#{n}", n + 1
-        meth = by_label.setdefault(label, Method(label, {}, True, agent.variable_m, cfg))
-        meth.selectors[stream] = agent
-    return out + list(by_label.values())
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -170,9 +115,26 @@ class _Run:
         self.labels = first.labels.cpu().numpy()
         self.multilabel = bool(first.multilabel)
         # the references of the paired tests (GUIDE §5: trivial baselines next to every agent)
-        self.uniform = Method("uniform", {s: selector_class("uniform")() for s in states})
-        self.random = Method("random", {s: selector_class("random")(seed=cfg.seed) for s in states})
-        self._sel, self._agent_flops = {}, {}
+        self._baselines = {name: Method(name, {s: selector_class(name)(**({"seed": cfg.seed} if name == "random"
+                                                                          else {})) for s in states})
+                           for name in ("uniform", "random", "max_response")}
+        self.uniform = self._baselines["uniform"]
+        self._sel, self._agent_flops, self._refs = {}, {}, {}
+
+    def baseline(self, name: str) -> Method:
+        """The head baseline ``name`` (uniform, random, max_response) the paired tests use."""
+        return self._baselines[name]
+
+    def reference(self, method: Method, which: str) -> Method:
+        """``method``'s same-classifier baseline (same_uniform, same_all), built once."""
+        key = (method.uid, which)
+        if key not in self._refs:
+            self._refs[key] = same_classifier_method(method, which)
+        return self._refs[key]
+
+    def correct_of(self, scores: np.ndarray) -> np.ndarray:
+        """(V,) bool top-1 correctness of (V, C) scores on these videos."""
+        return correct(scores, self.labels, self.multilabel)
 
     def show(self, method: "Method", stream: str) -> None:
         """Name the split, protocol, method and stream being evaluated on the progress bar."""
@@ -184,7 +146,7 @@ class _Run:
         return [None] if method.variable_m else sorted({min(m, self.T) for m in self.cfg.ms})
 
     def selection(self, method: Method, stream: str, m, mode="frame", alpha=0.0) -> Selection:
-        key = (method.label, stream, m, mode, alpha)
+        key = (method.uid, stream, m, mode, alpha)
         if key not in self._sel:
             sel = method.selectors[stream]
             if stream == "fused":
@@ -213,7 +175,7 @@ class _Run:
 
     def agent_gflops(self, method: Method, stream: str, m, mode: str) -> float:
         """GFLOPs per video of the method's real select path at budget m (compute.selector_gflops)."""
-        key = (method.label, stream, m, mode)
+        key = (method.uid, stream, m, mode)
         if key not in self._agent_flops:
             sel, n = method.selectors[stream], min(self.cfg.flop_videos, self.V)
             idx = np.arange(n)
@@ -235,14 +197,15 @@ def _row(run: _Run, protocol, method: Method, stream, m, mode="frame", alpha=0.0
     run.show(method, stream)
     scores = run.scores(method, stream, m, mode, alpha, weights)
     _, _, frac = run.kept(method, ("rgb", "flow") if pair else (stream,), m, mode)
-    row = {"split": run.split, "protocol": protocol, "method": method.label, "stream": stream, "m": m,
+    row = {"split": run.split, "protocol": protocol, "method": method.label, "classifier": method.classifier,
+           "seed": method.seed, "stream": stream, "m": m,
            "mode": mode, "alpha": alpha, "fusion_weights": weights_label(weights) if weights else None,
            **score_metrics(scores, run.labels, run.multilabel), **_gflops(run, method, stream, m, mode, pair),
            "fraction_kept": frac, "learned": method.learned, "num_videos": run.V,
            "flops_convention": CONVENTION, "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None,
            "mcnemar_p": None, **extra}
     if compare and method.label not in ("uniform", "random"):
-        row.update(_vs_uniform(run, scores, stream, m, mode, weights, frac))
+        row.update(pairing.compare(run, method, scores, stream, m, mode, weights, frac))
     return row
 
 
@@ -267,25 +230,6 @@ def _gflops(run: _Run, method: Method, stream: str, m, mode: str, pair: bool) ->
         per.append(costs.video_gflops(cost_stream, selector_needs(sel), positions=pos, cells=cells, agent=agent))
     c = fuse_gflops(per)
     return {"gflops_full": c["full"], "gflops_deployable": c["deployable"]}
-
-
-def _vs_uniform(run: _Run, scores, stream, m, mode, weights, frac) -> dict:
-    """Paired comparisons with uniform and random at the same m (variable m: at its mean
-    number of kept positions, rounded); a two-stream agent against TSN-fused baselines."""
-    if stream == "fused" and not weights:
-        weights = TSN_WEIGHTS
-    m_ref = m if m is not None else max(1, min(run.T, round(frac * run.T)))
-    a = correct(scores, run.labels, run.multilabel)
-    out = {"uniform_m": m_ref}
-    for ref, prefix in ((run.uniform, "vs_uniform"), (run.random, "vs_random")):
-        b = correct(run.scores(ref, stream, m_ref, mode, 0.0, weights), run.labels, run.multilabel)
-        diff, lo, hi = stats.bootstrap_ci(a, b, n=run.cfg.bootstrap, seed=run.cfg.seed)
-        p = stats.mcnemar(a, b)[1]
-        if prefix == "vs_uniform":
-            out.update(vs_uniform_diff=diff, ci_lo=lo, ci_hi=hi, mcnemar_p=p)
-        else:
-            out.update(vs_random_diff=diff, vs_random_ci_lo=lo, vs_random_ci_hi=hi, vs_random_p=p)
-    return out
 
 
 def _streams(method: Method, run: _Run) -> list[str]:
@@ -381,28 +325,31 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
         rows.extend(_PROTOCOL_FNS[name](run))
         if bar is not None:
             bar.update(1)
-    return rows
+    return summarize_seeds(rows, n=config.bootstrap, seed=config.seed)
 
 
 # ----------------------------------------------------------------------------- splits
 
-GROUP_KEYS = ("protocol", "method", "stream", "m", "mode", "alpha", "fusion_weights", "state", "mn")
-MEAN_KEYS = ("top1", "top5", "mean_class", "map", "vs_uniform_diff", "vs_random_diff", "fraction_kept",
-             "gflops_full", "gflops_deployable")
+GROUP_KEYS = ("protocol", "method", "seed", "stream", "m", "mode", "alpha", "fusion_weights", "state", "mn")
+MEAN_KEYS = ("top1", "top5", "mean_class", "map", "fraction_kept", "gflops_full", "gflops_deployable") \
+    + tuple(ref_fields(r)[0] for r in REFERENCES) + tuple(f"vs_{r}_top1" for r in REFERENCES)
 
 
 def summarize_splits(rows: list[dict]) -> list[dict]:
-    """Mean ± std (ddof=1) over splits: one row per group with split="mean", ``<key>_std``
-    fields and ``num_splits``; per-split CIs and p-values do not average and are null."""
+    """Mean ± std (ddof=1) over splits: one row per group (a seed, or the seed mean, is its
+    own group) with split="mean", ``<key>_std`` fields and ``num_splits``; per-split CIs and
+    p-values do not average and are null."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["split"] != "mean":
             groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
     out = []
     for group in groups.values():
-        row = {**group[0], "split": "mean", "num_splits": len(group), "ci_lo": None, "ci_hi": None,
-               "mcnemar_p": None, "vs_random_ci_lo": None, "vs_random_ci_hi": None, "vs_random_p": None, "num_videos": sum(r["num_videos"] for r in group)}
+        row = {**group[0], "split": "mean", "num_splits": len(group), "num_videos": sum(r["num_videos"] for r in group),
+               **{f: None for ref in REFERENCES for f in ref_fields(ref)[1:] if f in group[0]}}
         for k in MEAN_KEYS:
+            if all(k not in r for r in group):
+                continue
             vals = [r.get(k) for r in group]
             if any(v is None for v in vals):
                 row[k], row[f"{k}_std"] = None, None
@@ -429,49 +376,5 @@ def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), 
     return rows + (summarize_splits(rows) if len(splits) > 1 else [])
 
 
-# ----------------------------------------------------------------------------- diagnostics
-
-def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, thumbnails=None,
-                        classes=None, seed: int = 0) -> dict:
-    """Inputs of the report's diagnostic sections, at budget m (variable-m methods: None).
-
-    Returns {"m", "classes", "scores": key -> (V·T,) float32 selection scores (crop mean),
-    "fraction_kept": key -> (V,) float, "importance": key -> (n, T) scores of the sample
-    videos, "histories": key -> agent.history, "per_class": [{method, m, acc (C,), uniform
-    (C,)}] for agents (single-label only), "sample_videos": (n,) rows, "thumbnails":
-    (n, T, h, w, 3) uint8 of those videos or None}; key = "label (stream)".
-    ``thumbnails``: (V, T, h, w, 3) uint8 of all the test videos (the store's), or None.
-    """
-    check_states(states)
-    run = _Run(states, list(methods), ProtocolConfig(), None, "diagnostics")
-    m = min(m, run.T)
-    C = next(iter(states.values())).shape[4]
-    idx = np.sort(np.random.default_rng(seed).choice(run.V, size=min(sample, run.V), replace=False))
-    out = {"m": m, "classes": list(classes) if classes is not None else [str(c) for c in range(C)],
-           "scores": {}, "fraction_kept": {}, "importance": {}, "histories": {}, "per_class": [],
-           "sample_videos": idx.tolist(),
-           "thumbnails": None if thumbnails is None else np.asarray(thumbnails)[idx]}
-    for method in run.methods:
-        mm = None if method.variable_m else m
-        for stream in _streams(method, run):
-            key, sel = f"{method.label} ({stream})", run.selection(method, stream, mm)
-            s = sel.scores.float().mean(2).cpu().numpy()
-            out["scores"][key] = s.ravel()
-            out["fraction_kept"][key] = sel.num_kept.cpu().numpy() / run.T
-            out["importance"][key] = s[idx]
-            if not method.learned:
-                continue
-            if getattr(method.selectors[stream], "history", None):
-                out["histories"][key] = list(method.selectors[stream].history)
-            if not run.multilabel:
-                _, _, frac = run.kept(method, [stream], mm, "frame")
-                ref_m = mm if mm is not None else max(1, min(run.T, round(frac * run.T)))
-                ref_stream = "rgb" if stream == "fused" else stream
-                acc = metrics.per_class_accuracy(run.scores(method, stream, mm), run.labels, C)
-                uni = metrics.per_class_accuracy(run.scores(run.uniform, ref_stream, ref_m), run.labels, C)
-                out["per_class"].append({"method": key, "m": mm, "acc": acc, "uniform": uni})
-    return out
-
-
 __all__ = ["PROTOCOLS", "ProtocolConfig", "Method", "build_methods", "agent_label", "run_protocols",
-           "summarize_splits", "evaluate_splits", "collect_diagnostics", "score_metrics", "correct", "weights_label"]
+           "summarize_splits", "evaluate_splits", "score_metrics", "correct", "weights_label"]

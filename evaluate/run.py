@@ -20,7 +20,8 @@ from data.lists import read_list
 from data.store import open_store
 from data.progress import show_progress
 from evaluate.compute import CostModel, selector_observer
-from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods, collect_diagnostics,
+from evaluate.diagnostics import collect_diagnostics
+from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods,
                                  evaluate_splits)
 from evaluate.report import check_report_dir, write_report
 

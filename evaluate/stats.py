@@ -73,3 +73,55 @@ def mcnemar(correct_a, correct_b) -> tuple[float, float]:
         return float(low), min(1.0, 2.0 * tail)
     stat = max(0, abs(b - c) - 1) ** 2 / m
     return float(stat), math.erfc(math.sqrt(stat / 2.0))  # chi2(1) survival function
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error
+    rate at α when each adjusted p is compared with α).
+
+    p_values: (n,) floats in [0, 1] -> (n,) float64 adjusted p-values in the input order:
+    with p_(1) <= ... <= p_(n) sorted, adj_(i) = max_{j <= i} min(1, (n - j + 1) p_(j)).
+    An empty family gives an empty array.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or not np.all((p >= 0) & (p <= 1)):
+        raise InputError(f"p_values must be a 1-D array of probabilities in [0, 1], got {p_values!r}")
+    n = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((n - np.arange(n)) * p[order]))
+    out = np.empty(n, np.float64)
+    out[order] = adjusted
+    return out
+
+
+def bootstrap_ci_seeds(correct_a, correct_b, *, n: int = 10000, alpha: float = 0.05,
+                       seed: int = 0, chunk: int = 500) -> tuple[float, float, float]:
+    """Two-level paired bootstrap of the seed-mean accuracy difference: each resample draws
+    S training seeds and N videos with replacement, so the interval holds the training
+    variance as well as the test-set variance.
+
+    correct_a: (S, N) bool per-seed per-video correctness of the agent; correct_b: (S, N)
+    (the same seed's reference, e.g. its own classifier on uniform-m) or (N,) (a reference
+    that does not depend on the seed). Returns ``(diff, lo, hi)``: the observed seed-mean
+    difference and the ``alpha/2`` and ``1 - alpha/2`` quantiles. With S = 1 only videos
+    vary (the same distribution as :func:`bootstrap_ci`)."""
+    a, b = np.atleast_2d(np.asarray(correct_a)), np.asarray(correct_b)
+    if b.ndim == 1 and b.shape[0] == a.shape[1]:
+        b = np.broadcast_to(b, a.shape)
+    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
+        raise InputError(f"correct_a (S, N) and correct_b (S, N) or (N,) must agree, got {a.shape} and "
+                         f"{np.shape(correct_b)}")
+    for row_a, row_b in zip(a, b):
+        _check_pair(row_a, row_b)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"n (bootstrap resamples) must be a positive integer, got {n!r}")
+    d = a.astype(np.float64) - b.astype(np.float64)                # (S, N) in {-1, 0, 1}
+    S, N = d.shape
+    rng, diffs = np.random.default_rng(seed), []
+    for start in range(0, int(n), chunk):
+        k = min(chunk, int(n) - start)
+        seed_w = rng.multinomial(S, np.full(S, 1.0 / S), size=k) / S        # (k, S) seed weights
+        video_w = rng.multinomial(N, np.full(N, 1.0 / N), size=k) / N       # (k, N) video weights
+        diffs.append(np.einsum("ks,sn,kn->k", seed_w, d, video_w))
+    lo, hi = np.quantile(np.concatenate(diffs), [alpha / 2, 1 - alpha / 2])
+    return float(d.mean()), float(lo), float(hi)

@@ -216,25 +216,29 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, quie
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Override an agent option (default: the paper's), e.g. --set epochs=10.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Train N seeds (--seed, --seed+1, ...), each saved as OUT-seedS.pt beside --out "
+                   "(N = 1: --out itself); evaluate reports them as one method, mean ± std over seeds.")
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
 @quiet_option
 @domain_errors
-def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, device, quiet):
+def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, seeds, device, quiet):
     """Train a selection agent on the cached states of STORE."""
-    from agents.stage import TrainStageConfig, run_train
+    from agents.stage import TrainStageConfig, run_train_seeds, seed_checkpoint
     from pipeline.config import parse_assignments
 
     cfg = TrainStageConfig(store=store_path, agent=agent_name, train_list=train_list, out=out,
                            stream=stream, observer=observer,
                            overrides=parse_assignments(overrides, "--set", underscores=True),
                            seed=seed, device=device, quiet=quiet, command=_command_line())
-    agent = run_train(cfg)
-    if agent.epochs_before == len(agent.history):
-        click.echo(f"{out} is already trained for {agent.epochs_before} epochs; nothing to do")
-        return
-    last = agent.history[-1] if agent.history else {}
-    click.echo(f"{agent_name} ({stream}) trained: {len(agent.history)} epochs, last "
-               + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {out}")
+    for agent in run_train_seeds(cfg, seeds):
+        path = seed_checkpoint(out, agent.seed, seeds)
+        if agent.epochs_before == len(agent.history):
+            click.echo(f"{path} is already trained for {agent.epochs_before} epochs; nothing to do")
+            continue
+        last = agent.history[-1] if agent.history else {}
+        click.echo(f"{agent_name} ({stream}, seed {agent.seed}) trained: {len(agent.history)} epochs, last "
+                   + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {path}")
 
 
 @main.command(cls=SpreadCommand, spread=("--agents",))
@@ -244,7 +248,8 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
 @click.option("--agents", "agent_paths", multiple=True, type=AgentPaths(exists=True, dir_okay=False),
               callback=flatten, metavar="PATH...",
               help="Agent checkpoints: several after one --agents (up to the next option), --agents "
-                   "repeated, or a quoted glob such as 'agents/*.pt'.")
+                   "repeated, or a quoted glob such as 'agents/*.pt'. Checkpoints that differ only in "
+                   "their training seed (train --seeds) are one method: mean ± std over the seeds.")
 @click.option("--out", required=True, type=click.Path(), help="Report directory.")
 @click.option("--m", "ms", default=None, callback=int_list, metavar="M,M,...",
               help="Frame budgets m, each at most T (m = T keeps all) [default: 4,8,12,16,20,25, "

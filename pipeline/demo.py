@@ -1,7 +1,8 @@
 """``framesel demo``: the whole pipeline on the embedded demo dataset, in minutes on a CPU.
 
 generate videos → extract (decode, TV-L1, EfficientNet-Lite0 on RGB and flow) → head →
-train every agent → evaluate → report. Everything lands under one directory.
+train every agent (and tattn_noatt, tattn's paired baseline), two training seeds each →
+evaluate → report (the answer table first). Everything lands under one directory.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.head import HeadConfig
-from agents.stage import HeadStageConfig, TrainStageConfig, run_head, run_train
+from agents.stage import HeadStageConfig, TrainStageConfig, run_head, run_train_seeds, seed_checkpoint
 from data.demo import DemoConfig, make_demo_dataset
 from data.progress import show_progress
 from evaluate.protocols import ProtocolConfig
@@ -33,6 +34,7 @@ DEMO_AGENTS: dict[str, tuple[tuple[str, object], ...]] = {
     "rtsae": (("pretrain_epochs", 10), ("epochs", 40), ("batch_size", 16)),
     "glimpse": (("epochs", 15), ("batch_size", 16)),
 }
+DEMO_AGENTS["tattn_noatt"] = DEMO_AGENTS["tattn"]   # 002's no-attention baseline: the same LSTM, trained alike
 
 # Demo extraction: the papers' pipeline at a laptop's scale. T = 8 positions over ~4 s
 # clips, L = 2 flow pairs, 1 centre crop, TV-L1 with a looser stopping threshold (epsilon
@@ -46,11 +48,12 @@ class DemoRunConfig:
     out: str = "framesel-demo"
     data: DemoConfig = field(default_factory=DemoConfig)
     settings: VideoSettings = DEMO_SETTINGS
-    agents: tuple[str, ...] = ("as", "dsn", "tattn", "rtsae", "glimpse")
+    agents: tuple[str, ...] = ("as", "dsn", "tattn", "tattn_noatt", "rtsae", "glimpse")
     overrides: dict = field(default_factory=lambda: dict(DEMO_AGENTS))
     ms: tuple[int, ...] = (1, 2, 3, 4, 8)
     workers: int = 1
     seed: int = 0
+    seeds: int = 2            # training seeds per agent: the report's mean ± std and the seed rule
     quiet: bool = False
     command: str = "framesel demo"
 
@@ -80,8 +83,8 @@ def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
                              head=HeadConfig(epochs=60, seed=cfg.seed), quiet=cfg.quiet, command=cfg.command))
     stage("head")
     checkpoints = train_agents(store, data_dir / "train.txt", out / "agents", cfg.agents, cfg.overrides,
-                               cfg.settings.streams, seed=cfg.seed, quiet=cfg.quiet, command=cfg.command,
-                               stage=stage)
+                               cfg.settings.streams, seed=cfg.seed, seeds=cfg.seeds, quiet=cfg.quiet,
+                               command=cfg.command, stage=stage)
     paths = run_evaluate(EvaluateConfig(store=store, test_lists=(str(data_dir / "test.txt"),),
                                         out=str(out / "report"), agents=tuple(checkpoints),
                                         protocol=ProtocolConfig(ms=cfg.ms, seed=cfg.seed),
@@ -91,19 +94,21 @@ def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
     return {"report": str(paths["html"]), "seconds": times, "store": store, "ok": summary.ok}
 
 
-def train_agents(store, train_list, agent_dir, agents, overrides, streams, *, seed=0, quiet=False,
+def train_agents(store, train_list, agent_dir, agents, overrides, streams, *, seed=0, seeds=1, quiet=False,
                  command="", stage=lambda name: None) -> list[str]:
-    """Train each agent on each stream afresh; returns the checkpoint paths."""
+    """Train each agent on each stream afresh, ``seeds`` training seeds each (``NAME-STREAM.pt``,
+    or ``NAME-STREAM-seedS.pt`` with several); returns the checkpoint paths."""
     checkpoints = []
     for name in agents:
         for stream in streams:
             path = Path(agent_dir) / f"{name}-{stream}.pt"
-            for old in (path, path.with_suffix(".jsonl")):
+            paths = [seed_checkpoint(path, s, seeds) for s in range(seed, seed + seeds)]
+            for old in (p for ck in paths for p in (ck, ck.with_suffix(".jsonl"))):
                 old.unlink(missing_ok=True)      # a fresh run, not a resume of an older one
-            run_train(TrainStageConfig(store=store, agent=name, train_list=str(train_list), out=str(path),
-                                       stream=stream, overrides=tuple(overrides.get(name, ())), seed=seed,
-                                       quiet=quiet, command=command))
-            checkpoints.append(str(path))
+            run_train_seeds(TrainStageConfig(store=store, agent=name, train_list=str(train_list), out=str(path),
+                                             stream=stream, overrides=tuple(overrides.get(name, ())), seed=seed,
+                                             quiet=quiet, command=command), seeds)
+            checkpoints += [str(p) for p in paths]
         stage(f"train {name}")
     return checkpoints
 

@@ -80,13 +80,24 @@ def test_run_demo_small(tmp_path):
     from pipeline.demo import DEMO_SETTINGS, DemoRunConfig, run_demo
 
     overrides = {k: tuple((s.split("=")[0], json.loads(s.split("=")[1])) for s in v) for k, v in AGENTS.items()}
-    cfg = DemoRunConfig(out=str(tmp_path / "d"), data=SMALL, agents=("as", "dsn"), overrides=overrides,
-                        settings=replace(DEMO_SETTINGS, frames=6), ms=(1, 2, 6), quiet=True)
+    overrides["tattn_noatt"] = overrides["tattn"]
+    cfg = DemoRunConfig(out=str(tmp_path / "d"), data=SMALL, agents=("dsn", "tattn", "tattn_noatt"),
+                        overrides=overrides, settings=replace(DEMO_SETTINGS, frames=6), ms=(1, 2, 6), quiet=True)
+    assert cfg.seeds == 2 and "tattn_noatt" in DemoRunConfig().agents
     lines = []
     result = run_demo(cfg, echo=lines.append)
     assert result["ok"] and Path(result["report"]).exists()
     assert any("extract done" in ln for ln in lines)
-    assert set(result["seconds"]) >= {"dataset", "extract", "head", "train as", "train dsn", "evaluate"}
+    assert set(result["seconds"]) >= {"dataset", "extract", "head", "train dsn", "train tattn", "evaluate"}
+    # two training seeds of every agent, reported as one method: mean ± std, tattn paired with tattn_noatt
+    assert {p.name for p in (tmp_path / "d" / "agents").glob("tattn-rgb-seed*.pt")} == {"tattn-rgb-seed0.pt",
+                                                                                       "tattn-rgb-seed1.pt"}
+    rows = json.loads((tmp_path / "d" / "report" / "results.json").read_text())["rows"]
+    mean = [r for r in rows if r["protocol"] == "accuracy_vs_m" and r["method"] == "tattn" and r["seed"] == "mean"]
+    assert mean and all(r["num_seeds"] == 2 and r["partner"] == "tattn_noatt" and r["classifier"] == "own:tattn"
+                        for r in mean)
+    md = (tmp_path / "d" / "report" / "report.md").read_text()
+    assert md.index("### Answer: stream rgb") < md.index("\n| ") < md.index("## Plots")
 
 
 def readme_commands():

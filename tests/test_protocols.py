@@ -10,8 +10,9 @@ from agents.synthetic import planted_states
 from data.errors import InputError
 from evaluate import metrics
 from evaluate.compute import CostModel
+from evaluate.diagnostics import collect_diagnostics
 from evaluate.protocols import (PROTOCOLS, ROW_FIELDS, ProtocolConfig, build_methods, check_states,
-                                collect_diagnostics, run_protocols, summarize_splits, weights_label)
+                                run_protocols, summarize_splits, weights_label)
 
 T, K, C = 10, 2, 6
 

@@ -13,7 +13,8 @@ from agents.base import Selector
 from agents.synthetic import planted_states
 from data.errors import InputError
 from evaluate.compute import CONVENTION, CostModel
-from evaluate.protocols import ProtocolConfig, build_methods, collect_diagnostics, run_protocols, summarize_splits
+from evaluate.diagnostics import collect_diagnostics
+from evaluate.protocols import ProtocolConfig, build_methods, run_protocols, summarize_splits
 from evaluate.report import verdicts, write_report
 
 TORCH_THREADS = 1  # tiny tensors (tests/conftest.py: _torch_threads)
@@ -87,11 +88,13 @@ def test_markdown_words(report):
     _, paths = report
     md = paths["md"].read_text()
     assert CONVENTION in md and "rgb:flow = 1:1.5" in md and "FLOPs = 2 x MACs" in md
-    assert re.search(r"\*\*finder\*\* on rgb: beats uniform significantly", md)
-    assert re.search(r"\*\*lazy\*\* on rgb: does NOT beat uniform at any m", md)
-    assert "does NOT beat random" in md
+    assert re.search(r"\*\*finder\*\* on rgb \(classifier head\): beats its classifier \(head\) on uniform-m "
+                     r"significantly at [^;]+; beats uniform significantly", md)
+    assert re.search(r"\*\*lazy\*\* on rgb \(classifier head\): does NOT beat its classifier \(head\) on uniform-m at "
+                     r"any m .*does NOT beat uniform at any m", md)
+    assert "does NOT beat random" in md and "Holm-corrected over its 12 m × stream tests per reference" in md
     # trivial baselines are in the same tables as the agents
-    table = md.split("## Top-1 vs m, stream rgb (split mean)")[1].split("##")[0]
+    table = md.split("### Top-1 vs m, stream rgb (split mean)")[1].split("##")[0]
     for name in ("uniform", "random", "max_response", "finder", "lazy"):
         assert f"| {name} |" in table
     assert "from the papers, other datasets/backbones" in md
@@ -101,7 +104,7 @@ def test_verdicts_use_the_paired_test(report):
     rows, _ = report
     words = verdicts(rows)
     assert len(words) == 3        # finder on rgb and flow, lazy on rgb
-    assert any(w.startswith("**finder** on flow: beats uniform") for w in words)
+    assert any(w.startswith("**finder** on flow (classifier head): beats") for w in words)
 
 
 def test_html_embeds_every_plot(report):
@@ -187,3 +190,23 @@ def test_flow_cost_note_of_a_real_evaluate_on_a_store_with_flow(tmp_path):
         text = html.unescape((tmp_path / "rep" / name).read_text())
         assert "Flow cost: estimate from the algorithm's parameters" in text, name
         assert "tvl1" in text and "GFLOPs per field" in text
+
+
+def test_the_report_leads_with_the_answer_table(report):
+    # the first table of report.md and report.html is the answer (it used to be the meta
+    # list, the notes, then the plots, and the first table a pivot without CIs or verdicts)
+    _, paths = report
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    first_table = md.index("\n| ")
+    assert md.rindex("### ", 0, first_table) == md.index("### Answer: stream rgb (split mean)")
+    header = md[first_table:].splitlines()[1]
+    for col in ("agent", "classifier", "no selection (same classifier)", "same classifier, uniform-m",
+                "Δ vs same-classifier uniform-m [95% CI]", "uniform", "max_response", "oracle", "verdict"):
+        assert f"| {col} |" in header or header.endswith(f"| {col} |"), col
+    assert md.index("### Answer: stream rgb") < md.index("### Answer: stream flow") < md.index("### Verdicts") \
+        < md.index("## Plots") < md.index("## Full results") < md.index("## Run details")
+    assert page.index("<table class='answer'>") == page.index("<table")
+    assert page.index("<table class='answer'>") < page.index("<img class='plot'") < page.index("Full results")
+    answer = md.split("### Answer: stream rgb (split mean)")[1].split("###")[0]
+    assert "| finder (best) | head | 1 | 2 |" in answer and "beats same-classifier uniform-m; beats uniform" in answer
+    assert "| lazy | head | 1 | 2 |" in answer

@@ -1,0 +1,171 @@
+"""The evaluated methods: baselines, learned agents grouped over training seeds, and the
+baselines that share an agent's classifier (GUIDE §4: a comparison is fair only when both
+sides use the same classifier).
+
+- An agent's **classifier** is ``"head"`` when it predicts from the head's per-frame logits
+  (``as``, DSN-f) and ``"own:<agent>"`` when it predicts with a network of its own (``tattn``,
+  ``glimpse``, ``rtsae``, alternating ``dsn``: ``own_classifier`` on the agent).
+- Its **same-classifier baselines** run its own prediction hook,
+  ``agent.video_scores(states, keep, alpha)``, on a mask it did not choose: the evenly
+  spaced m positions (``same_uniform``, TSN's uniform-m) and every position (``same_all``,
+  no selection). For a head agent these are the head on uniform-m / all positions with the
+  agent's own consensus (eq. 3's mean of probabilities for ``as``).
+- A **partner** is a separately trained no-selection model of the same paper: ``tattn`` is
+  paired with ``tattn_noatt`` (002 §3.3) when both are evaluated, seed with seed when they can.
+- **Seeds**: checkpoints with the same label, stream and config that differ only in their
+  training seed are one method, evaluated per seed (``Method.seed``); the rows then carry
+  mean ± std over the seeds (:func:`evaluate.pairing.summarize_seeds`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from agents.base import Selection, Selector, selector_class
+from data.errors import InputError
+
+PARTNERS = {"tattn": "tattn_noatt"}      # agent name -> its paper's no-selection model
+SAME_CLASSIFIER = ("same_uniform", "same_all")
+
+
+@dataclass(eq=False)
+class Method:
+    """One evaluated method. ``selectors``: stream -> Selector ("fused" for an agent that
+    reads both streams itself, e.g. rtsae with two_stream). ``inputs``: stream -> the States
+    this method reads there instead of the shared ones (an agent with its own observer
+    stream, :func:`evaluate.run.attach_observers`); a stream not in it reads the shared.
+    ``seed``: the training seed of one of several seeds of a learned method, else None;
+    ``partner``: the method this one is paired with as its paper's baseline (or None)."""
+
+    label: str
+    selectors: dict
+    learned: bool = False
+    variable_m: bool = False
+    config: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+    seed: int | None = None
+    partner: "Method | None" = None
+
+    @property
+    def name(self) -> str:
+        return next(iter(self.selectors.values())).name
+
+    @property
+    def uid(self) -> str:
+        """Unique within a run: the label, and the seed when the method has several."""
+        return self.label if self.seed is None else f"{self.label}@seed{self.seed}"
+
+    @property
+    def classifier(self) -> str:
+        """"head" or "own:<agent>" — what the method's predictions come from."""
+        return classifier_name(next(iter(self.selectors.values()))) if self.learned else "head"
+
+
+def classifier_name(selector) -> str:
+    """"own:<name>" for a selector with its own classifier (``own_classifier``), else "head"."""
+    return f"own:{selector.name}" if getattr(selector, "own_classifier", False) else "head"
+
+
+class SameClassifier(Selector):
+    """An agent's own prediction (its ``video_scores`` hook) on uniform-m, or on every
+    position (``all_positions``): the baseline that shares its classifier."""
+
+    learned = False
+
+    def __init__(self, agent, all_positions: bool):
+        self.agent, self.all_positions, self.name = agent, all_positions, agent.name
+
+    def select(self, states, m, *, mode="frame", alpha=0.0, flow=None) -> Selection:
+        keep = selector_class("uniform")().select(states, None if self.all_positions else m, mode=mode).keep
+        with torch.no_grad():
+            extra = {} if flow is None else {"flow": flow}
+            scores = self.agent.video_scores(states, keep, alpha, **extra).float()
+        per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
+        return Selection(keep.float(), keep, scores, per.long(), mode)
+
+
+def same_classifier_method(method: Method, which: str) -> Method:
+    """The ``same_uniform`` or ``same_all`` baseline of a learned method, on its streams and
+    reading the same inputs (its observer)."""
+    if which not in SAME_CLASSIFIER:
+        raise InputError(f"unknown same-classifier baseline {which!r}; available: {', '.join(SAME_CLASSIFIER)}")
+    sels = {s: SameClassifier(a, which == "same_all") for s, a in method.selectors.items()}
+    return Method(f"{method.uid}:{which}", sels, False, False, method.config, method.inputs)
+
+
+def agent_label(agent) -> str:
+    """Row label of an agent from its config: ``as[state=features]``, ``dsn-f[1:3]``, …"""
+    cfg = _config(agent)
+    if agent.name == "dsn":
+        base = "dsn-f" if cfg.get("mode") == "fixed" else "dsn"
+        return f"{base}[{cfg.get('sections')}:{cfg.get('clips_per_section')}]"
+    if "state" in cfg and cfg["state"] != "both":
+        return f"{agent.name}[state={cfg['state']}]"
+    return agent.name
+
+
+def _config(agent) -> dict:
+    return dataclasses.asdict(agent.config) if dataclasses.is_dataclass(agent.config) else {}
+
+
+def _agent_stream(agent, streams) -> str:
+    stream = "fused" if _config(agent).get("two_stream") else agent.store_identity.get("stream")
+    if stream is None:
+        if len(streams) != 1:
+            raise InputError(f"agent {agent.name!r} does not record its stream and the states have "
+                             f"{streams}; retrain it, or evaluate one stream")
+        stream = streams[0]
+    if stream != "fused" and stream not in streams:
+        raise InputError(f"agent {agent.name!r} was trained on stream {stream!r}; states have {streams}")
+    return stream
+
+
+def build_methods(baselines, agents, streams) -> list[Method]:
+    """Methods from baseline names or instances (run on every stream) and loaded agents.
+
+    An agent's stream is ``agent.store_identity["stream"]`` (or the only stream). Agents with
+    the same label on rgb and flow form one method, so they are fused as a pair. Agents of
+    one label, stream and config that differ in ``seed`` are that method's seeds; another
+    config (or the same seed twice) is another method, ``label#2``.
+    """
+    streams = list(streams)
+    out = [Method(b.name, {s: b for s in streams}, False, b.variable_m)
+           for b in (selector_class(x)() if isinstance(x, str) else x for x in baselines)]
+    by_key: dict[tuple, Method] = {}          # (label, seed) -> Method
+    configs: dict[tuple, dict] = {}           # (label, stream) -> the config its seeds share
+    for agent in agents:
+        cfg, stream, seed = _config(agent), _agent_stream(agent, streams), getattr(agent, "seed", None)
+        base = label = agent_label(agent)
+        n = 2
+        while (label, stream) in configs and (configs[label, stream] != cfg or stream in
+                                              getattr(by_key.get((label, seed)), "selectors", {})):
+            label, n = f"{base}#{n}", n + 1
+        configs.setdefault((label, stream), cfg)
+        meth = by_key.setdefault((label, seed), Method(label, {}, True, agent.variable_m, cfg, seed=seed))
+        meth.selectors[stream] = agent
+    learned = list(by_key.values())
+    seeds = {}
+    for m in learned:
+        seeds.setdefault(m.label, set()).add(m.seed)
+    for m in learned:
+        if len(seeds[m.label]) < 2:
+            m.seed = None          # one seed: rows are the method's own, no seed mean
+    _pair_partners(learned)
+    return out + learned
+
+
+def _pair_partners(methods: list[Method]) -> None:
+    """Give each agent with a partner (PARTNERS) the partner method sharing a stream with it
+    (rows on a stream the partner lacks carry no partner comparison): the one of the same
+    seed if there is one, else the first."""
+    for meth in methods:
+        want = PARTNERS.get(meth.name)
+        cands = [p for p in methods if p.name == want and set(meth.selectors) & set(p.selectors)]
+        if cands:
+            meth.partner = next((p for p in cands if p.seed == meth.seed), cands[0])
+
+
+__all__ = ["Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "agent_label", "build_methods",
+           "classifier_name", "same_classifier_method"]
