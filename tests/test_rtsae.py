@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from agents.base import aggregate, load_agent, top_m_mask
-from agents.rtsae import (RTSAEAgent, RTSAEConfig, max_normalise, next_open, nuclear_norm, p_psi,
-                          rtsae_loss, sparse_projection, temporal_augment)
+from agents.rtsae import RTSAEAgent
+from agents.rtsae_model import (RTSAEConfig, max_normalise, next_open, nuclear_norm, p_psi, rtsae_loss,
+                                sparse_projection, successor_moment, temporal_augment)
 from agents.synthetic import planted_states
 from data.errors import InputError
 
@@ -69,27 +70,52 @@ def test_next_open():
     assert next_open(open_).tolist() == [[2, 2, 4, 4, 5], [5, 5, 5, 5, 5]]
 
 
+def test_successor_moment():
+    open_ = torch.tensor([[True, False, True, False, False], [False, False, False, False, False]])
+    # after the last moment, and where no moment is open, a step pairs with the next step
+    assert successor_moment(open_).tolist() == [[2, 2, 3, 4, 4], [1, 2, 3, 4, 4]]
+
+
 def test_rtsae_loss_is_eq12_on_hand_numbers():
     cfg = RTSAEConfig()
     x = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]])                  # (1, T=3, P=2)
     k = torch.tensor([[[0.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
     h = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [3.0, 1.0]]])
     o = torch.tensor([[[0.5, 0.0], [0.0, 0.5], [0.5, 0.5]]])
-    a = torch.tensor([[0.9, 0.1, 0.7]])                                       # open at t = 0, 2
+    a = torch.tensor([[0.9, 0.1, 0.7]], requires_grad=True)                   # open at t = 0, 2
     t = rtsae_loss(x, k, h, o, a, cfg)
     T, H = 3, 2                       # every term per step; the o-terms per unit
     energy = (1.0 + 4.0 + 2.0) / T    # mean ‖x_t‖²: recon in units of the sequence's energy
     assert t["recon"].item() == pytest.approx((1.0 + 1.0 + 0.0) / energy / T)
-    # consecutive attention moments 0 -> 2: ‖h0 − h2‖² = 10, the pair weighted by ā_0 = 0.9
-    assert t["dissim"].item() == pytest.approx(-0.5 * 0.9 * math.log(1 + 10.0) / T)
+    # every step is weighted by its gate and paired with the next moment (t = 0, 1 -> 2; the
+    # last pairs with nothing); ‖Δh‖² in units of h's spread about its mean (16/9 here)
+    spread = 16 / 9
+    want = 0.9 * math.log(1 + 10.0 / spread) + 0.1 * math.log(1 + 4.0 / spread)
+    assert t["dissim"].item() == pytest.approx(-0.5 * want / T)
     assert t["l1_o"].item() == pytest.approx(0.05 * 2.0 / (T * H))
     assert t["l1_a"].item() == pytest.approx(0.8 * 1.7 / T)
     sv = np.linalg.svd(o[0].numpy(), compute_uv=False).sum()
     assert t["nuclear"].item() == pytest.approx(0.02 * sv / (T * math.sqrt(H)), rel=1e-5)
-    # the same sequence at 100x the scale: the same recon (the terms stay balanced)
-    assert rtsae_loss(10 * x, 10 * k, h, o, a, cfg)["recon"].item() == pytest.approx(t["recon"].item())
+    # the same sequence at 100x the scale: the same recon and dissim (the terms stay balanced)
+    big = rtsae_loss(10 * x, 10 * k, 10 * h, o, a, cfg)
+    assert big["recon"].item() == pytest.approx(t["recon"].item())
+    assert big["dissim"].item() == pytest.approx(t["dissim"].item())
     parts = sum(t[n].item() for n in ("recon", "dissim", "nuclear", "l1_o", "l1_a"))
     assert t["loss"].item() == pytest.approx(parts)
+    # stage 3 (no decoder): no reconstruction term
+    assert "recon" not in rtsae_loss(x, None, h, o, a, cfg)
+
+
+def test_mu_reaches_a_shut_gate():
+    """μ's gradient reaches the gate of a step that is not (yet) a moment: with ϕ = 0 the
+    loss falls as the shut gate at t = 1 opens. Before, only open steps carried μ's term,
+    so a shut gate had no reason to open (gradient 0)."""
+    cfg = dataclasses.replace(RTSAEConfig(), phi=0.0, tau=0.0, lam=0.0)
+    h = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [3.0, 1.0]]])
+    o = torch.full((1, 3, 2), 0.5)
+    a = torch.tensor([[0.9, 0.1, 0.7]], requires_grad=True)
+    rtsae_loss(torch.ones(1, 3, 2), None, h, o, a, cfg)["loss"].backward()
+    assert a.grad[0, 1] < 0
 
 
 def test_temporal_augment_shifts_and_overwrites():
