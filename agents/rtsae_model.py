@@ -247,12 +247,13 @@ def rtsae_loss(x, k, h, o, a, cfg: RTSAEConfig) -> dict[str, torch.Tensor]:
     h_next = h.gather(1, succ[..., None].expand_as(h))
     pair = (torch.arange(T, device=a.device) != succ).float()
     spread = (h - h.mean(1, keepdim=True)).pow(2).sum(-1).mean(1, keepdim=True).detach().clamp_min(1e-8)
-    dissim = (torch.log1p((h - h_next).pow(2).sum(-1) / spread) * a * pair).sum(1)
+    w = a * pair
+    dissim = (torch.log1p((h - h_next).pow(2).sum(-1) / spread) * w).sum(1) / w.sum(1).clamp_min(1e-6)
     terms = {}
     if k is not None:
         energy = x.pow(2).sum(-1).mean(1).detach().clamp_min(1e-8)              # (B,)
         terms["recon"] = (k - x).pow(2).sum(dim=(1, 2)).div(energy).mean() / T
-    terms.update(dissim=-cfg.mu * dissim.mean() / T,
+    terms.update(dissim=-cfg.mu * dissim.mean(),
                  nuclear=cfg.tau * nuclear_norm(o).mean() / (T * math.sqrt(H)),
                  l1_o=cfg.lam * o.abs().sum(dim=(1, 2)).mean() / (T * H),
                  l1_a=cfg.phi * a.abs().sum(1).mean() / T)
