@@ -6,39 +6,25 @@ p-ψ(x) = 1 − exp(−x²/σ) with σ learned. Training has the paper's two sta
 cached features (stage 1, the backbone, is upstream of the store):
 
 - stage 2, unsupervised (``pretrain_epochs``): a decoder reconstructs the sequence from the
-  gated code ā_t·h_t; loss eq. 12 (see :func:`rtsae_loss`), Adadelta (ρ 0.95, ε 1e-6);
+  gated code ā_t·h_t; loss eq. 12 (agents/rtsae_model.py :func:`rtsae_loss`), Adadelta
+  (ρ 0.95, ε 1e-6);
 - stage 3, fine-tuning (``epochs``): the decoder is dropped, the per-stream max-normalised
   features (eq. 15) are fused with a learned weight w_f (eq. 16), gated by ā_t (eq. 13) and
-  read by a sequence classifier LSTM; cross-entropy through the whole model.
+  read by a sequence classifier LSTM; cross-entropy through the whole model plus eq. 12's
+  ϕ‖ā‖_1 (004 §4.3's joint multi-task training; ``joint_sparsity``).
 
 Temporal augmentation (§5.1.1 B) is applied in both stages. At test the gate is binarised at
 0.5 (eq. 14) and the classifier skips closed positions, so ``variable_m = True``: with
 ``m=None`` the agent keeps the positions whose gate is open; with an m, the top m by gate.
 The keyframe fraction in the history (``fraction_kept``) and in evaluate is that of the
-trained gate.
+trained gate, which stage 3's loss sets: ϕ‖ā‖_1 against the cross-entropy.
 
 Two streams: pass the flow stream's States as ``flow=`` to ``fit``/``score``/``select`` with
 ``Config(two_stream=True)``; ``framesel train --set two_stream=true`` does it with the store's
 flow (agents/stage.py), and evaluate's "fused" rows feed it rgb and flow.
 
-Departures from 004 (each measured or forced by what the paper leaves open):
-
-- R (eq. 18) is the paper's, √3·{−1, 0, 1} with no 1/√k factor: 004 gives none (it cites the
-  JL lemma, which holds up to that global factor). What made eq. 12's terms unbalanced was
-  the reconstruction term's raw size (∝ ‖Rx‖², hundreds of times the others at D = 512),
-  so :func:`rtsae_loss` measures it in units of the sequence's energy instead;
-- eq. 12 is taken per step (÷ T), with the o-terms per hidden unit (÷ H, ÷ √H for the
-  nuclear norm) so they do not grow with H; its reconstruction sums over every step (004:
-  the attention steps, under which all-closed is a trivial minimum) and its dissimilarity
-  pairs are weighted by their gate so μ reaches the gate (details in :func:`rtsae_loss`);
-- fine-tuning uses Adam at lr 1e-2 (004: "learning rate is fixed as 10−3", 35K iterations,
-  optimizer not named). At 30 epochs of a few hundred planted videos SGD-momentum or Adam
-  at 1e-3 learn nothing (top-1 0.09–0.17, chance 0.125); Adam 1e-2 reaches 0.82 against the
-  same network's 0.41 without its gate (tests/test_rtsae.py);
-- on temporally independent positions (the planted states) stage 2 is all-or-nothing: at
-  ϕ = 0 every gate opens, at 004's ϕ every gate shuts; fine-tuning reopens the ones the
-  classifier needs (Adam's steps do not shrink with p-ψ's gradient).
-  ``benchmarks/rtsae_terms.py`` tabulates the fraction against ϕ, μ, τ, λ.
+The network, eq. 12 and the augmentation are in agents/rtsae_model.py; every departure from
+004 is listed, with what was measured, in :class:`RTSAEConfig`'s docstring.
 """
 from __future__ import annotations
 

@@ -22,7 +22,45 @@ OPTIMIZERS = ("adadelta", "sgd", "adam")
 
 @dataclass(frozen=True)
 class RTSAEConfig:
-    """Defaults are paper 004's settings where it gives them (section in brackets)."""
+    """Defaults are paper 004's settings where it gives them (section in brackets).
+
+    Decisions and departures from 004, each measured (benchmarks/rtsae_terms.py, its section
+    in benchmarks/README.md; planted states, 3 key positions of 25):
+
+    - R is eq. 18 as printed: "r(i, j) = √3 × {−1 with probability 1/6, 0 with probability
+      2/3, 1 with probability 1/6}", x_f = R(x_s + x_t)/(2 x_max) (eq. 17). 004 has no 1/√k
+      (k = ``proj_dim``); it says R satisfies "the Johnson–Lindenstrauss lemma [2], which
+      theoretically guarantees its Restricted Isometry Property (RIP) that reserves the
+      metric distance of data samples", an isometry only R/√k gives (E‖Rx‖² = k‖x‖²). We
+      keep the printed R: eq. 12's balance does not rest on R's scale here (reconstruction
+      is measured in units of the sequence's energy, see :func:`rtsae_loss`), and R/√k makes
+      the aLSTM's input √k times smaller, after which the gate learns less in fine-tuning
+      (hidden 32, 128 planted videos, 4 + 20 epochs, CE-only stage 3: top-1 0.34 with R/√k,
+      0.56 with R; the benchmark's "R/√k" row at the defaults);
+    - eq. 12 is taken per step (÷ T) in units that do not grow with the feature or hidden
+      size: reconstruction over every step in units of the sequence's energy (004 sums over
+      the attention steps, under which all-closed is a trivial minimum), ‖o_t‖_1 ÷ H,
+      ‖O‖_* ÷ √H, and μ's term as the gate-weighted mean over steps of log(1 + ‖Δh‖²/spread)
+      with each step paired with the moment that follows it (004: a sum over consecutive
+      moments). As a sum it rewarded every extra open step, so the encoder could buy open
+      gates by making h vary (every gate stayed open at μ = 2, and at the full defaults
+      stage 3 with it kept every gate open); as a mean it decides which steps open, and
+      the stage-2 gate is no longer all-or-nothing at the full defaults;
+    - stage 3 keeps ϕ‖ā‖_1 (``joint_sparsity``). 004 §4.3: "we jointly carry out two tasks
+      in one model employing the idea of multi-task training"; in stage 3 "the decoder of
+      the RTSAE is removed", so no reconstruction, and eq. 12's other terms are dropped too
+      (kept, they opened or shut every gate in trials). Without ϕ the fraction that reaches
+      evaluate is whatever the cross-entropy leaves (0.72 at the full defaults, gated top-1
+      no better than the same network without its gate). With small networks (hidden 32)
+      004's ϕ = 0.8 shuts every gate in stage 3 (top-1 near chance; ϕ = 0.2 works there):
+      use ``phi=0.2`` or ``joint_sparsity=false`` for them;
+    - fine-tuning uses Adam at lr 1e-2 (004: "learning rate is fixed as 10−3", 35K
+      iterations, optimizer not named): at 30 epochs of a few hundred planted videos
+      SGD-momentum or Adam at 1e-3 learn nothing (top-1 0.09–0.17, chance 0.125);
+    - stage 2 (Adadelta, 004's ρ, ε) on a few hundred videos barely trains the decoder
+      (reconstruction 0.96–0.99 of the energy after 10 epochs), so on temporally independent
+      positions its gate is set by ϕ against μ, not by what reconstructs the sequence.
+    """
 
     proj_dim: int = 128            # sparse random projection size [§4.2.3]
     hidden: int = 128              # aLSTM units per layer, "rt1 rt2: 128 128" [Table 1]
@@ -75,9 +113,8 @@ def sparse_projection(out_dim: int, in_dim: int, seed: int) -> torch.Tensor:
     1/6, 0 with probability 2/3, 1 with probability 1/6}" — no 1/√out_dim factor (the paper
     gives none; sklearn's SparseRandomProjection has one). The JL/RIP property the paper
     cites ("reserves the metric distance of data samples") holds up to that global factor:
-    E‖Rx‖² = out_dim·‖x‖². The factor does matter for eq. 12's balance, which is why
-    :func:`rtsae_loss` measures reconstruction in units of the sequence's own energy rather
-    than relying on the scale of R. -> (out_dim, in_dim) float32, fixed by ``seed``."""
+    E‖Rx‖² = out_dim·‖x‖². Why the printed R is kept: :class:`RTSAEConfig`'s docstring.
+    -> (out_dim, in_dim) float32, fixed by ``seed``."""
     g = np.random.default_rng(seed)
     r = g.choice(np.array([-1.0, 0.0, 1.0]), size=(out_dim, in_dim), p=[1 / 6, 2 / 3, 1 / 6])
     return torch.from_numpy((r * math.sqrt(3.0)).astype(np.float32))
@@ -235,10 +272,12 @@ def rtsae_loss(x, k, h, o, a, cfg: RTSAEConfig) -> dict[str, torch.Tensor]:
       the feature size. Eq. 12 sums over the M attention steps only, but then the
       all-closed gate is a trivial minimum; §3.2 asks that the *original sequence* be
       reconstructed from the sparse code, so every step counts (the decoder reads ā_t·h_t);
-    - dissim = −μ Σ_t ā_t log(1 + ‖h_t − h_{succ(t)}‖²): the sum over the moments s_i
-      relaxed as ϕ‖ā‖_1 relaxes their count — every step weighted by its gate, paired with
-      the moment that would follow it (:func:`successor_moment`). Weighting only the steps
-      already open (last session) left a shut gate no reason to open;
+    - dissim = −μ Σ_t w_t log(1 + ‖h_t − h_{succ(t)}‖²/s) / Σ_t w_t, w_t = ā_t (0 for the last
+      step): the moments s_i relaxed as ϕ‖ā‖_1 relaxes their count — every step weighted by
+      its gate and paired with the moment that would follow it (:func:`successor_moment`),
+      so μ reaches shut gates too (last session only open steps carried it). A mean, not
+      004's sum, so μ chooses which steps open rather than paying for more of them; ‖Δh‖²
+      in units of s = mean_t ‖h_t − h̄‖² (not differentiated), so inflating h buys nothing;
     - nuclear = τ‖O‖_*/√H and l1_o = λ Σ_t ‖o_t‖_1/H: O's entries are output gates in
       (0, 1), so the raw norms grow with H (‖o_t‖_1 ≈ H/2 per step); l1_a = ϕ‖ā‖_1.
     """

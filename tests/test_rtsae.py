@@ -87,11 +87,11 @@ def test_rtsae_loss_is_eq12_on_hand_numbers():
     T, H = 3, 2                       # every term per step; the o-terms per unit
     energy = (1.0 + 4.0 + 2.0) / T    # mean ‖x_t‖²: recon in units of the sequence's energy
     assert t["recon"].item() == pytest.approx((1.0 + 1.0 + 0.0) / energy / T)
-    # every step is weighted by its gate and paired with the next moment (t = 0, 1 -> 2; the
-    # last pairs with nothing); ‖Δh‖² in units of h's spread about its mean (16/9 here)
+    # the gate-weighted mean over steps paired with the next moment (t = 0, 1 -> 2; the last
+    # pairs with nothing) of log(1 + ‖Δh‖²), ‖Δh‖² in units of h's spread about its mean (16/9)
     spread = 16 / 9
-    want = 0.9 * math.log(1 + 10.0 / spread) + 0.1 * math.log(1 + 4.0 / spread)
-    assert t["dissim"].item() == pytest.approx(-0.5 * want / T)
+    want = (0.9 * math.log(1 + 10.0 / spread) + 0.1 * math.log(1 + 4.0 / spread)) / (0.9 + 0.1)
+    assert t["dissim"].item() == pytest.approx(-0.5 * want)
     assert t["l1_o"].item() == pytest.approx(0.05 * 2.0 / (T * H))
     assert t["l1_a"].item() == pytest.approx(0.8 * 1.7 / T)
     sv = np.linalg.svd(o[0].numpy(), compute_uv=False).sum()
@@ -107,15 +107,17 @@ def test_rtsae_loss_is_eq12_on_hand_numbers():
 
 
 def test_mu_reaches_a_shut_gate():
-    """μ's gradient reaches the gate of a step that is not (yet) a moment: with ϕ = 0 the
-    loss falls as the shut gate at t = 1 opens. Before, only open steps carried μ's term,
-    so a shut gate had no reason to open (gradient 0)."""
+    """μ's gradient reaches the gate of a step that is not (yet) a moment: a shut step whose
+    pair is more dissimilar than the moments' mean is pushed open, a less dissimilar one
+    shut. Before, only open steps carried μ's term, so a shut gate got no gradient from μ."""
     cfg = dataclasses.replace(RTSAEConfig(), phi=0.0, tau=0.0, lam=0.0)
-    h = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [3.0, 1.0]]])
     o = torch.full((1, 3, 2), 0.5)
-    a = torch.tensor([[0.9, 0.1, 0.7]], requires_grad=True)
-    rtsae_loss(torch.ones(1, 3, 2), None, h, o, a, cfg)["loss"].backward()
-    assert a.grad[0, 1] < 0
+    for h, sign in ((torch.tensor([[[0.0, 0.0], [5.0, 5.0], [1.0, 0.0]]]), -1),     # ‖h1 − h2‖² = 41
+                    (torch.tensor([[[0.0, 0.0], [3.0, 1.0], [3.0, 0.0]]]), 1)):     # ‖h1 − h2‖² = 1
+        a = torch.tensor([[0.9, 0.1, 0.7]], requires_grad=True)                   # t = 1 shut
+        x = torch.ones(1, 3, 2)
+        rtsae_loss(x, x, h, o, a, cfg)["loss"].backward()                       # recon 0
+        assert a.grad[0, 1] * sign > 0
 
 
 def test_temporal_augment_shifts_and_overwrites():
