@@ -6,308 +6,40 @@ p-ψ(x) = 1 − exp(−x²/σ) with σ learned. Training has the paper's two sta
 cached features (stage 1, the backbone, is upstream of the store):
 
 - stage 2, unsupervised (``pretrain_epochs``): a decoder reconstructs the sequence from the
-  gated code ā_t·h_t; loss eq. 12 (see :func:`rtsae_loss`), Adadelta (ρ 0.95, ε 1e-6);
+  gated code ā_t·h_t; loss eq. 12 (agents/rtsae_model.py :func:`rtsae_loss`), Adadelta
+  (ρ 0.95, ε 1e-6);
 - stage 3, fine-tuning (``epochs``): the decoder is dropped, the per-stream max-normalised
   features (eq. 15) are fused with a learned weight w_f (eq. 16), gated by ā_t (eq. 13) and
-  read by a sequence classifier LSTM; cross-entropy through the whole model.
+  read by a sequence classifier LSTM; cross-entropy through the whole model plus eq. 12's
+  ϕ‖ā‖_1 (004 §4.3's joint multi-task training; ``joint_sparsity``).
 
 Temporal augmentation (§5.1.1 B) is applied in both stages. At test the gate is binarised at
 0.5 (eq. 14) and the classifier skips closed positions, so ``variable_m = True``: with
 ``m=None`` the agent keeps the positions whose gate is open; with an m, the top m by gate.
 The keyframe fraction in the history (``fraction_kept``) and in evaluate is that of the
-trained gate.
+trained gate, which stage 3's loss sets: ϕ‖ā‖_1 against the cross-entropy.
 
 Two streams: pass the flow stream's States as ``flow=`` to ``fit``/``score``/``select`` with
 ``Config(two_stream=True)``; ``framesel train --set two_stream=true`` does it with the store's
 flow (agents/stage.py), and evaluate's "fused" rows feed it rgb and flow.
 
-Departures from 004 (each measured or forced by what the paper leaves open):
-
-- R (eq. 18) is the paper's, √3·{−1, 0, 1} with no 1/√k factor: 004 gives none (it cites the
-  JL lemma, which holds up to that global factor). What made eq. 12's terms unbalanced was
-  the reconstruction term's raw size (∝ ‖Rx‖², hundreds of times the others at D = 512),
-  so :func:`rtsae_loss` measures it in units of the sequence's energy instead;
-- eq. 12 is taken per step (÷ T), with the o-terms per hidden unit (÷ H, ÷ √H for the
-  nuclear norm) so they do not grow with H; its reconstruction sums over every step (004:
-  the attention steps, under which all-closed is a trivial minimum) and its dissimilarity
-  pairs are weighted by their gate so μ reaches the gate (details in :func:`rtsae_loss`);
-- fine-tuning uses Adam at lr 1e-2 (004: "learning rate is fixed as 10−3", 35K iterations,
-  optimizer not named). At 30 epochs of a few hundred planted videos SGD-momentum or Adam
-  at 1e-3 learn nothing (top-1 0.09–0.17, chance 0.125); Adam 1e-2 reaches 0.82 against the
-  same network's 0.41 without its gate (tests/test_rtsae.py);
-- on temporally independent positions (the planted states) stage 2 is all-or-nothing: at
-  ϕ = 0 every gate opens, at 004's ϕ every gate shuts; fine-tuning reopens the ones the
-  classifier needs (Adam's steps do not shrink with p-ψ's gradient).
-  ``benchmarks/rtsae_terms.py`` tabulates the fraction against ϕ, μ, τ, λ.
+The network, eq. 12 and the augmentation are in agents/rtsae_model.py; every departure from
+004 is listed, with what was measured, in :class:`RTSAEConfig`'s docstring.
 """
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from agents.base import Agent, Selection, States, register, top_m_mask
-from agents.options import check_ranges
 from agents.rl import bernoulli_entropy, step_and_tally
+from agents.rtsae_model import (RTSAEConfig, _RTSAENet, max_normalise, next_open, nuclear_norm,  # noqa: F401
+                                p_psi, rtsae_loss, sparse_projection, temporal_augment)
 from data.errors import InputError
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adadelta", "sgd", "adam")
-
-
-@dataclass(frozen=True)
-class RTSAEConfig:
-    """Defaults are paper 004's settings where it gives them (section in brackets)."""
-
-    proj_dim: int = 128            # sparse random projection size [§4.2.3]
-    hidden: int = 128              # aLSTM units per layer, "rt1 rt2: 128 128" [Table 1]
-    layers: int = 2                # double-layer RTSAE [§5.1.1 A, Table 2]
-    gate_dim: int = 32             # size of W_a o_t + b_a before the norm (eq. 6; not given)
-    sigma_init: float = 2.98       # p-ψ's σ at start, the value drawn in Fig. 4
-    gate_init: float = 0.6         # ā at start through b_a (init not given in the paper)
-    mu: float = 0.5                # keyframe dissimilarity weight (eq. 12)
-    tau: float = 0.02              # nuclear norm ‖O‖_* weight (eq. 12)
-    lam: float = 0.05              # Σ_t ‖o_t‖_1 weight (eq. 12)
-    phi: float = 0.8               # ‖ā‖_1 weight (eq. 12)
-    gate_threshold: float = 0.5    # binary mapping at test (eq. 14)
-    two_stream: bool = False       # fuse a second (flow) stream, eqs. 15–17
-    fusion_dim: int = 1024         # F-Net width, fc7 1024 [Table 1]
-    classifier_hidden: int = 256   # sequence classifier LSTM (size not given in the paper)
-    pretrain_epochs: int = 10      # stage 2 (unsupervised)
-    epochs: int = 30               # stage 3 (fine-tuning)
-    pretrain_batch_size: int = 32  # [§4.3]
-    batch_size: int = 16           # fine-tuning batch [§4.3]
-    pretrain_optimizer: str = "adadelta"
-    pretrain_lr: float = 1.0       # Adadelta's own step scale (ρ 0.95, ε 1e-6) [§4.3]
-    optimizer: str = "adam"        # fine-tuning (004 names none for it; see the module docstring)
-    lr: float = 1e-2               # fine-tuning; 004 fixes 1e-3 over 35K iterations [§4.3]
-    momentum: float = 0.9
-    aug_fraction: float = 0.8      # share of sequences that get inserted frames [§5.1.1 B]
-    aug_frames: int = 2            # inserted frames per augmented sequence
-    aug_other: float = 0.5         # chance an inserted frame comes from another video
-    aug_shift: bool = True         # random circular temporal shift of every sequence
-    projection_seed: int = 0       # R of eq. 18 is fixed by this seed (stored in checkpoints)
-
-    def __post_init__(self):
-        for name in ("pretrain_optimizer", "optimizer"):
-            if getattr(self, name) not in OPTIMIZERS:
-                raise InputError(f"{name} must be one of {OPTIMIZERS}, not {getattr(self, name)!r}")
-        if not 0.0 < self.gate_init < 1.0:
-            raise InputError(f"gate_init must be in (0, 1), not {self.gate_init}")
-        if not 0.0 < self.gate_threshold < 1.0:
-            raise InputError(f"gate_threshold must be in (0, 1), not {self.gate_threshold}")
-        check_ranges("rtsae", self,
-                     at_least_one=("proj_dim", "hidden", "layers", "gate_dim", "fusion_dim", "classifier_hidden",
-                                   "epochs", "batch_size", "pretrain_batch_size"),
-                     non_negative=("pretrain_epochs", "mu", "tau", "lam", "phi", "aug_frames", "projection_seed"),
-                     positive=("sigma_init", "pretrain_lr", "lr"), unit=("aug_fraction", "aug_other"),
-                     unit_open=("momentum",))
-
-
-def sparse_projection(out_dim: int, in_dim: int, seed: int) -> torch.Tensor:
-    """R of eq. 18, exactly as 004 §4.2.3 writes it: "r(i, j) = √3 × {−1 with probability
-    1/6, 0 with probability 2/3, 1 with probability 1/6}" — no 1/√out_dim factor (the paper
-    gives none; sklearn's SparseRandomProjection has one). The JL/RIP property the paper
-    cites ("reserves the metric distance of data samples") holds up to that global factor:
-    E‖Rx‖² = out_dim·‖x‖². The factor does matter for eq. 12's balance, which is why
-    :func:`rtsae_loss` measures reconstruction in units of the sequence's own energy rather
-    than relying on the scale of R. -> (out_dim, in_dim) float32, fixed by ``seed``."""
-    g = np.random.default_rng(seed)
-    r = g.choice(np.array([-1.0, 0.0, 1.0]), size=(out_dim, in_dim), p=[1 / 6, 2 / 3, 1 / 6])
-    return torch.from_numpy((r * math.sqrt(3.0)).astype(np.float32))
-
-
-def p_psi(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Parameterised radial basis activation, eq. 7: 1 − exp(−x²/σ). (...) -> (...)."""
-    return 1.0 - torch.exp(-x.pow(2) / sigma)
-
-
-def max_normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Eq. 15: divide each feature vector by its maximum. The paper's features are ReLU
-    outputs; for signed features we divide by the largest magnitude so signs are kept.
-    (..., D) -> (..., D)."""
-    return x / x.abs().amax(dim=-1, keepdim=True).clamp_min(eps)
-
-
-class _ALSTMLayer(nn.Module):
-    """LSTM with peephole connections, eqs. 1–5; returns hidden states and output gates."""
-
-    def __init__(self, in_dim: int, hidden: int):
-        super().__init__()
-        self.hidden = hidden
-        self.lin = nn.Linear(in_dim + hidden, 4 * hidden)
-        self.peep = nn.Parameter(torch.zeros(3, hidden))   # W_ci, W_cf, W_co (diagonal)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, T, in) -> h (B, T, H), o (B, T, H) output-gate vectors (eq. 4)."""
-        B, T, _ = x.shape
-        h = x.new_zeros(B, self.hidden)
-        c = x.new_zeros(B, self.hidden)
-        hs, os_ = [], []
-        for t in range(T):
-            zi, zf, zc, zo = self.lin(torch.cat([x[:, t], h], dim=1)).chunk(4, dim=1)
-            i = torch.sigmoid(zi + self.peep[0] * c)                 # eq. 1
-            f = torch.sigmoid(zf + self.peep[1] * c)                 # eq. 2
-            c = f * c + i * torch.tanh(zc)                           # eq. 3
-            o = torch.sigmoid(zo + self.peep[2] * c)                 # eq. 4 (peeps at c_t)
-            h = o * torch.tanh(c)                                    # eq. 5
-            hs.append(h)
-            os_.append(o)
-        return torch.stack(hs, 1), torch.stack(os_, 1)
-
-
-class _RTSAENet(nn.Module):
-    """Encoder (stacked aLSTM + attention gate), decoder, F-Net and sequence classifier."""
-
-    def __init__(self, cfg: RTSAEConfig, feature_dim: int, num_classes: int):
-        super().__init__()
-        self.register_buffer("proj", sparse_projection(cfg.proj_dim, feature_dim, cfg.projection_seed))
-        dims = [cfg.proj_dim] + [cfg.hidden] * cfg.layers
-        self.encoder = nn.ModuleList(_ALSTMLayer(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.gate = nn.Linear(cfg.hidden, cfg.gate_dim)                       # W_a, b_a (eq. 6)
-        # Gates start half open (ā ≈ gate_init): a closed p-ψ has zero gradient (two-sided
-        # suppression), so a gate that starts shut can never learn to open.
-        with torch.no_grad():
-            norm = math.sqrt(-cfg.sigma_init * math.log(1.0 - cfg.gate_init))
-            self.gate.bias.fill_(norm / math.sqrt(cfg.gate_dim))
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(cfg.sigma_init)))
-        self.decoder = nn.LSTM(cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True)
-        self.readout = nn.Linear(cfg.hidden, cfg.proj_dim)                   # k_t
-        self.log_wf = nn.Parameter(torch.zeros(()))                          # w_f = 1 at start
-        self.fnet = nn.Linear(feature_dim, cfg.fusion_dim)
-        self.cls_cell = nn.LSTMCell(cfg.fusion_dim, cfg.classifier_hidden)
-        self.cls_out = nn.Linear(cfg.classifier_hidden, num_classes)
-
-    @property
-    def sigma(self) -> torch.Tensor:
-        return self.log_sigma.exp()
-
-    @property
-    def wf(self) -> torch.Tensor:
-        return self.log_wf.exp()
-
-    def project(self, xs: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
-        """Eq. 17: x_f = R (x_s + x_t) / (2 x_max); single stream: R x_s / x_max.
-        x_max is the largest magnitude in the position's vectors. (B, T, D) -> (B, T, P)."""
-        if xt is None:
-            return max_normalise(xs) @ self.proj.T
-        xmax = torch.maximum(xs.abs().amax(-1, keepdim=True), xt.abs().amax(-1, keepdim=True))
-        return ((xs + xt) / (2 * xmax.clamp_min(1e-6))) @ self.proj.T
-
-    def encode(self, x: torch.Tensor):
-        """x: (B, T, P) -> h (B, T, H), o (B, T, H) top-layer output gates, ā (B, T) (eq. 6)."""
-        h = x
-        for layer in self.encoder:
-            h, o = layer(h)
-        a = p_psi(self.gate(o).norm(dim=-1), self.sigma)
-        return h, o, a
-
-    def decode(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Reconstruction k (B, T, P) from the gated code ā_t·h_t (B, T, H)."""
-        out, _ = self.decoder(h * a[..., None])
-        return self.readout(out)
-
-    def fuse(self, xs: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
-        """Eqs. 15–16: ReLU(F-Net(x̄_s/(1+w_f) + w_f x̄_t/(1+w_f))). (B, T, D) -> (B, T, F)."""
-        z = max_normalise(xs)
-        if xt is not None:
-            w = self.wf
-            z = z / (1 + w) + max_normalise(xt) * (w / (1 + w))
-        return torch.relu(self.fnet(z))
-
-    def classify(self, z: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        """Gated sequence classifier: input z_t·g_t (eq. 13) and a state update weighted by
-        g_t, so a closed binary gate (test, eq. 14) skips the position entirely, as the paper
-        stops computation there. z: (B, T, F), gate: (B, T) in [0, 1] -> logits (B, C)."""
-        B, T, _ = z.shape
-        h = z.new_zeros(B, self.cls_cell.hidden_size)
-        c = torch.zeros_like(h)
-        for t in range(T):
-            g = gate[:, t, None]
-            h2, c2 = self.cls_cell(z[:, t] * g, (h, c))
-            h, c = g * h2 + (1 - g) * h, g * c2 + (1 - g) * c
-        return self.cls_out(h)
-
-
-def nuclear_norm(O: torch.Tensor) -> torch.Tensor:
-    """‖O‖_* = Σ singular values (eq. 9) per sequence. O: (B, T, H) -> (B,)."""
-    return torch.linalg.svdvals(O).sum(-1)
-
-
-def next_open(open_: torch.Tensor) -> torch.Tensor:
-    """For every position the index of the next open position after it (T if none).
-    open_: (B, T) bool -> (B, T) int64."""
-    B, T = open_.shape
-    pos = torch.arange(T, device=open_.device).expand(B, T)
-    val = torch.where(open_, pos, torch.full_like(pos, T))
-    shifted = torch.cat([val[:, 1:], torch.full_like(val[:, :1], T)], dim=1)
-    return torch.flip(torch.cummin(torch.flip(shifted, [1]), dim=1).values, [1])
-
-
-def rtsae_loss(x, k, h, o, a, cfg: RTSAEConfig) -> dict[str, torch.Tensor]:
-    """Eq. 12 per time step, averaged over the batch. x, k: (B, T, P) inputs and
-    reconstructions; h, o: (B, T, H) encoder hidden states and output gates; a: (B, T) ā.
-
-    004: Σ_{i=1..M} [‖k_{s_i} − x_{s_i}‖² − μ log(1 + ‖h_{s_i} − h_{s_{i+1}}‖²)]
-    + τ‖O‖_* + λ Σ_t ‖o_t‖_1 + ϕ‖ā‖_1, s_i the M attention moments. Each term is divided by
-    T (a per-step loss) and put in units that do not grow with the feature or hidden size,
-    so that the paper's weights (μ 0.5, τ 0.02, λ 0.05, ϕ 0.8) meet terms of one scale:
-
-    - recon = Σ_t ‖k_t − x_t‖² / ē, ē = mean_t ‖x_t‖² of the sequence (not differentiated):
-      reconstructing nothing costs ≈ 1 per step, as a fully open gate costs ϕ, whatever
-      the feature size and R's scale (unnormalised it was ~1000× the other terms). Eq. 12
-      sums over the M attention steps only, but then the all-closed gate is a trivial
-      minimum; §3.2 asks that the *original sequence* be reconstructed from the sparse code,
-      so every step counts (the decoder reads the gated code ā_t·h_t);
-    - dissim = −μ Σ_i ā_{s_i} log(1 + ‖h_{s_i} − h_{s_{i+1}}‖²) over consecutive attention
-      moments (gate > threshold). The set is discrete; weighting each pair by its gate
-      (the relaxation of "is a moment" that ϕ‖ā‖_1 uses) lets μ reach the gate;
-    - nuclear = τ‖O‖_*/√H and l1_o = λ Σ_t ‖o_t‖_1/H: O's entries are output gates in
-      (0, 1), so the raw norms grow with H (‖o_t‖_1 ≈ H/2 per step); l1_a = ϕ‖ā‖_1.
-    """
-    T, H = a.shape[1], o.shape[-1]
-    energy = x.pow(2).sum(-1).mean(1).detach().clamp_min(1e-8)                  # (B,)
-    open_ = (a > cfg.gate_threshold).detach()
-    nxt = next_open(open_)
-    valid = open_ & (nxt < T)
-    h_next = h.gather(1, nxt.clamp(max=T - 1)[..., None].expand_as(h))
-    dissim = (torch.log1p((h - h_next).pow(2).sum(-1)) * a * valid).sum(1)
-    terms = {"recon": (k - x).pow(2).sum(dim=(1, 2)).div(energy).mean() / T,
-             "dissim": -cfg.mu * dissim.mean() / T,
-             "nuclear": cfg.tau * nuclear_norm(o).mean() / (T * math.sqrt(H)),
-             "l1_o": cfg.lam * o.abs().sum(dim=(1, 2)).mean() / (T * H),
-             "l1_a": cfg.phi * a.abs().sum(1).mean() / T}
-    terms["loss"] = sum(terms.values())
-    return terms
-
-
-def temporal_augment(B: int, T: int, cfg: RTSAEConfig, g: torch.Generator):
-    """Source indices realising §5.1.1 B's temporal augmentation for a batch of B sequences:
-    a random circular shift of each sequence, then for ``aug_fraction`` of them
-    ``aug_frames`` positions overwritten by a frame of the same sequence or (with chance
-    ``aug_other``) of another sequence of the batch. Overwriting keeps T fixed.
-    -> (src_b, src_t): (B, T) int64 each; gather ``x[src_b, src_t]``."""
-    src_b = torch.arange(B)[:, None].expand(B, T).clone()
-    t = torch.arange(T)[None].expand(B, T)
-    shift = torch.randint(0, T, (B, 1), generator=g) if cfg.aug_shift else torch.zeros(B, 1, dtype=torch.long)
-    src_t = (t + shift) % T
-    n = min(cfg.aug_frames, T)
-    if n == 0 or cfg.aug_fraction <= 0:
-        return src_b, src_t
-    chosen = torch.rand(B, generator=g) < cfg.aug_fraction                    # (B,)
-    where = torch.rand(B, T, generator=g).argsort(dim=1)[:, :n]               # (B, n) distinct
-    other = torch.rand(B, n, generator=g) < cfg.aug_other
-    from_b = torch.where(other, torch.randint(0, B, (B, n), generator=g), torch.arange(B)[:, None])
-    from_t = torch.randint(0, T, (B, n), generator=g)
-    rows = torch.arange(B)[:, None].expand(B, n)[chosen]
-    src_b[rows, where[chosen]] = from_b[chosen]
-    src_t[rows, where[chosen]] = from_t[chosen]
-    return src_b, src_t
 
 
 def _sequences(states: States | None) -> torch.Tensor | None:
@@ -430,7 +162,11 @@ class RTSAEAgent(Agent):
             logits = net.classify(net.fuse(xs, xt), a)
             ce = (nn.functional.binary_cross_entropy_with_logits(logits, y) if multilabel
                   else nn.functional.cross_entropy(logits, y))
-            terms = {"ce": ce, "loss": ce}
+            # joint multi-task stage 3 (004 §4.3): eq. 12's ϕ‖ā‖_1 stays in the loss, so the
+            # keyframe fraction that reaches evaluate is set by ϕ against the cross-entropy
+            terms = {"l1_a": self.config.phi * a.sum(1).mean() / a.shape[1]} if self.config.joint_sparsity else {}
+            terms["loss"] = terms.get("l1_a", 0.0) + ce
+            terms["ce"] = ce
             hit = (logits.argmax(1) == y) if not multilabel else ((logits > 0) == (y > 0.5)).all(1)
             terms["train_top1"] = hit.float().mean().detach()
         terms["entropy"] = bernoulli_entropy(a).mean().detach()

@@ -4,10 +4,13 @@ Trains ``rtsae`` on planted states (agents/synthetic.py: 3 key positions of 25 c
 class) at the defaults and at a few values of each weight, one at a time, and prints per
 setting the keyframe fraction (share of test positions whose binary gate, eq. 14, is open:
 the gate the loss trained), the fine-tuned model's top-1 with its open gates, and the same
-network's no-gate top-1 (gate = 1 everywhere). Small network and few epochs so the whole
-table takes a couple of minutes on 2 cores::
+network's no-gate top-1 (gate = 1 everywhere). Two more rows at the defaults: last
+session's stage 3 (``joint_sparsity=false``: cross-entropy alone) and R scaled by 1/√k
+(the issue's reading of eq. 18). Small network so the table takes a few minutes on one
+core; ``--full`` instead trains the full default network once on 240 + 240 videos, D = 64::
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.rtsae_terms [--epochs 6] [--pretrain-epochs 4]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.rtsae_terms --full
 
 (as a module from the repository root: run as a script, benchmarks/agents.py would shadow
 the ``agents`` package).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -31,10 +35,13 @@ GRID = {"phi": (0.0, 0.2, 0.8, 2.0), "mu": (0.0, 0.5, 2.0), "tau": (0.0, 0.02, 0
 SMALL = dict(proj_dim=32, hidden=32, gate_dim=8, fusion_dim=64, classifier_hidden=32)
 
 
-def measure(cfg: RTSAEConfig, train, test, seed=0) -> dict:
-    """Train one agent; keyframe fraction after stage 2 and after stage 3, top-1 gated and no-gate."""
+def measure(cfg: RTSAEConfig, train, test, seed=0, scaled_r=False) -> dict:
+    """Train one agent; keyframe fraction after stage 2 and after stage 3, top-1 gated and no-gate.
+    ``scaled_r``: R/√k instead of eq. 18's R."""
     torch.manual_seed(seed)
     agent = RTSAEAgent(cfg, num_classes=int(train.labels.max()) + 1, feature_dim=train.features.shape[-1], seed=seed)
+    if scaled_r:
+        agent.module.proj /= math.sqrt(cfg.proj_dim)
     agent.fit(train)
     pre = [r for r in agent.history if r["stage"] == "pretrain"]
     sel = agent.select(test, None)
@@ -49,31 +56,63 @@ def measure(cfg: RTSAEConfig, train, test, seed=0) -> dict:
             "top1": top1, "nogate": nogate}
 
 
+HEADER = ("| weight | value | keyframes after stage 2 | keyframes (test) | key recall | top-1 gated "
+          "| top-1 no-gate | s |\n|---|---|---|---|---|---|---|---|")
+
+
+def row(name, value, r, seconds) -> str:
+    return (f"| {name} | {value} | {r['pre_frac']:.2f} | {r['frac']:.2f} | {r['key_recall']:.2f} "
+            f"| {r['top1']:.3f} | {r['nogate']:.3f} | {seconds:.0f} |")
+
+
+def split(V, D):
+    """V train and V test videos from ONE planted call (T = 25, 3 key positions)."""
+    st = planted_states(V=2 * V, T=25, K=1, D=D, C=8, n_key=3, seed=0)
+    train, test = st.subset(np.arange(V)), st.subset(np.arange(V, 2 * V))
+    test.key_mask = st.key_mask[V:]
+    return train, test
+
+
+def full() -> None:
+    """The full default network (hidden 128, fusion 1024) on 240 + 240 videos, D = 64."""
+    train, test = split(240, 64)
+    print(HEADER)
+    for name, cfg in (("defaults", RTSAEConfig()), ("joint_sparsity", RTSAEConfig(joint_sparsity=False))):
+        t0 = time.perf_counter()
+        print(row(name, "" if name == "defaults" else "false", measure(cfg, train, test),
+                  time.perf_counter() - t0), flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=192, help="train videos (as many test videos again)")
     ap.add_argument("--pretrain-epochs", type=int, default=RTSAEConfig.pretrain_epochs)
     ap.add_argument("--epochs", type=int, default=RTSAEConfig.epochs)
     ap.add_argument("--only", default="", help="comma list of weights to vary (default: all)")
+    ap.add_argument("--full", action="store_true", help="the full default network, gated vs no-gate")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.full:
+        return full()
     V = args.videos
-    st = planted_states(V=2 * V, T=25, K=1, D=32, C=8, n_key=3, seed=0)
-    train, test = st.subset(np.arange(V)), st.subset(np.arange(V, 2 * V))
-    test.key_mask = st.key_mask[V:]
+    train, test = split(V, 32)
     base = RTSAEConfig(**SMALL, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs)
     print(f"planted: {V} train / {V} test videos, T=25, 3 key positions (key share 0.12); "
           f"{args.pretrain_epochs}+{args.epochs} epochs; defaults phi {base.phi} mu {base.mu} "
           f"tau {base.tau} lam {base.lam}")
-    print("| weight | value | keyframes after stage 2 | keyframes (test) | key recall | top-1 gated | top-1 no-gate | s |")
-    print("|---|---|---|---|---|---|---|---|")
-    names = [n for n in GRID if not args.only or n in args.only.split(",")]
-    for name in names:
+    print(HEADER)
+    done = {}                                     # the defaults are one row of every weight's grid
+    for name in [n for n in GRID if not args.only or n in args.only.split(",")]:
         for value in GRID[name]:
+            cfg = dataclasses.replace(base, **{name: value})
             t0 = time.perf_counter()
-            r = measure(dataclasses.replace(base, **{name: value}), train, test)
-            print(f"| {name} | {value} | {r['pre_frac']:.2f} | {r['frac']:.2f} | {r['key_recall']:.2f} "
-                  f"| {r['top1']:.3f} | {r['nogate']:.3f} | {time.perf_counter() - t0:.0f} |", flush=True)
+            r = done.get(cfg) or measure(cfg, train, test)
+            done[cfg] = r
+            print(row(name, value, r, time.perf_counter() - t0), flush=True)
+    for name, value, cfg, scaled in (("joint_sparsity", "false", dataclasses.replace(base, joint_sparsity=False), False),
+                                     ("R", "R/√k", base, True)):
+        t0 = time.perf_counter()
+        print(row(name, value, measure(cfg, train, test, scaled_r=scaled), time.perf_counter() - t0), flush=True)
 
 
 if __name__ == "__main__":

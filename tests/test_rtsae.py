@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from agents.base import aggregate, load_agent, top_m_mask
-from agents.rtsae import (RTSAEAgent, RTSAEConfig, max_normalise, next_open, nuclear_norm, p_psi,
-                          rtsae_loss, sparse_projection, temporal_augment)
+from agents.rtsae import RTSAEAgent
+from agents.rtsae_model import (RTSAEConfig, max_normalise, next_open, nuclear_norm, p_psi, rtsae_loss,
+                                sparse_projection, successor_moment, temporal_augment)
 from agents.synthetic import planted_states
 from data.errors import InputError
 
@@ -68,27 +69,54 @@ def test_next_open():
     assert next_open(open_).tolist() == [[2, 2, 4, 4, 5], [5, 5, 5, 5, 5]]
 
 
+def test_successor_moment():
+    open_ = torch.tensor([[True, False, True, False, False], [False, False, False, False, False]])
+    # after the last moment, and where no moment is open, a step pairs with the next step
+    assert successor_moment(open_).tolist() == [[2, 2, 3, 4, 4], [1, 2, 3, 4, 4]]
+
+
 def test_rtsae_loss_is_eq12_on_hand_numbers():
     cfg = RTSAEConfig()
     x = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]])                  # (1, T=3, P=2)
     k = torch.tensor([[[0.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
     h = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [3.0, 1.0]]])
     o = torch.tensor([[[0.5, 0.0], [0.0, 0.5], [0.5, 0.5]]])
-    a = torch.tensor([[0.9, 0.1, 0.7]])                                       # open at t = 0, 2
+    a = torch.tensor([[0.9, 0.1, 0.7]], requires_grad=True)                   # open at t = 0, 2
     t = rtsae_loss(x, k, h, o, a, cfg)
     T, H = 3, 2                       # every term per step; the o-terms per unit
     energy = (1.0 + 4.0 + 2.0) / T    # mean ‖x_t‖²: recon in units of the sequence's energy
     assert t["recon"].item() == pytest.approx((1.0 + 1.0 + 0.0) / energy / T)
-    # consecutive attention moments 0 -> 2: ‖h0 − h2‖² = 10, the pair weighted by ā_0 = 0.9
-    assert t["dissim"].item() == pytest.approx(-0.5 * 0.9 * math.log(1 + 10.0) / T)
+    # the gate-weighted mean over steps paired with the next moment (t = 0, 1 -> 2; the last
+    # pairs with nothing) of log(1 + ‖Δh‖²), ‖Δh‖² in units of h's spread about its mean (16/9)
+    spread = 16 / 9
+    want = (0.9 * math.log(1 + 10.0 / spread) + 0.1 * math.log(1 + 4.0 / spread)) / (0.9 + 0.1)
+    assert t["dissim"].item() == pytest.approx(-0.5 * want)
     assert t["l1_o"].item() == pytest.approx(0.05 * 2.0 / (T * H))
     assert t["l1_a"].item() == pytest.approx(0.8 * 1.7 / T)
     sv = np.linalg.svd(o[0].numpy(), compute_uv=False).sum()
     assert t["nuclear"].item() == pytest.approx(0.02 * sv / (T * math.sqrt(H)), rel=1e-5)
-    # the same sequence at 100x the scale: the same recon (the terms stay balanced)
-    assert rtsae_loss(10 * x, 10 * k, h, o, a, cfg)["recon"].item() == pytest.approx(t["recon"].item())
+    # the same sequence at 100x the scale: the same recon and dissim (the terms stay balanced)
+    big = rtsae_loss(10 * x, 10 * k, 10 * h, o, a, cfg)
+    assert big["recon"].item() == pytest.approx(t["recon"].item())
+    assert big["dissim"].item() == pytest.approx(t["dissim"].item())
     parts = sum(t[n].item() for n in ("recon", "dissim", "nuclear", "l1_o", "l1_a"))
     assert t["loss"].item() == pytest.approx(parts)
+    # stage 3 (no decoder): no reconstruction term
+    assert "recon" not in rtsae_loss(x, None, h, o, a, cfg)
+
+
+def test_mu_reaches_a_shut_gate():
+    """μ's gradient reaches the gate of a step that is not (yet) a moment: a shut step whose
+    pair is more dissimilar than the moments' mean is pushed open, a less dissimilar one
+    shut. Before, only open steps carried μ's term, so a shut gate got no gradient from μ."""
+    cfg = dataclasses.replace(RTSAEConfig(), phi=0.0, tau=0.0, lam=0.0)
+    o = torch.full((1, 3, 2), 0.5)
+    for h, sign in ((torch.tensor([[[0.0, 0.0], [5.0, 5.0], [1.0, 0.0]]]), -1),     # ‖h1 − h2‖² = 41
+                    (torch.tensor([[[0.0, 0.0], [3.0, 1.0], [3.0, 0.0]]]), 1)):     # ‖h1 − h2‖² = 1
+        a = torch.tensor([[0.9, 0.1, 0.7]], requires_grad=True)                   # t = 1 shut
+        x = torch.ones(1, 3, 2)
+        rtsae_loss(x, x, h, o, a, cfg)["loss"].backward()                       # recon 0
+        assert a.grad[0, 1] * sign > 0
 
 
 def test_temporal_augment_shifts_and_overwrites():
@@ -136,7 +164,8 @@ def test_learns_planted_key_positions(tmp_path):
     train, test = st.subset(np.arange(256)), st.subset(np.arange(256, 512))
     key = st.key_mask[256:]
     cfg = RTSAEConfig(proj_dim=64, hidden=32, gate_dim=8, fusion_dim=64, classifier_hidden=64,
-                      pretrain_epochs=1, epochs=10, batch_size=32, optimizer="adam", lr=2e-2)
+                      pretrain_epochs=1, epochs=10, batch_size=32, optimizer="adam", lr=2e-2,
+                      phi=0.2)                  # a small network: ϕ 0.2 (RTSAEConfig's docstring)
     agent = RTSAEAgent(cfg, num_classes=8, feature_dim=32, seed=0)
     log_path = tmp_path / "log.jsonl"
     agent.fit(train, log_path=log_path)
@@ -174,8 +203,7 @@ SMALL = dict(proj_dim=16, hidden=16, gate_dim=4, fusion_dim=32, classifier_hidde
 
 
 def test_phi_governs_the_unsupervised_keyframe_fraction():
-    """Stage 2 alone (eq. 12): without ϕ every gate opens (reconstruction wants every step),
-    at 004's ϕ the gates shut on these temporally independent positions. Before eq. 12 was
+    """Stage 2 alone (eq. 12): ϕ shuts gates that are open without it. Before eq. 12 was
     balanced, the reconstruction term (hundreds of times the rest at D = 512) kept every
     gate open whatever ϕ was (fraction 1.0 at both)."""
     train, _ = _planted_split(V=64, D=512)           # a backbone-sized feature, 004's R
@@ -186,20 +214,45 @@ def test_phi_governs_the_unsupervised_keyframe_fraction():
         agent.fit(train)
         frac[phi] = agent.history[cfg.pretrain_epochs - 1]["fraction_kept"]
     print(frac)
-    assert frac[0.0] > 0.9 and frac[0.8] < 0.1
+    assert frac[0.0] > 0.5 and frac[0.8] < 0.1
 
 
-def test_beats_its_no_gate_baseline_at_defaults():
-    """At the defaults (only the network made small), the gated agent predicts better than
-    the same network reading every position (gate = 1), on a planted store whose
-    non-key positions mislead."""
+def test_phi_sets_the_reported_keyframe_fraction_and_the_gate_beats_no_gate():
+    """Stage 3 keeps ϕ‖ā‖_1, so the fraction that reaches evaluate is the loss's: it falls
+    with ϕ, and with ϕ the gated prediction beats the same network reading every position
+    (gate = 1) on planted states whose other positions mislead. A small network, so ϕ 0.2
+    (004's 0.8 shuts every gate there: RTSAEConfig's docstring; the full default network at
+    ϕ 0.8 is benchmarks/rtsae_terms.py --full). Before, stage 3 was the cross-entropy alone:
+    the fraction did not fall with ϕ (0.30 at ϕ 0, 1.00 at ϕ 0.2) and at ϕ 0.2 the gated
+    prediction equalled the no-gate one."""
     train, test = _planted_split()
-    agent = RTSAEAgent(RTSAEConfig(**SMALL), num_classes=8, feature_dim=16, seed=0)
+    res = {}
+    for phi in (0.0, 0.2):
+        agent = RTSAEAgent(RTSAEConfig(**SMALL, phi=phi), num_classes=8, feature_dim=16, seed=0)
+        agent.fit(train)
+        sel = agent.select(test, None)
+        no_gate = _accuracy(agent.predict(test, torch.ones(test.features.shape[:3])), test.labels)
+        res[phi] = (float(sel.keep.float().mean()), _accuracy(sel.video_scores, test.labels), no_gate)
+        print(phi, res[phi], agent.history[-1]["fraction_kept"])
+        assert agent.history[-1]["fraction_kept"] == pytest.approx(res[phi][0], abs=0.15)
+    print(res)
+    assert res[0.0][0] > res[0.2][0] + 0.1
+    assert res[0.2][1] > res[0.2][2] + 0.15
+
+
+@pytest.mark.slow
+def test_beats_its_no_gate_baseline_at_full_defaults():
+    """The issue's criterion at every default (network widths and epochs included; about a
+    minute on one core): the gated model beats the same network reading every position.
+    Before, stage 3 was the cross-entropy alone: every gate reopened and both scored 0.948
+    here (now 0.906 against 0.281)."""
+    train, test = _planted_split(V=96)
+    agent = RTSAEAgent(RTSAEConfig(), num_classes=8, feature_dim=16, seed=0)
     agent.fit(train)
     gated = _accuracy(agent.select(test, None).video_scores, test.labels)
     no_gate = _accuracy(agent.predict(test, torch.ones(test.features.shape[:3])), test.labels)
     print(f"gated {gated:.3f} no-gate {no_gate:.3f} kept {agent.history[-1]['fraction_kept']:.2f}")
-    assert gated > no_gate + 0.15
+    assert gated > no_gate + 0.3
 
 
 def test_two_stream_fusion_learns_weight(tmp_path):
