@@ -48,7 +48,8 @@ SHRINK = {"epochs": 3, "pretrain_epochs": 1, "hidden": 4, "layers": 1, "iteratio
 SMALLER = {"as": {}, "dsn": {},    # at their full defaults: 62 s and 8 s (as at hidden 64: 0.062)
            "tattn": {"hidden": 64}, "tattn_noatt": {"hidden": 64},
            "glimpse": {"hidden": 32},
-           "rtsae": {"hidden": 32, "proj_dim": 32, "gate_dim": 8, "fusion_dim": 64, "classifier_hidden": 64}}
+           "rtsae": {"hidden": 32, "proj_dim": 32, "gate_dim": 8, "fusion_dim": 64, "classifier_hidden": 64,
+                     "phi": 0.2}}   # at 004's phi 0.8 a network this narrow shuts every gate (RTSAEConfig)
 FULL = os.environ.get("FRAMESEL_FULL_DEFAULTS") == "1"
 NO_SELECTION = {"tattn_noatt"}      # baselines registered as agents: they must learn their classifier
 
