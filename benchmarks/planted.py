@@ -173,13 +173,20 @@ def main(argv=None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         t_all = time.perf_counter()
         n = 96 if args.quick else 240
-        store, train, test = write_planted_store(root, train=n, test=n, seed=args.seed)
+        if (root / "planted.zarr").exists():     # a rerun in the same --out: same seed, same store
+            store, train, test = root / "planted.zarr", root / "train.txt", root / "test.txt"
+            print(f"reusing {store} (delete it to write it afresh)")
+        else:
+            store, train, test = write_planted_store(root, train=n, test=n, seed=args.seed)
         times, ckpts = {}, []
         for a in agents:
             out = root / f"{a}.pt"
             sets = [x for s in QUICK_SETS[a] for x in ("--set", s)] if args.quick else []
-            times[a] = framesel("train", store, "--agent", a, "--train", train, "--out", out, "--seed", args.seed,
-                                "--quiet", *sets, threads=args.threads)
+            # a finished checkpoint already in --out is kept (train is idempotent): its time is
+            # its epochs' own, from its history
+            wall = framesel("train", store, "--agent", a, "--train", train, "--out", out, "--seed", args.seed,
+                            "--quiet", *sets, threads=args.threads)
+            times[a] = max(wall, sum(r.get("seconds", 0.0) for r in load_agent(out).history))
             print(f"train {a}: {times[a]:.0f} s", flush=True)
             ckpts.append(out)
         report = root / "report"
