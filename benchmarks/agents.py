@@ -1,4 +1,5 @@
-"""Training throughput of the ``as`` agent: our vectorised loop against a literal Algorithm 1.
+"""Training throughput of the ``as`` agent: its per-video default and the batch option against
+a literal Algorithm 1.
 
 Run from the repository root as a module (the file name would shadow the ``agents``
 package if run as a script):
@@ -11,8 +12,12 @@ crops, D = 1280 (EfficientNet-Lite0, framesel's default backbone; BN-Inception w
 epoch and the 45-epoch run are extrapolated linearly (per-video cost does not depend on the
 data set size: no term of either loop grows with V).
 
-Both implementations train the same network (BiLSTM 1381→256 ×2 + FC + sigmoid) with the
+Every implementation trains the same network (BiLSTM 1381→256 ×2 + FC + sigmoid) with the
 paper's settings (N = 8 episodes, frame-based actions, Adam 1e-5, wd 1e-5, β = 0.1, Ω = 10).
+Rows: the literal loops (per video, per episode); ``ASAgent.fit`` at its default — one Adam
+update per video as Algorithm 1, vectorised over the video's N episodes and K crops; and
+``batch_size`` B > 1, a departure that averages B videos per update (B× fewer steps, so at
+the same lr it learns less per epoch: see ASConfig's docstring for what that costs).
 """
 from __future__ import annotations
 
@@ -57,7 +62,7 @@ def literal_algorithm1(agent: ASAgent, train: States, device) -> None:
         rewards, logps = [], []
         for _ in range(c.episodes):                                   # line 7
             a = torch.bernoulli(pa.detach())                          # line 8, eq. 1
-            kept = a.sum()
+            kept = a.sum() * K                                       # cells: positions × crops
             p1 = (a[:, None, None] * probs).sum((0, 1)) / kept if kept > 0 else p0   # line 9, eq. 3
             rewards.append(as_reward(p0, p1, train.labels[v].to(device), c.omega))  # line 10
             logps.append(bernoulli_log_prob(pa, a).sum())
@@ -71,7 +76,7 @@ def literal_algorithm1(agent: ASAgent, train: States, device) -> None:
 
 
 def vectorised(agent: ASAgent, train: States, device) -> None:
-    """One epoch of :meth:`ASAgent.fit` (mini-batches of videos × episodes × crops)."""
+    """One epoch of :meth:`ASAgent.fit` (``batch_size`` videos per update × episodes × crops)."""
     agent.fit(train, device=device)
 
 
@@ -96,8 +101,9 @@ def run(videos: int, threads: int, device: str, repeats: int, batch_size: int) -
     torch.set_num_threads(threads)
     train = synthetic_cache(videos)
     cases = [("literal Algorithm 1 (per video)", literal_algorithm1, ASConfig(epochs=1)),
-             (f"vectorised, batch {batch_size}", vectorised, ASConfig(epochs=1, batch_size=batch_size)),
-             (f"vectorised, batch {batch_size}, proj 256", vectorised,
+             ("default: per video, vectorised N x K", vectorised, ASConfig(epochs=1)),
+             (f"batch {batch_size} (departure)", vectorised, ASConfig(epochs=1, batch_size=batch_size)),
+             (f"batch {batch_size}, proj 256 (departures)", vectorised,
               ASConfig(epochs=1, batch_size=batch_size, proj=256))]
     rows = []
     for name, fn, cfg in cases:
