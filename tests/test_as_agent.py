@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agents.as_agent import ASAgent, ASConfig, as_reward, episode_predictions, sampling_loss, state_input
-from agents.base import States, load_agent, selector_class
+from agents.base import States, selector_class
 from agents.rl import (MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, categorical_entropy,
                        categorical_log_prob, multistep_lr, reinforce_loss)
 from agents.synthetic import planted_states
