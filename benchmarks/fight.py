@@ -43,6 +43,9 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--agents", default="as,dsn,tattn,tattn_noatt,rtsae,glimpse")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per agent (mean ± std in the report)")
+    ap.add_argument("--keep-trained", action="store_true",
+                    help="keep finished agent checkpoints of the same config in --out (resume an interrupted "
+                         "run) instead of training every agent afresh")
     args = ap.parse_args()
     if not FIGHT.exists():
         raise SystemExit(f"{FIGHT} is absent: this benchmark needs ../shared/data beside the checkout")
@@ -69,7 +72,8 @@ def main():
     stage("head")
     ckpts = train_agents(store, FIGHT / "train.txt", out / "agents", tuple(args.agents.split(",")),
                          DEMO_AGENTS, SETTINGS.streams, seed=0, seeds=args.seeds, quiet=False,
-                         command="python -m benchmarks.fight", stage=stage)
+                         command="python -m benchmarks.fight", stage=stage,
+                         fresh=not args.keep_trained)
     paths = run_evaluate(EvaluateConfig(store=store, test_lists=(str(FIGHT / "test.txt"),), out=str(out / "report"),
                                         agents=tuple(ckpts), protocol=ProtocolConfig(ms=(1, 2, 3, 5, 10)),
                                         command="python -m benchmarks.fight"))

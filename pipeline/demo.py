@@ -97,15 +97,17 @@ def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
 
 
 def train_agents(store, train_list, agent_dir, agents, overrides, streams, *, seed=0, seeds=1, quiet=False,
-                 command="", stage=lambda name: None) -> list[str]:
-    """Train each agent on each stream afresh, ``seeds`` training seeds each (``NAME-STREAM.pt``,
-    or ``NAME-STREAM-seedS.pt`` with several); returns the checkpoint paths."""
+                 command="", stage=lambda name: None, fresh=True) -> list[str]:
+    """Train each agent on each stream, ``seeds`` training seeds each (``NAME-STREAM.pt``, or
+    ``NAME-STREAM-seedS.pt`` with several); returns the checkpoint paths. ``fresh``: start
+    over (earlier checkpoints at those paths go); else a finished checkpoint of the same
+    config is kept and an unfinished one resumed (``framesel train``'s rules)."""
     checkpoints = []
     for name in agents:
         for stream in streams:
             path = Path(agent_dir) / f"{name}-{stream}.pt"
             paths = [seed_checkpoint(path, s, seeds) for s in range(seed, seed + seeds)]
-            for old in (p for ck in paths for p in (ck, ck.with_suffix(".jsonl"))):
+            for old in (p for ck in paths for p in (ck, ck.with_suffix(".jsonl")) if fresh):
                 old.unlink(missing_ok=True)      # a fresh run, not a resume of an older one
             run_train_seeds(TrainStageConfig(store=store, agent=name, train_list=str(train_list), out=str(path),
                                              stream=stream, overrides=tuple(overrides.get(name, ())), seed=seed,
