@@ -103,4 +103,28 @@ def _references(run, N: int, method_cls) -> list:
             method_cls(f"max_response[M:{N}]", {s: SectionedMaxResponse(N) for s in streams})]
 
 
-__all__ = ["FIG4_MS", "TABLE2_TEST_M", "SectionedMaxResponse", "dsn_mn_rows", "feasible_ms"]
+def report_tables(rows, split) -> list[tuple[str, list, list]]:
+    """(title, header, body) of the report's 003 tables from the ``dsn_mn`` rows of one
+    split: per stream, Fig. 4 (top-1 of every method by number of clips M) and Table II
+    (each dsn checkpoint's training M : N at test M = 3). Empty without dsn_mn rows."""
+    sel = [r for r in rows if r["protocol"] == "dsn_mn" and r["split"] == split]
+    out = []
+    for stream in sorted({r["stream"] for r in sel}):
+        here = [r for r in sel if r["stream"] == stream]
+        ms = sorted({r["m"] for r in here if r.get("fig4")})
+        curve: dict[str, dict] = {}
+        for r in here:
+            curve.setdefault(r["method"], {})[r["m"]] = r["top1"]
+        out.append((f"003 Fig. 4: top-1 vs number of clips M (M sections × N candidates), stream {stream} "
+                    f"(split {split})", ["method"] + [f"M={m}" for m in ms],
+                    [[meth] + [d.get(m) for m in ms] for meth, d in sorted(curve.items())]))
+        grid = [r for r in here if r.get("table2") and r.get("mn")]
+        if grid:
+            out.append((f"003 Table II: training M:N at test M = {TABLE2_TEST_M}, stream {stream} (split {split})",
+                        ["method", "training M:N", "test M:N", "top1", "top5"],
+                        [[r["method"], r["mn"], r["test_mn"], r["top1"], r["top5"]]
+                         for r in sorted(grid, key=lambda r: r["method"])]))
+    return out
+
+
+__all__ = ["FIG4_MS", "TABLE2_TEST_M", "SectionedMaxResponse", "dsn_mn_rows", "feasible_ms", "report_tables"]

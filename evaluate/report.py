@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data.errors import InputError  # noqa: E402
+from evaluate import dsn_protocol  # noqa: E402
 from evaluate.compute import CONVENTION  # noqa: E402
 from evaluate.published import LABEL as PUBLISHED_LABEL, published_points  # noqa: E402
 
@@ -161,6 +162,7 @@ def _tables(rows, split):
         ms = sorted({m for d in mat.values() for m in d}, key=lambda m: (m is None, m or 0))
         out.append((f"Top-1 vs m, stream {stream} (split {split})", ["method"] + [f"m={_fmt(m)}" for m in ms],
                     [[meth] + [mat[meth].get(m) for m in ms] for meth in sorted(mat)]))
+    out.extend(dsn_protocol.report_tables(rows, split))
     for protocol in ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion"):
         sel = _select(rows, protocol, split)
         if sel:

@@ -1,16 +1,21 @@
 """DSN's test protocol as 003 specifies it: M sections × N clips at test with N as in
 training, a budget of m clips re-sectioned into m sections (Fig. 4), and the Table II grid
 of training schemes at the paper's test M = 3 — in ``select`` and in the ``dsn_mn`` rows."""
+import json
 import logging
 
+import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from agents.dsn import DSN, DSNConfig, section_pick, section_positions, clip_scheme
 from agents.synthetic import planted_states
 from data.errors import InputError
-from evaluate.dsn_protocol import SectionedMaxResponse, feasible_ms
+from data.store import Layout, StreamSpec, VideoResult, create_store
+from evaluate.dsn_protocol import SectionedMaxResponse, feasible_ms, report_tables
 from evaluate.protocols import ProtocolConfig, build_methods, run_protocols
+from pipeline.cli import main
 
 TORCH_THREADS = 1  # tiny tensors (tests/conftest.py: _torch_threads)
 T, D, C = 25, 32, 8
@@ -166,3 +171,53 @@ def test_sectioned_max_response_keeps_the_most_confident_candidate(world):
     assert torch.equal(_kept_positions(sel), want.sort(1).values)
     assert feasible_ms(25, 3) == (list(range(1, 9)), [9, 10])
 
+
+
+def test_report_tables_fig4_and_table2(fitted, world):
+    rows = _dsn_rows(world, list(fitted.values()))
+    tables = {title.split(":")[0]: (header, body) for title, header, body in report_tables(rows, "1")}
+    header, body = tables["003 Fig. 4"]
+    assert header == ["method"] + [f"M={m}" for m in range(1, 9)]
+    assert {b[0] for b in body} >= {"dsn-f[1:3]", "dsn-f[1:6]", "dsn-f[3:3]", "uniform", "max_response[M:3]"}
+    header, body = tables["003 Table II"]
+    assert [(b[0], b[1], b[2]) for b in body] == [("dsn-f[1:3]", "1:3", "3:3"), ("dsn-f[1:6]", "1:6", "3:6"),
+                                                  ("dsn-f[3:3]", "3:3", "3:3")]
+
+
+# -- through `framesel evaluate` on a real store ----------------------------------------------
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_evaluate_cli_writes_fig4_and_table2(tmp_path):
+    """Two dsn checkpoints trained by `framesel train` (1 : 3 and 3 : 3) and evaluated by
+    `framesel evaluate`: results.json holds their Fig. 4 rows and the Table II grid, and the
+    report shows both tables."""
+    Ts, V = 12, 24
+    st = planted_states(V=V, T=Ts, K=1, D=6, C=3, n_key=2, seed=0)
+    paths = tuple(f"v{i}.mp4" for i in range(V))
+    layout = Layout(paths=paths, labels=st.labels.numpy().astype(np.int32), T=Ts, streams=(StreamSpec("rgb", 1, 6, 3),),
+                    attrs={"classes": ["a", "b", "c"], "multilabel": False, "T": Ts, "crops": 1, "flow_stack": 1,
+                           "config_sha256": "planted", "backbone": {"rgb": {"gflops_per_frame": 0.4}}})
+    with create_store(tmp_path / "s.zarr", layout) as s:
+        for i in range(V):
+            s.write_video(i, VideoResult(num_frames=Ts, fps=25.0, frame_index=np.arange(Ts, dtype=np.int32),
+                                         motion=st.motion[i].numpy(), streams={"rgb": {
+                                             "features": st.features[i].numpy().astype(np.float16),
+                                             "logits": st.logits[i].numpy()}}))
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{p} {int(y)}\n" for p, y in zip(paths, st.labels)))
+    for name, M in (("a", 1), ("b", 3)):
+        r = _cli("train", tmp_path / "s.zarr", "--agent", "dsn", "--train", lst, "--out", tmp_path / f"{name}.pt",
+                 "--set", "epochs=1", "--set", "hidden=4", "--set", "batch_size=8", "--set", f"sections={M}", "--quiet")
+        assert r.exit_code == 0, r.output
+    r = _cli("evaluate", tmp_path / "s.zarr", "--test", lst, "--out", tmp_path / "rep", "--baselines", "uniform",
+             "--m", "2", "--agents", tmp_path / "a.pt", tmp_path / "b.pt", "--quiet")
+    assert r.exit_code == 0, r.output
+    rows = [x for x in json.loads((tmp_path / "rep" / "results.json").read_text())["rows"]
+            if x["protocol"] == "dsn_mn"]
+    assert sorted(x["m"] for x in rows if x["method"] == "dsn[1:3]") == [1, 2, 3, 4]          # 4 · 3 = T
+    assert {(x["method"], x["test_mn"]) for x in rows if x["table2"] and x.get("mn")} == {
+        ("dsn[1:3]", "3:3"), ("dsn[3:3]", "3:3")}
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "003 Fig. 4" in report and "003 Table II" in report
