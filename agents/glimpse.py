@@ -14,16 +14,17 @@ the last step, r = η N₊ R₊ + (1 − η) N₋ R₋ (true / false positive pr
 mean reward of the video's other episodes as baseline. The classifier and LSTM learn by
 back-propagation of the cross-entropy at every step plus the attention regularisation,
 and weight decay γ = 1e-5. 001 keeps the "doubly stochastic penalty" of the soft-attention
-model it extends (its [11]) but states its purpose as the opposite of [11]'s ("forces the
-model to focus on one region in time", where [11] "forces the model to look at each region
-of the frame at some point in time"); the equation itself is lost in our copy of 001. [11]'s
-form λ Σ_i (1 − Σ_t π_{t,i})² rewards spreading the T glimpses over the cells (with the
-evidence in one cell of 16, looking there at all T = 25 steps costs (1 − 25)² + 15 = 591), so we take
-001's stated aim: ``penalty="focus"`` is λ·mean_t (1 − Σ_i π_{t,i}²), zero exactly when
-the policy of every step is one cell (Σ_i π² = 1) — the impurity of the location policy.
-Both terms of 001's loss sum over t, so the cross-entropy and the penalty are both averaged
-over t here (their ratio is the paper's). [11]'s form stays available
-(``penalty="doubly_stochastic"``, summed over cells as [11] writes it). At test the location is the policy's argmax (no Monte-Carlo
+model it extends (its [11]) but states its purpose as the opposite of that penalty's: it
+"forces the model to focus on one region in time", where [11]'s form asks every cell to be
+looked at once over the sequence; the equation itself is lost in our copy of 001.
+[11]'s form λ Σ_i (1 − Σ_t π_{t,i})² rewards spreading the T glimpses over the cells (with
+the evidence in one cell of 16, looking there at all T = 25 steps costs (1 − 25)² + 15 =
+591), so we take 001's stated aim: ``penalty="focus"`` is λ·mean_t (1 − Σ_i π_{t,i}²), zero
+exactly when the policy of every step is one cell (Σ_i π² = 1) — the impurity of the
+location policy. Both terms of 001's loss sum over t, so the cross-entropy and the penalty
+are both averaged over t here (their ratio is the paper's). [11]'s form stays available
+(``penalty="doubly_stochastic"``, summed over cells as [11] writes it). At test the
+location is the policy's argmax (no Monte-Carlo
 averaging), and :meth:`score` is the max cell probability max_i π_{t,i}: how sure the policy
 is of where to look at position t.
 """
