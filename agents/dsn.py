@@ -18,21 +18,27 @@ Two training schemes (§IV-A, Table I):
   the head starts as the least-squares fit reproducing the cached per-frame logits
   (``head_init="lstsq"``; ``"scratch"`` for a random start).
 
-Mapping the paper's clips onto T cached positions:
+Mapping the paper's clips onto T cached positions (scheme M : N, §IV-B):
 
 - training: [0, T) is cut into M·N equal segments (TSN), one jittered position per segment,
   the N consecutive segments forming a section (M = ``sections``, N = ``clips_per_section``;
-  the paper's trimmed-video scheme 1 : 3, §IV-B);
-- test (:meth:`DSN.score`): [0, T) is cut into ``test_sections`` contiguous sections (paper:
-  M = 4 at test for trimmed videos) and the observer sees *every* cached position of a
-  section — it is cheap and the features are cached — so each position gets a score.
-  score = softmax probability within its section, plus 1 for the section's argmax: top-m
-  with m = ``test_sections`` is exactly the paper's argmax per section; smaller m keeps the
-  most confident winners, larger m adds the runners-up by probability.
+  the paper's trimmed-video scheme 1 : 3);
+- test (:meth:`DSN.select`, :func:`clip_scheme`): the same cut with the segment centres,
+  M' sections × N clips with N as in training ("The N is consistent whether in training or
+  testing"): the observer sees only those M'·N candidates and keeps the argmax of each
+  section, so a budget of m clips is M' = m sections (003 Fig. 4: "We set N = 3 and vary M
+  from 1 to 10"; "The sampling module keeps M clips"). ``m=None`` is the paper's trimmed
+  test M = ``test_sections`` (4 : 3, Table VII). A budget whose m·N candidates do not fit
+  in T (m > T // N) cannot hold N clips per section without overlap: the sections then
+  hold N' = T // m < N candidates each (N' = 1 is uniform sampling) — :func:`clip_scheme`
+  says which, and the ``dsn_mn`` protocol reports the test M : N of every row.
+
+:meth:`DSN.score` is the within-section softmax probability of each candidate, +1 on each
+section's argmax, and 0 at positions that are no candidate (never observed).
 
 Eq. 3 concatenates the N clips' features before the fc; we apply one shared fc per position
-(the concatenated fc with tied blocks) so sections of unequal size (25 is not a multiple of
-3) and any M work; the softmax across the section still compares the candidates.
+(the concatenated fc with tied blocks) so any M : N works; the softmax across the section
+still compares the candidates.
 """
 from __future__ import annotations
 
@@ -68,7 +74,7 @@ class DSNConfig:
     mode: str = "alternate"
     sections: int = 1                 # M in training (trimmed 1 : 3)
     clips_per_section: int = 3        # N
-    test_sections: int = 4            # M at test (trimmed, §IV-B)
+    test_sections: int = 4            # M at test for m=None (trimmed 4 : N, §IV-B, Table VII)
     gamma: float = 1.0
     observe: str = "observer"         # states.observer when present, else the features
     observer_dim: int = 0             # D' of the observer stream; 0 = feature_dim
@@ -127,24 +133,28 @@ def section_positions(T: int, M: int, N: int, jitter: torch.Tensor | None = None
     return pos.reshape(*pos.shape[:-1], M, N)
 
 
-def section_ids(T: int, M: int) -> torch.Tensor:
-    """(T,) int64 test section of each position: [0, T) in M contiguous near-equal blocks."""
-    if M > T:
-        raise InputError(f"dsn test_sections={M} exceeds T={T}")
-    return torch.div(torch.arange(T) * M, T, rounding_mode="floor")
+def clip_scheme(T: int, M: int, N: int) -> tuple[int, int]:
+    """(M, N') the test sectioning of a budget of M clips (one per section) out of T
+    positions, N clips per section as in training: N' = N when M·N <= T, else the most that
+    fit without overlap, T // M (>= 1; 1 is uniform sampling). InputError when M > T."""
+    if M < 1 or M > T:
+        raise InputError(f"dsn cannot keep {M} clips (one per section) out of T={T} positions")
+    return M, min(N, T // M)
 
 
-def section_scores(logits: torch.Tensor, sections: torch.Tensor) -> torch.Tensor:
-    """Softmax of ``logits`` within each section, +1 on each section's argmax.
+def section_pick(cand: torch.Tensor, pos: torch.Tensor, T: int) -> torch.Tensor:
+    """Per-position scores of a sectioned choice: softmax of ``cand`` within each section,
+    +1 on each section's argmax (ties: the first candidate), 0 at non-candidates.
 
-    logits: (B, T) float; sections: (T,) int64 in [0, M) -> (B, T) float32 in [0, 2].
+    cand: (B, M, N) float candidate logits; pos: (M, N) int64 distinct positions in [0, T)
+    -> (B, T) float32 in [0, 2]. Top-M of the result is exactly the M section winners (each
+    >= 1 + 1/N, every other position < 1).
     """
-    M = int(sections.max()) + 1
-    member = sections[None, :] == torch.arange(M, device=logits.device)[:, None]     # (M, T)
-    masked = logits[:, None, :].float().masked_fill(~member[None], float("-inf"))    # (B, M, T)
-    probs = torch.softmax(masked, dim=-1)
-    win = torch.zeros_like(probs).scatter_(-1, masked.argmax(-1, keepdim=True), 1.0)
-    return (probs + win).sum(1)
+    B = cand.shape[0]
+    probs = torch.softmax(cand.float(), dim=-1)
+    win = torch.zeros_like(probs).scatter_(-1, probs.argmax(-1, keepdim=True), 1.0)
+    out = torch.zeros(B, T, dtype=torch.float32, device=cand.device)
+    return out.scatter_(1, pos.reshape(1, -1).expand(B, -1).to(cand.device), (probs + win).reshape(B, -1))
 
 
 def dsn_reward(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -189,8 +199,8 @@ def fit_linear_head(features: torch.Tensor, logits: torch.Tensor, batch: int = 6
 
 @register("dsn")
 class DSN(Agent):
-    """Dynamic Sampling Network; see the module docstring. ``select(states, m=None)`` keeps
-    the paper's test selection, the argmax of each of the ``test_sections`` sections."""
+    """Dynamic Sampling Network; see the module docstring. ``select(states, m)`` keeps the
+    observer's argmax of each of m sections of N candidates (m=None: ``test_sections``)."""
 
     Config = DSNConfig
 
@@ -229,27 +239,40 @@ class DSN(Agent):
         return torch.cat(out).to(states.features.device)
 
     # -- test -----------------------------------------------------------------------
-    def score(self, states: States) -> torch.Tensor:
-        """(V, T, K) float32: within-section softmax probability + 1 on each section's argmax
-        (sections: ``test_sections`` contiguous blocks of the T positions)."""
+    def clip_scheme(self, T: int, m: int | None) -> tuple[int, int]:
+        """(M, N) at test for a budget of m clips (None: ``test_sections``); see :func:`clip_scheme`."""
+        M = self.config.test_sections if m is None else m
+        return clip_scheme(T, M, self.config.clips_per_section)
+
+    def score(self, states: States, m: int | None = None) -> torch.Tensor:
+        """(V, T, K) float32 under the test scheme of budget m (module docstring): the
+        observer runs on the M·N segment centres only; within-section softmax probability
+        + 1 on each section's argmax there, 0 elsewhere."""
         V, T, K, _, _ = states.shape
-        sections = section_ids(T, self.config.test_sections).to(self.device)
+        M, N = self.clip_scheme(T, m)
+        pos = section_positions(T, M, N).to(self.device)                                # (M, N)
+        flat = pos.reshape(-1)
         self.module.eval()
         with torch.no_grad():
-            s = self._batched(states, lambda o, f, lg: section_scores(self.module.observe(o), sections))
+            s = self._batched(states, lambda o, f, lg: section_pick(
+                self.module.observe(o[:, flat]).reshape(-1, M, N), pos, T))
         return s[:, :, None].expand(V, T, K).contiguous()
 
-    def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
-        """Top-m by :meth:`score` (m=None: ``test_sections``, one per section); video scores
-        average the kept cells' logits (eq. 4) from the cached classifier (DSN-f) or the
-        fine-tuned head (alternate)."""
-        m = self.config.test_sections if m is None else m
+    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
+        """(V, C) eq. 4 from the kept cells (keep: (V, T, K) bool) with DSN's own classifier:
+        the mean of the cached logits (DSN-f) or of the fine-tuned head's (alternate)."""
         with torch.no_grad():
-            scores = self.score(states)
-            keep = top_m_mask(scores, m, mode)
             logits = states.logits if self.module.head is None else \
                 self._batched(states, lambda o, f, lg: self._class_logits(f, lg))
-            video_scores = aggregate(logits.float(), keep, alpha)
+            return aggregate(logits.float(), keep.to(logits.device), alpha)
+
+    def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
+        """Budget m clips = m sections × N candidates (``clip_scheme``), the observer's argmax
+        of each (m=None: ``test_sections``); region mode keeps the winners' every crop."""
+        scores = self.score(states, m)
+        M, _ = self.clip_scheme(states.shape[1], m)
+        keep = top_m_mask(scores, M, mode)
+        video_scores = self.video_scores(states, keep, alpha)
         per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
         return Selection(scores, keep, video_scores, per.long(), mode)
 
@@ -257,12 +280,6 @@ class DSN(Agent):
     def own_classifier(self) -> bool:
         """True for ``alternate`` (it fine-tunes its own head), False for DSN-f (the head's logits)."""
         return self.module.head is not None
-
-    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
-        """(V, C) float32 eq. 4 over the kept cells with the classifier :meth:`select` uses."""
-        logits = states.logits if self.module.head is None else \
-            self._batched(states, lambda o, f, lg: self._class_logits(f, lg))
-        return aggregate(logits.float(), keep, alpha)
 
     # -- training -------------------------------------------------------------------
     def make_optimizer(self, stage: str) -> torch.optim.Optimizer:

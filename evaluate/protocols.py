@@ -18,7 +18,8 @@ Protocols (:data:`PROTOCOLS`):
   only when K > 1.
 - ``alpha``: dropped frames weighted by α (000 Table 4), for learned agents and ``uniform``.
 - ``state_ablation``: agents whose config has a ``state`` field, labelled by it (000 Table 2).
-- ``dsn_mn``: each dsn checkpoint labelled with its training M:N (003 Tables I–IV).
+- ``dsn_mn``: 003's test protocol for each dsn checkpoint — Fig. 4 and Table II rows
+  (:mod:`evaluate.dsn_protocol`).
 - ``fusion``: each stream alone and fused with explicit weights (scores before softmax,
   TSN 1 : 1.5 and 002's 1/3 : 2/3) for every method present on both streams.
 """
@@ -34,7 +35,7 @@ import torch
 
 from agents.base import Selection, States, selector_class
 from data.errors import InputError
-from evaluate import metrics, pairing
+from evaluate import dsn_protocol, metrics, pairing
 from evaluate.compute import CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs, selector_observer
 from evaluate.methods import Method, agent_label, build_methods, same_classifier_method
 from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seeds
@@ -270,12 +271,7 @@ def _state_ablation(run: _Run):
 
 
 def _dsn_mn(run: _Run):
-    for method in (x for x in run.methods if x.learned and x.name == "dsn"):
-        c = method.config
-        for stream in _streams(method, run):
-            for m in [None] + run.ms(method):
-                yield _row(run, "dsn_mn", method, stream, m, mn=f"{c.get('sections')}:{c.get('clips_per_section')}",
-                           test_sections=c.get("test_sections"), dsn_mode=c.get("mode"))
+    return dsn_protocol.dsn_mn_rows(run, _row, Method)
 
 
 def _fusion(run: _Run):

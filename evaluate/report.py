@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import InputError
+from evaluate import dsn_protocol
 from evaluate.answer import SIGNIFICANCE, _fmt, answer_tables, stream_order, summary_split, verdicts
 from evaluate.compute import CONVENTION
 from evaluate.plots import _matrix, sections as plot_sections
@@ -93,6 +94,7 @@ def _tables(rows, split):
         out.append((f"Top-1 vs m, stream {stream} (split {split})",
                     ["method"] + [f"m={_fmt(m) if m is not None else 'var'}" for m in ms],
                     [[meth] + [mat[meth].get(m) for m in ms] for meth in sorted(mat)]))
+    out.extend(dsn_protocol.report_tables(rows, split))
     for protocol in ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion"):
         sel = _select(rows, protocol, split)
         if sel:

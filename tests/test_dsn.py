@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from agents.base import load_agent, selector_class
-from agents.dsn import (DSN, DSNConfig, dsn_reward, fit_linear_head, gumbel_argmax, section_ids,
-                        section_positions, section_scores, top1)
+from agents.dsn import DSN, DSNConfig, dsn_reward, fit_linear_head, gumbel_argmax, section_positions, top1
 from agents.rl import categorical_log_prob, reinforce_loss
 from agents.synthetic import planted_states
 from data.errors import InputError
@@ -50,17 +49,6 @@ def test_section_positions_tsn_segments():
     assert pos.shape == (5, 2, 3) and pos[0].tolist() == [[0, 2, 4], [6, 8, 10]]
     with pytest.raises(InputError):
         section_positions(5, 2, 3)
-
-
-def test_section_ids_and_scores():
-    assert section_ids(10, 4).tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
-    logits = torch.tensor([[0.0, math.log(3.0), 5.0, 5.0]])
-    s = section_scores(logits, torch.tensor([0, 0, 1, 1]))
-    # section 0: softmax(0, ln 3) = (1/4, 3/4), the argmax gets +1; section 1: a tie, the
-    # first index wins the +1.
-    assert torch.allclose(s, torch.tensor([[0.25, 1.75, 1.5, 0.5]]))
-    with pytest.raises(InputError):
-        section_ids(3, 4)
 
 
 def test_reward_eq6():
@@ -117,31 +105,35 @@ def test_config_and_inputs_are_checked():
 # -- learning ---------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["fixed", "alternate"])
 def test_learns_planted_key_positions(trained, planted, mode):
+    """At m = 5 (5 sections × 3 candidates, the segment centres) the observer keeps a key
+    position in nearly every section whose candidates hold one — the most any selection
+    under 003's test protocol can keep — and beats random and uniform by a wide margin."""
     _, test, keys = planted
     agent, _ = trained[mode]
     acc = {n: top1(selector_class(n)().select(test, 5).video_scores, test.labels) for n in ("uniform", "random")}
     sel = agent.select(test, 5)
     mine = top1(sel.video_scores, test.labels)
+    pos = section_positions(25, 5, 3)
+    reachable = keys[:, pos].any(-1).sum(1).float().mean().item()            # sections with a key candidate
     kept_keys = (sel.keep[..., 0] & keys).sum(1).float().mean().item()
-    assert mine > max(acc.values()) + 0.5, (mine, acc)
-    assert mine > 0.8 and kept_keys > 3.5, (mine, kept_keys)   # oracle: 1.0 and 5 keys
+    assert mine > max(acc.values()) + 0.3, (mine, acc)
+    assert kept_keys > 0.9 * reachable, (kept_keys, reachable)
     h = agent.history
     assert h[-1]["reward"] > h[0]["reward"] + 0.15 and h[-1]["entropy"] < h[0]["entropy"] - 0.3
 
 
 def test_paper_sections_at_test(trained, planted):
-    """With the paper's sectioning (argmax of each of M test sections) the agent still beats
-    the trivial baselines; m=None keeps exactly one position per section."""
+    """m=None is the paper's test setting, ``test_sections`` sections of N candidates:
+    the same selection as m = test_sections, one kept per section."""
     _, test, _ = planted
     agent, _ = trained["fixed"]
     sectioned = DSN(DSNConfig(**{**FAST, "mode": "fixed", "test_sections": 5}), num_classes=C, feature_dim=D)
     sectioned.module.load_state_dict(agent.module.state_dict())
     sel = sectioned.select(test, None)
     assert sel.num_kept.eq(5).all()
-    kept = sel.keep[..., 0].float().reshape(256, 5, 5).sum(-1)      # T=25 in 5 blocks of 5
-    assert kept.eq(1).all()
-    uniform = top1(selector_class("uniform")().select(test, 5).video_scores, test.labels)
-    assert top1(sel.video_scores, test.labels) > uniform + 0.4
+    assert sel.keep[..., 0][:, section_positions(25, 5, 3)].sum(-1).eq(1).all()
+    assert torch.equal(sel.keep, agent.select(test, 5).keep)
+    assert torch.equal(sel.video_scores, agent.select(test, 5).video_scores)
 
 
 def test_training_log(trained):

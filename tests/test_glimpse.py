@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from agents.base import aggregate, load_agent, top_m_mask
-from agents.glimpse import GlimpseAgent, GlimpseConfig, attention_penalty, glimpse_reward
+from agents.glimpse import GlimpseAgent, GlimpseConfig, attention_focus, attention_penalty, glimpse_reward
 from agents.synthetic import planted_states
 from data.errors import InputError
 
@@ -35,12 +35,20 @@ def test_reward_is_eq7_multi_label():
     assert glimpse_reward(scores, labels, True, cfg).tolist() == pytest.approx([0.5, 0.0])
 
 
-def test_attention_penalty_is_doubly_stochastic():
+def test_attention_penalty_forms():
     probs = torch.tensor([[[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]])              # (1, T=3, n=2)
-    # Σ_t = (1.5, 1.5) -> (1 − 1.5)² · 2 = 0.5
-    assert attention_penalty(probs).tolist() == pytest.approx([0.5])
-    uniform = torch.full((1, 4, 4), 0.25)                                      # Σ_t = 1 each
-    assert attention_penalty(uniform).item() == pytest.approx(0.0)
+    # 001's focus: mean_t (1 − Σ_i π²) = (0 + 0.5 + 0) / 3
+    assert attention_penalty(probs).tolist() == pytest.approx([0.5 / 3])
+    assert attention_penalty(probs, "focus").tolist() == pytest.approx([0.5 / 3])
+    assert attention_penalty(torch.eye(4)[None]).item() == pytest.approx(0.0)   # one cell per step
+    uniform = torch.full((1, 4, 4), 0.25)
+    assert attention_penalty(uniform).item() == pytest.approx(0.75)
+    # [11]'s doubly stochastic: Σ_t = (1.5, 1.5) -> (1 − 1.5)² · 2 = 0.5; uniform over T = n: 0
+    assert attention_penalty(probs, "doubly_stochastic").tolist() == pytest.approx([0.5])
+    assert attention_penalty(uniform, "doubly_stochastic").item() == pytest.approx(0.0)
+    assert attention_focus(probs).tolist() == pytest.approx([(1 + 0.5 + 1) / 3])
+    with pytest.raises(InputError, match="penalty"):
+        GlimpseConfig(penalty="spread")
 
 
 def test_needs_feature_maps():
@@ -111,3 +119,28 @@ def test_finds_the_planted_cell_and_beats_baselines():
     assert key_hit > 0.4
     assert ours5 > max(rand5, uniform5) + 0.4
     assert ours > 0.6 * oracle
+
+
+def _focus_after_training(weight: float, **cfg) -> float:
+    """Mean over test steps of max_i π_{t,i} after a short training run on planted maps
+    (the evidence of each video sits in one cell of 3×3)."""
+    st = planted_states(V=96, T=8, K=1, D=12, C=4, n_key=2, seed=0, with_maps=True, map_size=3)
+    train, test = st.subset(np.arange(64)), st.subset(np.arange(64, 96))
+    config = GlimpseConfig(hidden=16, layers=1, epochs=4, batch_size=16, episodes=2, lr=3e-2,
+                           attention_penalty=weight, **cfg)
+    agent = GlimpseAgent.for_states(config, train, seed=0)
+    agent.fit(train)
+    assert "focus" in agent.history[-1]
+    return float(agent.score(test).mean())
+
+
+def test_default_penalty_focuses_attention():
+    """001 wants the regularisation to "focus on one region in time": at the default λ the
+    policy ends up sharper than with no penalty at all, where [11]'s doubly stochastic
+    penalty (the default before) spreads it over the cells."""
+    free = _focus_after_training(0.0)
+    default = _focus_after_training(GlimpseConfig().attention_penalty)
+    spread = _focus_after_training(1.0, penalty="doubly_stochastic")
+    print(f"focus: no penalty {free:.3f}, default {default:.3f}, doubly stochastic {spread:.3f}")
+    # measured: no penalty 0.37, default (focus) 0.64, doubly stochastic 0.13 (uniform 1/9)
+    assert default > free + 0.15 and spread < free
