@@ -18,8 +18,9 @@ Terms of one video (T positions, K crops, L flow fields per stack):
   ``score`` alone; plus the analytic count of ``nn.LSTM`` layers, which FlopCounterMode
   does not see on CPU (the fused ``aten._lstm`` op has no FLOP formula: it reports 0).
   Baselines count 0 (no matrix product);
-- observer (dsn with a cheap stream): that stream's backbone on all T·K cells it sees, and
-  the flow of all T stacks when the observer is the flow stream, in both views.
+- observer (dsn with a cheap stream): that stream's backbone on the cells it sees (dsn under
+  003's test scheme: its M·N candidates of each crop, :func:`selector_seen`), and the flow of
+  those stacks when the observer is the flow stream, in both views.
 
 Two views (:meth:`CostModel.video_gflops`):
 
@@ -29,10 +30,11 @@ Two views (:meth:`CostModel.video_gflops`):
   ``none`` (uniform, random, fixed_order, constant: decided without looking) → backbone
   and flow on the kept cells only; ``motion`` → flow on all T stacks, backbone on the kept;
   ``observer`` (dsn with a cheap observer stream, the one its checkpoint recorded:
-  :func:`selector_observer`) → observer backbone (and, for a flow observer, flow) on all
-  T·K + agent + backbone (and flow) on the kept; ``full`` (max_response, entropy, oracle and every agent
-  that reads full-pass states: as, tattn, rtsae, glimpse, dsn on the features) →
-  deployable = full, by construction.
+  :func:`selector_observer`) → observer backbone (and, for a flow observer, flow) on the
+  seen cells + agent + backbone (and flow) on the kept; ``full`` (max_response, entropy,
+  oracle and every agent that reads full-pass states: as, tattn, rtsae, glimpse) →
+  deployable = full, by construction; a dsn reading the features themselves computes them
+  on its M·N candidates only (deployable = the stream on the seen positions).
 """
 from __future__ import annotations
 
@@ -164,6 +166,16 @@ def selector_observer(selector) -> str | None:
     return (getattr(selector, "store_identity", None) or {}).get("observer") or None
 
 
+def selector_seen(selector, T: int, m: int | None) -> int | None:
+    """Positions ``selector`` looks at before choosing m of T: dsn's M·N candidates under
+    003's test scheme (``clip_scheme``); None (all T) for every other method."""
+    scheme = getattr(selector, "clip_scheme", None)
+    if scheme is None:
+        return None
+    M, N = scheme(T, m)
+    return M * N
+
+
 def selector_needs(selector) -> str:
     """What ``selector`` must compute before choosing: one of :data:`NEEDS`."""
     need = getattr(selector, "needs", None)
@@ -222,30 +234,37 @@ class CostModel:
         return {"backbone": self._stream(stream) * cells, "flow": flow}
 
     def video_gflops(self, stream: str, need: str, *, positions: float, cells: float,
-                     agent: float = 0.0) -> dict:
+                     agent: float = 0.0, seen: float | None = None) -> dict:
         """Both views for one stream of one video: ``positions`` kept (mean, for flow) and
-        ``cells`` kept (mean position·crop cells the backbone must see).
+        ``cells`` kept (mean position·crop cells the backbone must see); ``seen``: positions
+        the method looks at before it chooses (None: all T; dsn: its M·N candidates,
+        :func:`selector_seen`).
 
         Returns {"full", "deployable" (GFLOPs), "parts": {view: {backbone, flow, observer,
         agent}}, "flow_counted", "deployable_is_full"}. An ``observer`` need counts the
-        observer stream (and its flow, when it is ``flow``) in both views: the agent reads it.
+        observer stream (and its flow, when it is ``flow``) on the seen positions in both
+        views: the agent reads it. A ``full`` need computes the stream on the seen positions
+        to choose, the kept ones among them.
         """
         if need not in NEEDS:
             raise InputError(f"need must be one of {NEEDS}, not {need!r}")
         T, K = self.T, self.crops
+        seen = T if seen is None else min(float(seen), T)
         observed = need == "observer" and self.observer in self.backbone
         full = {**self.pass_gflops(stream, T, T * K), "observer": 0.0, "agent": agent}
         if need == "full" or (need == "observer" and not observed):
-            deploy = dict(full)
+            deploy = {**self.pass_gflops(stream, seen, seen * K), "observer": 0.0, "agent": agent}
         else:
             deploy = {**self.pass_gflops(stream, positions, cells), "observer": 0.0, "agent": agent}
         for view in (full, deploy):
-            # motion is the mean magnitude of every stack; a flow observer sees every stack
-            # (the kept stacks of a flow stream are among them, computed once)
-            if need == "motion" or (observed and self.observer == "flow"):
+            # motion is the mean magnitude of every stack; a flow observer sees every stack it
+            # looks at (the kept stacks of a flow stream are among them, computed once)
+            if need == "motion":
                 view["flow"] = self._flow(T)
+            elif observed and self.observer == "flow":
+                view["flow"] = max(view["flow"], self._flow(seen))
             if observed:                      # the observer's backbone on every cell it sees
-                view["observer"] = self._stream(self.observer) * T * K
+                view["observer"] = self._stream(self.observer) * seen * K
         return _result({"full": full, "deployable": deploy}, self.flow_pair is not None)
 
     def describe(self) -> dict:

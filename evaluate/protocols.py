@@ -36,7 +36,8 @@ import torch
 from agents.base import Selection, States, selector_class
 from data.errors import InputError
 from evaluate import dsn_protocol, metrics, pairing
-from evaluate.compute import CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs, selector_observer
+from evaluate.compute import CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs, selector_observer,
+                              selector_seen
 from evaluate.methods import Method, agent_label, build_methods, same_classifier_method
 from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seeds
 
@@ -228,7 +229,8 @@ def _gflops(run: _Run, method: Method, stream: str, m, mode: str, pair: bool) ->
         sel = method.selectors[sel_stream]
         # each agent's own observer stream (none: a dsn without one reads the full pass)
         costs = dataclasses.replace(run.costs, observer=selector_observer(sel)) if method.learned else run.costs
-        per.append(costs.video_gflops(cost_stream, selector_needs(sel), positions=pos, cells=cells, agent=agent))
+        per.append(costs.video_gflops(cost_stream, selector_needs(sel), positions=pos, cells=cells, agent=agent,
+                                      seen=selector_seen(sel, run.T, m)))
     c = fuse_gflops(per)
     return {"gflops_full": c["full"], "gflops_deployable": c["deployable"]}
 

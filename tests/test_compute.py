@@ -212,3 +212,23 @@ def test_no_nan_in_views(model):
         c = model.video_gflops("flow", need, positions=2.5, cells=5.0, agent=1e-4)
         assert all(math.isfinite(c[v]) and c["deployable"] <= c["full"] + 1e-12 for v in ("full", "deployable"))
         assert np.isclose(c["full"], sum(c["parts"]["full"].values()))
+
+
+def test_dsn_observer_counts_only_the_candidates_it_sees(model):
+    # 003's test scheme: at m = 2 clips with N = 3, dsn looks at 6 of the T = 10 positions
+    # (before: the observer was counted on all T·K cells, its features on all T as well)
+    c = model.video_gflops("rgb", "observer", positions=2, cells=4, agent=0.25, seen=6)
+    assert c["parts"]["deployable"]["observer"] == pytest.approx(0.1 * 6 * 2)
+    assert c["parts"]["full"]["observer"] == pytest.approx(0.1 * 6 * 2)
+    c = model.video_gflops("rgb", "full", positions=2, cells=4, agent=0.25, seen=6)
+    assert c["parts"]["deployable"]["backbone"] == pytest.approx(1.0 * 6 * 2)   # features of the candidates
+    assert c["parts"]["full"]["backbone"] == pytest.approx(1.0 * 10 * 2)
+
+
+def test_selector_seen_is_dsn_clip_scheme():
+    from agents.dsn import DSN, DSNConfig
+    from evaluate.compute import selector_seen
+    dsn = DSN(DSNConfig(), num_classes=3, feature_dim=4)
+    assert selector_seen(dsn, 25, 4) == 12 and selector_seen(dsn, 25, None) == 12   # 4 sections x 3
+    assert selector_seen(dsn, 25, 2) == 6
+    assert selector_seen(object(), 25, 4) is None
