@@ -168,3 +168,31 @@ def test_observer_stream_and_crops(tmp_path):
     assert s.shape == (64, 25, 2) and torch.equal(s[..., 0], s[..., 1])
     assert agent.select(st, 3, mode="region").num_kept.eq(6).all()
     assert torch.equal(load_agent(tmp_path / "o.pt").score(st), s)
+
+
+# -- the update at the defaults (DSNConfig: batch_size is a ceiling) -----------------------
+def test_train_batch_keeps_the_papers_batch_at_ucf101_scale():
+    """128 videos a step from 3,584 videos on (UCF101 split 1: 9,537), never fewer than 28
+    updates an epoch below (HMDB51 split 1 at 128); 0 turns the floor off."""
+    agent = DSN(DSNConfig(), num_classes=C, feature_dim=D)
+    assert [agent.train_batch(v) for v in (100_000, 9_537, 3_584, 3_570, 240, 20)] == [128, 128, 128, 127, 8, 1]
+    assert DSN(DSNConfig(min_steps_per_epoch=0), num_classes=C, feature_dim=D).train_batch(240) == 128
+    with pytest.raises(InputError, match="min_steps_per_epoch"):
+        DSNConfig(min_steps_per_epoch=-1)
+
+
+def test_dsn_f_learns_at_the_defaults():
+    """DSN-f at the paper's settings (no override) on 240 planted videos, 003's test protocol
+    at m = 4: the observer keeps a key candidate in most sections that have one and top-1
+    clears uniform + 0.15 (batch 128: 2 updates an epoch, 0.73 of those sections, top-1 0.167)."""
+    st = planted_states(V=480, T=25, K=1, D=D, C=C, n_key=3, seed=0)
+    train, test, keys = st.subset(range(240)), st.subset(range(240, 480)), st.key_mask[240:]
+    agent = DSN(DSNConfig(mode="fixed"), num_classes=C, feature_dim=D, seed=0)
+    agent.fit(train)
+    sel = agent.select(test, 4)
+    pos = section_positions(25, 4, 3)
+    has = keys[:, pos].any(-1)
+    hit = (sel.keep[..., 0][:, pos] & keys[:, pos]).any(-1)
+    uniform = top1(selector_class("uniform")().select(test, 4).video_scores, test.labels)
+    assert hit[has].float().mean().item() > 0.85
+    assert top1(sel.video_scores, test.labels) >= uniform + 0.15
