@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 
-from agents.base import Selection, Selector, States, aggregate, selector_class, top_m_mask
+from agents.base import Selection, Selector, States, aggregate, top_m_mask
 from agents.dsn import section_pick, section_positions, clip_scheme
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,7 @@ def dsn_mn_rows(run, row, method_cls):
 def _references(run, N: int, method_cls) -> list:
     """The methods Fig. 4 sets next to DSN: random, uniform, max_response, max_response[·:N]."""
     streams = list(run.states)
-    return [run.random, run.uniform,
-            method_cls("max_response", {s: selector_class("max_response")() for s in streams}),
+    return [run.baseline("random"), run.baseline("uniform"), run.baseline("max_response"),
             method_cls(f"max_response[M:{N}]", {s: SectionedMaxResponse(N) for s in streams})]
 
 

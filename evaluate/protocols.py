@@ -36,8 +36,8 @@ import torch
 from agents.base import Selection, States, selector_class
 from data.errors import InputError
 from evaluate import dsn_protocol, metrics, pairing
-from evaluate.compute import CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs, selector_observer,
-                              selector_seen
+from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
+                              selector_observer, selector_seen)
 from evaluate.methods import Method, agent_label, build_methods, same_classifier_method
 from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seeds
 
