@@ -74,8 +74,9 @@ class TAttnConfig:
     iterations also win the race (5: 0.341/0.153/0.315, m = 4 0.583/0.188/0.512) but 30
     are §3.2's. NOT fixed at the full width (512 cells, same data, seed 0; α mass, m = 4,
     training top-1, s at load ~7): ε 1e-8 0.140/0.225/0.50, 1e-6 0.158/0.204/0.59, 1e-4
-    0.164/0.192/0.53 (seed 2: 0.132/0.183/0.38), 250-500 s each: with Adadelta's step per
-    weight, 8x the fan-in moves each pre-activation ~8x as far per update; still open."""
+    0.164/0.192/0.53 (seed 2: 0.132/0.183/0.38), 250-500 s each. A guess, not measured:
+    Adadelta steps each weight alike, so 8x the fan-in moves a pre-activation ~8x as far
+    per update. Still open."""
 
     hidden: int = 512
     layers: int = 2
