@@ -1,6 +1,8 @@
 """The glimpse agent (paper 001): reward and penalty on hand-made numbers, finding the
 planted cell, checkpoint round-trip (resume: tests/test_agent_contract.py)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,16 @@ def test_default_penalty_focuses_attention():
     print(f"focus: no penalty {free:.3f}, default {default:.3f}, doubly stochastic {spread:.3f}")
     # measured: no penalty 0.37, default (focus) 0.64, doubly stochastic 0.13 (uniform 1/9)
     assert default > free + 0.15 and spread < free
+
+
+def test_defaults_make_enough_adam_updates_on_a_few_hundred_videos():
+    """Adam moves ~lr per update whatever the batch, so 001's 10 epochs learn what their
+    number of updates allows: ~1,100 on HMDB's 3,570 videos at 32 a batch, 80 on 240
+    videos (the issue's planted bar), where glimpse stayed near chance. At the default
+    batch (GlimpseConfig) 240 videos get >= 300 updates in the default 10 epochs."""
+    st = planted_states(V=240, T=3, K=1, D=4, C=3, n_key=1, seed=0, with_maps=True, map_size=2)
+    cfg = dataclasses.replace(GlimpseConfig(), hidden=4, layers=1, epochs=1)   # the update rule's fields stay
+    agent = GlimpseAgent.for_states(cfg, st)
+    agent.fit(st)
+    assert agent.history[0]["updates"] == -(-240 // cfg.batch_size)
+    assert agent.history[0]["updates"] * GlimpseConfig().epochs >= 300
