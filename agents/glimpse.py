@@ -69,7 +69,9 @@ class GlimpseConfig:
       At 8 the cross-entropy stays at ln 8 for the first ~150 updates (5 epochs) and
       training top-1 rises only in epochs 9–10, as at 32: what limits learning here is
       passes over the videos, not Adam steps, and a batch of 8 × ``episodes`` rollouts
-      only adds gradient noise. CPU cost per video is the same (one epoch at full width,
+      only adds gradient noise. At hidden 128 (tests/test_agent_contract.py's data, D = 32,
+      240 test videos, seed 0; uniform 0.058) batch 32 / 8 / 4 / 2 reach 0.108 / 0.142 /
+      0.146 / 0.129, all below the issue's bar. CPU cost per video is the same (one epoch at full width,
       one core: 0.16 CPU-s a video at 32, 0.15 at 8).
     - ``episodes`` 4 and ``eta`` 0.5: not given (K and η of eqs. 6–7).
     """
