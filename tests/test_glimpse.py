@@ -1,6 +1,8 @@
 """The glimpse agent (paper 001): reward and penalty on hand-made numbers, finding the
 planted cell, checkpoint round-trip (resume: tests/test_agent_contract.py)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,15 @@ def test_default_penalty_focuses_attention():
     print(f"focus: no penalty {free:.3f}, default {default:.3f}, doubly stochastic {spread:.3f}")
     # measured: no penalty 0.37, default (focus) 0.64, doubly stochastic 0.13 (uniform 1/9)
     assert default > free + 0.15 and spread < free
+
+
+def test_history_counts_the_adam_updates_of_each_epoch():
+    """An epoch of V videos at batch B is ceil(V / B) Adam steps, and the history says so:
+    at the default 32, 240 videos get 8 an epoch (80 in 10 epochs; GlimpseConfig's
+    docstring measures batch 8 at 300 updates: no better)."""
+    st = planted_states(V=240, T=3, K=1, D=4, C=3, n_key=1, seed=0, with_maps=True, map_size=2)
+    for batch, updates in ((GlimpseConfig().batch_size, 8), (100, 3)):
+        cfg = dataclasses.replace(GlimpseConfig(), hidden=4, layers=1, epochs=1, batch_size=batch)
+        agent = GlimpseAgent.for_states(cfg, st)
+        agent.fit(st)
+        assert agent.history[0]["updates"] == updates
