@@ -43,7 +43,7 @@ if not __package__:
     raise SystemExit("run as a module from the repository root: python -m benchmarks.planted")
 
 from agents.base import load_agent  # noqa: E402
-from agents.cache import load_states, rows_for_list  # noqa: E402
+from agents.from_store import load_states, rows_for_list  # noqa: E402
 from agents.synthetic import planted_states  # noqa: E402
 from data.layout import Layout, StreamSpec, VideoResult  # noqa: E402
 from data.lists import read_list  # noqa: E402
