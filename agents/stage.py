@@ -192,7 +192,6 @@ def run_train(cfg: TrainStageConfig) -> Agent:
     # A fresh run starts a new log; a resumed one restarts from the checkpoint's history, so
     # rows of an epoch that was killed after its checkpoint do not remain.
     write_jsonl(log_path, existing["history"] if existing is not None else [])
-    torch.manual_seed(cfg.seed)
     agent.fit(states, device=cfg.device, log_path=log_path, checkpoint_path=out,
               progress=show_progress(cfg.quiet), **({} if flow is None else {"flow": flow}))
     agent.save(out, command=cfg.command, finished=True)
