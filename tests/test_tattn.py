@@ -178,3 +178,22 @@ def test_crops_and_region_mode():
     sel = agent.select(st, 2, mode="region")
     assert sel.num_kept.eq(4).all() and torch.isfinite(sel.video_scores).all()
     assert torch.allclose(sel.video_scores.exp().sum(-1), torch.ones(24), atol=1e-5)
+
+
+def test_weight_lr_scales_with_fan_in_beyond_base_width():
+    """TAttnConfig.base_width: Adadelta's steps are per weight, so a 512-input unit moved ~8x
+    as far per update as a 64-input one and 002's 512 cells diverged (loss 66.7 -> 88.9, then
+    chance); each weight matrix's lr is lr x min(1, base_width / fan_in), biases at lr."""
+    agent = TAttn(TAttnConfig(hidden=512, layers=2), num_classes=C, feature_dim=32, seed=0)
+    opt = agent.make_optimizer("train")
+    lr_of = {id(g["params"][0]): g["lr"] for g in opt.param_groups}
+    named = dict(agent.module.named_parameters())
+    assert lr_of[id(named["cells.0.weight_ih"])] == 1.0             # fan-in 32 <= 64
+    assert lr_of[id(named["cells.0.weight_hh"])] == 64 / 512
+    assert lr_of[id(named["cells.1.weight_ih"])] == 64 / 512
+    assert lr_of[id(named["classifier.weight"])] == 64 / 512
+    assert lr_of[id(named["u_a.weight"])] == 1.0 and lr_of[id(named["w_a.weight"])] == 64 / 512
+    assert all(lr_of[id(p)] == 1.0 for n, p in named.items() if n.endswith("bias"))
+    assert len(lr_of) == len(named)
+    plain = TAttn(TAttnConfig(hidden=512, base_width=0), num_classes=C, feature_dim=32, seed=0)
+    assert {g["lr"] for g in plain.make_optimizer("train").param_groups} == {1.0}
