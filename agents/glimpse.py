@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -103,6 +104,8 @@ class GlimpseConfig:
     # attention), top-1 0.10.
     attention_penalty: float = 1.0
     penalty: str = "focus"
+    # what a checkpoint written before a field existed was trained with (load_agent)
+    BEFORE_THE_FIELD: ClassVar[dict] = {"penalty": "doubly_stochastic"}
     reinforce_weight: float = 1.0  # weight of the REINFORCE surrogate in the total loss
     map_h: int = 7                 # the cube is map_h × map_w × map_dim: GoogLeNet's 7×7×1024;
     map_w: int = 7                 # GlimpseAgent.for_states sets them from the store

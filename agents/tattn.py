@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -107,6 +108,8 @@ class TAttnConfig:
     epochs: int = 30
     batch_size: int = 64
     base_width: int = 64       # weight lr × min(1, base_width / fan_in); 0: plain Adadelta
+    # what a checkpoint written before a field existed was trained with (load_agent)
+    BEFORE_THE_FIELD: ClassVar[dict] = {"base_width": 0}
 
     def __post_init__(self):
         check_ranges("tattn", self, at_least_one=("hidden", "layers", "iterations", "test_last", "epochs",

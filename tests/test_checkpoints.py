@@ -461,3 +461,27 @@ def test_one_place_loads_torch_files():
                  for needle in ("torch.load(", "pickle.load", "pickle.loads", "weights_only=False")
                  if needle in p.read_text(encoding="utf-8")]
     assert offenders == []
+
+
+@pytest.mark.parametrize("name, field, trained_with", [("tattn", "base_width", 0),
+                                                       ("glimpse", "penalty", "doubly_stochastic")])
+def test_a_checkpoint_older_than_a_field_loads_with_what_it_was_trained_with(name, field, trained_with,
+                                                                             tmp_path):
+    """tattn's base_width (issue 11) and glimpse's penalty came after checkpoints without
+    them were written, which were trained with plain Adadelta and [11]'s penalty: loaded,
+    they say so instead of claiming today's defaults."""
+    from agents.base import selector_class
+
+    cls = selector_class(name)
+    st = planted_states(V=6, T=4, K=1, D=4, C=3, n_key=1, seed=0, with_maps=name == "glimpse", map_size=2)
+    small = dict(hidden=4, epochs=1, batch_size=4)
+    agent = (cls.for_states(cls.Config(**small), st) if name == "glimpse"
+             else cls(cls.Config(**small, layers=1, iterations=2, test_last=1), num_classes=3, feature_dim=4))
+    agent.fit(st, checkpoint_path=tmp_path / "a.pt")
+    ck = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert ck["config"][field] != trained_with                      # today's default
+    del ck["config"][field]
+    torch.save(ck, tmp_path / "old.pt")
+    old = load_agent(tmp_path / "old.pt")
+    assert getattr(old.config, field) == trained_with
+    assert torch.equal(old.score(st), agent.score(st))
