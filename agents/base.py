@@ -281,6 +281,7 @@ class Agent(Selector):
 def agent_from_checkpoint(ck: dict, path) -> Agent:
     """Rebuild the agent a checkpoint dict (from :func:`read_checkpoint`) describes: its
     class, config, shapes, seed, weights, store identity and history."""
+    from agents.checkpoint import trained_config
     from agents.options import make_config
 
     try:
@@ -289,9 +290,7 @@ def agent_from_checkpoint(ck: dict, path) -> Agent:
         raise InputError(f"agent checkpoint {path}: {err}") from None
     if not cls.learned:
         raise InputError(f"agent checkpoint {path} names {ck['agent']!r}, a baseline, not an agent")
-    # a field added after a checkpoint was written takes the value that file was trained with
-    items = {**getattr(cls.Config, "BEFORE_THE_FIELD", {}), **ck["config"]}
-    config = make_config(cls.Config, items, owner=f"agent checkpoint {path}: {ck['agent']}")
+    config = make_config(cls.Config, trained_config(cls.Config, ck), owner=f"agent checkpoint {path}: {ck['agent']}")
     agent = cls(config, num_classes=ck["num_classes"], feature_dim=ck["feature_dim"], seed=ck["seed"])
     restore_weights(agent, ck, path)
     agent.store_identity = dict(ck.get("store") or {})

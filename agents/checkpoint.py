@@ -109,6 +109,12 @@ def read_checkpoint(path, *, map_location="cpu") -> dict:
 _SAME_STORE = ("config_sha256", "stream", "observer", "train_list_sha256")
 
 
+def trained_config(Config: type, ck: dict) -> dict:
+    """The config items checkpoint ``ck`` was trained with: its stored ones, and for a field
+    added after the file was written the value it stands for (``Config.BEFORE_THE_FIELD``)."""
+    return {**getattr(Config, "BEFORE_THE_FIELD", {}), **ck["config"]}
+
+
 def check_resumable(agent, ck: dict, path) -> None:
     """Refuse to continue ``ck`` (a checkpoint at ``path``) with ``agent`` unless it is a
     resumable checkpoint of the same agent, config (only ``epochs`` may change), seed,
@@ -123,7 +129,7 @@ def check_resumable(agent, ck: dict, path) -> None:
                          "delete it to train again")
     plain = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
     mine = {k: plain(v) for k, v in dataclasses.asdict(agent.config).items()}
-    theirs = {k: plain(v) for k, v in ck["config"].items()}
+    theirs = {k: plain(v) for k, v in trained_config(type(agent.config), ck).items()}
     diffs = [f"{k} {theirs.get(k)!r} (this run: {mine.get(k)!r})" for k in sorted(set(mine) | set(theirs))
              if k != "epochs" and mine.get(k) != theirs.get(k)]
     for key in ("seed", "num_classes", "feature_dim"):
