@@ -386,7 +386,9 @@ class DSN(Agent):
         V, T = train.shape[:2]
         B = self.train_batch(V)
         if self.module.head is not None:    # the pre-trained head keeps the paper's step per video
-            ctx.optimizer.param_groups[1]["lr"] = ctx.optimizer.param_groups[0]["lr"] * B / cfg.batch_size
+            head = ctx.optimizer.param_groups[1]
+            head["lr_scale"] = B / cfg.batch_size
+            head["lr"] = ctx.optimizer.param_groups[0]["lr"] * head["lr_scale"]
         rows = [self._step(ctx.observed[idx].to(dev).float(), train.features[idx].to(dev),
                            train.logits[idx].to(dev), train.labels[idx].to(dev).long(), ctx.optimizer, ctx.generator)
                 for idx in torch.randperm(V, generator=ctx.generator).split(B)]

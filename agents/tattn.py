@@ -135,11 +135,12 @@ def attention_weights(h_prev: torch.Tensor, u: torch.Tensor, w_a: nn.Linear,
 
 def width_scaled_groups(module: nn.Module, lr: float, base_width: int) -> list[dict]:
     """Optimizer parameter groups: every weight matrix (dim 2, fan_in = shape[1]) at lr ×
-    min(1, base_width / fan_in), everything else at lr (TAttnConfig.base_width)."""
+    min(1, base_width / fan_in), everything else at lr (TAttnConfig.base_width); the
+    factor is each group's ``lr_scale``, which the training template's ``set_lr`` keeps."""
     groups = []
     for p in module.parameters():
         scale = min(1.0, base_width / p.shape[1]) if base_width and p.dim() == 2 else 1.0
-        groups.append({"params": [p], "lr": lr * scale})
+        groups.append({"params": [p], "lr": lr * scale, "lr_scale": scale})
     return groups
 
 

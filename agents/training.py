@@ -168,7 +168,13 @@ def resume(agent, ctx: TrainContext, path) -> int:
     done = int(ck["epoch"])
     ctx.stage = stage_of(agent, max(done - 1, 0))
     ctx.optimizer = agent.make_optimizer(ctx.stage)
+    # lr_scale is a function of the config and the data, not training state: keep today's
+    # (a checkpoint written before a group had one would otherwise drop it)
+    scales = [g.get("lr_scale") for g in ctx.optimizer.param_groups]
     ctx.optimizer.load_state_dict(ck["optimizer"])
+    for group, scale in zip(ctx.optimizer.param_groups, scales):
+        if scale is not None:
+            group["lr_scale"] = scale
     set_rng_state(ck["rng"], ctx.generator)
     for name, obj in ctx.state.items():
         if name not in ck:
@@ -179,8 +185,11 @@ def resume(agent, ctx: TrainContext, path) -> int:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the scheduled ``lr`` on every group, times the group's ``lr_scale`` (1 when it
+    has none): an agent's per-group scales (tattn's width rule, dsn's head) survive the
+    schedule."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def mean_rows(rows: list[dict], weights=None) -> dict:

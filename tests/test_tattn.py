@@ -197,3 +197,36 @@ def test_weight_lr_scales_with_fan_in_beyond_base_width():
     assert len(lr_of) == len(named)
     plain = TAttn(TAttnConfig(hidden=512, base_width=0), num_classes=C, feature_dim=32, seed=0)
     assert {g["lr"] for g in plain.make_optimizer("train").param_groups} == {1.0}
+
+
+def test_a_scheduled_lr_keeps_the_width_scales(tmp_path):
+    """The training template's set_lr wrote one lr into every group, which would wipe the
+    width rule's per-tensor scales under any schedule; it now honours each group's lr_scale,
+    and a resumed optimizer keeps today's scales (a checkpoint's groups may predate them)."""
+    from agents.training import set_lr
+    agent = TAttn(TAttnConfig(hidden=512, layers=1), num_classes=C, feature_dim=32, seed=0)
+    opt = agent.make_optimizer("train")
+    set_lr(opt, 0.5)
+    named = {id(p): n for n, p in agent.module.named_parameters()}
+    lr_of = {named[id(g["params"][0])]: g["lr"] for g in opt.param_groups}
+    assert lr_of["cells.0.weight_hh"] == 0.5 * 64 / 512 and lr_of["cells.0.weight_ih"] == 0.5
+    state = opt.state_dict()
+    for group in state["param_groups"]:
+        del group["lr_scale"]                      # as written before groups had one
+    fresh = agent.make_optimizer("train")
+    scales = [g["lr_scale"] for g in fresh.param_groups]
+    fresh.load_state_dict(state)
+    assert all("lr_scale" not in g for g in fresh.param_groups)   # why resume restores them
+    ck = tmp_path / "a.pt"
+    agent.config = TAttnConfig(hidden=512, layers=1, epochs=1)
+    train = planted_states(V=16, T=6, K=1, D=32, C=C, seed=0)
+    agent.fit(train, checkpoint_path=ck)
+    blob = torch.load(ck, weights_only=True)
+    for group in blob["optimizer"]["param_groups"]:
+        del group["lr_scale"]
+    torch.save(blob, ck)
+    again = TAttn(TAttnConfig(hidden=512, layers=1, epochs=2), num_classes=C, feature_dim=32, seed=0)
+    from agents.training import TrainContext, resume
+    ctx = TrainContext(train=train, device="cpu", generator=torch.Generator())
+    assert resume(again, ctx, ck) == 1
+    assert [g["lr_scale"] for g in ctx.optimizer.param_groups] == scales
