@@ -40,7 +40,8 @@ def summarize(store: Store) -> dict:
         "classes": len(a.get("classes", [])), "multilabel": a.get("multilabel"),
         "T": a.get("T"), "flow_stack": a.get("flow_stack"), "crops": a.get("crops"),
         "frame_size": a.get("frame_size"), "streams": store.streams, "arrays": arrays,
-        "backbone": {s: {k: d.get(k) for k in ("name", "sha256", "gflops_per_frame", "num_classes", "logits_stored")}
+        "backbone": {s: {k: d.get(k) for k in ("name", "sha256", "gflops_per_frame", "num_classes", "logits_stored",
+                                                "layout", "preset")}
                      for s, d in a.get("backbone", {}).items()},
         "flow": (a.get("flow") or {}).get("algorithm"), "settings": a.get("settings", {}),
         "logits_provenance": attempt(store.logits_provenance, {}),
@@ -59,7 +60,8 @@ def format_summary(info: dict, *, max_failures: int = 20) -> str:
     for stream, b in info["backbone"].items():
         lines.append(f"stream {stream}: {b['name']} sha256 {str(b['sha256'])[:12]}… "
                      f"{b['gflops_per_frame']:.3f} GFLOPs/frame, head {b['num_classes']} classes"
-                     + ("" if b.get("logits_stored") else " (its logits are not stored)"))
+                     + ("" if b.get("logits_stored") else " (its logits are not stored)")
+                     + (f", {b['layout']} layout, preset {b['preset']['name']}" if b.get("preset") else ""))
     for name, shape in sorted(info["arrays"].items()):
         lines.append(f"  {name:24s} {tuple(shape)}")
     for stream, prov in info["logits_provenance"].items():

@@ -5,6 +5,14 @@ Every torch file framesel opens (agent checkpoints, fine-tuned backbone weights)
 builds only tensors and plain containers and refuses any other global, so a pickle whose
 ``__reduce__`` calls ``os.system`` is an error, not a command. torch is imported lazily, so
 importing this module costs nothing for commands that never read a torch file.
+
+Checkpoints from other tools' training loops carry their bookkeeping as Python objects
+(mmengine's ``HistoryBuffer`` in ``message_hub``, numpy scalars in ``meta``), which the
+data-only reader refuses. :func:`load_foreign_torch_data` reads those too: every refused
+global becomes an :class:`Inert` placeholder class that takes its arguments and state and
+does nothing with them, so the tensors load and no foreign code is imported or run. Globals
+whose module torch blocks outright (``os``, ``posix``, ``subprocess``, ``builtins`` calls
+…) are still refused: a file that reaches for them is not a checkpoint.
 """
 from __future__ import annotations
 
@@ -22,6 +30,8 @@ _NOT_TORCH = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSErro
 # torch words it "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module x is blocked"
 _GLOBAL = re.compile(r"\bGLOBAL ([\w.]+)")
 _OPERAND = re.compile(r"Unsupported operand (\d+)")
+# a refused global: group 1 its name, group 2 set when torch blocks its whole module
+_REFUSED = re.compile(r"GLOBAL ([\w.]+)( whose module [\w.]+ is blocked)?")
 
 
 def load_torch_data(path, *, what: str = "torch file", map_location="cpu", allowed=(),
@@ -33,8 +43,54 @@ def load_torch_data(path, *, what: str = "torch file", map_location="cpu", allow
     Python object. Raises InputError naming ``what``, the file and the cause for a missing
     path, a directory, an empty file, or anything that is not plain torch data.
     """
+    _check_file(path, what)
+    try:
+        return _weights_only_load(path, map_location, allowed)
+    except _NOT_TORCH as err:
+        raise InputError(f"{what} {path}: {load_error_cause(err, hint)}") from None
+
+
+class Inert:
+    """A placeholder for a global a foreign checkpoint names (``Inert.qualname`` says which):
+    built from any arguments, given any state, it keeps nothing and runs nothing."""
+
+    qualname = ""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __repr__(self):
+        return f"<inert {self.qualname}>"
+
+
+def load_foreign_torch_data(path, *, what: str = "checkpoint", map_location="cpu", rounds: int = 64):
+    """:func:`load_torch_data`, but the globals it refuses (except those of modules torch
+    blocks) are read as :class:`Inert` placeholders (module docstring). Returns (object,
+    sorted qualified names of the placeholders used)."""
     import torch
 
+    _check_file(path, what)
+    names: set[str] = set()
+    try:
+        names.update(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except (ValueError, RuntimeError, OSError, pickle.UnpicklingError):
+        pass     # not a zip checkpoint (torch's legacy format): found one at a time below
+    for _ in range(rounds):
+        stubs = [(type(n.rsplit(".", 1)[-1], (Inert,), {"qualname": n}), n) for n in sorted(names)]
+        try:
+            return _weights_only_load(path, map_location, stubs), sorted(names)
+        except _NOT_TORCH as err:
+            found = _REFUSED.search(str(err))
+            if found is None or found.group(2) or found.group(1) in names:
+                raise InputError(f"{what} {path}: {load_error_cause(err)}") from None
+            names.add(found.group(1))
+    raise InputError(f"{what} {path}: holds more than {rounds} kinds of Python object; refused")
+
+
+def _check_file(path, what: str) -> None:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} {path} does not exist")
@@ -42,13 +98,15 @@ def load_torch_data(path, *, what: str = "torch file", map_location="cpu", allow
         raise InputError(f"{what} {path} is a directory, not a file")
     if path.stat().st_size == 0:
         raise InputError(f"{what} {path} is empty (0 bytes)")
-    try:
-        with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
-            # a plain pickle of protocol > 2 makes torch warn before it refuses the file
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except _NOT_TORCH as err:
-        raise InputError(f"{what} {path}: {load_error_cause(err, hint)}") from None
+
+
+def _weights_only_load(path, map_location, allowed):
+    import torch
+
+    with torch.serialization.safe_globals(list(allowed)), warnings.catch_warnings():
+        # a plain pickle of protocol > 2 makes torch warn before it refuses the file
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def load_error_cause(err: BaseException, hint: str = "") -> str:

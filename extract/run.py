@@ -71,6 +71,7 @@ class Summary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     stopped: str = ""               # why the run ended early (full disk, SIGTERM); "" if it did not
+    weights: list[str] = field(default_factory=list)   # per stream: the weights, layout and preset used
 
     @property
     def ok(self) -> bool:
@@ -82,7 +83,13 @@ class Summary:
                  f"({self.processed} processed in {self.seconds:.1f} s, {rate:.2f} videos/s)"]
         lines += [f"  FAILED {p}: {e}" for p, e in self.failures]
         lines += [f"  STOPPED: {self.stopped}"] if self.stopped else []
-        return "\n".join(lines)
+        return "\n".join(self.weights + lines)
+
+
+def weights_lines(describe: dict) -> list[str]:
+    """One line per stream: its weights, the checkpoint layout found and the preset used."""
+    return [f"{stream}: {d['name']} ({d['layout']} layout, preset {d['preset']['name']}, "
+            f"{d['num_classes']}-class head, sha256 {d['sha256'][:12]})" for stream, d in describe.items()]
 
 
 def load_list(cfg: ExtractConfig) -> VideoList:
@@ -140,7 +147,7 @@ def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
         status = store.status()
         redo = (status[mine] == 0) | ((status[mine] == FAILED) & cfg.retry_failed)
         todo = mine[redo]
-        summary = Summary(store=str(path), total=len(mine))
+        summary = Summary(store=str(path), total=len(mine), weights=weights_lines(describe))
         t0 = time.perf_counter()
         previous = _raise_on_sigterm()
         try:

@@ -37,6 +37,7 @@ class VideoSettings:
     streams: tuple[str, ...] = ("rgb", "flow")
     backbone: str = "efficientnet_lite0"
     checkpoints: tuple[tuple[str, str], ...] = ()   # (stream, path) pairs
+    preset: str | None = None          # input scaling (backbones/presets.py); None: the weights' layout's
     flow: flow.FlowConfig | None = field(default_factory=flow.FlowConfig)   # None: no flow at all
     feature_maps: bool = False         # store last conv maps (for the glimpse agent)
     thumbnail_size: tuple[int, int] | None = (48, 64)   # (h, w); None = no thumbnails
@@ -47,6 +48,8 @@ class VideoSettings:
         """JSON-ready dict of every setting (what the store records)."""
         d = asdict(self)
         d["flow"] = self.flow.as_dict() if self.flow else None
+        if d["preset"] is None:    # the weights' own: the record (and sha256) of stores before presets
+            del d["preset"]
         return json.loads(json.dumps(d))
 
     def sha256(self) -> str:
@@ -56,6 +59,8 @@ class VideoSettings:
     def check(self) -> None:
         """InputError for streams extraction does not produce (none, unknown, twice) and for
         a checkpoint of a stream that is not extracted (it would be ignored)."""
+        if self.preset is not None:
+            backbones.get_preset(self.preset)
         streams, given = self.streams, ",".join(self.streams)
         produced = " and ".join(EXTRACTED_STREAMS)
         if not streams:
@@ -88,8 +93,8 @@ class Models:
         ck = dict(settings.checkpoints)
         self.runners, self.keep_logits = {}, {}
         for stream in settings.streams:
-            bb = backbones.create_backbone(settings.backbone, stream=stream,
-                                           flow_stack=settings.flow_stack, checkpoint=ck.get(stream))
+            bb = backbones.create_backbone(settings.backbone, stream=stream, flow_stack=settings.flow_stack,
+                                           checkpoint=ck.get(stream), preset=settings.preset)
             self.runners[stream] = backbones.BackboneRunner(bb, settings.batch_size, device)
             # Logits are stored only when the head speaks the dataset's classes (a user's
             # fine-tuned checkpoint). The embedded ImageNet head does not: `framesel head`
@@ -111,6 +116,7 @@ class Models:
             out[stream] = {"name": spec.name, "file": spec.file, "sha256": spec.sha256,
                            "source": spec.source, "input_size": spec.input_size,
                            "mean": list(spec.mean), "std": list(spec.std),
+                           "layout": spec.layout, "preset": spec.preset.record(),
                            "in_channels": bb.in_channels, "feature_dim": bb.feature_dim,
                            "num_classes": bb.num_classes, "logits_stored": self.keep_logits[stream],
                            "feature_map_shape": list(bb.feature_map_shape),
@@ -140,7 +146,8 @@ def extract_video(path: str, settings: VideoSettings, models: Models) -> tuple[V
         motion = flow.motion_magnitude(fl).astype(np.float32)
         if "flow" in settings.streams:
             fc = crops.crop_flow(fl, boxes, S).reshape(-1, L, S, S, 2)          # (T·K, L, S, S, 2)
-            streams["flow"] = _run(models, "flow", _FlowInputs(fc, settings.flow.bound), T, settings)
+            preset = models.backbone("flow").spec.preset
+            streams["flow"] = _run(models, "flow", _FlowInputs(fc, settings.flow.bound, preset), T, settings)
     for name in settings.streams:
         if name not in streams:
             raise VideoError(path, f"stream {name!r} is not produced by extraction")
@@ -154,14 +161,14 @@ class _FlowInputs:
     """Flow crops preprocessed a slice at a time: 25 x 10 stacks of 10 x 224 x 224 float32
     would be 500 MB at once; the runner asks for one batch at a time."""
 
-    def __init__(self, crops_flow: np.ndarray, bound: float):
-        self.crops, self.bound = crops_flow, bound
+    def __init__(self, crops_flow: np.ndarray, bound: float, preset: backbones.Preset):
+        self.crops, self.bound, self.preset = crops_flow, bound, preset
 
     def __len__(self):
         return len(self.crops)
 
     def __getitem__(self, sl):
-        return backbones.preprocess_flow(self.crops[sl], self.bound)
+        return backbones.preprocess_flow(self.crops[sl], self.bound, self.preset)
 
 
 def _run(models: Models, stream: str, x, T: int, settings: VideoSettings) -> dict:

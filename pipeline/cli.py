@@ -115,7 +115,11 @@ def _checkpoints(ctx, param, values):
 @click.option("--crops", default=10, show_default=True, type=click.Choice(["1", "3", "10"]), help="Crops per position.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True)
 @click.option("--checkpoint", multiple=True, callback=_checkpoints, metavar="[STREAM=]PATH",
-              help="Fine-tuned weights (with head) for a stream; plain PATH means rgb.")
+              help="Your trained weights for a stream (mmaction2, TSN/TSM-pytorch, caffe BN-Inception, "
+                   "torchvision or framesel files; the layout is detected from the keys); plain PATH means rgb.")
+@click.option("--preset", default=None, metavar="NAME",
+              help="Input scaling of both streams (framesel, mmaction2, tsn_pytorch, caffe_bgr, imagenet); "
+                   "default: the one the checkpoint's layout implies.")
 @click.option("--streams", default="rgb,flow", show_default=True)
 @click.option("--feature-maps/--no-feature-maps", default=False, help="Also store conv maps (glimpse agent).")
 @click.option("--thumbnails/--no-thumbnails", default=True, help="Store small frames for reports.")

@@ -1,0 +1,156 @@
+"""What a backbone is: its weights' metadata, the module interface, and the name registry.
+
+A backbone maps one preprocessed crop to a pooled feature vector and, through its own
+classifier head, to logits. Features and head are exposed separately (timm's
+``forward_features`` / ``forward_head``) so that cached features and cached logits always
+agree: ``forward_head(forward_features(x)) == forward(x)[1]``.
+
+Registered builders take ``(in_channels, checkpoint)`` and return a :class:`Backbone`;
+adding a backbone is one decorated function in a family module (GUIDE §6.1).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from data.errors import InputError, UnknownNameError
+from extract.backbones.presets import Preset, get_preset
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("rgb", "flow")
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """Metadata of one weight set; extraction reads its preprocessing from ``preset``.
+
+    ``layout``: the checkpoint layout the weights were read from (``framesel`` for the
+    embedded ones; extract/backbones/checkpoints.py detects the others).
+    """
+
+    name: str
+    file: str
+    sha256: str
+    input_size: int
+    num_classes: int
+    source: str
+    preset: Preset
+    layout: str = "framesel"
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preset.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preset.std
+
+
+class Backbone(nn.Module):
+    """A per-frame feature extractor with its own (optional) classifier head.
+
+    Subclasses implement :meth:`forward_feature_maps` and :meth:`forward_head`; pooling is
+    shared so every backbone's pooled features are the spatial mean of its last maps.
+
+    Attributes:
+        spec: the weights' metadata (name, sha256, input size, preset).
+        in_channels: 3 for RGB, 2L for a stack of L flow fields.
+        feature_dim: D, size of the pooled feature vector.
+        num_classes: C, size of the head's logits; 0 when there is no head.
+        feature_map_shape: (h, w, d) of :meth:`forward_feature_maps` at the spec's input size.
+    """
+
+    def __init__(self, spec: WeightSpec, in_channels: int, feature_dim: int, num_classes: int,
+                 feature_map_shape: tuple[int, int, int]):
+        super().__init__()
+        self.spec, self.in_channels, self.feature_dim = spec, in_channels, feature_dim
+        self.num_classes, self.feature_map_shape = num_classes, feature_map_shape
+
+    def forward_feature_maps(self, x: Tensor) -> Tensor:
+        """(B, in_channels, S, S) float32 -> (B, d, h, w) float32 last convolutional maps."""
+        raise NotImplementedError
+
+    def forward_head(self, feats: Tensor) -> Tensor:
+        """(B, D) float32 pooled features -> (B, C) float32 logits."""
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, in_channels, S, S) float32 -> (B, D) float32 globally average-pooled features."""
+        return self.forward_feature_maps(x).mean(dim=(2, 3))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, in_channels, S, S) float32 -> ((B, D) features, (B, C) logits), both float32."""
+        feats = self.forward_features(x)
+        return feats, self.forward_head(feats)
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise InputError unless ``x`` is (B, in_channels, S, S) with S the spec's size."""
+        size = self.spec.input_size
+        if x.ndim != 4 or tuple(x.shape[1:]) != (self.in_channels, size, size):
+            raise InputError(f"{self.spec.name} expects input (B, {self.in_channels}, {size}, "
+                             f"{size}), got {tuple(x.shape)}")
+
+
+# ---------------------------------------------------------------------------------- registry
+
+Builder = Callable[[int, "str | None"], Backbone]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_backbone(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering ``fn(in_channels, checkpoint) -> Backbone`` under ``name``.
+
+    Raises:
+        ValueError: ``name`` is already registered (registries never silently override).
+    """
+    def decorate(fn: Builder) -> Builder:
+        if name in _BUILDERS:
+            raise ValueError(f"backbone {name!r} is already registered")
+        _BUILDERS[name] = fn
+        return fn
+    return decorate
+
+
+def backbone_names() -> list[str]:
+    """Sorted names of every registered backbone."""
+    return sorted(_BUILDERS)
+
+
+def create_backbone(name: str, *, stream: str = "rgb", flow_stack: int = 5,
+                    checkpoint: str | None = None, preset: str | None = None) -> Backbone:
+    """Build a registered backbone for one stream, frozen, in eval mode, channels_last.
+
+    Args:
+        name: a registered backbone (see :func:`backbone_names`).
+        stream: "rgb" (3 input channels) or "flow" (2 * flow_stack channels).
+        flow_stack: L, number of stacked flow fields for the flow stream.
+        checkpoint: a user's trained weights (.pt/.pth, any layout checkpoints.py reads);
+            None for the embedded weights.
+        preset: a preprocessing preset overriding the one the weights' layout implies.
+
+    Raises:
+        UnknownNameError: no backbone called ``name``.
+        InputError: bad stream, flow_stack, preset or checkpoint.
+    """
+    if name not in _BUILDERS:
+        raise UnknownNameError("backbone", name, _BUILDERS)
+    if stream not in STREAMS:
+        raise InputError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+    if isinstance(flow_stack, bool) or not isinstance(flow_stack, int) or flow_stack < 1:
+        raise InputError(f"flow_stack must be a positive integer, got {flow_stack!r}")
+    in_channels = 3 if stream == "rgb" else 2 * flow_stack
+    model = _BUILDERS[name](in_channels, checkpoint)
+    if preset is not None:
+        model.spec = dataclasses.replace(model.spec, preset=get_preset(preset))
+    model.eval().requires_grad_(False)
+    # channels_last makes the CPU convolutions ~1.5x faster (GUIDE §7).
+    model.to(memory_format=torch.channels_last)
+    log.info("backbone %s stream=%s in_channels=%d weights=%s layout=%s preset=%s sha256=%s", name, stream,
+             in_channels, model.spec.name, model.spec.layout, model.spec.preset.name, model.spec.sha256[:12])
+    return model
