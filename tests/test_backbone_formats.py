@@ -141,3 +141,28 @@ def test_flow_presets_scale_as_each_family_trained(preset, want):
     out = preprocess_flow(x, 20.0, PRESETS[preset])
     assert out.shape == (1, 2, 1, len(FLOW))
     np.testing.assert_allclose(out[0, 0, 0].numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset, want", [
+    ("caffe_bgr", [30 - 104, 20 - 117, 10 - 128]),                  # BGR 0..255 minus the caffe means
+    ("mmaction2", [(10 - 123.675) / 58.395, (20 - 116.28) / 57.12, (30 - 103.53) / 57.375]),
+    ("tsn_pytorch", [(10 / 255 - 0.485) / 0.229, (20 / 255 - 0.456) / 0.224, (30 / 255 - 0.406) / 0.225]),
+    ("framesel", [10 / 127.5 - 1, 20 / 127.5 - 1, 30 / 127.5 - 1]),
+])
+def test_rgb_presets_scale_and_order_channels_as_each_family_trained(preset, want):
+    from types import SimpleNamespace
+
+    from extract.backbones import preprocess_rgb
+
+    crop = np.zeros((1, 4, 4, 3), np.uint8)
+    crop[..., 0], crop[..., 1], crop[..., 2] = 10, 20, 30            # R, G, B
+    out = preprocess_rgb(crop, SimpleNamespace(input_size=4, preset=PRESETS[preset]))
+    np.testing.assert_allclose(out[0, :, 2, 2].numpy(), want, rtol=1e-5, atol=1e-4)
+
+
+def test_a_preset_override_is_recorded_in_the_spec(tmp_path):
+    save_mmaction2(reference().state_dict(), tmp_path / "mm.pth")
+    bb = create_backbone("resnet18", checkpoint=str(tmp_path / "mm.pth"), preset="tsn_pytorch")
+    assert (bb.spec.layout, bb.spec.preset.name) == ("mmaction2", "tsn_pytorch")
+    with pytest.raises(InputError, match="unknown preprocessing preset 'bgr'.*caffe_bgr"):
+        create_backbone("resnet18", checkpoint=str(tmp_path / "mm.pth"), preset="bgr")
