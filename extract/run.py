@@ -142,7 +142,7 @@ def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
     describe = (models or Models(cfg.settings, "cpu", C)).describe()
     store = create_store(path, _layout(cfg, videos, describe), format=cfg.format, exist_ok=True)
     try:
-        _check_compatible(store, cfg, videos)
+        _check_compatible(store, cfg, videos, describe)
         mine = shard_indices(len(videos.paths), cfg.shard)
         status = store.status()
         redo = (status[mine] == 0) | ((status[mine] == FAILED) & cfg.retry_failed)
@@ -369,11 +369,17 @@ def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:
     }
 
 
-def _check_compatible(store, cfg: ExtractConfig, videos: VideoList) -> None:
-    """Resuming or joining a store made with other settings, another list or another root
-    would mix rows. Stores made before batch size left the hash carry it in config_sha256:
-    for them (and any sha mismatch) the recorded settings decide, minus NOT_DETERMINING."""
+def _check_compatible(store, cfg: ExtractConfig, videos: VideoList, describe: dict) -> None:
+    """Resuming or joining a store made with other settings, another list, another root or
+    other weights (the same checkpoint path holding another file) would mix rows. Stores
+    made before batch size left the hash carry it in config_sha256: for them (and any sha
+    mismatch) the recorded settings decide, minus NOT_DETERMINING."""
     a = store.attrs
+    for stream, d in (a.get("backbone") or {}).items():
+        ours = describe.get(stream, {}).get("sha256")
+        if ours is not None and d.get("sha256") not in (None, ours):
+            raise StoreError(f"{store.path}: its {stream} features came from weights with sha256 {d['sha256'][:12]}…, "
+                             f"this run's are {ours[:12]}… ({describe[stream]['file']}); use another --out")
     theirs, ours = a.get("settings"), cfg.settings.record()
     if a.get("config_sha256") != cfg.settings.sha256() and (
             not isinstance(theirs, dict) or determining(theirs) != determining(ours)):

@@ -66,3 +66,18 @@ def test_own_resnet50_pair_extracts_real_fight_clips(tmp_path):
         want = rgb.feature_maps(torch.from_numpy(x).float().permute(0, 3, 1, 2)).mean(dim=(2, 3))
         np.testing.assert_allclose(feats[:, 0].astype(np.float32), want.numpy(), rtol=1e-2, atol=2e-3)
         np.testing.assert_allclose(logits[:, 0], rgb.fc(want).numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_a_resume_with_other_weights_under_the_same_path_is_refused(video_dir):
+    """Settings name the checkpoint's path; the store also keeps its sha256, so a file
+    replaced between shards (or runs) cannot mix two networks' rows."""
+    ck = video_dir / "own.pth"
+    save_mmaction2(trained_looking(3, 0).state_dict(), ck)
+    (video_dir / "two.txt").write_text("left/v0.mp4 0\nright/v0.mp4 1\n")
+    args = ["extract", str(video_dir / "two.txt"), "--root", str(video_dir / "videos"), "--out",
+            str(video_dir / "s.zarr"), "--backbone", "resnet50", "--checkpoint", f"rgb={ck}", "--streams", "rgb",
+            "--frames", "1", "--crops", "1", "--flow", "none", "--no-thumbnails", "--quiet", "--shard", "1/2"]
+    assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
+    save_mmaction2(trained_looking(3, 1).state_dict(), ck)
+    r = CliRunner().invoke(main, args[:-1] + ["2/2"], catch_exceptions=False)
+    assert r.exit_code != 0 and "weights with sha256" in r.output and "own.pth" in r.output
