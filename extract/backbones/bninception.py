@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from data.errors import InputError
 from extract.backbones.checkpoints import load_strict, user_weights
-from extract.backbones.spec import Backbone, register_backbone
+from extract.backbones.spec import Backbone, NetBackbone, register_backbone
 
 INPUT_SIZE = 224
 FEATURE_DIM = 1024
@@ -145,24 +145,6 @@ class BNInception(nn.Module):
         return feats if self.fc is None else self.fc(feats)
 
 
-class BNInceptionBackbone(Backbone):
-    def __init__(self, net: BNInception, spec, in_channels: int):
-        side = INPUT_SIZE // 32
-        super().__init__(spec, in_channels, FEATURE_DIM, spec.num_classes, (side, side, FEATURE_DIM))
-        self.net = net
-
-    def forward_feature_maps(self, x: Tensor) -> Tensor:
-        """(B, in_channels, 224, 224) float32 -> (B, 1024, 7, 7) float32 (inception_5b's output)."""
-        self.check_input(x)
-        return self.net.feature_maps(x)
-
-    def forward_head(self, feats: Tensor) -> Tensor:
-        """(B, 1024) -> (B, C) logits; (B, 0) without a head. TSN's dropout is off at test."""
-        if self.net.fc is None:
-            return feats.new_zeros((feats.shape[0], 0))
-        return self.net.fc(feats)
-
-
 @register_backbone("bninception")
 def build_bninception(in_channels: int, checkpoint: str | None) -> Backbone:
     """BN-Inception (caffe names, 224 px), from the user's --checkpoint (any layout checkpoints.py reads)."""
@@ -175,4 +157,4 @@ def build_bninception(in_channels: int, checkpoint: str | None) -> Backbone:
                                input_size=INPUT_SIZE)
     net = BNInception(in_channels, spec.num_classes)
     load_strict(net, state, checkpoint)
-    return BNInceptionBackbone(net, spec, in_channels)
+    return NetBackbone(net, spec, in_channels)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from data.errors import InputError
 from extract.backbones.checkpoints import load_strict, user_weights
-from extract.backbones.spec import Backbone, register_backbone
+from extract.backbones.spec import Backbone, NetBackbone, register_backbone
 
 INPUT_SIZE = 224
 
@@ -95,24 +95,6 @@ class ResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-class ResNetBackbone(Backbone):
-    def __init__(self, net: ResNet, spec, in_channels: int):
-        side = INPUT_SIZE // 32
-        super().__init__(spec, in_channels, net.feature_dim, spec.num_classes, (side, side, net.feature_dim))
-        self.net = net
-
-    def forward_feature_maps(self, x: Tensor) -> Tensor:
-        """(B, in_channels, 224, 224) float32 -> (B, D, 7, 7) float32 (layer4's output)."""
-        self.check_input(x)
-        return self.net.feature_maps(x)
-
-    def forward_head(self, feats: Tensor) -> Tensor:
-        """(B, D) -> (B, C) logits; (B, 0) without a head. TSN's dropout is off at test."""
-        if self.net.fc is None:
-            return feats.new_zeros((feats.shape[0], 0))
-        return self.net.fc(feats)
-
-
 def build_resnet(depth: int, in_channels: int, checkpoint: str | None) -> Backbone:
     """ResNet-``depth`` from the user's checkpoint (any layout checkpoints.py reads)."""
     arch = f"resnet{depth}"
@@ -125,7 +107,7 @@ def build_resnet(depth: int, in_channels: int, checkpoint: str | None) -> Backbo
                                input_size=INPUT_SIZE)
     net = ResNet(depth, in_channels, spec.num_classes)
     load_strict(net, state, checkpoint)
-    return ResNetBackbone(net, spec, in_channels)
+    return NetBackbone(net, spec, in_channels)
 
 
 def _register(depth: int) -> None:

@@ -97,6 +97,28 @@ class Backbone(nn.Module):
                              f"{size}), got {tuple(x.shape)}")
 
 
+class NetBackbone(Backbone):
+    """A backbone around a plain torch net with ``feature_maps(x)`` -> (B, D, S/32, S/32),
+    ``feature_dim`` D and ``fc`` (None: no head): the ResNets and BN-Inception. TSN's dropout
+    before the classifier is off at test, so the head is ``fc`` alone."""
+
+    def __init__(self, net: nn.Module, spec: WeightSpec, in_channels: int):
+        side, dim = spec.input_size // 32, net.feature_dim
+        super().__init__(spec, in_channels, dim, spec.num_classes, (side, side, dim))
+        self.net = net
+
+    def forward_feature_maps(self, x: Tensor) -> Tensor:
+        """(B, in_channels, S, S) float32 -> (B, D, S/32, S/32) float32, the last block's output."""
+        self.check_input(x)
+        return self.net.feature_maps(x)
+
+    def forward_head(self, feats: Tensor) -> Tensor:
+        """(B, D) -> (B, C) logits; (B, 0) without a head."""
+        if self.net.fc is None:
+            return feats.new_zeros((feats.shape[0], 0))
+        return self.net.fc(feats)
+
+
 # ---------------------------------------------------------------------------------- registry
 
 Builder = Callable[[int, "str | None"], Backbone]
