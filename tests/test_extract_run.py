@@ -256,8 +256,9 @@ def refused(r, *needles):
     (["--format", "hdf5"], ["would be read as zarr", "end --out in .h5 or .hdf5"]),
     (["--format", "zarr", "--out", "x.h5"], ["end --out in .zarr"]),
     (["--flow", "tvl1", "--flow-param", "epsilon=-1"], ["flow parameter 'epsilon' of 'tvl1' must be > 0, got -1"]),
+    (["--preset", "bgr"], ["unknown preprocessing preset 'bgr'", "caffe_bgr", "mmaction2"]),
 ], ids=["checkpoint-RGB", "checkpoint-flow", "streams-empty", "streams-unknown", "streams-twice",
-        "hdf5-as-zarr", "zarr-as-h5", "epsilon"])
+        "hdf5-as-zarr", "zarr-as-h5", "epsilon", "preset"])
 def test_bad_streams_checkpoints_formats_and_flow_params_are_refused_up_front(video_dir, monkeypatch, args, needles):
     """Issue 10: each of these used to start (or silently change) the extraction."""
     monkeypatch.chdir(video_dir)

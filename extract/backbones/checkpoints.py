@@ -1,7 +1,7 @@
 """Reading a user's weights: the file read as data, its key layout detected, keys renamed.
 
 Researchers bring the files their peers' training code wrote (issue 12). Each is read by
-:func:`read_state_dict`: ``torch.load(weights_only=True)`` first, and for checkpoints that
+:func:`read_state_dict`: torch's weights-only unpickler first, and for checkpoints that
 carry a training loop's Python objects (mmengine's ``HistoryBuffer``, numpy scalars in the
 metadata) the same data-only reader with inert placeholders for those objects
 (data/torchfile.py): nothing in a file is imported or run. Then :func:`detect_layout` names
