@@ -3,7 +3,7 @@ defaults (no ``--set``) on a planted store on disk, scored by ``framesel evaluat
 
 Run from the repository root as a module:
 
-    .venv/bin/python -m benchmarks.planted [--out DIR] [--quick] [--agents as,dsn,...] [--threads 2]
+    .venv/bin/python -m benchmarks.planted [--out DIR] [--quick] [--agents as,dsn,...] [--threads 2] [--train N]
 
 The store is a real framesel Zarr store made from ONE ``agents.synthetic.planted_states``
 call (its class prototypes depend on the seed, so train and test must share the call):
@@ -22,6 +22,9 @@ and the table of top-1 on the 240 test videos at m = 4 (rgb stream, frame mode, 
 uniform, max_response, oracle and every agent row, with issue 11's bar per agent —
 top-1 ≥ uniform + 0.15 and > max_response — and rtsae's no-gate baseline (the same trained
 network predicting from every position, ``RTSAEAgent.predict`` with a gate of ones).
+``--train N``: N training videos instead of 240 (the 240 test videos stay; one call of the
+generator, so it is another world of the same kind: its own uniform and max_response rows),
+e.g. 3,570, HMDB51's training split, the scale 001's glimpse defaults were set for.
 ``--quick``: 96 + 96 videos and every agent cut to 2 epochs (``--set``): a smoke run of the
 machinery, NOT the bar (the bar needs ≥ 240 training videos at the defaults).
 """
@@ -166,6 +169,8 @@ def main(argv=None) -> None:
     ap.add_argument("--agents", default=",".join(AGENTS))
     ap.add_argument("--threads", type=int, default=2, help="OMP threads of each framesel process")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train", type=int, default=0,
+                    help="training videos (default 240, --quick 96); the test videos stay 240 (96)")
     args = ap.parse_args(argv)
     agents = [a for a in args.agents.split(",") if a]
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,11 +178,12 @@ def main(argv=None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         t_all = time.perf_counter()
         n = 96 if args.quick else 240
+        n_train = args.train or n
         if (root / "planted.zarr").exists():     # a rerun in the same --out: same seed, same store
             store, train, test = root / "planted.zarr", root / "train.txt", root / "test.txt"
             print(f"reusing {store} (delete it to write it afresh)")
         else:
-            store, train, test = write_planted_store(root, train=n, test=n, seed=args.seed)
+            store, train, test = write_planted_store(root, train=n_train, test=n, seed=args.seed)
         times, ckpts = {}, []
         for a in agents:
             out = root / f"{a}.pt"
@@ -194,7 +200,7 @@ def main(argv=None) -> None:
                           "--quiet", threads=args.threads)
         print(f"evaluate: {t_eval:.0f} s")
         no_gate = rtsae_no_gate(root / "rtsae.pt", store, test) if "rtsae" in agents else None
-        print(f"\nplanted store, {n} train / {n} test videos, T=25, 3 key positions; top-1 at m={M}"
+        print(f"\nplanted store, {n_train} train / {n} test videos, T=25, 3 key positions; top-1 at m={M}"
               f"{' (QUICK: 1-2 epochs, not the bar)' if args.quick else ' (every agent at its defaults)'}")
         print("\n".join(table(rows_at_m(report / "results.json"), times, no_gate, agents)))
         print(f"total {time.perf_counter() - t_all:.0f} s ({args.threads} threads per process, "
