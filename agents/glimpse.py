@@ -24,9 +24,12 @@ exactly when the policy of every step is one cell (Σ_i π² = 1) — the impuri
 location policy. Both terms of 001's loss sum over t, so the cross-entropy and the penalty
 are both averaged over t here (their ratio is the paper's). [11]'s form stays available
 (``penalty="doubly_stochastic"``, summed over cells as [11] writes it). At test the
-location is the policy's argmax (no Monte-Carlo
-averaging), and :meth:`score` is the max cell probability max_i π_{t,i}: how sure the policy
-is of where to look at position t.
+location is the policy's argmax (no Monte-Carlo averaging). 001 attends to cells and selects no
+frames; framesel's temporal :meth:`score` is ours: the gain in log-probability of the class
+the greedy rollout over all positions ends on, step by step (:func:`classifier_gain`) — how
+much position t moved the agent's own classifier towards its answer. Our first score, the
+policy's max cell probability max_i π_{t,i} (:meth:`policy_confidence`), finds keys at
+chance (GlimpseConfig: 0.138 of its top 4, chance 0.12).
 """
 from __future__ import annotations
 
@@ -95,6 +98,13 @@ class GlimpseConfig:
     ``python -m benchmarks.planted --agents glimpse --train 3570``, through ``framesel
     train``, 4,367 s on one core): m = 4 **0.304** against uniform 0.037 and max_response
     0.067, issue 11's bar (0.188) met; cross-entropy 2.07 -> 1.34, training top-1 0.50.
+
+    The temporal score (:meth:`GlimpseAgent.score`) is the classifier gain of each step, not
+    the policy's confidence: on that 3,570-video checkpoint the confidence put 0.138 keys in
+    its top 4 (chance 0.12) and m = 4 scored 0.304 where all 25 positions give 0.471; the
+    gain, read offline from the same checkpoint, 0.417 at m = 4. On tests/test_glimpse.py's
+    small network (hidden 64, one layer, 512 training videos) top-1 at m = 1..5 by gain /
+    by confidence: 0.699 / 0.609, 0.770 / 0.676, 0.781 / 0.727, 0.805 / 0.762, 0.805 / 0.773.
     """
 
     hidden: int = 512              # LSTM hidden/cell and classifier hidden size
@@ -217,6 +227,28 @@ class _GlimpseNet(nn.Module):
             outs.append(self.head(h[-1]))
         return torch.stack(pol, 1), torch.stack(locs, 1), torch.stack(outs, 1)
 
+    def prior(self) -> torch.Tensor:
+        """Class scores (C,) before any step (the LSTM's zero state)."""
+        return self.head(self.att_v.weight.new_zeros(self.lstm.hidden_size))
+
+
+def classifier_gain(outs: torch.Tensor, prior: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Per-step gain of the final answer: log p_t(ŷ) − log p_{t−1}(ŷ), with p_t the
+    classifier after step t (p_{−1} from ``prior``) and ŷ the class the rollout ends on
+    (multi-label: the sum over its top class and every class it ends positive on).
+    A dropped position (state held) gains 0. outs: (B, T, C), prior: (C,) -> (B, T)."""
+    B, _, C = outs.shape
+    seq = torch.cat([prior.expand(B, 1, C), outs], 1)
+    if multilabel:
+        logp = nn.functional.logsigmoid(seq)
+        final = seq[:, -1]
+        chosen = (final > 0) | (torch.arange(C, device=outs.device) == final.argmax(1, keepdim=True))
+        per = (logp * chosen[:, None].float()).sum(-1)
+    else:
+        logp = torch.log_softmax(seq, -1)
+        per = logp.gather(2, seq[:, -1].argmax(1).view(B, 1, 1).expand(B, seq.shape[1], 1)).squeeze(-1)
+    return per[:, 1:] - per[:, :-1]
+
 
 def _cubes(states: States) -> torch.Tensor:
     """(V, T, K, h, w, d) -> (V·K, T, h·w, d) float32: one sequence per (video, crop)."""
@@ -263,25 +295,36 @@ class GlimpseAgent(Agent):
 
     # -- test time ----------------------------------------------------------------------
     def _run(self, states: States, keep: torch.Tensor | None, chunk: int = 512):
-        """Greedy (argmax-location) rollouts of every (video, crop) sequence.
-        keep: (V, T, K) bool or None -> max cell probability (V, T, K), scores (V, C)."""
+        """Greedy (argmax-location) rollouts of every (video, crop) sequence. keep: (V, T, K)
+        bool or None -> max cell probability (V, T, K), classifier gain (V, T, K) (see
+        :meth:`score`), final class scores (V, C) (crop mean)."""
         cubes = self._check(states)
         V, T, K = states.feature_maps.shape[:3]
         keep_s = None if keep is None else keep.permute(0, 2, 1).reshape(V * K, T)
-        dev, conf, final = self._device(), [], []
+        dev, conf, gain, final = self._device(), [], [], []
+        multilabel = states.multilabel
         self.module.eval()
         with torch.no_grad():
             for i in range(0, V * K, chunk):
                 ks = None if keep_s is None else keep_s[i:i + chunk].to(dev)
                 pol, _, outs = self.module.rollout(cubes[i:i + chunk].to(dev), sample=False, keep=ks)
                 conf.append(torch.softmax(pol, -1).amax(-1).cpu())
+                gain.append(classifier_gain(outs, self.module.prior(), multilabel).cpu())
                 final.append(outs[:, -1].cpu())
-        conf_t = torch.cat(conf).reshape(V, K, T).permute(0, 2, 1).contiguous()
-        return conf_t, torch.cat(final).reshape(V, K, -1).mean(1)
+        per_step = lambda xs: torch.cat(xs).reshape(V, K, T).permute(0, 2, 1).contiguous()  # noqa: E731
+        return per_step(conf), per_step(gain), torch.cat(final).reshape(V, K, -1).mean(1)
 
     def score(self, states: States) -> torch.Tensor:
-        """(V, T, K) float32: max_i π_{t,i}, the policy's probability of the cell it looks
-        at under the greedy (argmax) rollout over all positions."""
+        """(V, T, K) float32: how much position t moves the agent's own classifier towards
+        its final answer, in the greedy rollout over all positions — the gain in
+        log-probability of the final class at step t (:func:`classifier_gain`). 001 selects
+        no frames; the policy's confidence (:meth:`policy_confidence`) was our first score and
+        finds keys at chance (module docstring)."""
+        return self._run(states, None)[1]
+
+    def policy_confidence(self, states: States) -> torch.Tensor:
+        """(V, T, K) float32 in (0, 1]: max_i π_{t,i}, the policy's probability of the cell
+        it looks at under the greedy rollout over all positions (001's focus)."""
         return self._run(states, None)[0]
 
     def locations(self, states: States) -> torch.Tensor:
@@ -308,7 +351,7 @@ class GlimpseAgent(Agent):
     def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
         """(V, C) float32: the agent's own classifier after a greedy rollout over the kept
         positions only, as :meth:`select` predicts; α does not apply."""
-        return self._run(states, keep)[1]
+        return self._run(states, keep)[2]
 
     # -- training -----------------------------------------------------------------------
     def _batch_loss(self, cubes, y, multilabel: bool, g: torch.Generator) -> dict[str, torch.Tensor]:

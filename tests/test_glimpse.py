@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from agents.base import aggregate, load_agent, top_m_mask
-from agents.glimpse import GlimpseAgent, GlimpseConfig, attention_focus, attention_penalty, glimpse_reward
+from agents.glimpse import (GlimpseAgent, GlimpseConfig, attention_focus, attention_penalty, classifier_gain,
+                            glimpse_reward)
 from agents.synthetic import planted_states
 from data.errors import InputError
 
@@ -67,8 +68,8 @@ def test_needs_feature_maps():
 def test_score_select_shapes():
     st = _tiny_states()
     agent = GlimpseAgent.for_states(TINY, st)
-    sc = agent.score(st)
-    assert sc.shape == (16, 5, 2) and ((sc > 0) & (sc <= 1)).all()
+    conf, sc = agent.policy_confidence(st), agent.score(st)
+    assert conf.shape == sc.shape == (16, 5, 2) and ((conf > 0) & (conf <= 1)).all()
     sel = agent.select(st, 2)
     assert sel.video_scores.shape == (16, 3) and (sel.num_kept == 2).all()
     assert agent.locations(st).max() < 9
@@ -115,12 +116,33 @@ def test_finds_the_planted_cell_and_beats_baselines():
     uni[:, torch.linspace(0, 24, 5).round().long()] = True
     uniform5 = acc(aggregate(test.logits, uni))
     oracle = acc(aggregate(test.logits, key[..., None]))
-    ours5, ours = acc(agent.select(test, 5).video_scores), acc(agent.select(test, None).video_scores)
+    sel5 = agent.select(test, 5)
+    ours5, ours = acc(sel5.video_scores), acc(agent.select(test, None).video_scores)
+    precision = lambda keep: float(key[keep[..., 0]].float().mean())  # noqa: E731
+    by_gain, by_conf = precision(sel5.keep), precision(top_m_mask(agent.policy_confidence(test), 5))
     print(f"key-position cell hit {key_hit:.3f} (uniform 0.0625) random5 {rand5:.3f} uniform5 "
-          f"{uniform5:.3f} oracle {oracle:.3f} glimpse@5 {ours5:.3f} glimpse@25 {ours:.3f}")
+          f"{uniform5:.3f} oracle {oracle:.3f} glimpse@5 {ours5:.3f} glimpse@25 {ours:.3f} "
+          f"key precision of the top 5: by score {by_gain:.3f}, by policy confidence {by_conf:.3f} "
+          f"(chance {float(key.float().mean()):.3f})")
     assert key_hit > 0.4
+    assert by_gain > 2 * float(key.float().mean())
     assert ours5 > max(rand5, uniform5) + 0.4
     assert ours > 0.6 * oracle
+
+
+def test_classifier_gain_on_hand_made_scores():
+    """Single-label: the steps' gains of the final class telescope to log p_T(ŷ) − log
+    p_prior(ŷ); a held (dropped) step gains 0. Multi-label: the final positive classes."""
+    prior = torch.zeros(3)
+    outs = torch.tensor([[[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0]]])   # ends on class 2
+    gain = classifier_gain(outs, prior, multilabel=False)[0]
+    logp = lambda v: torch.log_softmax(torch.tensor(v), -1)[2]  # noqa: E731
+    assert gain.tolist() == pytest.approx([float(logp([2.0, 0, 0]) - logp([0.0, 0, 0])), 0.0,
+                                           float(logp([0.0, 0, 3]) - logp([2.0, 0, 0]))])
+    assert float(gain.sum()) == pytest.approx(float(logp([0.0, 0, 3]) - logp([0.0, 0, 0])))
+    ml = classifier_gain(torch.tensor([[[1.0, -1.0, 1.0]]]), prior, multilabel=True)[0]
+    ls = torch.nn.functional.logsigmoid
+    assert float(ml[0]) == pytest.approx(float(2 * (ls(torch.tensor(1.0)) - ls(torch.tensor(0.0)))))
 
 
 def _focus_after_training(weight: float, **cfg) -> float:
@@ -133,7 +155,7 @@ def _focus_after_training(weight: float, **cfg) -> float:
     agent = GlimpseAgent.for_states(config, train, seed=0)
     agent.fit(train)
     assert "focus" in agent.history[-1]
-    return float(agent.score(test).mean())
+    return float(agent.policy_confidence(test).mean())
 
 
 def test_default_penalty_focuses_attention():
