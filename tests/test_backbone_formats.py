@@ -1,6 +1,8 @@
 """Bring your own backbone (issue 12): each peer's checkpoint file loads through
 ``create_backbone(..., checkpoint=)`` with the layout and preset it implies, and gives
 exactly the reference model's features and logits; a malicious pickle never runs."""
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -124,6 +126,15 @@ def test_mmengine_bookkeeping_loads_as_inert_placeholders(tmp_path):
     obj, inert = load_foreign_torch_data(tmp_path / "mm.pth")
     assert "mmengine.logging.history_buffer.HistoryBuffer" in inert
     assert repr(obj["message_hub"]["log_scalars"]["train/lr"]) == "<inert mmengine.logging.history_buffer.HistoryBuffer>"
+
+
+def test_non_tensor_entries_beside_the_weights_are_logged_not_silently_dropped(tmp_path, caplog):
+    weights = reference().state_dict()
+    torch.save({**weights, "epoch": 7, "arch": "resnet50"}, tmp_path / "flat.pth")
+    with caplog.at_level(logging.INFO, logger="extract.backbones.checkpoints"):
+        state = read_state_dict(tmp_path / "flat.pth")
+    assert set(state) == set(weights)
+    assert f"kept its {len(weights)} tensors, left out 2 non-tensor entries (arch, epoch)" in caplog.text
 
 
 FLOW = np.array([-25.0, -20.0, -7.3, 0.0, 0.05, 7.3, 20.0, 31.0], np.float32)

@@ -79,7 +79,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             obj = obj[key]
             break
     if isinstance(obj, dict):    # optimizer moments and counters next to the weights are not weights
-        obj = {k: v for k, v in obj.items() if isinstance(v, Tensor)} or obj
+        dropped = sorted(str(k) for k, v in obj.items() if not isinstance(v, Tensor))
+        tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+        if tensors and dropped:
+            log.info("%s: kept its %d tensors, left out %d non-tensor entries (%s%s)", path, len(tensors),
+                     len(dropped), ", ".join(dropped[:5]), ", …" if len(dropped) > 5 else "")
+        obj = tensors or obj
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise InputError(f"{path}: expected a dict of tensors (optionally under 'state_dict' "
                          f"or 'model'), got {type(obj).__name__}")
