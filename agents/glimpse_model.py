@@ -70,7 +70,8 @@ class GlimpseConfig:
     The temporal score (:meth:`GlimpseAgent.score`) is the classifier gain of each step, not
     the policy's confidence: on that 3,570-video checkpoint the confidence put 0.138 keys in
     its top 4 (chance 0.12) and m = 4 scored 0.304 where all 25 positions give 0.471; the
-    gain, read offline from the same checkpoint, 0.417 at m = 4. On tests/test_glimpse.py's
+    gain, read offline from the same checkpoint, 0.417 at m = 4; retrained with it as the
+    score (same seed, through ``framesel``), 0.421 (its confidence: 0.300). On tests/test_glimpse.py's
     small network (hidden 64, one layer, 512 training videos) top-1 at m = 1..5 by gain /
     by confidence: 0.699 / 0.609, 0.770 / 0.676, 0.781 / 0.727, 0.805 / 0.762, 0.805 / 0.773.
     """
