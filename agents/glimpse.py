@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from agents.base import Agent, Selection, States, register, top_m_mask
-from agents.glimpse_model import (GlimpseConfig, _GlimpseNet, attention_focus,  # noqa: F401
+from agents.glimpse_model import (GlimpseConfig, _GlimpseNet, attention_focus,
                                   attention_penalty, classifier_gain, glimpse_reward)
 from agents.rl import categorical_entropy, categorical_log_prob, reinforce_loss, step_and_tally
 from data.errors import InputError
@@ -103,14 +103,13 @@ class GlimpseAgent(Agent):
         V, T, K = states.feature_maps.shape[:3]
         keep_s = None if keep is None else keep.permute(0, 2, 1).reshape(V * K, T)
         dev, conf, gain, final = self._device(), [], [], []
-        multilabel = states.multilabel
         self.module.eval()
         with torch.no_grad():
             for i in range(0, V * K, chunk):
                 ks = None if keep_s is None else keep_s[i:i + chunk].to(dev)
                 pol, _, outs = self.module.rollout(cubes[i:i + chunk].to(dev), sample=False, keep=ks)
                 conf.append(torch.softmax(pol, -1).amax(-1).cpu())
-                gain.append(classifier_gain(outs, self.module.prior(), multilabel).cpu())
+                gain.append(classifier_gain(outs, self.module.prior(), states.multilabel).cpu())
                 final.append(outs[:, -1].cpu())
         per_step = lambda xs: torch.cat(xs).reshape(V, K, T).permute(0, 2, 1).contiguous()  # noqa: E731
         return per_step(conf), per_step(gain), torch.cat(final).reshape(V, K, -1).mean(1)
