@@ -189,6 +189,7 @@ class ASAgent(Agent):
     """Attention-aware sampling agent (000). See the module docstring."""
 
     Config = ASConfig
+    streams_training = True
 
     def build(self) -> nn.Module:
         c = self.config
@@ -220,14 +221,14 @@ class ASAgent(Agent):
         return aggregate_probabilities(states.logits, keep, alpha, states.multilabel)
 
     # -- training -------------------------------------------------------------------------
-    def _step(self, train: States, idx: torch.Tensor, opt, gen, baseline, device) -> dict:
-        """One update of Algorithm 1 (lines 3–13) on the videos ``idx`` (B,): B = 1 is the
-        paper's per-video update; all N episodes and K crops at once. Returns the step's
-        diagnostics as 0-d detached tensors (means over its B videos), so that a per-video
-        loop never waits on a device sync for them."""
+    def _step(self, batch: States, idx: torch.Tensor, opt, gen, baseline, device) -> dict:
+        """One update of Algorithm 1 (lines 3–13) on ``batch``, the training videos ``idx``
+        (B,): B = 1 is the paper's per-video update; all N episodes and K crops at once.
+        Returns the step's diagnostics as 0-d detached tensors (means over its B videos), so
+        that a per-video loop never waits on a device sync for them."""
         c = self.config
-        f, lg = train.features[idx].to(device), train.logits[idx].to(device)
-        labels = train.labels[idx].to(device)
+        f, lg = batch.features.to(device), batch.logits.to(device)
+        labels = batch.labels.to(device)
         p = self._keep_probs(f, lg)                                      # (B, T, K), line 6
         pa = p.mean(dim=2) if c.mode == "frame" else p                   # policy per action
         u = torch.rand((c.episodes, *pa.shape), generator=gen).to(device)
@@ -259,9 +260,9 @@ class ASAgent(Agent):
         perm = torch.randperm(V, generator=gen)
         sums: dict[str, torch.Tensor] = {}
         self.module.train()
-        for s in tqdm(range(0, V, B), desc=f"as epoch {epoch + 1}", disable=not progress, leave=False):
-            idx = perm[s:s + B]
-            for k, v in self._step(train, idx, opt, gen, baseline, device).items():
+        for idx, batch in tqdm(train.batches(perm, B, device=device), desc=f"as epoch {epoch + 1}",
+                               total=-(-V // B), disable=not progress, leave=False):
+            for k, v in self._step(batch, idx, opt, gen, baseline, device).items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)       # weight: the step's videos
         return {k: float(v) / V for k, v in sums.items()}
 

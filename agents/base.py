@@ -21,6 +21,7 @@ import torch
 
 from agents.registry import register, selector_class, selector_names  # noqa: F401  (re-exported)
 from data.errors import InputError, StoreError, UnknownNameError
+from data.stream import is_streamed, prefetch
 
 MODES = ("frame", "region")
 
@@ -34,6 +35,10 @@ class States:
     float32 mean flow magnitude or None; feature_maps: (V, T, K, h, w, d) float32 or None;
     observer: (V, T, K, D') float32 features of a cheap stream (DSN's observation) or None;
     video_ids: (V,) int64 rows of the store these came from.
+
+    features, logits, feature_maps and observer may instead be :class:`data.stream.StoreRows`
+    views of the store (``load_states(load="stream")``): they index like tensors along the
+    video axis and are read by :meth:`batches` or :meth:`subset`, a mini-batch at a time.
     """
 
     features: torch.Tensor
@@ -65,6 +70,34 @@ class States:
         """(V, T, K, C) softmax of the per-frame logits."""
         return torch.softmax(self.logits, dim=-1)
 
+    @property
+    def streamed(self) -> bool:
+        """True when some arrays are :class:`data.stream.StoreRows` views, read per batch."""
+        return any(is_streamed(x) for x in (self.features, self.logits, self.feature_maps, self.observer))
+
+    def batches(self, order, batch_size: int, *, device="cpu", depth: int = 4):
+        """``(idx, states of idx on device)`` for consecutive ``batch_size`` slices ``idx`` of
+        ``order`` (a 1-D index tensor): the one mini-batch source of the light stage. Streamed
+        states are read ``depth`` batches ahead on background threads (data.stream.prefetch),
+        through pinned memory to a GPU; in-memory ones are indexed inline."""
+        parts = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        cuda = torch.device(device).type == "cuda"
+
+        def read(idx):
+            batch = self.subset(idx)
+            if cuda and self.streamed:
+                batch = batch.pin().to(device, non_blocking=True)
+            return idx, batch
+
+        yield from prefetch(read, parts, depth=depth if self.streamed else 0)
+
+    def pin(self) -> "States":
+        """The same states in page-locked memory (for asynchronous copies to a GPU)."""
+        pin = lambda x: None if x is None else x.pin_memory()  # noqa: E731
+        return dataclasses.replace(
+            self, features=pin(self.features), logits=pin(self.logits), labels=pin(self.labels),
+            motion=pin(self.motion), feature_maps=pin(self.feature_maps), observer=pin(self.observer))
+
     def subset(self, idx) -> "States":
         """The same states for the videos ``idx`` (a 1-D index array or tensor)."""
         idx_t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
@@ -74,8 +107,11 @@ class States:
             motion=pick(self.motion), feature_maps=pick(self.feature_maps), observer=pick(self.observer),
             video_ids=np.asarray(self.video_ids)[np.asarray(idx)])
 
-    def to(self, device) -> "States":
-        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+    def to(self, device, non_blocking: bool = False) -> "States":
+        """The same states on ``device``; streamed arrays stay views for the CPU and are read
+        whole for any other device."""
+        move = lambda x: None if x is None else (  # noqa: E731
+            x.to(device) if is_streamed(x) else x.to(device, non_blocking=non_blocking))
         return dataclasses.replace(
             self, features=move(self.features), logits=move(self.logits), labels=move(self.labels),
             motion=move(self.motion), feature_maps=move(self.feature_maps), observer=move(self.observer))
@@ -187,6 +223,9 @@ class Agent(Selector):
 
     learned = True
     Config: ClassVar[type] = None
+    # True when train_epoch reads its videos through States.batches (a mini-batch at a
+    # time), so `framesel train --load stream` can leave the list's states in the store
+    streams_training: ClassVar[bool] = False
 
     def __init__(self, config, *, num_classes: int, feature_dim: int, seed: int = 0):
         self.config = config

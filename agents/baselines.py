@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from agents.base import Selection, Selector, States, aggregate, register, top_m_mask
@@ -35,16 +36,22 @@ def _like(states: States, values: torch.Tensor) -> torch.Tensor:
 
 
 def _uniform_noise(states: States, seed: int, mode: str) -> torch.Tensor:
-    """(V, T, K) float32 U(0,1) draws from a fresh generator seeded with ``seed``: one per
-    position (shared by its crops) in frame mode, one per cell in region mode. A fresh
-    generator makes the draw a function of (seed, shape) only: evaluations repeat."""
+    """(V, T, K) float32 U(0,1) draws, one per position (shared by its crops) in frame mode,
+    one per cell in region mode: a counter-based hash (splitmix64) of (seed, the video's
+    store row, position, crop). Each video's draw depends on nothing but itself, so an
+    evaluation repeats, and gives every video the same draw whether it is scored alone, in
+    a block (evaluate/methods.select_in_blocks) or with the whole split."""
     V, T, K, _, _ = states.shape
-    g = torch.Generator().manual_seed(seed)
-    if mode == "region":
-        u = torch.rand(V, T, K, generator=g)
-    else:
-        u = torch.rand(V, T, 1, generator=g).expand(V, T, K)
-    return u.to(states.logits.device).contiguous()
+    k = K if mode == "region" else 1
+    cell = (np.asarray(states.video_ids, dtype=np.uint64)[:, None, None] * np.uint64(T * K)
+            + np.arange(T, dtype=np.uint64)[None, :, None] * np.uint64(K)
+            + np.arange(k, dtype=np.uint64)[None, None, :])
+    z = cell + np.uint64(((seed + 1) * 0x9E3779B97F4A7C15) % 2**64)    # splitmix64's golden-ratio step
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    u = torch.from_numpy(((z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)))
+    return u.expand(V, T, K).to(states.logits.device).contiguous()
 
 
 def evenly_spaced(T: int, m: int) -> torch.Tensor:

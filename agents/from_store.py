@@ -10,6 +10,7 @@ from agents.base import States
 from data.errors import InputError, StoreError
 from data.lists import VideoList
 from data.store import DONE, Store
+from data.stream import StoreRows, stream_by_default
 
 log = logging.getLogger(__name__)
 
@@ -34,35 +35,52 @@ def rows_for_list(store: Store, videos: VideoList) -> np.ndarray:
 
 
 def load_states(store: Store, stream: str, rows, *, observer: str | None = None,
-                feature_maps: bool = False, require_logits: bool = True) -> States:
+                feature_maps: bool = False, require_logits: bool = True, load: str = "memory") -> States:
     """States of ``rows`` for ``stream``: features (V,T,K,D) float32, logits (V,T,K,C),
-    labels, motion, optional observer features and feature maps."""
+    labels, motion, optional observer features and feature maps. ``load`` (data/stream.py):
+    ``memory`` reads them all now; ``stream`` gives :class:`StoreRows` views for the per-cell
+    arrays (read per mini-batch or block; labels and motion are read now); ``auto`` streams
+    when they would not fit comfortably."""
     rows = np.asarray(rows, dtype=np.int64)
     if stream not in store.streams:
         raise InputError(f"{store.path} has no stream {stream!r}; it has {', '.join(store.streams)}")
-    feats = store.read_rows(f"{stream}/features", rows).astype(np.float32)
+    names = [f"{stream}/features", f"{stream}/logits"] + ([f"{stream}/feature_maps"] if feature_maps else []) \
+        + ([f"{observer}/features"] if observer else [])
+    streamed = stream_by_default(_float32_bytes(store, names, len(rows)), load)
+    read = (lambda name: StoreRows(store, name, rows)) if streamed else \
+        (lambda name: torch.from_numpy(store.read_rows(name, rows).astype(np.float32)))
+    feats = read(f"{stream}/features")
     if store.has(f"{stream}/logits") and (require_logits or store.logits_written(stream)[rows].all()):
         store.require_logits(stream, rows)     # rows extracted after `framesel head` have none
-        logits = store.read_rows(f"{stream}/logits", rows).astype(np.float32)
+        logits = read(f"{stream}/logits")
     elif require_logits:
         raise StoreError(f"{store.path} has no logits for stream {stream!r}: its backbone has no head "
                          f"for these classes; run `framesel head {store.path} --train LIST` first")
     else:
-        logits = np.zeros((*feats.shape[:3], len(store.attrs.get("classes", [])) or 1), np.float32)
+        logits = torch.zeros((*feats.shape[:3], len(store.attrs.get("classes", [])) or 1))
     labels = store.labels[rows]
     multilabel = bool(store.attrs.get("multilabel"))
     maps = None
     if feature_maps:
         if not store.has(f"{stream}/feature_maps"):
             raise StoreError(f"{store.path} has no {stream}/feature_maps; extract with --feature-maps")
-        maps = torch.from_numpy(store.read_rows(f"{stream}/feature_maps", rows).astype(np.float32))
-    obs = None
-    if observer:
-        obs = torch.from_numpy(store.read_rows(f"{observer}/features", rows).astype(np.float32))
-    return States(features=torch.from_numpy(feats), logits=torch.from_numpy(logits),
+        maps = read(f"{stream}/feature_maps")
+    obs = read(f"{observer}/features") if observer else None
+    if streamed:
+        log.info("streaming %s's %d videos from %s (--load %s)", stream, len(rows), store.path, load)
+    return States(features=feats, logits=logits,
                   labels=torch.from_numpy(labels.astype(np.float32 if multilabel else np.int64)),
                   motion=torch.from_numpy(store.read_rows("motion", rows).astype(np.float32)),
                   feature_maps=maps, observer=obs, video_ids=rows, multilabel=multilabel)
+
+
+def _float32_bytes(store: Store, names, V: int) -> int:
+    """Bytes the arrays ``names`` (those the store has) of V videos take as float32."""
+    total = 0
+    for name in names:
+        if store.has(name):
+            total += 4 * V * int(np.prod(store.shape(name)[1:]))
+    return total
 
 
 def head_logits_ok(store: Store, stream: str) -> bool:

@@ -8,7 +8,9 @@ maps ANY features (V, T, K, D) to per-frame logits (V, T, K, C) float32, which b
 ``<stream>/logits`` node and the agents' states s_t^r.
 
 Features are read a mini-batch of videos at a time and cast to float32 there, so a
-float16 store of UCF101 (6 GB) never has to fit in memory as float32.
+float16 store of UCF101 (6 GB) never has to fit in memory as float32; given a
+:class:`data.stream.StoreRows` view (``framesel head --load stream``) nothing but the
+batches in flight is in memory, read ahead on background threads.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from agents.options import check_ranges
 from data.errors import InputError
+from data.stream import is_streamed, prefetch
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +88,13 @@ def _check(features, labels, num_classes: int, multilabel: bool) -> np.ndarray:
 
 
 def _batch(features, labels: np.ndarray, idx: np.ndarray, device):
-    """Read videos ``idx`` (sorted: h5py needs increasing indices) -> float32 tensors."""
+    """Read videos ``idx`` (sorted: h5py needs increasing indices) -> float32 tensors; a
+    streamed view is read as float16 and converted on the device."""
     idx = np.sort(idx)
-    x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
+    if is_streamed(features):
+        x = torch.from_numpy(features.numpy(idx, np.float16)).to(device).float()
+    else:
+        x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).to(device)
     return x, torch.from_numpy(labels[idx]).to(device)
 
 
@@ -112,9 +119,10 @@ def _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer
     Returns (mean loss, top-1 accuracy)."""
     head.train(optimizer is not None)
     total, hits = 0.0, 0
+    parts = [order[start:start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
+    read = lambda part: _batch(features, labels, part, device)  # noqa: E731
     with torch.set_grad_enabled(optimizer is not None):
-        for start in range(0, len(order), cfg.batch_size):
-            x, y = _batch(features, labels, order[start:start + cfg.batch_size], device)
+        for x, y in prefetch(read, parts, depth=4 if is_streamed(features) else 0):
             loss, video = _consensus_loss(head, x, y, multilabel)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)

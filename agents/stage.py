@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.base import Agent, load_agent, selector_class, write_jsonl
+from agents.base import Agent, load_agent, selector_class, selector_names, write_jsonl
 from agents.from_store import load_states, rows_for_list
 from agents.checkpoint import check_resumable, read_checkpoint
 from agents.head import HeadConfig, apply_head, build_head, train_head
@@ -20,6 +20,7 @@ from agents.training import load_training
 from data.errors import InputError, StoreError
 from data.lists import read_list
 from data.store import DONE, open_store
+from data.stream import StoreRows, stream_by_default
 from data.progress import show_progress
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class HeadStageConfig:
     streams: tuple[str, ...] = ()          # () = every stream of the store
     head: HeadConfig = field(default_factory=HeadConfig)
     device: str = "cpu"
+    load: str = "auto"                     # memory | stream | auto (data/stream.py)
     quiet: bool = False
     command: str = ""
 
@@ -56,7 +58,7 @@ def run_head(cfg: HeadStageConfig) -> dict:
             head, prov = _recorded_head(store, stream, cfg.head, videos.sha256, rows_sha, C)
             todo = store.done()
             if head is None:
-                feats = store.read_rows(f"{stream}/features", rows)           # (V, T, K, D) float16
+                feats = _head_features(store, stream, rows, cfg.load)     # (V, T, K, D) float16
                 head, prov = train_head(feats, store.labels[rows], C, cfg.head, multilabel=multilabel,
                                         device=cfg.device, progress=show_progress(cfg.quiet),
                                         train_list_sha256=videos.sha256)
@@ -71,6 +73,15 @@ def run_head(cfg: HeadStageConfig) -> dict:
             _write_logits(store, stream, head, prov, cfg.device, todo)
             out[stream] = prov
     return out
+
+
+def _head_features(store, stream: str, rows, load: str):
+    """The training videos' features, float16: in memory, or a view read per mini-batch."""
+    name = f"{stream}/features"
+    if stream_by_default(4 * len(rows) * int(np.prod(store.shape(name)[1:])), load):
+        log.info("%s: streaming the head's %d training videos from %s", stream, len(rows), store.path)
+        return StoreRows(store, name, rows, dtype=np.float16)
+    return store.read_rows(name, rows)
 
 
 def _recorded_head(store, stream, cfg: HeadConfig, list_sha, rows_sha, C):
@@ -129,6 +140,7 @@ class TrainStageConfig:
     overrides: tuple[tuple[str, object], ...] = ()   # agent Config fields, e.g. (("epochs", 5),)
     seed: int = 0
     device: str = "cpu"
+    load: str = "auto"                      # memory | stream | auto (data/stream.py)
     quiet: bool = False
     command: str = ""
 
@@ -164,10 +176,11 @@ def run_train(cfg: TrainStageConfig) -> Agent:
     videos = read_list(cfg.train_list)
     with open_store(cfg.store) as store:
         rows = rows_for_list(store, videos)
+        load = _training_load(cls, cfg.load)
         states = load_states(store, cfg.stream, rows, observer=cfg.observer,
-                             feature_maps=getattr(cls, "needs_feature_maps", False))
+                             feature_maps=getattr(cls, "needs_feature_maps", False), load=load)
         second = _second_stream(config, cfg.stream, store)
-        flow = None if second is None else load_states(store, second, rows)
+        flow = None if second is None else load_states(store, second, rows, load=load)
         identity = dict(store.identity(), stream=cfg.stream, observer=cfg.observer,
                         train_list=str(cfg.train_list), train_list_sha256=videos.sha256)
         if second is not None:
@@ -196,6 +209,21 @@ def run_train(cfg: TrainStageConfig) -> Agent:
               progress=show_progress(cfg.quiet), **({} if flow is None else {"flow": flow}))
     agent.save(out, command=cfg.command, finished=True)
     return agent
+
+
+def _training_load(cls, load: str) -> str:
+    """``load`` for an agent whose epochs read mini-batches (``streams_training``); the
+    others read all their states at once: ``stream`` is refused, ``auto`` holds them."""
+    if getattr(cls, "streams_training", False) or load == "memory":
+        return load
+    if load == "stream":
+        raise InputError(f"--load stream: {cls.name} reads all of its training states at once; "
+                         f"use --load memory (agents that stream: {', '.join(_streaming_agents())})")
+    return "memory"
+
+
+def _streaming_agents() -> list[str]:
+    return [n for n in selector_names(learned=True) if getattr(selector_class(n), "streams_training", False)]
 
 
 def _second_stream(config, stream: str, store) -> str | None:

@@ -10,10 +10,14 @@ position looks like finds them. The oracle (which knows the label) finds them by
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from agents.base import States
+from data.layout import Layout, StreamSpec, VideoResult
+from data.store import create_store, open_store
 
 
 def planted_states(V=256, T=25, K=1, D=64, C=8, *, n_key=5, strength=2.0, noise=1.0,
@@ -53,3 +57,38 @@ def planted_states(V=256, T=25, K=1, D=64, C=8, *, n_key=5, strength=2.0, noise=
                 feature_maps=None if maps is None else torch.from_numpy(maps))
     st.key_mask = torch.from_numpy(key)   # ground truth for tests: (V, T) bool
     return st
+
+
+def write_planted_store(root: Path, *, train: int = 240, test: int = 240, T: int = 25, n_key: int = 3,
+                        D: int = 64, C: int = 8, map_size: int = 4, seed: int = 0) -> tuple[Path, Path, Path]:
+    """A real Zarr store (``root/planted.zarr``) of ``train + test`` planted videos from one
+    :func:`planted_states` call, and its two list files (``root/train.txt``, ``root/test.txt``).
+
+    rgb/features (V, T, 1, D) float16, rgb/feature_maps (V, T, 1, s, s, D) float16, motion
+    (V, T) float32, rgb/logits (V, T, 1, C) float32 — the planted logits with their provenance.
+    Returns (store, train list, test list)."""
+    V = train + test
+    st = planted_states(V=V, T=T, K=1, D=D, C=C, n_key=n_key, seed=seed, with_maps=True, map_size=map_size)
+    paths = tuple(f"planted/v{i:04d}.mp4" for i in range(V))
+    layout = Layout(paths=paths, labels=st.labels.numpy().astype(np.int32), T=T,
+                    streams=(StreamSpec("rgb", 1, D, 0, (map_size, map_size, D)),),
+                    attrs={"classes": [f"class{i}" for i in range(C)], "multilabel": False, "T": T, "crops": 1,
+                           "flow_stack": 1, "config_sha256": f"planted-seed{seed}",
+                           "backbone": {"rgb": {"name": "planted", "gflops_per_frame": 0.0}}})
+    store = root / "planted.zarr"
+    with create_store(store, layout) as s:
+        for i in range(V):
+            s.write_video(i, VideoResult(
+                num_frames=T, fps=25.0, frame_index=np.arange(T, dtype=np.int32), motion=st.motion[i].numpy(),
+                streams={"rgb": {"features": st.features[i].numpy().astype(np.float16),
+                                 "feature_maps": st.feature_maps[i].numpy().astype(np.float16)}}))
+    with open_store(store, "a") as s:
+        s.add_logits("rgb", st.logits.numpy(), {
+            "source": "agents.synthetic.planted_states", "seed": seed, "n_key": n_key, "strength": 2.0,
+            "noise": 1.0, "note": "planted logits (the known answer), not a trained head"})
+    lists = []
+    for name, rows in (("train", range(train)), ("test", range(train, V))):
+        lst = root / f"{name}.txt"
+        lst.write_text("".join(f"{paths[i]} {int(st.labels[i])}\n" for i in rows))
+        lists.append(lst)
+    return store, lists[0], lists[1]

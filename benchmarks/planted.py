@@ -39,7 +39,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 if not __package__:
@@ -47,10 +46,9 @@ if not __package__:
 
 from agents.base import load_agent  # noqa: E402
 from agents.from_store import load_states, rows_for_list  # noqa: E402
-from agents.synthetic import planted_states  # noqa: E402
-from data.layout import Layout, StreamSpec, VideoResult  # noqa: E402
+from agents.synthetic import write_planted_store  # noqa: E402
 from data.lists import read_list  # noqa: E402
-from data.store import create_store, open_store  # noqa: E402
+from data.store import open_store  # noqa: E402
 
 AGENTS = ("as", "dsn", "tattn", "tattn_noatt", "rtsae", "glimpse")
 BASELINES = ("uniform", "max_response", "oracle")
@@ -59,43 +57,6 @@ OWN_BAR = {"tattn_noatt": "– tattn's no-attention baseline", "rtsae": "see no-
 # --quick: the fewest epochs each agent accepts, so the whole run is a smoke test
 QUICK_SETS = {"as": ["epochs=2"], "dsn": ["epochs=2"], "tattn": ["epochs=2"], "tattn_noatt": ["epochs=2"],
               "rtsae": ["pretrain_epochs=1", "epochs=1"], "glimpse": ["epochs=1"]}
-
-
-def write_planted_store(root: Path, *, train: int = 240, test: int = 240, T: int = 25, n_key: int = 3,
-                        D: int = 64, C: int = 8, map_size: int = 4, seed: int = 0) -> tuple[Path, Path, Path]:
-    """A Zarr store of ``train + test`` planted videos and its two list files.
-
-    rgb/features (V, T, 1, D) float16, rgb/feature_maps (V, T, 1, s, s, D) float16, motion
-    (V, T) float32, rgb/logits (V, T, 1, C) float32 — the planted logits with their provenance.
-    Returns (store, train list, test list)."""
-    V = train + test
-    st = planted_states(V=V, T=T, K=1, D=D, C=C, n_key=n_key, seed=seed, with_maps=True, map_size=map_size)
-    paths = tuple(f"planted/v{i:04d}.mp4" for i in range(V))
-    layout = Layout(paths=paths, labels=st.labels.numpy().astype(np.int32), T=T,
-                    streams=(StreamSpec("rgb", 1, D, 0, (map_size, map_size, D)),),
-                    attrs={"classes": [f"class{i}" for i in range(C)], "multilabel": False, "T": T, "crops": 1,
-                           "flow_stack": 1, "config_sha256": f"planted-seed{seed}",
-                           "backbone": {"rgb": {"name": "planted", "gflops_per_frame": 0.0}}})
-    store = root / "planted.zarr"
-    with create_store(store, layout) as s:
-        for i in range(V):
-            s.write_video(i, VideoResult(
-                num_frames=T, fps=25.0, frame_index=np.arange(T, dtype=np.int32), motion=st.motion[i].numpy(),
-                streams={"rgb": {"features": st.features[i].numpy().astype(np.float16),
-                                 "feature_maps": st.feature_maps[i].numpy().astype(np.float16)}}))
-    with open_store(store, "a") as s:
-        s.add_logits("rgb", st.logits.numpy(), {
-            "source": "agents.synthetic.planted_states", "seed": seed, "n_key": n_key, "strength": 2.0,
-            "noise": 1.0, "note": "planted logits (the known answer), not a trained head"})
-    lists = []
-    for name, rows in (("train", range(train)), ("test", range(train, V))):
-        lst = root / f"{name}.txt"
-        lst.write_text("".join(f"{paths[i]} {int(st.labels[i])}\n" for i in rows))
-        lists.append(lst)
-    key = st.key_mask[train:].float().mean().item()
-    print(f"store {store}: {train} train + {test} test videos, T={T}, {n_key} key positions "
-          f"(key share {key:.2f}), D={D}, C={C}, maps {map_size}x{map_size}")
-    return store, lists[0], lists[1]
 
 
 def framesel(*args, threads: int) -> float:
@@ -184,6 +145,7 @@ def main(argv=None) -> None:
             print(f"reusing {store} (delete it to write it afresh)")
         else:
             store, train, test = write_planted_store(root, train=n_train, test=n, seed=args.seed)
+            print(f"store {store}: {n_train} train + {n} test videos, T=25, 3 key positions, D=64, C=8, maps 4x4")
         times, ckpts = {}, []
         for a in agents:
             out = root / f"{a}.pt"

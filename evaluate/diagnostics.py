@@ -18,7 +18,8 @@ def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, 
     (C,) (the agent's own classifier on uniform-m), classifier}] for agents (single-label
     only), "sample_videos": (n,) rows, "thumbnails": (n, T, h, w, 3) uint8 of those videos
     or None}; key = "label (stream)"; a method with several seeds shows its first.
-    ``thumbnails``: (V, T, h, w, 3) uint8 of all the test videos (the store's), or None.
+    ``thumbnails``: (V, T, h, w, 3) uint8 of all the test videos (an array, or the store's
+    rows as a data.stream.StoreRows view, of which only the sample is read), or None.
     """
     check_states(states)
     run = _Run(states, list(methods), ProtocolConfig(), None, "diagnostics")
@@ -28,7 +29,7 @@ def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, 
     out = {"m": m, "classes": list(classes) if classes is not None else [str(c) for c in range(C)],
            "scores": {}, "fraction_kept": {}, "importance": {}, "histories": {}, "per_class": [],
            "sample_videos": idx.tolist(),
-           "thumbnails": None if thumbnails is None else np.asarray(thumbnails)[idx]}
+           "thumbnails": None if thumbnails is None else np.asarray(thumbnails[idx])}
     shown = set()
     for method in run.methods:
         if method.label in shown:       # one seed of a method with several: the first

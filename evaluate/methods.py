@@ -21,11 +21,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from agents.base import Selection, Selector, selector_class
+from agents.base import Selection, Selector, States, selector_class
 from data.errors import InputError
+from data.stream import prefetch
 
+# Videos a selector sees at once in evaluate (select_in_blocks): memory holds two blocks'
+# states (the one selected and the one read ahead), not the split's.
+BLOCK_VIDEOS = 1024
 PARTNERS = {"tattn": "tattn_noatt"}      # agent name -> its paper's no-selection model
 SAME_CLASSIFIER = ("same_uniform", "same_all")
 
@@ -169,3 +174,22 @@ def _pair_partners(methods: list[Method]) -> None:
 
 __all__ = ["Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "agent_label", "build_methods",
            "classifier_name", "same_classifier_method"]
+
+
+def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha: float = 0.0,
+                     flow: States | None = None, block: int = BLOCK_VIDEOS) -> Selection:
+    """``selector.select`` over consecutive blocks of ``block`` videos, concatenated: each
+    block's states are read (streamed) or sliced when its turn comes, the next one read
+    ahead on a background thread. Every selector decides per video (random's draw is keyed
+    by the video's row), so the blocks only bound memory. ``flow``: rtsae's second stream."""
+    V = states.shape[0]
+    parts = [np.arange(s, min(V, s + block)) for s in range(0, V, block)]
+    read = lambda idx: (states.subset(idx), None if flow is None else flow.subset(idx))  # noqa: E731
+    out = []
+    for part, part_flow in prefetch(read, parts, depth=1 if states.streamed else 0):
+        kw = {} if part_flow is None else {"flow": part_flow}
+        out.append(selector.select(part, m, mode=mode, alpha=alpha, **kw))
+    if len(out) == 1:
+        return out[0]
+    return Selection(*(torch.cat([getattr(o, f) for o in out]) for f in ("scores", "keep", "video_scores",
+                                                                            "num_kept")), mode=out[0].mode)

@@ -38,7 +38,7 @@ from data.errors import InputError
 from evaluate import dsn_protocol, metrics, pairing
 from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
                               selector_observer, selector_seen)
-from evaluate.methods import Method, agent_label, build_methods, same_classifier_method
+from evaluate.methods import Method, agent_label, build_methods, same_classifier_method, select_in_blocks
 from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seeds
 
 log = logging.getLogger(__name__)
@@ -152,9 +152,10 @@ class _Run:
         if key not in self._sel:
             sel = method.selectors[stream]
             if stream == "fused":
-                self._sel[key] = sel.select(self.states["rgb"], m, mode=mode, alpha=alpha, flow=self.states["flow"])
+                self._sel[key] = select_in_blocks(sel, self.states["rgb"], m, mode=mode, alpha=alpha,
+                                                  flow=self.states["flow"])
             else:
-                self._sel[key] = sel.select(self.input(method, stream), m, mode=mode, alpha=alpha)
+                self._sel[key] = select_in_blocks(sel, self.input(method, stream), m, mode=mode, alpha=alpha)
         return self._sel[key]
 
     def input(self, method: Method, stream: str) -> States:

@@ -18,6 +18,7 @@ from data import __version__
 from data.errors import InputError
 from data.lists import read_list
 from data.store import open_store
+from data.stream import StoreRows
 from data.progress import show_progress
 from evaluate.compute import CostModel, selector_observer
 from evaluate.diagnostics import collect_diagnostics
@@ -39,6 +40,7 @@ class EvaluateConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     sample_videos: int = 4
     clamp_m: bool = False     # budgets above T are evaluated as T (and said so); else refused
+    load: str = "auto"        # memory | stream | auto: where the test states live (data/stream.py)
     quiet: bool = False       # no progress bar (it is off too when the CI environment variable is set)
     command: str = ""
 
@@ -63,7 +65,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         splits, first = {}, None
         for list_path in cfg.test_lists:
             rows = rows_for_list(store, read_list(list_path))
-            states = {s: load_states(store, s, rows, feature_maps=maps) for s in streams}
+            states = {s: load_states(store, s, rows, feature_maps=maps, load=cfg.load) for s in streams}
             methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
             splits[Path(list_path).stem] = (states, methods)
             first = first or (states, rows)
@@ -71,7 +73,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
                                       progress=show_progress(cfg.quiet))
         states, rows = first
-        thumbs = store.read_rows("thumbnails", rows) if store.has("thumbnails") else None
+        thumbs = StoreRows(store, "thumbnails", rows, dtype=np.uint8) if store.has("thumbnails") else None
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, costs, streams)
@@ -93,7 +95,8 @@ def attach_observers(store, rows, states: dict, methods) -> list:
                 raise InputError(f"agent {sel.name} observes stream {observer!r}, which {store.path} lacks "
                                  f"(its streams: {', '.join(store.streams)})")
             if observer not in read:
-                read[observer] = torch.from_numpy(store.read_rows(f"{observer}/features", rows).astype(np.float32))
+                view = StoreRows(store, f"{observer}/features", rows)
+                read[observer] = view if states[stream].streamed else view.materialise()
             method.inputs[stream] = dataclasses.replace(states[stream], observer=read[observer])
     return methods
 

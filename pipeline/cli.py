@@ -73,6 +73,12 @@ def main(verbose):
 # submit passes it on to its tasks with the other extract options).
 quiet_option = click.option("--quiet", is_flag=True,
                             help="No progress bars (they are off too when the CI environment variable is set).")
+# One spelling for the light stage's choice of where a list's states live (data/stream.py).
+load_option = click.option("--load", default="auto", show_default=True,
+                           type=click.Choice(["auto", "memory", "stream"]),
+                           help="Hold the list's states in memory, or stream them from the store a "
+                                "mini-batch at a time (auto: stream when they would take over a quarter "
+                                "of the memory this process may use). Same results either way.")
 
 
 def _shard(ctx, param, value):
@@ -194,9 +200,10 @@ def merge(shards, out):
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
+@load_option
 @quiet_option
 @domain_errors
-def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, quiet):
+def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, load, quiet):
     """Train the classifier CL on cached features and write per-frame logits into STORE."""
     from agents.head import HeadConfig
     from agents.stage import HeadStageConfig, run_head
@@ -204,7 +211,7 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, quie
     cfg = HeadStageConfig(store=store_path, train_list=train_list,
                           streams=tuple(s for s in streams.split(",") if s),
                           head=HeadConfig(hidden=hidden, epochs=epochs, lr=lr, seed=seed),
-                          device=device, quiet=quiet, command=_command_line())
+                          device=device, load=load, quiet=quiet, command=_command_line())
     for stream, prov in run_head(cfg).items():
         click.echo(f"{stream}: head trained on {prov['num_train']} videos, train accuracy "
                    f"{prov['final_train_accuracy']:.3f}; logits written to {store_path}")
@@ -224,9 +231,10 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, quie
               help="Train N seeds (--seed, --seed+1, ...), each saved as OUT-seedS.pt beside --out "
                    "(N = 1: --out itself); evaluate reports them as one method, mean ± std over seeds.")
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
+@load_option
 @quiet_option
 @domain_errors
-def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, seeds, device, quiet):
+def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, seeds, device, load, quiet):
     """Train a selection agent on the cached states of STORE."""
     from agents.stage import TrainStageConfig, run_train_seeds, seed_checkpoint
     from pipeline.config import parse_assignments
@@ -234,7 +242,7 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
     cfg = TrainStageConfig(store=store_path, agent=agent_name, train_list=train_list, out=out,
                            stream=stream, observer=observer,
                            overrides=parse_assignments(overrides, "--set", underscores=True),
-                           seed=seed, device=device, quiet=quiet, command=_command_line())
+                           seed=seed, device=device, load=load, quiet=quiet, command=_command_line())
     for agent in run_train_seeds(cfg, seeds):
         path = seed_checkpoint(out, agent.seed, seeds)
         if agent.epochs_before == len(agent.history):
@@ -263,9 +271,10 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
 @click.option("--fusion", multiple=True, callback=fusion_weights, metavar="rgb=W,flow=W",
               help="Two-stream fusion weights on scores before softmax (default: 1:1.5 as TSN, and 1/3:2/3).")
 @click.option("--seed", default=0, show_default=True)
+@load_option
 @quiet_option
 @domain_errors
-def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, quiet):
+def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, load, quiet):
     """Run the papers' protocols on STORE with the given agents and write a report."""
     from evaluate.protocols import ProtocolConfig
     from evaluate.run import EvaluateConfig, run_evaluate
@@ -278,7 +287,8 @@ def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, f
     cfg = EvaluateConfig(store=store_path, test_lists=test_lists, out=out, agents=agent_paths,
                          baselines=tuple(b for b in baselines.split(",") if b),
                          streams=tuple(s for s in streams.split(",") if s),
-                         protocol=ProtocolConfig(**proto), clamp_m=not ms, quiet=quiet, command=_command_line())
+                         protocol=ProtocolConfig(**proto), clamp_m=not ms, load=load, quiet=quiet,
+                         command=_command_line())
     paths = run_evaluate(cfg)
     click.echo(f"report: {paths.get('html', paths)}")
 
