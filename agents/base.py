@@ -26,6 +26,10 @@ from data.stream import is_streamed, prefetch
 MODES = ("frame", "region")
 
 
+# the States fields with one row per video (the rest: video_ids, multilabel)
+_PER_VIDEO = ("features", "logits", "labels", "motion", "feature_maps", "observer")
+
+
 @dataclass
 class States:
     """Cached backbone outputs of V videos for one stream: the agents' whole world.
@@ -73,7 +77,7 @@ class States:
     @property
     def streamed(self) -> bool:
         """True when some arrays are :class:`data.stream.StoreRows` views, read per batch."""
-        return any(is_streamed(x) for x in (self.features, self.logits, self.feature_maps, self.observer))
+        return any(is_streamed(getattr(self, f)) for f in _PER_VIDEO)
 
     def batches(self, order, batch_size: int, *, device="cpu", depth: int = 4):
         """``(idx, states of idx on device)`` for consecutive ``batch_size`` slices ``idx`` of
@@ -93,28 +97,29 @@ class States:
 
     def pin(self) -> "States":
         """The same states in page-locked memory (for asynchronous copies to a GPU)."""
-        pin = lambda x: None if x is None else x.pin_memory()  # noqa: E731
-        return dataclasses.replace(
-            self, features=pin(self.features), logits=pin(self.logits), labels=pin(self.labels),
-            motion=pin(self.motion), feature_maps=pin(self.feature_maps), observer=pin(self.observer))
+        return dataclasses.replace(self, **{f: None if getattr(self, f) is None else getattr(self, f).pin_memory()
+                                            for f in _PER_VIDEO})
 
-    def subset(self, idx) -> "States":
-        """The same states for the videos ``idx`` (a 1-D index array or tensor)."""
+    def subset(self, idx, *, views: tuple[str, ...] = ()) -> "States":
+        """The same states for the videos ``idx`` (a 1-D index array or tensor). Streamed
+        arrays are read, except those named in ``views``, which stay unread views."""
         idx_t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        pick = lambda x: None if x is None else x[idx_t.to(x.device)]  # noqa: E731
-        return dataclasses.replace(
-            self, features=pick(self.features), logits=pick(self.logits), labels=pick(self.labels),
-            motion=pick(self.motion), feature_maps=pick(self.feature_maps), observer=pick(self.observer),
-            video_ids=np.asarray(self.video_ids)[np.asarray(idx)])
+
+        def pick(name):
+            x = getattr(self, name)
+            if x is None:
+                return None
+            return x.subset(idx_t) if name in views and is_streamed(x) else x[idx_t.to(x.device)]
+
+        return dataclasses.replace(self, **{f: pick(f) for f in _PER_VIDEO},
+                                   video_ids=np.asarray(self.video_ids)[np.asarray(idx)])
 
     def to(self, device, non_blocking: bool = False) -> "States":
         """The same states on ``device``; streamed arrays stay views for the CPU and are read
         whole for any other device."""
         move = lambda x: None if x is None else (  # noqa: E731
             x.to(device) if is_streamed(x) else x.to(device, non_blocking=non_blocking))
-        return dataclasses.replace(
-            self, features=move(self.features), logits=move(self.logits), labels=move(self.labels),
-            motion=move(self.motion), feature_maps=move(self.feature_maps), observer=move(self.observer))
+        return dataclasses.replace(self, **{f: move(getattr(self, f)) for f in _PER_VIDEO})
 
 
 @dataclass(frozen=True)

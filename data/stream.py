@@ -74,16 +74,19 @@ class StoreRows:
 
     def numpy(self, idx=slice(None), dtype=None) -> np.ndarray:
         """Rows ``idx`` (int, slice, 1-D index array or tensor) as a numpy array of ``dtype``
-        (default: this view's); an int drops the first axis as a tensor would."""
+        (default: the store's own, e.g. float16); an int drops the first axis as a tensor would."""
         if isinstance(idx, torch.Tensor):
             idx = idx.cpu().numpy()
         single = isinstance(idx, (int, np.integer))
         picked = self.rows[[int(idx)] if single else idx]
-        out = self.store.read_rows(self.name, np.atleast_1d(picked)).astype(dtype or self.np_dtype, copy=False)
+        out = self.store.read_rows(self.name, np.atleast_1d(picked))
+        out = out if dtype is None else out.astype(dtype, copy=False)
         return out[0] if single else out
 
     def __getitem__(self, idx) -> torch.Tensor:
-        return torch.from_numpy(self.numpy(idx))
+        """Rows ``idx`` as a tensor of this view's dtype (torch converts float16 2–3× faster
+        than numpy's ``astype``)."""
+        return torch.from_numpy(self.numpy(idx)).to(self.dtype)
 
     def subset(self, idx) -> "StoreRows":
         """A view of the rows ``idx`` of this one, still unread."""

@@ -28,9 +28,9 @@ from agents.base import Selection, Selector, States, selector_class
 from data.errors import InputError
 from data.stream import prefetch
 
-# Videos a selector sees at once in evaluate (select_in_blocks): memory holds two blocks'
-# states (the one selected and the one read ahead), not the split's.
-BLOCK_VIDEOS = 1024
+# Bytes of float32 states a selector sees at once in evaluate (select_in_blocks): memory
+# holds two blocks (the one selected and the one read ahead), not the split's states.
+BLOCK_BYTES = 256 * 2 ** 20
 PARTNERS = {"tattn": "tattn_noatt"}      # agent name -> its paper's no-selection model
 SAME_CLASSIFIER = ("same_uniform", "same_all")
 
@@ -177,14 +177,19 @@ __all__ = ["Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "agent_lab
 
 
 def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha: float = 0.0,
-                     flow: States | None = None, block: int = BLOCK_VIDEOS) -> Selection:
-    """``selector.select`` over consecutive blocks of ``block`` videos, concatenated: each
-    block's states are read (streamed) or sliced when its turn comes, the next one read
-    ahead on a background thread. Every selector decides per video (random's draw is keyed
-    by the video's row), so the blocks only bound memory. ``flow``: rtsae's second stream."""
-    V = states.shape[0]
+                     flow: States | None = None, block: int | None = None) -> Selection:
+    """``selector.select`` over consecutive blocks of videos (``block``, default: those that
+    fill :data:`BLOCK_BYTES`), concatenated: each block's states are read (streamed) or
+    sliced when its turn comes, the next one read ahead on a background thread, and a
+    baseline's block leaves the features unread. Every selector decides per video (random's
+    draw is keyed by the video's row), so blocks bound memory and change no result.
+    ``flow``: rtsae's second stream."""
+    V, T, K, D, C = states.shape
+    block = block or max(1, BLOCK_BYTES // (4 * T * K * (D + C)))
+    views = () if reads_features(selector) else ("features", "feature_maps", "observer")
     parts = [np.arange(s, min(V, s + block)) for s in range(0, V, block)]
-    read = lambda idx: (states.subset(idx), None if flow is None else flow.subset(idx))  # noqa: E731
+    read = lambda idx: (states.subset(idx, views=views),  # noqa: E731
+                        None if flow is None else flow.subset(idx, views=views))
     out = []
     for part, part_flow in prefetch(read, parts, depth=1 if states.streamed else 0):
         kw = {} if part_flow is None else {"flow": part_flow}
@@ -193,3 +198,9 @@ def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha:
         return out[0]
     return Selection(*(torch.cat([getattr(o, f) for o in out]) for f in ("scores", "keep", "video_scores",
                                                                             "num_kept")), mode=out[0].mode)
+
+
+def reads_features(selector) -> bool:
+    """Whether ``selector`` reads the features: every learned agent and its same-classifier
+    baselines; the head's baselines read logits (and motion) only."""
+    return bool(getattr(selector, "learned", False)) or isinstance(selector, SameClassifier)

@@ -114,7 +114,7 @@ def test_streamed_head_equals_in_memory(planted):
     store.close()
 
 
-@pytest.mark.parametrize("name", ["uniform", "random", "max_response", "oracle", "as"])
+@pytest.mark.parametrize("name", ["uniform", "random", "max_response", "motion", "oracle", "as"])
 def test_selection_in_blocks_equals_one_pass(planted, name):
     """evaluate selects a block of videos at a time; any block size and either load give the
     selection of one pass over all videos (random's draw is keyed by the video)."""

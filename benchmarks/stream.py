@@ -1,0 +1,195 @@
+"""The light stage at dataset scale (issue 13): peak memory, epoch time and read speed of
+``framesel head`` / ``train --agent as`` / ``evaluate`` streaming from the store against
+holding the list's states in memory.
+
+Run from the repository root as a module:
+
+    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.stream --out /tmp/stream [--small 1000] [--large 12000]
+                                                            [--limit-gib 6] [--quick]
+
+Store: one real Zarr store of ``--large`` videos with real shapes, T = 25 positions × K = 10
+crops × D = 1280 (EfficientNet-Lite0, framesel's default) float16 features, C = 101 classes
+(UCF101), ReLU-like random values (compressed as extract writes them); lists of the first
+``--small`` and of all ``--large`` videos (same store, so only the list size changes).
+
+1. **Read speed**: the small list's features through ``States.batches`` (32 videos a batch,
+   4 batches read ahead on 2 threads), in chunk order and shuffled: GB/s of float16 read.
+2. **Epoch time**: one ``as`` epoch at its defaults (per-video Adam updates) on the first
+   ``--epoch-videos`` videos, in memory vs streamed, side by side, and the ratio.
+3. **Peak RSS** of ``framesel head`` (1 epoch), ``framesel train --agent as`` (1 epoch,
+   ``batch_size=64`` so that an epoch of the large list ends in minutes: memory per batch, not
+   per list) and ``framesel evaluate`` (--m 4, the head's baselines and the as checkpoint;
+   its test list is ``--eval-small`` / ``--eval-large`` videos), each a subprocess under an
+   address-space limit (``ulimit -v``) of ``--limit-gib``, on both lists with ``--load auto``
+   (which streams when the states would take over a quarter of that), and ``--load memory``
+   on the large list, which must fail under the limit. Peak RSS is the child's ``ru_maxrss``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if not __package__:
+    raise SystemExit("run as a module from the repository root: python -m benchmarks.stream")
+
+from agents.as_agent import ASAgent, ASConfig  # noqa: E402
+from agents.from_store import load_states, rows_for_list  # noqa: E402
+from data.layout import Layout, StreamSpec, VideoResult  # noqa: E402
+from data.lists import read_list  # noqa: E402
+from data.store import create_store, open_store  # noqa: E402
+
+T, K, D, C = 25, 10, 1280, 101
+GIB = 1024 ** 3
+
+
+def write_store(root: Path, V: int, seed: int = 0) -> Path:
+    """A Zarr store of V synthetic videos (rgb only, no logits yet) and lists of its videos."""
+    path = root / "big.zarr"
+    if path.exists():
+        return path
+    paths = tuple(f"synthetic/v{i:06d}.mp4" for i in range(V))
+    labels = (np.arange(V) % C).astype(np.int32)
+    layout = Layout(paths=paths, labels=labels, T=T, streams=(StreamSpec("rgb", K, D),),
+                    attrs={"classes": [f"class{i}" for i in range(C)], "multilabel": False, "T": T, "crops": K,
+                           "flow_stack": 1, "config_sha256": f"stream-benchmark-{seed}",
+                           "backbone": {"rgb": {"name": "synthetic", "gflops_per_frame": 0.0}}})
+    g = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    with create_store(path, layout) as s:
+        for i in range(V):
+            feats = np.maximum(g.standard_normal((T, K, D), dtype=np.float32), 0).astype(np.float16)
+            s.write_video(i, VideoResult(num_frames=T, fps=25.0, frame_index=np.arange(T, dtype=np.int32),
+                                         motion=np.ones(T, np.float32), streams={"rgb": {"features": feats}}))
+            if (i + 1) % 2000 == 0:
+                print(f"  wrote {i + 1}/{V} videos ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return path
+
+
+def write_list(root: Path, name: str, n: int) -> Path:
+    path = root / f"{name}.txt"
+    if not path.exists():
+        path.write_text("".join(f"synthetic/v{i:06d}.mp4 {i % C}\n" for i in range(n)))
+    return path
+
+
+def read_speed(store_path: Path, lst: Path, threads: int) -> dict:
+    """GB/s of float16 features read through States.batches, chunk order and shuffled."""
+    out = {}
+    with open_store(store_path) as store:
+        rows = rows_for_list(store, read_list(lst))
+        states = load_states(store, "rgb", rows, load="stream", require_logits=False)
+        nbytes = 2 * len(rows) * T * K * D
+        for order_name, order in (("chunk order", torch.arange(len(rows))),
+                                  ("shuffled", torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)))):
+            t0 = time.perf_counter()
+            for _ in states.batches(order, 32):
+                pass
+            dt = time.perf_counter() - t0
+            out[order_name] = nbytes / dt / 1e9
+            print(f"  read {order_name}: {nbytes / 1e9:.2f} GB in {dt:.1f} s = {out[order_name]:.2f} GB/s", flush=True)
+    return out
+
+
+def epoch_time(store_path: Path, lst: Path) -> dict:
+    """Seconds of one as epoch at its defaults, in memory and streamed (same seed, same weights)."""
+    out, weights = {}, {}
+    with open_store(store_path) as store:
+        rows = rows_for_list(store, read_list(lst))
+        for load in ("memory", "stream"):
+            states = load_states(store, "rgb", rows, load=load)
+            agent = ASAgent(ASConfig(epochs=1), num_classes=C, feature_dim=D, seed=0)
+            t0 = time.perf_counter()
+            agent.fit(states)
+            out[load] = time.perf_counter() - t0
+            weights[load] = agent.module.state_dict()
+            print(f"  as epoch, {len(rows)} videos, {load}: {out[load]:.1f} s", flush=True)
+    same = all(torch.equal(weights["memory"][k], weights["stream"][k]) for k in weights["memory"])
+    print(f"  streamed / in memory: {out['stream'] / out['memory']:.3f}; identical weights: {same}")
+    return out
+
+
+def limited(limit_bytes: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+
+def peak_rss(args: list[str], limit_bytes: int, log: Path) -> tuple[int, float, float]:
+    """(exit status, peak RSS in GiB, seconds) of ``framesel ARGS`` under the limit."""
+    exe = Path(sys.executable).with_name("framesel")
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        p = subprocess.Popen([str(exe), *args, "--quiet"], stdout=f, stderr=subprocess.STDOUT,
+                             preexec_fn=limited(limit_bytes))
+        _, status, usage = os.wait4(p.pid, 0)
+    return os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024 / GIB, time.perf_counter() - t0
+
+
+def memory_table(root: Path, store: Path, lists: dict, limit: int) -> list[str]:
+    """Each command on both lists streamed, and in memory (small: the reference; large: must
+    fail under the limit), each a subprocess under the address-space limit."""
+    lines = ["| command | list | --load | videos | states as float32 (GiB) | exit | peak RSS (GiB) | s |",
+             "|---|---|---|---|---|---|---|---|"]
+    ck = root / "as-small-stream.pt"          # evaluate's agent: trained by the first train row
+
+    def command(name: str, size: str, load: str) -> tuple[list[str], Path]:
+        train, test = lists[size], lists[f"eval_{size}"]
+        if name == "head":
+            return ["head", str(store), "--train", str(train), "--epochs", "1"], train
+        if name == "train":
+            return ["train", str(store), "--agent", "as", "--train", str(train), "--out",
+                    str(root / f"as-{size}-{load}.pt"), "--set", "epochs=1", "--set", "batch_size=16"], train
+        return ["evaluate", str(store), "--test", str(test), "--agents", str(ck), "--m", "4",
+                "--baselines", "uniform,random,max_response", "--out", str(root / f"report-{size}-{load}")], test
+
+    for name in ("head", "train", "evaluate"):
+        for size, load in (("small", "stream"), ("large", "stream"), ("small", "memory"), ("large", "memory")):
+            args, lst = command(name, size, load)
+            n = sum(1 for _ in open(lst))
+            code, rss, sec = peak_rss([*args, "--load", load], limit, root / f"{name}-{size}-{load}.log")
+            lines.append(f"| {name} | {size} | {load} | {n} | {n * T * K * (D + C) * 4 / GIB:.1f} | {code} | "
+                         f"{rss:.2f} | {sec:.0f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="/tmp/framesel-stream")
+    ap.add_argument("--small", type=int, default=600)
+    ap.add_argument("--large", type=int, default=6000)
+    ap.add_argument("--eval-small", type=int, default=300)
+    ap.add_argument("--eval-large", type=int, default=3000)
+    ap.add_argument("--epoch-videos", type=int, default=300)
+    ap.add_argument("--limit-gib", type=float, default=4.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="200 / 600 videos: a smoke run of the machinery")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.small, args.large, args.eval_small, args.eval_large, args.epoch_videos = 120, 600, 120, 300, 20
+    torch.set_num_threads(args.threads)
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"store: {args.large} videos × {T} × {K} × {D} float16 ({args.large * T * K * D * 2 / GIB:.1f} GiB raw)")
+    store = write_store(root, args.large)
+    lists = {"small": write_list(root, "small", args.small), "large": write_list(root, "large", args.large),
+             "eval_small": write_list(root, "eval_small", args.eval_small),
+             "eval_large": write_list(root, "eval_large", args.eval_large),
+             "epoch": write_list(root, "epoch", args.epoch_videos)}
+    print("read speed (States.batches, 32 videos, 4 ahead on 2 threads):")
+    read_speed(store, lists["small"], args.threads)
+    print(f"peak RSS under ulimit -v {args.limit_gib:g} GiB:")
+    for line in memory_table(root, store, lists, int(args.limit_gib * GIB)):
+        print(line)
+    print("epoch time (the head's logits are in the store now):")
+    epoch_time(store, lists["epoch"])
+
+
+if __name__ == "__main__":
+    main()
