@@ -205,7 +205,13 @@ class Selector:
     def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
         """Keep the top m positions by :meth:`score` and predict from them."""
         with torch.no_grad():
-            scores = self.score(states).float()
+            return self.select_scored(states, self.score(states).float(), m, mode=mode, alpha=alpha)
+
+    def select_scored(self, states: States, scores: torch.Tensor, m: int | None, *, mode: str = "frame",
+                      alpha: float = 0.0) -> Selection:
+        """:meth:`select` given this selector's ``scores`` (V, T, K) of ``states``, e.g. kept
+        from an earlier budget (evaluate scores each block once for every m)."""
+        with torch.no_grad():
             keep = top_m_mask(scores, m, mode)
             video_scores = self.video_scores(states, keep, alpha)
         per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))

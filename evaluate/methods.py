@@ -177,23 +177,32 @@ __all__ = ["Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "agent_lab
 
 
 def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha: float = 0.0,
-                     flow: States | None = None, block: int | None = None) -> Selection:
+                     flow: States | None = None, block: int | None = None, scores: dict | None = None) -> Selection:
     """``selector.select`` over consecutive blocks of videos (``block``, default: those that
     fill :data:`BLOCK_BYTES`), concatenated: each block's states are read (streamed) or
-    sliced when its turn comes, the next one read ahead on a background thread, and a
-    baseline's block leaves the features unread. Every selector decides per video (random's
-    draw is keyed by the video's row), so blocks bound memory and change no result.
-    ``flow``: rtsae's second stream."""
+    sliced when its turn comes, the next one read ahead on a background thread, and a block
+    leaves unread the features its selector will not read. Every selector decides per video
+    (random's draw is keyed by the video's row), so blocks bound memory and change no result.
+    ``scores``: a dict kept by the caller across budgets for a selector that scores with
+    :meth:`Selector.score` alone (the base ``select``): each block is scored once, later
+    budgets reuse it. ``flow``: rtsae's second stream."""
     V, T, K, D, C = states.shape
     block = block or max(1, BLOCK_BYTES // (4 * T * K * (D + C)))
-    views = () if reads_features(selector) else ("features", "feature_maps", "observer")
+    reuse = scores is not None and flow is None and type(selector).select is Selector.select
     parts = [np.arange(s, min(V, s + block)) for s in range(0, V, block)]
+    scored = reuse and all((b, block) in scores for b in range(len(parts)))
+    views = ("features", "feature_maps", "observer") if scored or not reads_features(selector) else ()
     read = lambda idx: (states.subset(idx, views=views),  # noqa: E731
                         None if flow is None else flow.subset(idx, views=views))
     out = []
-    for part, part_flow in prefetch(read, parts, depth=1 if states.streamed else 0):
-        kw = {} if part_flow is None else {"flow": part_flow}
-        out.append(selector.select(part, m, mode=mode, alpha=alpha, **kw))
+    for b, (part, part_flow) in enumerate(prefetch(read, parts, depth=1 if states.streamed else 0)):
+        if reuse and (b, block) in scores:
+            out.append(selector.select_scored(part, scores[(b, block)], m, mode=mode, alpha=alpha))
+            continue
+        out.append(selector.select(part, m, mode=mode, alpha=alpha, **({} if part_flow is None
+                                                                       else {"flow": part_flow})))
+        if reuse:
+            scores[(b, block)] = out[-1].scores
     if len(out) == 1:
         return out[0]
     return Selection(*(torch.cat([getattr(o, f) for o in out]) for f in ("scores", "keep", "video_scores",

@@ -121,7 +121,7 @@ class _Run:
                                                                           else {})) for s in states})
                            for name in ("uniform", "random", "max_response")}
         self.uniform = self._baselines["uniform"]
-        self._sel, self._agent_flops, self._refs = {}, {}, {}
+        self._sel, self._agent_flops, self._refs, self._scores = {}, {}, {}, {}
 
     def baseline(self, name: str) -> Method:
         """The head baseline ``name`` (uniform, random, max_response) the paired tests use."""
@@ -155,7 +155,8 @@ class _Run:
                 self._sel[key] = select_in_blocks(sel, self.states["rgb"], m, mode=mode, alpha=alpha,
                                                   flow=self.states["flow"])
             else:
-                self._sel[key] = select_in_blocks(sel, self.input(method, stream), m, mode=mode, alpha=alpha)
+                self._sel[key] = select_in_blocks(sel, self.input(method, stream), m, mode=mode, alpha=alpha,
+                                                  scores=self._scores.setdefault((method.uid, stream), {}))
         return self._sel[key]
 
     def input(self, method: Method, stream: str) -> States:

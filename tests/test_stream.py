@@ -142,3 +142,22 @@ def test_evaluate_report_is_the_same_streamed(planted, tmp_path):
         rows = json.loads((out / "results.json").read_text())["rows"]
         results[load] = [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert results["memory"] == results["stream"] and len(results["memory"]) > 10
+
+
+def test_scores_kept_across_budgets_give_the_same_selections(planted):
+    """evaluate scores an agent's block once and reuses it for every m (Selector.select_scored):
+    the selections equal fresh ones, and the reuse reads no features (they stay unread views)."""
+    store, lazy = _states(planted, 1, "stream")
+    agent = ASAgent(ASConfig(), num_classes=4, feature_dim=16, seed=0)
+    cache: dict = {}
+    first = select_in_blocks(agent, lazy, 3, block=5, scores=cache)
+    assert len(cache) == 3                                   # 12 videos in blocks of 5
+    calls = []
+    agent.score = lambda states: calls.append(1)             # a reuse must not score again
+    for m in (1, 3, 7):
+        again = select_in_blocks(agent, lazy, m, block=5, scores=cache)
+        fresh = ASAgent.select(ASAgent(ASConfig(), num_classes=4, feature_dim=16, seed=0),
+                               lazy.subset(np.arange(12)), m)
+        assert torch.equal(again.keep, fresh.keep) and torch.equal(again.video_scores, fresh.video_scores)
+    assert not calls and torch.equal(first.scores, again.scores)
+    store.close()
