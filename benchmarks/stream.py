@@ -4,8 +4,8 @@ holding the list's states in memory.
 
 Run from the repository root as a module:
 
-    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.stream --out /tmp/stream [--small 1000] [--large 12000]
-                                                            [--limit-gib 6] [--quick]
+    OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.stream --out /tmp/stream [--small 600] [--large 6000]
+                                                            [--limit-gib 4] [--quick]
 
 Store: one real Zarr store of ``--large`` videos with real shapes, T = 25 positions × K = 10
 crops × D = 1280 (EfficientNet-Lite0, framesel's default) float16 features, C = 101 classes
@@ -14,15 +14,17 @@ crops × D = 1280 (EfficientNet-Lite0, framesel's default) float16 features, C =
 
 1. **Read speed**: the small list's features through ``States.batches`` (32 videos a batch,
    4 batches read ahead on 2 threads), in chunk order and shuffled: GB/s of float16 read.
-2. **Epoch time**: one ``as`` epoch at its defaults (per-video Adam updates) on the first
-   ``--epoch-videos`` videos, in memory vs streamed, side by side, and the ratio.
-3. **Peak RSS** of ``framesel head`` (1 epoch), ``framesel train --agent as`` (1 epoch,
-   ``batch_size=64`` so that an epoch of the large list ends in minutes: memory per batch, not
-   per list) and ``framesel evaluate`` (--m 4, the head's baselines and the as checkpoint;
-   its test list is ``--eval-small`` / ``--eval-large`` videos), each a subprocess under an
-   address-space limit (``ulimit -v``) of ``--limit-gib``, on both lists with ``--load auto``
-   (which streams when the states would take over a quarter of that), and ``--load memory``
-   on the large list, which must fail under the limit. Peak RSS is the child's ``ru_maxrss``.
+2. **Peak RSS** of ``framesel head`` (1 epoch; it writes the logits the rest reads),
+   ``framesel train --agent as`` (1 epoch, ``batch_size=16`` so that an epoch of the large
+   list ends in minutes: memory per batch, not per list) and ``framesel evaluate`` (--m 4,
+   the head's uniform, random and max_response and the as checkpoint; its test lists are
+   ``--eval-small`` / ``--eval-large`` videos), each a subprocess under an address-space
+   limit (``ulimit -v``) of ``--limit-gib``: on both lists with ``--load stream``, and with
+   ``--load memory`` (small: the reference; large: its states exceed the limit, so it must
+   fail). Peak RSS is the child's ``ru_maxrss``.
+3. **Epoch time**: one ``as`` epoch at its defaults (per-video Adam updates) on the first
+   ``--epoch-videos`` videos, in memory vs streamed, side by side, the ratio, and whether the
+   weights are identical.
 """
 from __future__ import annotations
 

@@ -159,18 +159,29 @@ class Store(LogitsRecord):
         return self._checked_row(name, i)
 
     def read_rows(self, name: str, indices) -> np.ndarray:
-        """Stack rows of done videos ``indices``. One read per row: faster than fancy indexing
-        on both backends (GUIDE §7)."""
+        """Stack rows of done videos ``indices``. One read per row (faster than fancy indexing
+        on both backends, GUIDE §7), the rows of one call read concurrently where the backend
+        can (Zarr: ``_read_rows``)."""
         indices = np.asarray(indices, dtype=np.int64)
-        rows = [self._checked_row(name, int(i), must_be_done=True) for i in indices]
-        if not rows:
+        for i in indices:
+            self._check_chunk(name, int(i), must_be_done=True)
+        if not len(indices):
             return np.zeros((0, *self._shape(name)[1:]), dtype=self.dtype(name))
-        return np.stack(rows)
+        return np.stack(self._read_rows(name, [int(i) for i in indices]))
+
+    def _read_rows(self, name: str, indices: list[int]) -> list[np.ndarray]:
+        """The rows ``indices`` (their chunks checked); a backend may read them concurrently."""
+        return [np.asarray(self._read_row(name, i)) for i in indices]
 
     def _checked_row(self, name: str, i: int, *, must_be_done: bool = False) -> np.ndarray:
-        """Row ``i``, refusing the fill value that a missing chunk would silently give. The
-        existence check is one stat (Zarr) or one chunk-index lookup (HDF5) per row; status is
-        read only when a chunk is missing."""
+        """Row ``i``, refusing the fill value that a missing chunk would silently give."""
+        self._check_chunk(name, i, must_be_done=must_be_done)
+        return np.asarray(self._read_row(name, i))
+
+    def _check_chunk(self, name: str, i: int, *, must_be_done: bool = False) -> None:
+        """Refuse row ``i`` when its chunk is missing (a done video's: damage; another's, with
+        ``must_be_done``: not done). The check is one stat (Zarr) or one chunk-index lookup
+        (HDF5) per row; status is read only when a chunk is missing."""
         if self._chunk_required(name) and not self._chunk_exists(name, i):
             done = int(self._read_row("videos/status", i)) == DONE
             if done:
@@ -178,7 +189,6 @@ class Store(LogitsRecord):
                                              "or sync?); restore it from its source or extract it again")
             if must_be_done:
                 raise StoreError(f"{self.path}: video {i} is not done, it has no {name} row")
-        return np.asarray(self._read_row(name, i))
 
     def _chunk_required(self, name: str) -> bool:
         """Whether a row of ``name`` must have its chunk stored. Arrays created since chunks are

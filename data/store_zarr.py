@@ -1,6 +1,7 @@
 """Zarr (v3 directory store) backend: the default, safe for concurrent shard writers."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.core.sync import sync
 
 from data.errors import StoreError
 from data.store import Layout, Store
@@ -91,6 +93,21 @@ class ZarrStore(Store):
             return arr[i]
         except _DECODE_ERRORS as err:
             raise self._damaged(name, i, f"cannot be decoded ({type(err).__name__}: {err})") from err
+
+    def _read_rows(self, name, indices):
+        """The rows' chunks read and decoded concurrently (zarr's async API: blosc decodes on
+        its thread pool): 1.6× one-by-one reads of 64 videos × 25 × 10 × 1280 float16 on the
+        2-core machine (benchmarks/stream.py)."""
+        arr = self._array(name)
+        if len(indices) < 2:
+            return [self._read_row(name, i) for i in indices]
+        got = sync(_gather(arr, indices))
+        for i, value in zip(indices, got):
+            if isinstance(value, BaseException):
+                if isinstance(value, _DECODE_ERRORS):
+                    raise self._damaged(name, i, f"cannot be decoded ({type(value).__name__}: {value})") from value
+                raise value
+        return got
 
     def _write_row(self, name, i, value):
         self._array(name)[i] = value
@@ -188,3 +205,8 @@ class ZarrStore(Store):
     def set_attrs(self, values):
         self.root.attrs.update(values)
         self._attrs = None
+
+
+async def _gather(arr, indices):
+    """Rows ``indices`` of ``arr`` read concurrently; an exception is returned in its row's place."""
+    return await asyncio.gather(*(arr.async_array.getitem(i) for i in indices), return_exceptions=True)
