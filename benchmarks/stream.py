@@ -142,8 +142,9 @@ def memory_table(root: Path, store: Path, lists: dict, limit: int) -> list[str]:
 
     def command(name: str, size: str, load: str) -> tuple[list[str], Path]:
         train, test = lists[size], lists[f"eval_{size}"]
-        if name == "head":
-            return ["head", str(store), "--train", str(train), "--epochs", "1"], train
+        if name == "head":      # a seed per run: a recorded head of the same settings would be reused
+            seed = ("small", "large").index(size) + 2 * ("stream", "memory").index(load)
+            return ["head", str(store), "--train", str(train), "--epochs", "1", "--seed", str(seed)], train
         if name == "train":
             return ["train", str(store), "--agent", "as", "--train", str(train), "--out",
                     str(root / f"as-{size}-{load}.pt"), "--set", "epochs=1", "--set", "batch_size=16"], train

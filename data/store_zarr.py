@@ -15,9 +15,13 @@ from zarr.core.sync import sync
 from data.errors import StoreError
 from data.store import Layout, Store
 
-# Blosc-zstd with bit-shuffle: float16 ReLU-type features compress ~1.3x (GUIDE §7) at a
-# speed that keeps writing off the critical path.
-_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+# Blosc-lz4 with bit-shuffle. The light stage reads a store's features once per epoch, so
+# decoding is its floor: on the fight benchmark's real EfficientNet-Lite0 features (float16,
+# one core) lz4 decodes 1.76 GB/s and compresses 1.12x, where zstd-3 (GUIDE §7's choice,
+# and framesel's until issue 13) decodes 0.50 GB/s at 1.19x: 3.5x the read speed for 6 % more
+# disk, and writes 5x faster too (benchmarks/README.md, stream.py). The codec is recorded in
+# each array's metadata, so stores written with zstd read as before.
+_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 # zarr 3 skips a chunk equal to the fill value by default, so a missing chunk would read as
 # zeros indistinguishable from a lost one. A runtime setting, not stored: applied on every open.
 _CONFIG = {"write_empty_chunks": True}
