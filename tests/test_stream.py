@@ -161,3 +161,25 @@ def test_scores_kept_across_budgets_give_the_same_selections(planted):
         assert torch.equal(again.keep, fresh.keep) and torch.equal(again.video_scores, fresh.video_scores)
     assert not calls and torch.equal(first.scores, again.scores)
     store.close()
+
+
+def test_direct_chunk_reads_equal_zarr_reads(tmp_path, monkeypatch):
+    """ZarrStore._read_rows decodes framesel's one-row blosc chunks itself; every array of a
+    store (float16, float32, int32), and a store written with zstd as before issue 13, read
+    exactly what zarr reads."""
+    import data.store_zarr as sz
+    from zarr.codecs import BloscCodec
+
+    for codec in ("lz4", "zstd"):
+        monkeypatch.setattr(sz, "_COMPRESSOR", BloscCodec(cname=codec, clevel=3, shuffle="bitshuffle"))
+        store_path, *_ = write_planted_store(tmp_path / codec, train=6, test=2, T=5, n_key=1, D=8, C=3, map_size=2)
+        with open_store(store_path) as s:
+            for name in ("rgb/features", "rgb/logits", "rgb/feature_maps", "motion", "frame_index"):
+                assert sz._plain_chunks(s._array(name)), name
+                rows = [5, 0, 3]
+                want = np.stack([np.asarray(s._array(name)[i]) for i in rows])
+                got = s.read_rows(name, rows)
+                assert got.dtype == want.dtype and np.array_equal(got, want), (codec, name)
+            for other in ("rgb/logits_written", "videos/path"):        # one chunk for all; strings
+                assert not sz._plain_chunks(s._array(other)), other
+            assert s.read_rows("videos/path", [1]).tolist() == [s.paths[1]]
