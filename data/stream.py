@@ -11,9 +11,11 @@ Reads follow the order the caller asks for. Every per-video array is chunked one
 chunk (data/store.py), so a shuffled epoch reads each chunk once, whole, as a sequential
 pass would; ``benchmarks/stream.py`` measures both orders side by side.
 
-:func:`prefetch` reads the next few batches on background threads while the current one
-trains (Zarr's blosc decompression and file reads release the GIL; HDF5 reads are serialised
-by h5py's lock but still overlap the trainer's compute).
+:func:`prefetch` reads ahead on background threads where that pays: batches for a GPU
+(``States.batches``, through pinned memory, while the device computes), the head's batches
+and evaluate's blocks. An ``as`` epoch on the CPU reads inline: there a reader thread
+competes with the trainer for the GIL and the cores (1.4x slower than in memory on 2 cores,
+against about 1.0x inline; benchmarks/README.md, stream.py).
 """
 from __future__ import annotations
 

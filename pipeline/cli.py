@@ -27,9 +27,9 @@ def _command_line() -> str:
 
 
 def domain_errors(fn):
-    """Turn framesel's typed errors, and the file system's (OSError: permission, full disk,
-    a path beneath a regular file), into a clean one-line error and exit code 1. Anything
-    else is a bug and keeps its traceback."""
+    """Turn framesel's typed errors, the file system's (OSError: permission, full disk, a path
+    beneath a regular file) and running out of memory into a clean one-line error and exit
+    code 1. Anything else is a bug and keeps its traceback."""
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -38,6 +38,12 @@ def domain_errors(fn):
             raise click.ClickException(str(err)) from err
         except OSError as err:
             raise click.ClickException(os_error_line(err)) from err
+        except MemoryError as err:
+            raise click.ClickException(
+                "out of memory" + (" with --load memory: --load stream (or auto) reads the list's states a "
+                                   "mini-batch at a time" if kwargs.get("load") == "memory" else
+                                   " (the light stage's --load stream reads a list's states a mini-batch at "
+                                   "a time)")) from err
     return wrapper
 
 

@@ -183,3 +183,17 @@ def test_direct_chunk_reads_equal_zarr_reads(tmp_path, monkeypatch):
             for other in ("rgb/logits_written", "videos/path"):        # one chunk for all; strings
                 assert not sz._plain_chunks(s._array(other)), other
             assert s.read_rows("videos/path", [1]).tolist() == [s.paths[1]]
+
+
+def test_out_of_memory_is_one_line_naming_the_way_out():
+    import click
+    from pipeline.cli import domain_errors
+
+    @domain_errors
+    def command(load="memory"):
+        raise MemoryError()
+
+    with pytest.raises(click.ClickException, match="out of memory with --load memory: --load stream"):
+        command(load="memory")
+    with pytest.raises(click.ClickException, match="out of memory .*--load stream"):
+        command(load="auto")
