@@ -103,6 +103,9 @@ class States:
 
         for idx, many in prefetch(read, [order[s:s + per_read] for s in range(0, len(order), per_read)],
                                   depth=depth):
+            if per_read == batch_size:
+                yield idx, many
+                continue
             for s in range(0, len(idx), batch_size):
                 yield idx[s:s + batch_size], many.subset(torch.arange(s, min(len(idx), s + batch_size),
                                                                       device=many.features.device))

@@ -13,7 +13,8 @@ crops × D = 1280 (EfficientNet-Lite0, framesel's default) float16 features, C =
 ``--small`` and of all ``--large`` videos (same store, so only the list size changes).
 
 1. **Read speed**: the small list's features through ``States.batches`` (32 videos a batch,
-   4 batches read ahead on 2 threads), in chunk order and shuffled: GB/s of float16 read.
+   inline as a CPU trainer reads, and 2 reads ahead on 2 threads as for a GPU), in chunk
+   order and shuffled: GB/s of float16 read (delivered as float32).
 2. **Peak RSS** of ``framesel head`` (1 epoch; it writes the logits the rest reads),
    ``framesel train --agent as`` (1 epoch, ``batch_size=16`` so that an epoch of the large
    list ends in minutes: memory per batch, not per list) and ``framesel evaluate`` (--m 4,
@@ -82,21 +83,27 @@ def write_list(root: Path, name: str, n: int) -> Path:
     return path
 
 
-def read_speed(store_path: Path, lst: Path, threads: int) -> dict:
-    """GB/s of float16 features read through States.batches, chunk order and shuffled."""
+def read_speed(store_path: Path, lst: Path) -> dict:
+    """GB/s of float16 features delivered as float32 batches of 32 by States.batches: inline
+    (a CPU trainer's path) and 2 reads ahead on data.stream.prefetch's 2 threads (a GPU's
+    path), each in chunk order and shuffled, after one warm-up pass."""
     out = {}
     with open_store(store_path) as store:
         rows = rows_for_list(store, read_list(lst))
         states = load_states(store, "rgb", rows, load="stream", require_logits=False)
         nbytes = 2 * len(rows) * T * K * D
-        for order_name, order in (("chunk order", torch.arange(len(rows))),
-                                  ("shuffled", torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)))):
-            t0 = time.perf_counter()
-            for _ in states.batches(order, 32):
-                pass
-            dt = time.perf_counter() - t0
-            out[order_name] = nbytes / dt / 1e9
-            print(f"  read {order_name}: {nbytes / 1e9:.2f} GB in {dt:.1f} s = {out[order_name]:.2f} GB/s", flush=True)
+        for _ in states.batches(torch.arange(len(rows)), 32):
+            pass
+        for depth in (0, 2):
+            for order_name, order in (("chunk order", torch.arange(len(rows))),
+                                      ("shuffled", torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)))):
+                t0 = time.perf_counter()
+                for _ in states.batches(order, 32, depth=depth):
+                    pass
+                dt = time.perf_counter() - t0
+                key = f"{'inline' if depth == 0 else '2 ahead on 2 threads'}, {order_name}"
+                out[key] = nbytes / dt / 1e9
+                print(f"  {key}: {nbytes / 1e9:.2f} GB in {dt:.2f} s = {out[key]:.2f} GB/s", flush=True)
     return out
 
 
@@ -172,6 +179,7 @@ def main(argv=None) -> None:
     ap.add_argument("--epoch-videos", type=int, default=300)
     ap.add_argument("--limit-gib", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="read,memory,epoch", help="comma list of: read, memory, epoch")
     ap.add_argument("--quick", action="store_true", help="200 / 600 videos: a smoke run of the machinery")
     args = ap.parse_args(argv)
     if args.quick:
@@ -185,13 +193,17 @@ def main(argv=None) -> None:
              "eval_small": write_list(root, "eval_small", args.eval_small),
              "eval_large": write_list(root, "eval_large", args.eval_large),
              "epoch": write_list(root, "epoch", args.epoch_videos)}
-    print("read speed (States.batches, 32 videos, 4 ahead on 2 threads):")
-    read_speed(store, lists["small"], args.threads)
-    print(f"peak RSS under ulimit -v {args.limit_gib:g} GiB:")
-    for line in memory_table(root, store, lists, int(args.limit_gib * GIB)):
-        print(line)
-    print("epoch time (the head's logits are in the store now):")
-    epoch_time(store, lists["epoch"])
+    only = set(args.only.split(","))
+    if "read" in only:
+        print("read speed (States.batches, 32 videos a batch):")
+        read_speed(store, lists["small"])
+    if "memory" in only:
+        print(f"peak RSS under ulimit -v {args.limit_gib:g} GiB:")
+        for line in memory_table(root, store, lists, int(args.limit_gib * GIB)):
+            print(line)
+    if "epoch" in only:
+        print("epoch time (needs the head's logits in the store: the memory rows write them):")
+        epoch_time(store, lists["epoch"])
 
 
 if __name__ == "__main__":
