@@ -185,6 +185,14 @@ def run_train(cfg: TrainStageConfig) -> Agent:
                         train_list=str(cfg.train_list), train_list_sha256=videos.sha256)
         if second is not None:
             identity["second_stream"] = second
+        # inside the store's `with`: streamed states read from it while the agent trains
+        return _train_states(cls, config, cfg, states, flow, identity, existing)
+
+
+def _train_states(cls, config, cfg: TrainStageConfig, states, flow, identity: dict, existing) -> Agent:
+    """run_train's agent on the loaded ``states`` (and ``flow``): built, resumed or left as
+    it is when finished, trained and saved."""
+    out = Path(cfg.out)
     _, _, _, D, C = states.shape
     if hasattr(cls, "for_states"):      # agents whose shape depends on the states (glimpse's cube)
         agent = cls.for_states(config, states, seed=cfg.seed)

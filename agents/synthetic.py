@@ -60,8 +60,9 @@ def planted_states(V=256, T=25, K=1, D=64, C=8, *, n_key=5, strength=2.0, noise=
 
 
 def write_planted_store(root: Path, *, train: int = 240, test: int = 240, T: int = 25, n_key: int = 3,
-                        D: int = 64, C: int = 8, map_size: int = 4, seed: int = 0) -> tuple[Path, Path, Path]:
-    """A real Zarr store (``root/planted.zarr``) of ``train + test`` planted videos from one
+                        D: int = 64, C: int = 8, map_size: int = 4, seed: int = 0,
+                        name: str = "planted.zarr") -> tuple[Path, Path, Path]:
+    """A real store (``root/name``: Zarr, or HDF5 for ``*.h5``) of ``train + test`` planted videos from one
     :func:`planted_states` call, and its two list files (``root/train.txt``, ``root/test.txt``).
 
     rgb/features (V, T, 1, D) float16, rgb/feature_maps (V, T, 1, s, s, D) float16, motion
@@ -75,7 +76,7 @@ def write_planted_store(root: Path, *, train: int = 240, test: int = 240, T: int
                     attrs={"classes": [f"class{i}" for i in range(C)], "multilabel": False, "T": T, "crops": 1,
                            "flow_stack": 1, "config_sha256": f"planted-seed{seed}",
                            "backbone": {"rgb": {"name": "planted", "gflops_per_frame": 0.0}}})
-    store = root / "planted.zarr"
+    store = root / name            # planted.zarr, or planted.h5 for an HDF5 store
     with create_store(store, layout) as s:
         for i in range(V):
             s.write_video(i, VideoResult(
