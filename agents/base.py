@@ -107,8 +107,7 @@ class States:
                 yield idx, many
                 continue
             for s in range(0, len(idx), batch_size):
-                yield idx[s:s + batch_size], many.subset(torch.arange(s, min(len(idx), s + batch_size),
-                                                                      device=many.features.device))
+                yield idx[s:s + batch_size], many.subset(torch.arange(s, min(len(idx), s + batch_size)))
 
     def pin(self) -> "States":
         """The same states in page-locked memory (for asynchronous copies to a GPU)."""
