@@ -10,7 +10,7 @@ from agents.base import States
 from data.errors import InputError, StoreError
 from data.lists import VideoList
 from data.store import DONE, Store
-from data.stream import StoreRows, stream_by_default
+from data.stream import StoreRows, float32_bytes, stream_by_default
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def load_states(store: Store, stream: str, rows, *, observer: str | None = None,
         raise InputError(f"{store.path} has no stream {stream!r}; it has {', '.join(store.streams)}")
     names = [f"{stream}/features", f"{stream}/logits"] + ([f"{stream}/feature_maps"] if feature_maps else []) \
         + ([f"{observer}/features"] if observer else [])
-    streamed = stream_by_default(_float32_bytes(store, names, len(rows)), load)
+    streamed = stream_by_default(float32_bytes(store, names, len(rows)), load)
     read = (lambda name: StoreRows(store, name, rows)) if streamed else \
         (lambda name: torch.from_numpy(store.read_rows(name, rows).astype(np.float32)))
     feats = read(f"{stream}/features")
@@ -72,15 +72,6 @@ def load_states(store: Store, stream: str, rows, *, observer: str | None = None,
                   labels=torch.from_numpy(labels.astype(np.float32 if multilabel else np.int64)),
                   motion=torch.from_numpy(store.read_rows("motion", rows).astype(np.float32)),
                   feature_maps=maps, observer=obs, video_ids=rows, multilabel=multilabel)
-
-
-def _float32_bytes(store: Store, names, V: int) -> int:
-    """Bytes the arrays ``names`` (those the store has) of V videos take as float32."""
-    total = 0
-    for name in names:
-        if store.has(name):
-            total += 4 * V * int(np.prod(store.shape(name)[1:]))
-    return total
 
 
 def head_logits_ok(store: Store, stream: str) -> bool:

@@ -20,7 +20,7 @@ from agents.training import load_training
 from data.errors import InputError, StoreError
 from data.lists import read_list
 from data.store import DONE, open_store
-from data.stream import StoreRows, stream_by_default
+from data.stream import StoreRows, float32_bytes, stream_by_default
 from data.progress import show_progress
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def run_head(cfg: HeadStageConfig) -> dict:
 def _head_features(store, stream: str, rows, load: str):
     """The training videos' features, float16: in memory, or a view read per mini-batch."""
     name = f"{stream}/features"
-    if stream_by_default(4 * len(rows) * int(np.prod(store.shape(name)[1:])), load):
+    if stream_by_default(float32_bytes(store, [name], len(rows)), load):
         log.info("%s: streaming the head's %d training videos from %s", stream, len(rows), store.path)
         return StoreRows(store, name, rows, dtype=np.float16)
     return store.read_rows(name, rows)

@@ -160,8 +160,8 @@ class Store(LogitsRecord):
 
     def read_rows(self, name: str, indices) -> np.ndarray:
         """Stack rows of done videos ``indices``. One read per row (faster than fancy indexing
-        on both backends, GUIDE §7), the rows of one call read concurrently where the backend
-        can (Zarr: ``_read_rows``)."""
+        on both backends, GUIDE §7), each backend's own way (Zarr: ``_read_rows`` decodes the
+        chunk files itself)."""
         indices = np.asarray(indices, dtype=np.int64)
         for i in indices:
             self._check_chunk(name, int(i), must_be_done=True)
@@ -170,7 +170,7 @@ class Store(LogitsRecord):
         return np.stack(self._read_rows(name, [int(i) for i in indices]))
 
     def _read_rows(self, name: str, indices: list[int]) -> list[np.ndarray]:
-        """The rows ``indices`` (their chunks checked); a backend may read them concurrently."""
+        """The rows ``indices`` (their chunks checked); a backend may read them its own way."""
         return [np.asarray(self._read_row(name, i)) for i in indices]
 
     def _checked_row(self, name: str, i: int, *, must_be_done: bool = False) -> np.ndarray:

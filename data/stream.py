@@ -128,6 +128,11 @@ def memory_limit() -> int:
     return min(limits)
 
 
+def float32_bytes(store, names, V: int) -> int:
+    """Bytes V rows of the arrays ``names`` (those the store has) take as float32."""
+    return sum(4 * V * int(np.prod(store.shape(n)[1:])) for n in names if store.has(n))
+
+
 def stream_by_default(nbytes_float32: int, load: str = "auto") -> bool:
     """Whether states of ``nbytes_float32`` bytes (as float32) are streamed under ``load``:
     ``memory`` never, ``stream`` always, ``auto`` when they exceed :data:`MEMORY_SHARE` of
@@ -161,4 +166,4 @@ def prefetch(read: Callable, items: Iterable, *, depth: int = 4, workers: int = 
                 fut.cancel()
 
 
-__all__ = ["LOADS", "StoreRows", "is_streamed", "memory_limit", "stream_by_default", "prefetch"]
+__all__ = ["LOADS", "StoreRows", "float32_bytes", "is_streamed", "memory_limit", "stream_by_default", "prefetch"]

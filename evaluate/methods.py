@@ -172,10 +172,6 @@ def _pair_partners(methods: list[Method]) -> None:
             meth.partner = next((p for p in cands if p.seed == meth.seed), cands[0])
 
 
-__all__ = ["Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "agent_label", "build_methods",
-           "classifier_name", "same_classifier_method"]
-
-
 def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha: float = 0.0,
                      flow: States | None = None, block: int | None = None, scores: dict | None = None) -> Selection:
     """``selector.select`` over consecutive blocks of videos (``block``, default: those that
@@ -213,3 +209,7 @@ def reads_features(selector) -> bool:
     """Whether ``selector`` reads the features: every learned agent and its same-classifier
     baselines; the head's baselines read logits (and motion) only."""
     return bool(getattr(selector, "learned", False)) or isinstance(selector, SameClassifier)
+
+
+__all__ = ["BLOCK_BYTES", "Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "agent_label", "build_methods",
+           "classifier_name", "reads_features", "same_classifier_method", "select_in_blocks"]
