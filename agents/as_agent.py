@@ -21,7 +21,9 @@ default), vectorised inside the update — the video's K crops go through the Bi
 sequences and all N episodes are sampled, rewarded and back-propagated at once — and
 sequential over videos. ``batch_size`` B > 1 averages B videos' gradients per update, a
 departure (see :class:`ASConfig`); ``benchmarks/agents.py`` times both against a literal
-per-video Algorithm 1.
+per-video Algorithm 1. ``train --seeds N --together`` runs N seeds' Algorithm 1 side by side
+in one batched network (:class:`StackedASNet`, agents/together.py): the same per-video
+updates of each seed, to float rounding.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 from agents.base import MODES, Agent, States, aggregate, aggregate_probabilities, register, top_m_mask
 from agents.options import check_ranges
+from agents.together import StackedParameters, stacked_linear, stacked_lstm
 from agents.rl import MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, multistep_lr, reinforce_loss
 from data.errors import InputError
 
@@ -110,6 +113,20 @@ class ASNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.lstm(self.proj(x))               # (S, T, 2H): [h_t^f ; h_t^b]
         return torch.sigmoid(self.fc(h).squeeze(-1))  # p_t^a = σ(W h_t)
+
+
+class StackedASNet(nn.Module):
+    """N seeds' :class:`ASNet` as one batched network (agents/together.py):
+    (N, S, T, F) -> (N, S, T) keep probabilities, each seed's sequences through its own weights."""
+
+    def __init__(self, nets: list[ASNet], proj: bool):
+        super().__init__()
+        self.params, self.proj = StackedParameters(nets), proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = stacked_linear(x, self.params, "proj.") if self.proj else x
+        h = torch.cat([stacked_lstm(x, self.params, "lstm."), stacked_lstm(x, self.params, "lstm.", reverse=True)], -1)
+        return torch.sigmoid(stacked_linear(h, self.params, "fc.").squeeze(-1))
 
 
 # -- the reward (eqs. 2–4) -------------------------------------------------------------
@@ -197,10 +214,13 @@ class ASAgent(Agent):
                   "predictions": self.num_classes}[c.state]
         return ASNet(in_dim, c.hidden, c.proj)
 
-    def _keep_probs(self, features, logits) -> torch.Tensor:
-        """(B, T, K, D), (B, T, K, C) on the module's device -> (B, T, K) p^a per crop."""
+    def _keep_probs(self, features, logits, stack=None) -> torch.Tensor:
+        """(B, T, K, D), (B, T, K, C) on the module's device -> (B, T, K) p^a per crop; with
+        ``stack``, B = seeds × videos, seed-major, each seed's videos through its own net."""
         B, T, K = features.shape[:3]
-        return self.module(state_input(features, logits, self.config.state)).view(B, K, T).permute(0, 2, 1)
+        x = state_input(features, logits, self.config.state)          # (B·K, T, F)
+        p = self.module(x) if stack is None else stack(x.view(stack.params.seeds, -1, T, x.shape[-1]))
+        return p.reshape(B, K, T).permute(0, 2, 1)
 
     def score(self, states: States, batch_size: int = 256) -> torch.Tensor:
         """(V, T, K) float32 keep probabilities p_t^a (Algorithm 2 line 3), on the states' device."""
@@ -221,50 +241,67 @@ class ASAgent(Agent):
         return aggregate_probabilities(states.logits, keep, alpha, states.multilabel)
 
     # -- training -------------------------------------------------------------------------
-    def _step(self, batch: States, idx: torch.Tensor, opt, gen, baseline, device) -> dict:
-        """One update of Algorithm 1 (lines 3–13) on ``batch``, the training videos ``idx``
-        (B,): B = 1 is the paper's per-video update; all N episodes and K crops at once.
-        Returns the step's diagnostics as 0-d detached tensors (means over its B videos), so
-        that a per-video loop never waits on a device sync for them."""
-        c = self.config
-        f, lg = batch.features.to(device), batch.logits.to(device)
-        labels = batch.labels.to(device)
-        p = self._keep_probs(f, lg)                                      # (B, T, K), line 6
+    def _step(self, batches, opt, gens, baselines, device, stack=None) -> dict:
+        """One update of Algorithm 1 (lines 3–13): ``batches`` holds one (idx, States) per
+        seed — the training videos idx (B,) and their states; B = 1 is the paper's per-video
+        update; all N episodes and K crops at once. One seed (``self.module``), or several
+        through ``stack`` (agents/together.py), each with its generator ``gens[s]`` and
+        baselines ``baselines[s]``. Returns the step's diagnostics per seed as (seeds,)
+        detached tensors (means over its B videos), so that a per-video loop never waits on
+        a device sync for them."""
+        c, N = self.config, len(batches)
+        f = torch.cat([b.features.to(device) for _, b in batches])      # (N·B, T, K, D), seed-major
+        lg = torch.cat([b.logits.to(device) for _, b in batches])
+        labels = torch.cat([b.labels.to(device) for _, b in batches])
+        p = self._keep_probs(f, lg, stack)                               # (N·B, T, K), line 6
         pa = p.mean(dim=2) if c.mode == "frame" else p                   # policy per action
-        u = torch.rand((c.episodes, *pa.shape), generator=gen).to(device)
-        a = (u < pa.detach()).float()                                    # (N, B, T[, K]) eq. 1, line 8
+        per = (c.episodes, pa.shape[0] // N, *pa.shape[1:])
+        u = torch.cat([torch.rand(per, generator=g) for g in gens], dim=1).to(device)
+        a = (u < pa.detach()).float()                                    # (E, N·B, T[, K]) eq. 1, line 8
         probs = torch.softmax(lg.float(), dim=-1)
         p0, p1 = episode_predictions(probs, a)                           # lines 5, 9
-        R = as_reward(p0.unsqueeze(0), p1, labels.unsqueeze(0), c.omega)  # (N, B), line 10
+        R = as_reward(p0.unsqueeze(0), p1, labels.unsqueeze(0), c.omega)  # (E, N·B), line 10
         logp = bernoulli_log_prob(pa.unsqueeze(0), a).flatten(2).sum(-1)  # Σ_t log π(a_t|h_t)
-        b = baseline(idx.to(baseline.values.device)).to(device)
+        b = torch.cat([bl(i.to(bl.values.device)).to(device) for bl, (i, _) in zip(baselines, batches)])
         l_rl, l_samp = reinforce_loss(logp, R, b), sampling_loss(pa, c.m, c.beta)   # eqs. 8, 9
-        loss = l_rl + l_samp
+        loss = (l_rl + l_samp) * N           # the sum of the seeds' own mean losses
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()                                                       # line 12
-        baseline.update(idx.to(baseline.values.device), R.mean(0))      # line 13
-        with torch.no_grad():
-            keep = top_m_mask(p.detach(), c.m, c.mode)
-            hit = _top1_correct(aggregate(lg.float(), keep), labels).float()
-            pd = pa.detach()
-            return {"loss": loss.detach(), "l_sampling": l_samp.detach(), "reward": R.mean(),
-                    "stimulation": (R == c.omega).float().mean(), "punishment": (R == -c.omega).float().mean(),
-                    "entropy": bernoulli_entropy(pd).mean(), "fraction_kept": a.mean(),
-                    "mean_keep_prob": pd.mean(), "train_top1_at_m": hit.mean()}
+        for s, (bl, (i, _)) in enumerate(zip(baselines, batches)):       # line 13
+            bl.update(i.to(bl.values.device), R.mean(0).view(N, -1)[s])
+        return self._diagnostics(p.detach(), pa.detach(), a, R, logp.detach() * (R - b).detach(), lg, labels, N)
 
-    def _epoch(self, train, opt, gen, baseline, device, progress, epoch) -> dict:
-        """One pass over the training videos in a fresh random order, ``batch_size`` videos
-        per update (1: Algorithm 1). Returns the epoch's means of :meth:`_step`'s diagnostics."""
-        V, B = train.shape[0], self.config.batch_size
-        perm = torch.randperm(V, generator=gen)
+    def _diagnostics(self, p, pa, a, R, weighted_logp, lg, labels, N) -> dict:
+        """_step's terms, each a (N,) tensor of per-seed means (videos seed-major)."""
+        c = self.config
+
+        def seed_mean(x, dim=0):
+            return x.movedim(dim, 0).reshape(N, -1).float().mean(1)
+        with torch.no_grad():
+            hit = _top1_correct(aggregate(lg.float(), top_m_mask(p, c.m, c.mode)), labels)
+            l_samp = c.beta * (pa.flatten(1).mean(1) - c.m / pa.shape[1]).abs()
+            return {"loss": seed_mean(-weighted_logp, 1) + seed_mean(l_samp), "l_sampling": seed_mean(l_samp),
+                    "reward": seed_mean(R, 1), "stimulation": seed_mean(R == c.omega, 1),
+                    "punishment": seed_mean(R == -c.omega, 1), "entropy": seed_mean(bernoulli_entropy(pa)),
+                    "fraction_kept": seed_mean(a, 1), "mean_keep_prob": seed_mean(pa),
+                    "train_top1_at_m": seed_mean(hit)}
+
+    def _epoch(self, ctxs, opt, epoch, stack=None) -> list[dict]:
+        """One pass over the training videos in a fresh random order per seed (one
+        TrainContext per seed), ``batch_size`` videos per update (1: Algorithm 1). Returns
+        each seed's epoch means of :meth:`_step`'s diagnostics and its mean baseline b."""
+        V, B = ctxs[0].train.shape[0], self.config.batch_size
+        orders = [c.train.batches(torch.randperm(V, generator=c.generator), B, device=c.device) for c in ctxs]
+        gens, baselines = [c.generator for c in ctxs], [c.state["baseline"] for c in ctxs]
         sums: dict[str, torch.Tensor] = {}
-        self.module.train()
-        for idx, batch in tqdm(train.batches(perm, B, device=device), desc=f"as epoch {epoch + 1}",
-                               total=-(-V // B), disable=not progress, leave=False):
-            for k, v in self._step(batch, idx, opt, gen, baseline, device).items():
-                sums[k] = sums.get(k, 0.0) + v * len(idx)       # weight: the step's videos
-        return {k: float(v) / V for k, v in sums.items()}
+        (self.module if stack is None else stack).train()
+        for batches in tqdm(zip(*orders), desc=f"as epoch {epoch + 1}", total=-(-V // B),
+                            disable=not ctxs[0].progress, leave=False):
+            for k, v in self._step(batches, opt, gens, baselines, ctxs[0].device, stack).items():
+                sums[k] = sums.get(k, 0.0) + v * len(batches[0][0])       # weight: the step's videos
+        return [dict({k: float(v[s]) / V for k, v in sums.items()}, baseline=float(bl.values.mean()))
+                for s, bl in enumerate(baselines)]
 
     # -- the training template's hooks (agents/training.py) ------------------------------
     def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
@@ -280,9 +317,17 @@ class ASAgent(Agent):
 
     def train_epoch(self, ctx, epoch: int) -> dict:
         """Algorithm 1 over the training videos; the row adds the mean baseline b."""
-        baseline = ctx.state["baseline"]
-        row = self._epoch(ctx.train, ctx.optimizer, ctx.generator, baseline, ctx.device, ctx.progress, epoch)
-        return dict(row, baseline=float(baseline.values.mean()))
+        return self._epoch([ctx], ctx.optimizer, epoch)[0]
+
+    # -- several seeds in one batched pass (agents/together.py) --------------------------
+    trains_seeds_together = True
+
+    def stack(self, agents: list["ASAgent"]) -> "StackedASNet":
+        return StackedASNet([a.module for a in agents], bool(self.config.proj))
+
+    def train_epoch_together(self, stack, ctxs, optimizer, epoch: int) -> list[dict]:
+        """:meth:`train_epoch` for every seed at once: one row per seed."""
+        return self._epoch(ctxs, optimizer, epoch, stack)
 
     def validate(self, ctx, epoch: int) -> dict:
         """Top-1 at the config's m, in its mode (Algorithm 2)."""

@@ -128,10 +128,12 @@ class States:
         return dataclasses.replace(self, **{f: pick(f) for f in _PER_VIDEO},
                                    video_ids=np.asarray(self.video_ids)[np.asarray(idx)])
 
-    def to(self, device, non_blocking: bool = False) -> "States":
+    def to(self, device, non_blocking: bool = False, keep_views: bool = False) -> "States":
         """The same states on ``device``; streamed arrays stay views for the CPU and are read
-        whole for any other device."""
+        whole for any other device (``keep_views``: stay unread views, for selectors that
+        never read them)."""
         move = lambda x: None if x is None else (  # noqa: E731
+            x if keep_views and is_streamed(x) else
             x.to(device) if is_streamed(x) else x.to(device, non_blocking=non_blocking))
         return dataclasses.replace(self, **{f: move(getattr(self, f)) for f in _PER_VIDEO})
 
@@ -150,6 +152,10 @@ class Selection:
     video_scores: torch.Tensor
     num_kept: torch.Tensor
     mode: str = "frame"
+
+    def cpu(self) -> "Selection":
+        """The same selection with every tensor on the CPU."""
+        return Selection(self.scores.cpu(), self.keep.cpu(), self.video_scores.cpu(), self.num_kept.cpu(), self.mode)
 
 
 def top_m_mask(scores: torch.Tensor, m: int | None, mode: str = "frame") -> torch.Tensor:
@@ -251,6 +257,9 @@ class Agent(Selector):
     # True when train_epoch reads its videos through States.batches (a mini-batch at a
     # time), so `framesel train --load stream` can leave the list's states in the store
     streams_training: ClassVar[bool] = False
+    # True when N seeds can train in one batched pass (agents/together.py: the agent gives
+    # ``stack(agents)`` and ``train_epoch_together``): `framesel train --seeds N --together`
+    trains_seeds_together: ClassVar[bool] = False
 
     def __init__(self, config, *, num_classes: int, feature_dim: int, seed: int = 0):
         self.config = config

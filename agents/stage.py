@@ -1,6 +1,7 @@
 """The light stage's two library calls behind ``framesel head`` and ``framesel train``."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -16,6 +17,7 @@ from agents.from_store import load_states, rows_for_list
 from agents.checkpoint import check_resumable, read_checkpoint
 from agents.head import HeadConfig, apply_head, build_head, train_head
 from agents.options import make_config
+from agents.together import fit_together
 from agents.training import load_training
 from data.errors import InputError, StoreError
 from data.lists import read_list
@@ -152,14 +154,27 @@ def seed_checkpoint(out, seed: int, seeds: int) -> Path:
     return out if seeds == 1 else out.with_name(f"{out.stem}-seed{seed}{out.suffix}")
 
 
-def run_train_seeds(cfg: TrainStageConfig, seeds: int = 1) -> list[Agent]:
+def run_train_seeds(cfg: TrainStageConfig, seeds: int = 1, together=None) -> list[Agent]:
     """Train ``seeds`` agents, seeds ``cfg.seed`` … ``cfg.seed + seeds - 1``, each with its
     own checkpoint (:func:`seed_checkpoint`; each resumes as :func:`run_train` does).
-    ``framesel evaluate`` treats checkpoints that differ only in seed as one method."""
+    ``framesel evaluate`` treats checkpoints that differ only in seed as one method.
+
+    ``together``: train the seeds in one batched pass (agents/together.py; agents with
+    ``trains_seeds_together``); None (auto) does so on a GPU, where it pays, and trains them
+    one after another on a CPU, where it does not (benchmarks/stream.py)."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise InputError(f"--seeds must be a positive integer, got {seeds!r}")
-    return [run_train(dataclasses.replace(cfg, seed=s, out=str(seed_checkpoint(cfg.out, s, seeds))))
-            for s in range(cfg.seed, cfg.seed + seeds)]
+    cls = selector_class(cfg.agent)
+    if together and not getattr(cls, "trains_seeds_together", False):
+        raise InputError(f"--together: {cfg.agent} trains its seeds one after another (agents that "
+                         f"train seeds together: {', '.join(_capable('trains_seeds_together'))})")
+    if together is None:
+        together = getattr(cls, "trains_seeds_together", False) and str(cfg.device).startswith("cuda")
+    per_seed = [dataclasses.replace(cfg, seed=s, out=str(seed_checkpoint(cfg.out, s, seeds)))
+                for s in range(cfg.seed, cfg.seed + seeds)]
+    if together and seeds > 1:
+        return _train_together(cls, per_seed)
+    return [run_train(c) for c in per_seed]
 
 
 def run_train(cfg: TrainStageConfig) -> Agent:
@@ -171,8 +186,37 @@ def run_train(cfg: TrainStageConfig) -> Agent:
     if not cls.learned:
         raise InputError(f"{cfg.agent!r} is a baseline: it has nothing to train")
     config = make_config(cls.Config, cfg.overrides, owner=cfg.agent)   # before any data loads
-    out = Path(cfg.out)
-    existing = _existing_checkpoint(out)
+    existing = _existing_checkpoint(Path(cfg.out))
+    with _training_inputs(cls, config, cfg) as (states, flow, identity):
+        # inside the store's `with`: streamed states read from it while the agent trains
+        return _train_states(cls, config, cfg, states, flow, identity, existing)
+
+
+def _train_together(cls, cfgs: list[TrainStageConfig]) -> list[Agent]:
+    """run_train for each of ``cfgs`` (one per seed), the seeds trained in one batched pass
+    (agents/together.py) when their checkpoints allow (none, or all at one epoch); apart
+    otherwise. Finished seeds are left as they are."""
+    config = make_config(cls.Config, cfgs[0].overrides, owner=cfgs[0].agent)
+    existing = [_existing_checkpoint(Path(c.out)) for c in cfgs]
+    with _training_inputs(cls, config, cfgs[0]) as (states, flow, identity):
+        agents = [_new_agent(cls, config, c, states, identity, ck) for c, ck in zip(cfgs, existing)]
+        todo = [i for i, a in enumerate(agents) if not a.finished]
+        if len({agents[i].epochs_before for i in todo}) > 1:
+            log.info("the seeds' checkpoints are at different epochs: training them one after another")
+            return [a if a.finished else _train_states(cls, config, c, states, flow, identity, ck)
+                    for a, c, ck in zip(agents, cfgs, existing)]
+        logs = [_start_log(Path(cfgs[i].out), existing[i]) for i in todo]
+        fit_together([agents[i] for i in todo], states, device=cfgs[0].device, log_paths=logs,
+                     checkpoint_paths=[Path(cfgs[i].out) for i in todo], progress=show_progress(cfgs[0].quiet))
+        for i in todo:
+            agents[i].save(cfgs[i].out, command=cfgs[i].command, finished=True)
+    return agents
+
+
+@contextlib.contextmanager
+def _training_inputs(cls, config, cfg: TrainStageConfig):
+    """(states, flow states or None, store identity) of the training list, the store open
+    while they are used (streamed states read from it)."""
     videos = read_list(cfg.train_list)
     with open_store(cfg.store) as store:
         rows = rows_for_list(store, videos)
@@ -185,34 +229,49 @@ def run_train(cfg: TrainStageConfig) -> Agent:
                         train_list=str(cfg.train_list), train_list_sha256=videos.sha256)
         if second is not None:
             identity["second_stream"] = second
-        # inside the store's `with`: streamed states read from it while the agent trains
-        return _train_states(cls, config, cfg, states, flow, identity, existing)
+        yield states, flow, identity
 
 
-def _train_states(cls, config, cfg: TrainStageConfig, states, flow, identity: dict, existing) -> Agent:
-    """run_train's agent on the loaded ``states`` (and ``flow``): built, resumed or left as
-    it is when finished, trained and saved."""
-    out = Path(cfg.out)
+def _new_agent(cls, config, cfg: TrainStageConfig, states, identity: dict, existing) -> Agent:
+    """The agent ``cfg`` trains, checked against the checkpoint ``existing`` at its --out
+    (config, seed, store) before any weights load. Sets ``epochs_before`` and ``finished``
+    (the checkpoint is done: its weights and history are loaded, its log rewritten)."""
     _, _, _, D, C = states.shape
     if hasattr(cls, "for_states"):      # agents whose shape depends on the states (glimpse's cube)
         agent = cls.for_states(config, states, seed=cfg.seed)
     else:
         agent = cls(config, num_classes=C, feature_dim=D, seed=cfg.seed)
     agent.store_identity = identity
-    log_path = out.with_suffix(".jsonl")
-    agent.epochs_before = 0
+    agent.epochs_before, agent.finished = 0, False
     if existing is not None:
-        check_resumable(agent, existing, out)      # config, seed, store: before any weights load
+        out = Path(cfg.out)
+        check_resumable(agent, existing, out)
         agent.epochs_before = int(existing["epoch"])
         if existing.get("finished") and agent.epochs_before == agent.total_epochs():
             load_training(agent, out)
-            write_jsonl(log_path, agent.history)
+            write_jsonl(out.with_suffix(".jsonl"), agent.history)
             log.info("%s is already trained for %d epochs; nothing to do", out, agent.epochs_before)
-            return agent
+            agent.finished = True
+    return agent
+
+
+def _start_log(out: Path, existing) -> Path:
+    """The training log beside ``out``: a fresh run starts it empty; a resumed one restarts
+    it from the checkpoint's history, so rows of an epoch killed after its checkpoint go."""
     _make_parent(out)
-    # A fresh run starts a new log; a resumed one restarts from the checkpoint's history, so
-    # rows of an epoch that was killed after its checkpoint do not remain.
+    log_path = out.with_suffix(".jsonl")
     write_jsonl(log_path, existing["history"] if existing is not None else [])
+    return log_path
+
+
+def _train_states(cls, config, cfg: TrainStageConfig, states, flow, identity: dict, existing) -> Agent:
+    """run_train's agent on the loaded ``states`` (and ``flow``): built, resumed or left as
+    it is when finished, trained and saved."""
+    agent = _new_agent(cls, config, cfg, states, identity, existing)
+    if agent.finished:
+        return agent
+    out = Path(cfg.out)
+    log_path = _start_log(out, existing)
     agent.fit(states, device=cfg.device, log_path=log_path, checkpoint_path=out,
               progress=show_progress(cfg.quiet), **({} if flow is None else {"flow": flow}))
     agent.save(out, command=cfg.command, finished=True)
@@ -226,12 +285,13 @@ def _training_load(cls, load: str) -> str:
         return load
     if load == "stream":
         raise InputError(f"--load stream: {cls.name} reads all of its training states at once; "
-                         f"use --load memory (agents that stream: {', '.join(_streaming_agents())})")
+                         f"use --load memory (agents that stream: {', '.join(_capable('streams_training'))})")
     return "memory"
 
 
-def _streaming_agents() -> list[str]:
-    return [n for n in selector_names(learned=True) if getattr(selector_class(n), "streams_training", False)]
+def _capable(flag: str) -> list[str]:
+    """The agents whose class sets ``flag`` (streams_training, trains_seeds_together)."""
+    return [n for n in selector_names(learned=True) if getattr(selector_class(n), flag, False)]
 
 
 def _second_stream(config, stream: str, store) -> str | None:

@@ -26,6 +26,11 @@ crops × D = 1280 (EfficientNet-Lite0, framesel's default) float16 features, C =
 3. **Epoch time**: one ``as`` epoch at its defaults (per-video Adam updates) on the first
    ``--epoch-videos`` videos, in memory vs streamed, side by side, the ratio, and whether the
    weights are identical.
+4. **Seeds together**: ``--seeds-n`` seeds of ``as`` (defaults, per-video updates), one
+   epoch on ``--seed-videos`` videos, trained one after another vs in one batched pass
+   (agents/together.py), side by side: seeds/s, the ratio, the largest weight difference.
+   Twice: at the real shapes above (on a CPU the arithmetic is the cost) and at tiny ones
+   (D = 64, K = 1, hidden 16: each step is per-op overhead, as one video's step is on a GPU).
 """
 from __future__ import annotations
 
@@ -125,6 +130,39 @@ def epoch_time(store_path: Path, lst: Path) -> dict:
     return out
 
 
+def seeds_speed(store_path: Path, lst: Path, n: int) -> dict:
+    """Seconds of one as epoch for n seeds apart vs together, at the store's real shapes and
+    at tiny ones (planted states, D 64, K 1, hidden 16), with the largest weight difference."""
+    from agents.synthetic import planted_states
+    from agents.together import fit_together
+
+    with open_store(store_path) as store:
+        real = load_states(store, "rgb", rows_for_list(store, read_list(lst)), load="memory")
+    tiny = planted_states(V=real.shape[0], T=T, K=1, D=64, C=C, n_key=3, seed=0)
+    out = {}
+    for name, states, config in (("real shapes", real, ASConfig(epochs=1)),
+                                 ("tiny shapes", tiny, ASConfig(epochs=1, hidden=16))):
+        V, _, Kx, Dx, Cx = states.shape
+        runs = {}
+        for how in ("apart", "together"):
+            agents = [ASAgent(config, num_classes=Cx, feature_dim=Dx, seed=s) for s in range(n)]
+            t0 = time.perf_counter()
+            if how == "apart":
+                for agent in agents:
+                    agent.fit(states)
+            else:
+                fit_together(agents, states, checkpoint_paths=[None] * n, log_paths=[None] * n)
+            runs[how] = (time.perf_counter() - t0, agents)
+        diff = max(float((a.module.state_dict()[k] - b.module.state_dict()[k]).abs().max())
+                   for a, b in zip(runs["apart"][1], runs["together"][1]) for k in a.module.state_dict())
+        (ta, _), (tt, _) = runs["apart"], runs["together"]
+        out[name] = (ta, tt)
+        print(f"  {name} ({V} videos × {T} × {Kx} × {Dx}, hidden {config.hidden}), {n} seeds, one epoch: "
+              f"apart {ta:.1f} s ({n / ta:.3f} seeds/s), together {tt:.1f} s ({n / tt:.3f} seeds/s), "
+              f"speed-up {ta / tt:.2f}x; largest weight difference {diff:.1e}", flush=True)
+    return out
+
+
 def limited(limit_bytes: int):
     return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
@@ -179,11 +217,14 @@ def main(argv=None) -> None:
     ap.add_argument("--epoch-videos", type=int, default=300)
     ap.add_argument("--limit-gib", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="read,memory,epoch", help="comma list of: read, memory, epoch")
+    ap.add_argument("--seeds-n", type=int, default=4)
+    ap.add_argument("--seed-videos", type=int, default=40)
+    ap.add_argument("--only", default="read,memory,epoch,seeds", help="comma list of: read, memory, epoch, seeds")
     ap.add_argument("--quick", action="store_true", help="200 / 600 videos: a smoke run of the machinery")
     args = ap.parse_args(argv)
     if args.quick:
         args.small, args.large, args.eval_small, args.eval_large, args.epoch_videos = 120, 600, 120, 300, 20
+        args.seed_videos = 8
     torch.set_num_threads(args.threads)
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -192,7 +233,8 @@ def main(argv=None) -> None:
     lists = {"small": write_list(root, "small", args.small), "large": write_list(root, "large", args.large),
              "eval_small": write_list(root, "eval_small", args.eval_small),
              "eval_large": write_list(root, "eval_large", args.eval_large),
-             "epoch": write_list(root, "epoch", args.epoch_videos)}
+             "epoch": write_list(root, "epoch", args.epoch_videos),
+             "seeds": write_list(root, "seeds", args.seed_videos)}
     only = set(args.only.split(","))
     if "read" in only:
         print("read speed (States.batches, 32 videos a batch):")
@@ -204,6 +246,9 @@ def main(argv=None) -> None:
     if "epoch" in only:
         print("epoch time (needs the head's logits in the store: the memory rows write them):")
         epoch_time(store, lists["epoch"])
+    if "seeds" in only:
+        print(f"{args.seeds_n} seeds apart vs together (needs the head's logits too):")
+        seeds_speed(store, lists["seeds"], args.seeds_n)
 
 
 if __name__ == "__main__":

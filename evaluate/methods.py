@@ -18,6 +18,7 @@ sides use the same classifier).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -173,7 +174,8 @@ def _pair_partners(methods: list[Method]) -> None:
 
 
 def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha: float = 0.0,
-                     flow: States | None = None, block: int | None = None, scores: dict | None = None) -> Selection:
+                     flow: States | None = None, block: int | None = None, scores: dict | None = None,
+                     device="cpu") -> Selection:
     """``selector.select`` over consecutive blocks of videos (``block``, default: those that
     fill :data:`BLOCK_BYTES`), concatenated: each block's states are read (streamed) or
     sliced when its turn comes, the next one read ahead on a background thread, and a block
@@ -181,28 +183,49 @@ def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha:
     (random's draw is keyed by the video's row), so blocks bound memory and change no result.
     ``scores``: a dict kept by the caller across budgets for a selector that scores with
     :meth:`Selector.score` alone (the base ``select``): each block is scored once, later
-    budgets reuse it. ``flow``: rtsae's second stream."""
+    budgets reuse it. ``flow``: rtsae's second stream. ``device``: where the selection runs
+    (``evaluate --device cuda``): each block and the selector's network go there for the
+    call, the selection comes back to the CPU (so the protocols and reports never see it)."""
     V, T, K, D, C = states.shape
     block = block or max(1, BLOCK_BYTES // (4 * T * K * (D + C)))
     reuse = scores is not None and flow is None and type(selector).select is Selector.select
     parts = [np.arange(s, min(V, s + block)) for s in range(0, V, block)]
     scored = reuse and all((b, block) in scores for b in range(len(parts)))
     views = ("features", "feature_maps", "observer") if scored or not reads_features(selector) else ()
-    read = lambda idx: (states.subset(idx, views=views),  # noqa: E731
-                        None if flow is None else flow.subset(idx, views=views))
+    on = lambda x: None if x is None else x.to(device, keep_views=True)  # noqa: E731
+    read = lambda idx: (on(states.subset(idx, views=views)),  # noqa: E731
+                        on(None if flow is None else flow.subset(idx, views=views)))
     out = []
-    for b, (part, part_flow) in enumerate(prefetch(read, parts, depth=1 if states.streamed else 0)):
-        if reuse and (b, block) in scores:
-            out.append(selector.select_scored(part, scores[(b, block)], m, mode=mode, alpha=alpha))
-            continue
-        out.append(selector.select(part, m, mode=mode, alpha=alpha, **({} if part_flow is None
-                                                                       else {"flow": part_flow})))
-        if reuse:
-            scores[(b, block)] = out[-1].scores
+    with on_device(selector, device):
+        for b, (part, part_flow) in enumerate(prefetch(read, parts, depth=1 if states.streamed else 0)):
+            if reuse and (b, block) in scores:
+                sel = selector.select_scored(part, scores[(b, block)].to(device), m, mode=mode, alpha=alpha)
+            else:
+                sel = selector.select(part, m, mode=mode, alpha=alpha, **({} if part_flow is None
+                                                                          else {"flow": part_flow}))
+                if reuse:
+                    scores[(b, block)] = sel.scores.cpu()
+            out.append(sel.cpu())
     if len(out) == 1:
         return out[0]
     return Selection(*(torch.cat([getattr(o, f) for o in out]) for f in ("scores", "keep", "video_scores",
                                                                             "num_kept")), mode=out[0].mode)
+
+
+@contextlib.contextmanager
+def on_device(selector, device):
+    """The network of ``selector`` (a learned agent's, or the agent a same-classifier
+    baseline wraps) on ``device`` for the ``with`` block, back where it was after."""
+    module = getattr(selector, "module", None) or getattr(getattr(selector, "agent", None), "module", None)
+    if module is None or torch.device(device).type == "cpu":
+        yield
+        return
+    home = next(module.parameters()).device
+    module.to(device)
+    try:
+        yield
+    finally:
+        module.to(home)
 
 
 def reads_features(selector) -> bool:
@@ -212,4 +235,4 @@ def reads_features(selector) -> bool:
 
 
 __all__ = ["BLOCK_BYTES", "Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "agent_label", "build_methods",
-           "classifier_name", "reads_features", "same_classifier_method", "select_in_blocks"]
+           "classifier_name", "on_device", "reads_features", "same_classifier_method", "select_in_blocks"]

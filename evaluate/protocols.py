@@ -65,6 +65,7 @@ class ProtocolConfig:
     bootstrap: int = 2000
     seed: int = 0
     flop_videos: int = 2          # videos the agent FLOP count runs on (then averaged)
+    device: str = "cpu"           # where selections run (methods.select_in_blocks); results come back to the CPU
 
     def __post_init__(self):
         unknown = set(self.protocols) - set(PROTOCOLS)
@@ -153,10 +154,11 @@ class _Run:
             sel = method.selectors[stream]
             if stream == "fused":
                 self._sel[key] = select_in_blocks(sel, self.states["rgb"], m, mode=mode, alpha=alpha,
-                                                  flow=self.states["flow"])
+                                                  flow=self.states["flow"], device=self.cfg.device)
             else:
                 self._sel[key] = select_in_blocks(sel, self.input(method, stream), m, mode=mode, alpha=alpha,
-                                                  scores=self._scores.setdefault((method.uid, stream), {}))
+                                                  scores=self._scores.setdefault((method.uid, stream), {}),
+                                                  device=self.cfg.device)
         return self._sel[key]
 
     def input(self, method: Method, stream: str) -> States:

@@ -87,6 +87,21 @@ load_option = click.option("--load", default="auto", show_default=True,
                                 "of the memory this process may use). Same results either way.")
 
 
+def _light_device(ctx, param, value):
+    """--device of head, train and evaluate: cuda needs a GPU torch can see, here."""
+    if value == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise click.BadParameter(f"cuda: torch {torch.__version__} sees no CUDA device on this machine "
+                                     f"(built for CUDA: {torch.version.cuda or 'no'}); use --device cpu")
+    return value
+
+
+def device_option(help_text: str):
+    return click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+                        callback=_light_device, help=help_text)
+
+
 def _shard(ctx, param, value):
     try:
         k, n = (int(x) for x in value.split("/"))
@@ -205,7 +220,7 @@ def merge(shards, out):
 @click.option("--epochs", default=30, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
+@device_option("Where the head trains and writes the logits.")
 @load_option
 @quiet_option
 @domain_errors
@@ -236,11 +251,15 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, load
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
               help="Train N seeds (--seed, --seed+1, ...), each saved as OUT-seedS.pt beside --out "
                    "(N = 1: --out itself); evaluate reports them as one method, mean ± std over seeds.")
-@click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
+@click.option("--together/--apart", default=None,
+              help="--seeds N: train the N seeds in one batched pass (as), or one after another. "
+                   "Default: together on --device cuda, apart on cpu (where batching gains nothing).")
+@device_option("Where the agent trains (streamed states are read ahead through pinned memory).")
 @load_option
 @quiet_option
 @domain_errors
-def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, seeds, device, load, quiet):
+def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, seeds, together, device,
+          load, quiet):
     """Train a selection agent on the cached states of STORE."""
     from agents.stage import TrainStageConfig, run_train_seeds, seed_checkpoint
     from pipeline.config import parse_assignments
@@ -249,7 +268,7 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
                            stream=stream, observer=observer,
                            overrides=parse_assignments(overrides, "--set", underscores=True),
                            seed=seed, device=device, load=load, quiet=quiet, command=_command_line())
-    for agent in run_train_seeds(cfg, seeds):
+    for agent in run_train_seeds(cfg, seeds, together):
         path = seed_checkpoint(out, agent.seed, seeds)
         if agent.epochs_before == len(agent.history):
             click.echo(f"{path} is already trained for {agent.epochs_before} epochs; nothing to do")
@@ -277,15 +296,16 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
 @click.option("--fusion", multiple=True, callback=fusion_weights, metavar="rgb=W,flow=W",
               help="Two-stream fusion weights on scores before softmax (default: 1:1.5 as TSN, and 1/3:2/3).")
 @click.option("--seed", default=0, show_default=True)
+@device_option("Where the selections run (the agents' networks, a block of test videos at a time).")
 @load_option
 @quiet_option
 @domain_errors
-def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, load, quiet):
+def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, device, load, quiet):
     """Run the papers' protocols on STORE with the given agents and write a report."""
     from evaluate.protocols import ProtocolConfig
     from evaluate.run import EvaluateConfig, run_evaluate
 
-    proto = {"seed": seed}
+    proto = {"seed": seed, "device": device}
     if ms:
         proto["ms"] = ms
     if fusion:
