@@ -40,6 +40,7 @@ from agents.rl import MovingAverageBaseline, bernoulli_entropy, bernoulli_log_pr
 from data.errors import InputError
 
 STATE_KINDS = ("both", "features", "predictions")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class ASConfig:
     Not in the paper (our choices): ``hidden`` (BiLSTM size per direction), ``episodes`` N
     (the paper never states N; 8), ``baseline_momentum`` of the moving average b, ``proj``
     (optional linear projection of the state before the BiLSTM, 0 = none).
+
+    ``precision`` ``bfloat16`` (not the paper's; ours, for speed) runs the BiLSTM's matmuls
+    under bf16 autocast, in training and at test time, with the keep probabilities, rewards,
+    losses and Adam in float32; ``benchmarks/stream.py`` measures its speed and whether it
+    changes what the agent learns beyond seed noise.
 
     ``batch_size`` B > 1 is a departure, for throughput: the gradient of B videos is
     averaged into one Adam step, and Adam's step does not grow with B, so at the same lr an
@@ -89,12 +95,15 @@ class ASConfig:
     batch_size: int = 1
     baseline_momentum: float = 0.9
     proj: int = 0
+    precision: str = "float32"
 
     def __post_init__(self):
         if self.state not in STATE_KINDS:
             raise InputError(f"as state must be one of {STATE_KINDS}, not {self.state!r}")
         if self.mode not in MODES:
             raise InputError(f"as mode must be one of {MODES}, not {self.mode!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"as precision must be one of {PRECISIONS}, not {self.precision!r}")
         object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
         check_ranges("as", self, at_least_one=("m", "episodes", "epochs", "batch_size", "hidden"),
                      non_negative=("proj", "beta", "omega", "weight_decay", "lr_milestones"),
@@ -112,7 +121,7 @@ class ASNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.lstm(self.proj(x))               # (S, T, 2H): [h_t^f ; h_t^b]
-        return torch.sigmoid(self.fc(h).squeeze(-1))  # p_t^a = σ(W h_t)
+        return torch.sigmoid(self.fc(h).squeeze(-1).float())  # p_t^a = σ(W h_t), float32 under autocast too
 
 
 class StackedASNet(nn.Module):
@@ -126,7 +135,7 @@ class StackedASNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = stacked_linear(x, self.params, "proj.") if self.proj else x
         h = torch.cat([stacked_lstm(x, self.params, "lstm."), stacked_lstm(x, self.params, "lstm.", reverse=True)], -1)
-        return torch.sigmoid(stacked_linear(h, self.params, "fc.").squeeze(-1))
+        return torch.sigmoid(stacked_linear(h, self.params, "fc.").squeeze(-1).float())
 
 
 # -- the reward (eqs. 2–4) -------------------------------------------------------------
@@ -219,7 +228,8 @@ class ASAgent(Agent):
         ``stack``, B = seeds × videos, seed-major, each seed's videos through its own net."""
         B, T, K = features.shape[:3]
         x = state_input(features, logits, self.config.state)          # (B·K, T, F)
-        p = self.module(x) if stack is None else stack(x.view(stack.params.seeds, -1, T, x.shape[-1]))
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bfloat16"):
+            p = self.module(x) if stack is None else stack(x.view(stack.params.seeds, -1, T, x.shape[-1]))
         return p.reshape(B, K, T).permute(0, 2, 1)
 
     def score(self, states: States, batch_size: int = 256) -> torch.Tensor:

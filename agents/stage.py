@@ -154,22 +154,21 @@ def seed_checkpoint(out, seed: int, seeds: int) -> Path:
     return out if seeds == 1 else out.with_name(f"{out.stem}-seed{seed}{out.suffix}")
 
 
-def run_train_seeds(cfg: TrainStageConfig, seeds: int = 1, together=None) -> list[Agent]:
+def run_train_seeds(cfg: TrainStageConfig, seeds: int = 1, together: bool = False) -> list[Agent]:
     """Train ``seeds`` agents, seeds ``cfg.seed`` … ``cfg.seed + seeds - 1``, each with its
     own checkpoint (:func:`seed_checkpoint`; each resumes as :func:`run_train` does).
     ``framesel evaluate`` treats checkpoints that differ only in seed as one method.
 
     ``together``: train the seeds in one batched pass (agents/together.py; agents with
-    ``trains_seeds_together``); None (auto) does so on a GPU, where it pays, and trains them
-    one after another on a CPU, where it does not (benchmarks/stream.py)."""
+    ``trains_seeds_together``) instead of one after another. Off by default: on a CPU it is
+    slower (0.83x at UCF101 10-crop shapes, benchmarks/stream.py) and it has not been
+    measured on a GPU, where it is meant to pay."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise InputError(f"--seeds must be a positive integer, got {seeds!r}")
     cls = selector_class(cfg.agent)
     if together and not getattr(cls, "trains_seeds_together", False):
         raise InputError(f"--together: {cfg.agent} trains its seeds one after another (agents that "
                          f"train seeds together: {', '.join(_capable('trains_seeds_together'))})")
-    if together is None:
-        together = getattr(cls, "trains_seeds_together", False) and str(cfg.device).startswith("cuda")
     per_seed = [dataclasses.replace(cfg, seed=s, out=str(seed_checkpoint(cfg.out, s, seeds)))
                 for s in range(cfg.seed, cfg.seed + seeds)]
     if together and seeds > 1:

@@ -3,10 +3,11 @@
 N seeds of an agent differ only in their initial weights and their random draws; their
 networks have the same shapes. Stacking each parameter over a leading seed axis turns N
 small networks into one batched one: a forward pass is one batched matmul per layer
-instead of N, and one optimizer step updates every seed. On a GPU, where one video's
-update is a few tiny kernels (latency, not arithmetic), that makes N seeds cost little
-more than one; on a CPU the arithmetic is the cost and stacking gains nothing
-(``benchmarks/stream.py`` measures it).
+instead of N, and one optimizer step updates every seed. It is meant for GPUs, where one
+video's update is a few tiny kernels (latency, not arithmetic), and has not been measured on
+one yet; on a CPU the arithmetic is the cost, and this plain-torch LSTM is slower than
+``nn.LSTM``'s fused kernel (``benchmarks/stream.py``: 0.83x of separate runs on 2 cores at
+UCF101 10-crop shapes), so ``--together`` is off by default.
 
 It is exact up to float rounding, because nothing mixes the seeds:
 

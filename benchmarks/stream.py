@@ -31,6 +31,11 @@ crops × D = 1280 (EfficientNet-Lite0, framesel's default) float16 features, C =
    (agents/together.py), side by side: seeds/s, the ratio, the largest weight difference.
    Twice: at the real shapes above (on a CPU the arithmetic is the cost) and at tiny ones
    (D = 64, K = 1, hidden 16: each step is per-op overhead, as one video's step is on a GPU).
+5. **Mixed precision** (``as --set precision=bfloat16``): one epoch at the real shapes on
+   ``--seed-videos`` videos, float32 vs bfloat16 autocast, side by side; and whether it
+   changes what the agent learns: ``ASConfig``'s planted protocol (240 train / 240 test
+   videos, T = 25, 3 key positions, the paper's defaults, ``--precision-epochs`` epochs,
+   seeds 0/1/2): top-1 at m = 4 and top-5 key precision (chance 0.12) of each seed.
 """
 from __future__ import annotations
 
@@ -163,6 +168,36 @@ def seeds_speed(store_path: Path, lst: Path, n: int) -> dict:
     return out
 
 
+def precision(store_path: Path, lst: Path, epochs: int) -> dict:
+    """float32 vs bfloat16 as: epoch seconds at the store's shapes, and the planted results."""
+    from agents.synthetic import planted_states
+
+    with open_store(store_path) as store:
+        real = load_states(store, "rgb", rows_for_list(store, read_list(lst)), load="memory")
+    out = {}
+    for p in ("float32", "bfloat16"):
+        agent = ASAgent(ASConfig(epochs=1, precision=p), num_classes=C, feature_dim=D, seed=0)
+        t0 = time.perf_counter()
+        agent.fit(real)
+        out[p] = time.perf_counter() - t0
+        print(f"  as epoch, {real.shape[0]} videos at {T} × {K} × {D}, {p}: {out[p]:.1f} s", flush=True)
+    print(f"  bfloat16 speed-up: {out['float32'] / out['bfloat16']:.2f}x")
+    st = planted_states(V=480, T=25, n_key=3, seed=0)
+    train, test = st.subset(np.arange(240)), st.subset(np.arange(240, 480))
+    for p in ("float32", "bfloat16"):
+        top1, prec = [], []
+        for seed in (0, 1, 2):
+            agent = ASAgent(ASConfig(epochs=epochs, precision=p), num_classes=8, feature_dim=64, seed=seed)
+            agent.fit(train)
+            sel = agent.select(test, 4)
+            top1.append(float((sel.video_scores.argmax(1) == test.labels).float().mean()))
+            hit = agent.score(test).mean(2).topk(5, dim=1).indices
+            prec.append(float(st.key_mask[240:].gather(1, hit).float().mean()))
+        print(f"  planted, {epochs} epochs, {p}: top-1 at m=4 " + "/".join(f"{x:.3f}" for x in top1)
+              + " (mean %.3f), key precision " % np.mean(top1) + "/".join(f"{x:.2f}" for x in prec), flush=True)
+    return out
+
+
 def limited(limit_bytes: int):
     return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
@@ -219,12 +254,14 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds-n", type=int, default=4)
     ap.add_argument("--seed-videos", type=int, default=40)
-    ap.add_argument("--only", default="read,memory,epoch,seeds", help="comma list of: read, memory, epoch, seeds")
+    ap.add_argument("--precision-epochs", type=int, default=45)
+    ap.add_argument("--only", default="read,memory,epoch,seeds,precision",
+                    help="comma list of: read, memory, epoch, seeds, precision")
     ap.add_argument("--quick", action="store_true", help="200 / 600 videos: a smoke run of the machinery")
     args = ap.parse_args(argv)
     if args.quick:
         args.small, args.large, args.eval_small, args.eval_large, args.epoch_videos = 120, 600, 120, 300, 20
-        args.seed_videos = 8
+        args.seed_videos, args.precision_epochs = 8, 2
     torch.set_num_threads(args.threads)
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -249,6 +286,9 @@ def main(argv=None) -> None:
     if "seeds" in only:
         print(f"{args.seeds_n} seeds apart vs together (needs the head's logits too):")
         seeds_speed(store, lists["seeds"], args.seeds_n)
+    if "precision" in only:
+        print("mixed precision (as, bfloat16 autocast):")
+        precision(store, lists["seeds"], args.precision_epochs)
 
 
 if __name__ == "__main__":

@@ -251,9 +251,9 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, load
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
               help="Train N seeds (--seed, --seed+1, ...), each saved as OUT-seedS.pt beside --out "
                    "(N = 1: --out itself); evaluate reports them as one method, mean ± std over seeds.")
-@click.option("--together/--apart", default=None,
+@click.option("--together/--apart", default=False, show_default=True,
               help="--seeds N: train the N seeds in one batched pass (as), or one after another. "
-                   "Default: together on --device cuda, apart on cpu (where batching gains nothing).")
+                   "Meant for GPUs (not yet measured there); on a CPU it is slower.")
 @device_option("Where the agent trains (streamed states are read ahead through pinned memory).")
 @load_option
 @quiet_option
