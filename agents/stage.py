@@ -200,6 +200,8 @@ def _train_together(cls, cfgs: list[TrainStageConfig]) -> list[Agent]:
     with _training_inputs(cls, config, cfgs[0]) as (states, flow, identity):
         agents = [_new_agent(cls, config, c, states, identity, ck) for c, ck in zip(cfgs, existing)]
         todo = [i for i, a in enumerate(agents) if not a.finished]
+        if not todo:
+            return agents
         if len({agents[i].epochs_before for i in todo}) > 1:
             log.info("the seeds' checkpoints are at different epochs: training them one after another")
             return [a if a.finished else _train_states(cls, config, c, states, flow, identity, ck)

@@ -112,6 +112,8 @@ def test_seeds_at_different_epochs_train_apart_and_finished_ones_are_kept(plante
     ref = _train(planted, tmp_path / "ref" / "as.pt", seeds=3, together=False)
     for a, b in zip(ref, got):
         _assert_same(a, b)
+    again = _train(planted, tmp_path / "as.pt", seeds=3, together=True)      # all finished: nothing to do
+    assert all(a.finished and a.epochs_before == 3 for a in again)
 
 
 def test_together_is_refused_for_an_agent_that_trains_seeds_apart(planted, tmp_path):
