@@ -8,6 +8,7 @@ x component (TSN inverts the x-flow image of flipped crops), so motion stays con
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from data.errors import InputError
 
@@ -59,47 +60,58 @@ def _check_boxes(boxes: list[Box], width: int, height: int, size: int) -> None:
                              f"{width}x{height} frame")
 
 
-def crop_frames(frames: np.ndarray, boxes: list[Box], size: int) -> np.ndarray:
+def crop_frames(frames, boxes: list[Box], size: int):
     """(P, H, W, C) frames -> (P, K, size, size, C) crops of the same dtype (K = len(boxes)).
+
+    ``frames`` is a numpy array or a torch tensor on any device; the crops are of the same
+    kind (and device).
 
     Raises:
         InputError: frames not 4-D, or a box outside the frame.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4:
-        raise InputError(f"frames must be (P, H, W, C), got shape {frames.shape}")
-    _check_boxes(boxes, frames.shape[2], frames.shape[1], size)
-    out = np.empty((frames.shape[0], len(boxes), size, size, frames.shape[3]), frames.dtype)
+    t, back = _as_tensor(frames)
+    if t.ndim != 4:
+        raise InputError(f"frames must be (P, H, W, C), got shape {tuple(t.shape)}")
+    _check_boxes(boxes, t.shape[2], t.shape[1], size)
+    out = t.new_empty((t.shape[0], len(boxes), size, size, t.shape[3]))
     for k, (x0, y0, flip) in enumerate(boxes):
-        crop = frames[:, y0:y0 + size, x0:x0 + size]
-        out[:, k] = crop[:, :, ::-1] if flip else crop
-    return out
+        crop = t[:, y0:y0 + size, x0:x0 + size]
+        out[:, k] = crop.flip(2) if flip else crop
+    return back(out)
 
 
-def crop_flow(flow: np.ndarray, boxes: list[Box], size: int) -> np.ndarray:
+def crop_flow(flow, boxes: list[Box], size: int):
     """(P, L, H, W, 2) flow stacks -> (P, K, L, size, size, 2) crops; flipped crops negate x.
 
-    Channel 0 is the horizontal (x) displacement, channel 1 the vertical (y) one.
+    Channel 0 is the horizontal (x) displacement, channel 1 the vertical (y) one. ``flow`` is
+    a numpy array or a torch tensor on any device; the crops are of the same kind.
 
     Raises:
         InputError: flow not (P, L, H, W, 2), a non-float or non-signed dtype, or a box
             outside the frame.
     """
-    flow = np.asarray(flow)
-    if flow.ndim != 5 or flow.shape[-1] != 2:
-        raise InputError(f"flow must be (P, L, H, W, 2), got shape {flow.shape}")
-    if not (np.issubdtype(flow.dtype, np.floating) or np.issubdtype(flow.dtype, np.signedinteger)):
+    t, back = _as_tensor(flow)
+    if t.ndim != 5 or t.shape[-1] != 2:
+        raise InputError(f"flow must be (P, L, H, W, 2), got shape {tuple(t.shape)}")
+    if not (t.is_floating_point() or (t.is_signed() and t.dtype != torch.bool)):
         # Negating unsigned (quantised) flow would wrap around instead of mirroring.
         raise InputError(f"flow must be a signed or float dtype to negate, got {flow.dtype}")
-    _check_boxes(boxes, flow.shape[3], flow.shape[2], size)
-    p, stack = flow.shape[:2]
-    out = np.empty((p, len(boxes), stack, size, size, 2), flow.dtype)
+    _check_boxes(boxes, t.shape[3], t.shape[2], size)
+    p, stack = t.shape[:2]
+    out = t.new_empty((p, len(boxes), stack, size, size, 2))
     for k, (x0, y0, flip) in enumerate(boxes):
-        crop = flow[:, :, y0:y0 + size, x0:x0 + size]
+        crop = t[:, :, y0:y0 + size, x0:x0 + size]
         if flip:
-            crop = crop[:, :, :, ::-1]
+            crop = crop.flip(3)
             out[:, k, ..., 0] = -crop[..., 0]
             out[:, k, ..., 1] = crop[..., 1]
         else:
             out[:, k] = crop
-    return out
+    return back(out)
+
+
+def _as_tensor(x):
+    """(tensor view of x, a function giving a result back in x's kind: numpy or torch)."""
+    if isinstance(x, torch.Tensor):
+        return x, lambda t: t
+    return torch.from_numpy(np.ascontiguousarray(x)), lambda t: t.numpy()

@@ -21,6 +21,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
+import torch
 
 from data.errors import InputError, UnknownNameError
 from extract import flow_params
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "FlowConfig",
+    "compute_pairs",
     "compute_stacks",
     "flow_algorithms",
     "motion_magnitude",
@@ -51,7 +53,9 @@ class _Algorithm:
     ``defaults()`` returns every parameter with its default (name -> int/float/bool/str);
     ``compute(prev, next, params)`` maps two (N, H, W) uint8 arrays to (N, H, W, 2) float32;
     ``describe(params)`` returns the effective parameters to record (defaults to ``params``);
-    ``rules`` maps each parameter to its allowed range (:mod:`extract.flow_params`).
+    ``rules`` maps each parameter to its allowed range (:mod:`extract.flow_params`);
+    ``tensors``: ``compute`` takes and returns torch tensors on their device (a GPU algorithm
+    reads frames where the device stage holds them), not numpy arrays.
     """
 
     name: str
@@ -59,19 +63,22 @@ class _Algorithm:
     compute: PairFn
     describe: Callable[[dict], dict] | None = None
     rules: dict = field(default_factory=dict)
+    tensors: bool = False
 
 
 _ALGORITHMS: dict[str, _Algorithm] = {}
 
 
-def register_flow(name: str, defaults: Callable[[], dict], describe=None, rules=None):
+def register_flow(name: str, defaults: Callable[[], dict], describe=None, rules=None, tensors=False):
     """Decorator registering ``fn(prev, next, params)`` as flow algorithm ``name``;
-    ``rules``: parameter name -> :class:`extract.flow_params.Rule` (its allowed range)."""
+    ``rules``: parameter name -> :class:`extract.flow_params.Rule` (its allowed range);
+    ``tensors``: fn maps (N, H, W) uint8 tensors to an (N, H, W, 2) float32 tensor on their
+    device, instead of numpy arrays to a numpy array."""
 
     def deco(fn: PairFn) -> PairFn:
         if name in _ALGORITHMS:
             raise ValueError(f"flow algorithm {name!r} is already registered")
-        _ALGORITHMS[name] = _Algorithm(name, defaults, fn, describe, dict(rules or {}))
+        _ALGORITHMS[name] = _Algorithm(name, defaults, fn, describe, dict(rules or {}), tensors)
         return fn
 
     return deco
@@ -256,11 +263,11 @@ def _tvl1_torch_describe(params: dict) -> dict:
 
 
 @register_flow("tvl1-torch", _tvl1_torch_defaults, describe=_tvl1_torch_describe,
-               rules=flow_params.TVL1_TORCH)
-def _tvl1_torch(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
-    from extract.flow_torch import tvl1_numpy  # lazy: keep torch out of OpenCV-only runs
+               rules=flow_params.TVL1_TORCH, tensors=True)
+def _tvl1_torch(prev, nxt, params: dict):
+    from extract.flow_torch import tvl1_tensors
 
-    return tvl1_numpy(prev, nxt, params)
+    return tvl1_tensors(prev, nxt, params)
 
 
 # ----------------------------------------------------------------------------- OpenCV CUDA TV-L1
@@ -311,16 +318,25 @@ def _tvl1_cuda(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
 # ----------------------------------------------------------------------------- public API
 
 
-def quantize_flow(flow: np.ndarray, bound: float) -> np.ndarray:
-    """TSN/denseflow mapping: (..., 2) float flow in [-bound, bound] -> uint8 0..255."""
-    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+def quantize_flow(flow, bound: float):
+    """TSN/denseflow mapping: (..., 2) float flow in [-bound, bound] -> uint8 0..255 (numpy
+    in, numpy out; a tensor in, a tensor on its device out)."""
+    t, back = _tensor(flow)
+    scaled = (t.clamp(-bound, bound) + bound) * (255.0 / (2.0 * bound))
+    return back(scaled.round().clamp_(0, 255).to(torch.uint8))
 
 
-def dequantize_flow(q: np.ndarray, bound: float) -> np.ndarray:
-    """Inverse of ``quantize_flow``: uint8 -> float32 in [-bound, bound]."""
-    return (q.astype(np.float32) * np.float32(2.0 * bound / 255.0) - np.float32(bound)).astype(
-        np.float32)
+def dequantize_flow(q, bound: float):
+    """Inverse of ``quantize_flow``: uint8 -> float32 in [-bound, bound] (numpy or tensor)."""
+    t, back = _tensor(q)
+    return back(t.float() * float(np.float32(2.0 * bound / 255.0)) - float(np.float32(bound)))
+
+
+def _tensor(x):
+    """(x as a tensor sharing its memory, a function giving a result back in x's kind)."""
+    if isinstance(x, torch.Tensor):
+        return x, lambda t: t
+    return torch.from_numpy(np.ascontiguousarray(x)), lambda t: t.numpy()
 
 
 def _check_gray(gray) -> np.ndarray:
@@ -333,39 +349,54 @@ def _check_gray(gray) -> np.ndarray:
     return np.ascontiguousarray(gray)
 
 
-def compute_stacks(gray: np.ndarray, cfg: FlowConfig) -> np.ndarray:
-    """Flow stacks for P positions.
-
-    gray: (P, L+1, H, W) uint8, L+1 consecutive frames per position.
-    Returns (P, L, H, W, 2) float32 flow (x, y) between frames l and l+1, clipped to
-    ±cfg.bound, and quantised+dequantised when cfg.quantize.
-    """
-    gray = _check_gray(gray)
-    p, l1, h, w = gray.shape
-    prev = gray[:, :-1].reshape(p * (l1 - 1), h, w)
-    nxt = gray[:, 1:].reshape(p * (l1 - 1), h, w)
+def compute_pairs(prev: torch.Tensor, nxt: torch.Tensor, cfg: FlowConfig) -> torch.Tensor:
+    """Flow from each frame of ``prev`` to the same row of ``nxt``: (N, H, W) uint8 tensors on
+    any device -> (N, H, W, 2) float32 on that device, clipped to ±cfg.bound and
+    quantised+dequantised when cfg.quantize. A numpy algorithm (OpenCV's) gets the frames
+    copied to the CPU and its flow copied back; a tensor one (tvl1-torch) reads them in place."""
     algo = _get_algorithm(cfg.algorithm)
     old_threads = cv2.getNumThreads()
     if cfg.threads > 0:  # 0 keeps OpenCV's default (cv2.setNumThreads(0) would disable threads)
         cv2.setNumThreads(cfg.threads)
     try:
-        flow = algo.compute(prev, nxt, dict(cfg.params))
+        if algo.tensors:
+            flow = algo.compute(prev, nxt, dict(cfg.params)).to(prev.device, torch.float32)
+        else:
+            out = algo.compute(prev.cpu().numpy(), nxt.cpu().numpy(), dict(cfg.params))
+            flow = torch.from_numpy(out).to(prev.device)
     finally:
         if cfg.threads > 0:
             cv2.setNumThreads(old_threads)
-    flow = np.clip(flow, -cfg.bound, cfg.bound, out=flow)
+    flow = flow.clamp_(-cfg.bound, cfg.bound)
     if cfg.quantize:
         flow = dequantize_flow(quantize_flow(flow, cfg.bound), cfg.bound)
-    return flow.reshape(p, l1 - 1, h, w, 2).astype(np.float32, copy=False)
+    return flow
 
 
-def motion_magnitude(flow: np.ndarray) -> np.ndarray:
-    """Mean flow magnitude per position: (P, L, H, W, 2) float -> (P,) float32 (pixels)."""
-    if not isinstance(flow, np.ndarray) or flow.ndim != 5 or flow.shape[-1] != 2:
+def compute_stacks(gray: np.ndarray, cfg: FlowConfig) -> np.ndarray:
+    """Flow stacks for P positions.
+
+    gray: (P, L+1, H, W) uint8, L+1 consecutive frames per position.
+    Returns (P, L, H, W, 2) float32 flow (x, y) between frames l and l+1, clipped to
+    ±cfg.bound, and quantised+dequantised when cfg.quantize (see :func:`compute_pairs`).
+    """
+    gray = _check_gray(gray)
+    p, l1, h, w = gray.shape
+    prev = np.ascontiguousarray(gray[:, :-1]).reshape(p * (l1 - 1), h, w)
+    nxt = np.ascontiguousarray(gray[:, 1:]).reshape(p * (l1 - 1), h, w)
+    flow = compute_pairs(torch.from_numpy(prev), torch.from_numpy(nxt), cfg)
+    return flow.numpy().reshape(p, l1 - 1, h, w, 2)
+
+
+def motion_magnitude(flow):
+    """Mean flow magnitude per position: (P, L, H, W, 2) float -> (P,) float32 (pixels),
+    computed in float64; numpy in, numpy out; a tensor in, a tensor on its device out."""
+    if not isinstance(flow, (np.ndarray, torch.Tensor)) or flow.ndim != 5 or flow.shape[-1] != 2:
         shape = getattr(flow, "shape", None)
         raise InputError(f"flow must be a (P, L, H, W, 2) array, got shape {shape}")
-    mag = np.hypot(flow[..., 0].astype(np.float64), flow[..., 1].astype(np.float64))
-    return mag.reshape(flow.shape[0], -1).mean(axis=1).astype(np.float32)
+    t, back = _tensor(flow)
+    mag = torch.hypot(t[..., 0].double(), t[..., 1].double())
+    return back(mag.reshape(t.shape[0], -1).mean(dim=1).float())
 
 
 # ----------------------------------------------------------------------------- automatic choice

@@ -35,7 +35,7 @@ from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TVL1Params", "resolve_device", "tvl1_batch", "tvl1_numpy"]
+__all__ = ["TVL1Params", "resolve_device", "tvl1_batch", "tvl1_numpy", "tvl1_tensors"]
 
 # How often (inner iterations) the loop asks whether every pair has stopped. Asking forces a
 # GPU sync; the per-pair masks keep the result exact whatever this is.
@@ -299,20 +299,25 @@ def tvl1_batch(i0: torch.Tensor, i1: torch.Tensor, prm: TVL1Params = TVL1Params(
     return torch.stack([u1, u2], dim=-1)
 
 
-def tvl1_numpy(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
-    """extract.flow's backend: (N, H, W) uint8 pairs -> (N, H, W, 2) float32, in batches of
-    ``params['batch_size']`` on ``params['device']``, compiled when ``params['compile']``."""
+def tvl1_tensors(prev: torch.Tensor, nxt: torch.Tensor, params: dict) -> torch.Tensor:
+    """extract.flow's backend: (N, H, W) uint8 pairs on any device -> (N, H, W, 2) float32 on
+    the same device, solved in batches of ``params['batch_size']`` on ``params['device']``
+    (frames already there are not copied), compiled when ``params['compile']``."""
     prm = TVL1Params.from_dict(params)
     device = resolve_device(params.get("device", "auto"))
     batch = int(params.get("batch_size", 64))
     if batch < 1:
         raise InputError(f"batch_size must be >= 1, got {batch}")
     compile = bool(params.get("compile", False))
-    out = np.empty(prev.shape + (2,), np.float32)
+    out = torch.empty((*prev.shape, 2), dtype=torch.float32, device=prev.device)
     for s in range(0, prev.shape[0], batch):
-        a = torch.from_numpy(prev[s:s + batch]).to(device)
-        b = torch.from_numpy(nxt[s:s + batch]).to(device)
-        out[s:s + batch] = tvl1_batch(a, b, prm, compile=compile).cpu().numpy()
+        a, b = prev[s:s + batch].to(device), nxt[s:s + batch].to(device)
+        out[s:s + batch] = tvl1_batch(a, b, prm, compile=compile).to(out.device)
     log.debug("tvl1-torch: %d pairs on %s in %d batches", prev.shape[0], device,
               math.ceil(prev.shape[0] / batch))
     return out
+
+
+def tvl1_numpy(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    """:func:`tvl1_tensors` for numpy: (N, H, W) uint8 pairs -> (N, H, W, 2) float32."""
+    return tvl1_tensors(torch.from_numpy(prev), torch.from_numpy(nxt), params).numpy()

@@ -8,25 +8,27 @@ Guarantees (each tested for real in tests/test_extract_run.py):
 - a killed run started again does only what is not DONE (FAILED too with
   ``retry_failed``) and ends with the same arrays as an uninterrupted run;
 - one process per (store, shard): a second one on the same shard stops at once, naming the
-  holder (:mod:`extract.lock`); workers (``workers > 1``) die with the process that started them;
+  holder (:mod:`extract.lock`); workers (``workers > 1``: whole-video processes, or decode
+  processes feeding this one's device, :mod:`extract.pipeline`) die with the process that
+  started them;
+- rows are written by one writer thread (:class:`_Writer`) while the next videos compute;
+  a run that stops (SIGTERM, a full disk) writes what was computed first;
 - a store is resumed or joined only with the settings that determine its features and the
   same list and root; batch size, device, workers and threads may change (they do not
   determine the rows beyond float rounding, see ``extract.video.NOT_DETERMINING``).
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import platform
+import queue
 import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +38,9 @@ from data.errors import InputError, StoreError, VideoError
 from data.lists import VideoList, read_hmdb51_split, read_list
 from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_for
 from data.progress import show_progress
+from extract import pipeline
 from extract.lock import shard_lock
-from extract.video import NOT_DETERMINING, Models, VideoSettings, determining, extract_video
+from extract.video import NOT_DETERMINING, Models, VideoSettings, determining
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ class ExtractConfig:
     shard: tuple[int, int] = (1, 1)      # (k, n), 1-based k
     workers: int = 1
     device: str = "cpu"
+    pipeline: bool | None = None         # workers > 1 as decode workers feeding this process's
+                                         # device; None: on a GPU (extract.pipeline)
     threads: int = 0                     # torch/OpenCV threads per worker; 0 = cores / workers
     retry_failed: bool = False
     quiet: bool = False
@@ -72,6 +77,7 @@ class Summary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     stopped: str = ""               # why the run ended early (full disk, SIGTERM); "" if it did not
     weights: list[str] = field(default_factory=list)   # per stream: the weights, layout and preset used
+    device_busy: float | None = None  # fraction of the wall time this process's device computed
 
     @property
     def ok(self) -> bool:
@@ -79,8 +85,9 @@ class Summary:
 
     def text(self) -> str:
         rate = self.processed / self.seconds if self.seconds else 0.0
+        busy = f", device busy {100 * self.device_busy:.0f} %" if self.device_busy is not None else ""
         lines = [f"{self.store}: {self.done}/{self.total} done, {self.failed} failed "
-                 f"({self.processed} processed in {self.seconds:.1f} s, {rate:.2f} videos/s)"]
+                 f"({self.processed} processed in {self.seconds:.1f} s, {rate:.2f} videos/s{busy})"]
         lines += [f"  FAILED {p}: {e}" for p, e in self.failures]
         lines += [f"  STOPPED: {self.stopped}"] if self.stopped else []
         return "\n".join(self.weights + lines)
@@ -136,9 +143,10 @@ def run_extraction(cfg: ExtractConfig) -> Summary:
 
 
 def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
-    _set_threads(cfg)
+    set_threads(cfg)
     C = len(videos.classes)
-    models = Models(cfg.settings, cfg.device, C) if cfg.workers <= 1 else None
+    in_process = cfg.workers <= 1 or uses_device_pipeline(cfg)
+    models = Models(cfg.settings, cfg.device, C) if in_process else None
     describe = (models or Models(cfg.settings, "cpu", C)).describe()
     store = create_store(path, _layout(cfg, videos, describe), format=cfg.format, exist_ok=True)
     try:
@@ -150,16 +158,22 @@ def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
         summary = Summary(store=str(path), total=len(mine), weights=weights_lines(describe))
         t0 = time.perf_counter()
         previous = _raise_on_sigterm()
+        writer = _Writer(store, videos.paths)
         try:
-            for i, outcome in _outcomes(cfg, videos, todo, models):
-                _record(store, i, outcome, videos.paths[i])
-                summary.processed += 1
+            try:
+                for i, outcome in _outcomes(cfg, videos, todo, models):
+                    writer.put(i, outcome)
+            finally:
+                writer.close()
         except (StoreError, Terminated) as err:   # full disk, preemption: done stays done
             summary.stopped = str(err)
         finally:
+            summary.processed = writer.written
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         summary.seconds = time.perf_counter() - t0
+        if models is not None and models.stage.runs and summary.seconds:
+            summary.device_busy = models.stage.busy / summary.seconds
         status, errors = store.status(), store.errors()
         summary.done = int((status[mine] == DONE).sum())
         summary.failed = int((status[mine] == FAILED).sum())
@@ -191,75 +205,72 @@ def _outcomes(cfg, videos: VideoList, todo, models):
     """Yield (index, VideoResult | VideoError) in completion order, with a progress bar."""
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not show_progress(cfg.quiet), dynamic_ncols=True)
     root = root_dir(cfg)
-    try:
-        if cfg.workers <= 1:
-            for i in todo:
-                yield int(i), _safe_extract(str(root / videos.paths[i]), cfg.settings, models)
-                bar.update()
-            return
-        ctx = get_context("spawn")   # fork after torch/OpenCV started threads can deadlock
-        pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
-                                   initargs=(cfg, len(videos.classes), os.getpid()))
-        finished = False
-        try:
-            futures = {pool.submit(_worker_extract, str(root / videos.paths[i])): int(i) for i in todo}
-            for fut in as_completed(futures):
-                yield futures[fut], fut.result()
-                bar.update()
-            finished = True
-        finally:
-            # A stop (SIGTERM, a full disk) must not wait for every queued video first.
-            pool.shutdown(wait=finished, cancel_futures=not finished)
-    finally:
-        bar.close()
+    jobs = [(int(i), str(root / videos.paths[i])) for i in todo]
+    if cfg.workers <= 1:
+        outcomes = pipeline.sequential(jobs, cfg.settings, models)
+    elif uses_device_pipeline(cfg):
+        outcomes = pipeline.device_pipeline(jobs, cfg.settings, models, cfg.workers)
+    else:
+        outcomes = pipeline.whole_videos(jobs, cfg.settings, cfg.workers, (cfg, len(videos.classes)))
+    with tqdm(total=len(todo), unit="video", desc="extract", disable=not show_progress(cfg.quiet),
+              dynamic_ncols=True) as bar:
+        for item in outcomes:
+            yield item
+            bar.update()
 
 
-def _safe_extract(path, settings, models):
-    try:
-        return extract_video(path, settings, models)
-    except VideoError as err:
-        return err
-    except Exception as err:  # noqa: BLE001 - one bad video must not end the run; cause is kept
-        log.exception("unexpected failure on %s", path)
-        return VideoError(path, f"{type(err).__name__}: {err}")
+def uses_device_pipeline(cfg: ExtractConfig) -> bool:
+    """Whether ``workers > 1`` run as decode workers feeding this process's device (one copy
+    of the models) rather than as whole-video processes: ``cfg.pipeline``, or by default on a
+    GPU (see :mod:`extract.pipeline`)."""
+    if cfg.pipeline is not None:
+        return cfg.pipeline
+    return cfg.device.startswith("cuda")
 
 
-_WORKER: dict = {}
+class _Writer:
+    """Store writes on a thread of their own, so the device computes the next video while the
+    last one is compressed and written. At most ``depth`` results wait (bounded memory); a
+    write error (a full disk) surfaces at the next :meth:`put` or at :meth:`close`, which
+    writes everything already queued first: a computed video is never thrown away."""
 
+    def __init__(self, store, paths, depth: int = 2):
+        self.store, self.paths, self.written, self.error = store, paths, 0, None
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
+        self.thread.start()
 
-def _worker_init(cfg: ExtractConfig, num_classes: int, parent: int) -> None:
-    _die_with_parent(parent)
-    _set_threads(cfg)
-    _WORKER["settings"] = cfg.settings
-    _WORKER["models"] = Models(cfg.settings, cfg.device, num_classes)
+    def put(self, i: int, outcome) -> None:
+        self._raise()
+        self.queue.put((i, outcome))
 
+    def close(self) -> None:
+        """Write what is queued, stop the thread, raise its error if it had one. A SIGTERM
+        that arrives meanwhile waits until the writes end (the store closes after them)."""
+        stop = None
+        self.queue.put(None)
+        while self.thread.is_alive():
+            try:
+                self.thread.join(0.1)
+            except Terminated as err:
+                stop = err
+        self._raise()
+        if stop is not None:
+            raise stop
 
-def _die_with_parent(parent: int) -> None:
-    """A worker whose extraction was killed would live on forever (~360 MB, blocked writing
-    to a dead pipe). Linux: the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG;
-    it fires when the parent's spawning *thread* ends: ProcessPoolExecutor spawns from the
-    thread calling submit, here the main one, or from its manager thread, which lives until
-    shutdown). Everywhere: a daemon thread polls the parent pid once a second."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):   # no libc symbol: the thread below still watches
-            log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
-    if os.getppid() != parent:              # it died before the death signal was armed
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
-
-
-def _worker_extract(path):
-    return _safe_extract(path, _WORKER["settings"], _WORKER["models"])
+    def _loop(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    _record(self.store, item[0], item[1], self.paths[item[0]])
+                    self.written += 1
+                except BaseException as err:   # noqa: BLE001 - handed to the main thread
+                    self.error = err
 
 
 def _record(store, i: int, outcome, path: str) -> None:
@@ -274,11 +285,14 @@ def _record(store, i: int, outcome, path: str) -> None:
     store.write_video(i, result, note=note)
 
 
-def _set_threads(cfg: ExtractConfig) -> None:
+def set_threads(cfg: ExtractConfig) -> None:
+    """torch and OpenCV threads of this process: ``cfg.threads``, else the cores shared out
+    among whole-video workers (all of them for the one process of the device pipeline)."""
     import cv2
     import torch
 
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
+    share = 1 if uses_device_pipeline(cfg) else max(1, cfg.workers)
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // share)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
 
@@ -361,7 +375,8 @@ def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:
         "settings": s.record(), "config_sha256": s.sha256(),
         "list": {"path": str(cfg.list_path), "format": cfg.list_format, "source": videos.source},
         "list_sha256": videos.sha256, "root": str(root_dir(cfg).resolve()),
-        "run": {"device": cfg.device, "workers": cfg.workers, "threads": cfg.threads},
+        "run": {"device": cfg.device, "workers": cfg.workers, "threads": cfg.threads,
+                "device_pipeline": cfg.workers > 1 and uses_device_pipeline(cfg)},
         "versions": {"framesel": __version__, "torch": torch.__version__, "opencv": cv2.__version__,
                      "ffmpeg": ffmpeg_version(), "numpy": np.__version__, "python": platform.python_version()},
         "command": cfg.command or " ".join(sys.argv),

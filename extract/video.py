@@ -1,4 +1,7 @@
-"""One video, start to finish: decode → sample → flow → crops → backbone → a VideoResult.
+"""What determines a video's rows (:class:`VideoSettings`), the frozen models that make them
+(:class:`Models`), and one video start to finish in this process (:func:`extract_video`):
+decode → sample (:mod:`extract.prepare`, the CPU's) → flow → crops → backbone
+(:mod:`extract.device`, the device's) → a VideoResult.
 
 Kept separate from the orchestration in :mod:`extract.run` so that a worker process needs
 only this module and the models it was handed.
@@ -9,12 +12,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-import cv2
-import numpy as np
-
 from data.errors import InputError, VideoError
 from data.store import VideoResult
-from extract import backbones, crops, decode, flow, sampling
+from extract import backbones, flow
+from extract.device import DeviceStage
+from extract.prepare import flow_pairs, prepare_video   # noqa: F401  (flow_pairs: the extractor's public name)
 
 EXTRACTED_STREAMS = ("rgb", "flow")   # what extract_video produces
 # How a video is processed, not what comes out: batch size changes only how many crops the
@@ -91,6 +93,7 @@ class Models:
 
     def __init__(self, settings: VideoSettings, device: str = "cpu", num_classes: int = 0):
         ck = dict(settings.checkpoints)
+        self.settings, self._stage = settings, None
         self.runners, self.keep_logits = {}, {}
         for stream in settings.streams:
             bb = backbones.create_backbone(settings.backbone, stream=stream, flow_stack=settings.flow_stack,
@@ -103,6 +106,13 @@ class Models:
             if stream in ck and bb.num_classes != num_classes:
                 raise InputError(f"checkpoint {ck[stream]} has a {bb.num_classes}-class head but the "
                                  f"list has {num_classes} classes")
+
+    @property
+    def stage(self) -> DeviceStage:
+        """The device stage that runs these models (built on first use)."""
+        if self._stage is None:
+            self._stage = DeviceStage(self.settings, self)
+        return self._stage
 
     def backbone(self, stream):
         return self.runners[stream].backbone
@@ -126,86 +136,12 @@ class Models:
 
 
 def extract_video(path: str, settings: VideoSettings, models: Models) -> tuple[VideoResult, list[str]]:
-    """Process one video; returns its rows and notes (decoder warnings, short-video handling).
+    """Process one video in this process: :func:`extract.prepare.prepare_video`, then the
+    device stage; returns its rows and notes (decoder warnings, short-video handling).
 
     Raises VideoError(path, cause) for anything that makes the video unusable.
     """
-    video = decode.decode(path, settings.size, max_frames=settings.max_frames)
-    n = video.frames.shape[0]
-    T, L = settings.frames, settings.flow_stack
-    samp = sampling.tsn_positions(n, T, L)
-    notes = list(video.warnings) + ([samp.handling] if samp.handling else [])
-    S = models.backbone(settings.streams[0]).spec.input_size
-    boxes = crops.crop_boxes(settings.size[0], settings.size[1], S, settings.crops)
-    streams, motion = {}, np.zeros(T, np.float32)
-    if "rgb" in settings.streams:
-        rgb = crops.crop_frames(video.frames[samp.frame_index], boxes, S)        # (T, K, S, S, 3)
-        streams["rgb"] = _run(models, "rgb", rgb.reshape(-1, S, S, 3), T, settings)
-    if settings.flow is not None:   # motion is stored even for an RGB-only run
-        fl = _flow_stacks(video.frames, samp, settings)                          # (T, L, H, W, 2)
-        motion = flow.motion_magnitude(fl).astype(np.float32)
-        if "flow" in settings.streams:
-            fc = crops.crop_flow(fl, boxes, S).reshape(-1, L, S, S, 2)          # (T·K, L, S, S, 2)
-            preset = models.backbone("flow").spec.preset
-            streams["flow"] = _run(models, "flow", _FlowInputs(fc, settings.flow.bound, preset), T, settings)
-    for name in settings.streams:
-        if name not in streams:
-            raise VideoError(path, f"stream {name!r} is not produced by extraction")
-    thumbs = _thumbnails(video.frames[samp.frame_index], settings.thumbnail_size)
-    result = VideoResult(num_frames=n, fps=video.fps, frame_index=samp.frame_index, motion=motion,
-                         streams=streams, thumbnails=thumbs)
-    return result, notes
-
-
-class _FlowInputs:
-    """Flow crops preprocessed a slice at a time: 25 x 10 stacks of 10 x 224 x 224 float32
-    would be 500 MB at once; the runner asks for one batch at a time."""
-
-    def __init__(self, crops_flow: np.ndarray, bound: float, preset: backbones.Preset):
-        self.crops, self.bound, self.preset = crops_flow, bound, preset
-
-    def __len__(self):
-        return len(self.crops)
-
-    def __getitem__(self, sl):
-        return backbones.preprocess_flow(self.crops[sl], self.bound, self.preset)
-
-
-def _run(models: Models, stream: str, x, T: int, settings: VideoSettings) -> dict:
-    """Backbone over T·K inputs -> {"features" (T,K,D) f16, "logits" (T,K,C) f32, maps?}."""
-    feats, logits, maps = models.runners[stream](x, return_maps=settings.feature_maps)
-    K = settings.crops
-    out = {"features": feats.reshape(T, K, -1).astype(np.float16)}
-    if models.keep_logits[stream]:
-        out["logits"] = logits.reshape(T, K, -1)
-    if maps is not None:
-        out["feature_maps"] = maps.reshape(T, K, *maps.shape[1:]).astype(np.float16)
-    return out
-
-
-def flow_pairs(flow_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct (frame, next frame) pairs the stacks need, and where each stack slot
-    finds its pair. flow_index (T, L+1) -> pairs (U, 2), slot (T, L) indices into pairs.
-
-    Stacks of neighbouring positions overlap when T·L approaches the frame count (and repeat
-    in short videos), so computing each pair once keeps flow work at most n − 1 pairs."""
-    T, L1 = flow_index.shape
-    pairs = np.stack([flow_index[:, :-1], flow_index[:, 1:]], axis=-1).reshape(-1, 2)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    return uniq, inverse.reshape(T, L1 - 1)
-
-
-def _flow_stacks(frames: np.ndarray, samp, settings: VideoSettings) -> np.ndarray:
-    """TV-L1 (or the chosen algorithm) only on the L pairs of each sampled position — never
-    on every frame — each distinct pair once. -> (T, L, H, W, 2) float32."""
-    pairs, slot = flow_pairs(samp.flow_index)
-    gray = decode.grayscale(frames[pairs.reshape(-1)]).reshape(len(pairs), 2, *frames.shape[1:3])
-    fields = flow.compute_stacks(gray, settings.flow)[:, 0]                     # (U, H, W, 2)
-    return fields[slot]
-
-
-def _thumbnails(frames: np.ndarray, size) -> np.ndarray | None:
-    if size is None:
-        return None
-    h, w = size
-    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+    outcome = models.stage.run([prepare_video(path, settings)])[0]
+    if isinstance(outcome, VideoError):
+        raise outcome
+    return outcome

@@ -152,6 +152,10 @@ def _checkpoints(ctx, param, values):
 @click.option("--thumbnails/--no-thumbnails", default=True, help="Store small frames for reports.")
 @click.option("--shard", default="1/1", callback=_shard, help="Process shard K of N (array jobs).")
 @click.option("--workers", default=1, show_default=True, help="Processes on this machine.")
+@click.option("--pipeline/--whole-videos", "pipeline", default=None,
+              help="With --workers > 1: the workers decode ahead of this process, which runs flow and both "
+                   "backbones on --device with one copy of the models (default with --device cuda); or each "
+                   "worker extracts whole videos with its own models on 1/W of the cores (default on a CPU).")
 @click.option("--device", default="cpu", type=click.Choice(["cpu", "cuda"]))
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--retry-failed", is_flag=True, help="Try videos that failed before again.")

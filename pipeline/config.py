@@ -58,4 +58,4 @@ def extract_config(p: Mapping, command: str = "") -> ExtractConfig:
     return ExtractConfig(list_path=p["list_path"], out=p["out"], root=given_root(p), list_format=p["list_format"],
                          classes_file=p["classes_file"], hmdb51=(p["hmdb51_split"], p["hmdb51_subset"]),
                          format=p["fmt"], settings=settings, shard=p.get("shard", (1, 1)), workers=p["workers"],
-                         device=p["device"], retry_failed=p["retry_failed"], quiet=p["quiet"], command=command)
+                         pipeline=p.get("pipeline"), device=p["device"], retry_failed=p["retry_failed"], quiet=p["quiet"], command=command)

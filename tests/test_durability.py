@@ -356,13 +356,13 @@ def test_extraction_killed_5_times_resumes_to_the_same_store(video_dir, long_lis
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", ["1", "2", "2 --pipeline"])
 def test_sigterm_closes_the_store_and_prints_the_summary(video_dir, long_list, workers):
     """Slurm preempts with SIGTERM: extraction stops after the current write (with workers:
-    queued videos are cancelled, not waited for), closes the store, prints the summary with
-    why it stopped, exits 1; the store resumes."""
-    out = video_dir / f"term{workers}.h5"
-    proc = _extract_proc([*long_list, "--out", str(out), "--workers", str(workers)])
+    queued videos are cancelled, not waited for; what was computed is written first), closes
+    the store, prints the summary with why it stopped, exits 1; the store resumes."""
+    out = video_dir / f"term{workers.replace(' ', '')}.h5"
+    proc = _extract_proc([*long_list, "--out", str(out), "--workers", *workers.split()])
     progress = Progress(proc)
     assert progress.wait_for(1), progress.text
     proc.send_signal(signal.SIGTERM)

@@ -327,7 +327,7 @@ def test_resume_ignores_batch_size_but_not_another_root(video_dir, monkeypatch):
         assert s.paths[0] == "left/my clip.mp4" and s.status()[0] == DONE
         a = s.attrs
         assert a["settings"]["batch_size"] == 16 and a["root"] == str(root.resolve())
-        assert a["run"] == {"device": "cpu", "workers": 1, "threads": 0}
+        assert a["run"] == {"device": "cpu", "workers": 1, "threads": 0, "device_pipeline": False}
         old = _old_sha256(a["settings"])
     # a smaller batch resumes (nothing left to do but the failed video, which is not retried)
     r = extract([*args, "--root", str(root), "--batch-size", "2"])
@@ -368,13 +368,15 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def test_killing_the_parent_kills_its_workers_and_a_resume_finishes(video_dir):
-    """Issue 10: SIGKILL of `extract --workers N` left N workers alive forever."""
+@pytest.mark.parametrize("mode", ["--whole-videos", "--pipeline"])
+def test_killing_the_parent_kills_its_workers_and_a_resume_finishes(video_dir, mode):
+    """Issue 10: SIGKILL of `extract --workers N` left N workers alive forever. Decode
+    workers of the device pipeline (issue 14) die with it too."""
     if not Path("/proc/self/stat").exists():
         pytest.skip("finding the workers needs Linux's /proc")
     base = _long_list(video_dir)
     store = video_dir / "w.zarr"
-    proc = subprocess.Popen(_cli(*base, "--out", str(store), "--workers", "2"), env=_env(),
+    proc = subprocess.Popen(_cli(*base, "--out", str(store), "--workers", "2", mode), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kids = []
     try:

@@ -72,46 +72,52 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def preprocess_rgb(crops_uint8: np.ndarray, spec) -> Tensor:
-    """(N, S, S, 3) uint8 RGB crops -> (N, 3, S, S) float32, scaled by ``spec.preset``
-    (channels reversed to BGR first when the preset says so).
+def preprocess_rgb(crops_uint8, spec) -> Tensor:
+    """(N, S, S, 3) uint8 RGB crops (numpy, or a tensor on any device) -> (N, 3, S, S)
+    float32 on the same device, scaled by ``spec.preset`` (channels reversed to BGR first
+    when the preset says so).
 
     The result is channels_last in memory (a permuted view of the NHWC input, then scaled),
     which is the layout the backbones run fastest in.
     """
-    x = np.asarray(crops_uint8)
+    x = _tensor(crops_uint8)
     size, p = spec.input_size, spec.preset
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (size, size, 3):
-        raise InputError(f"RGB crops must be (N, {size}, {size}, 3) uint8, got {x.shape} {x.dtype}")
+    if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (size, size, 3):
+        raise InputError(f"RGB crops must be (N, {size}, {size}, 3) uint8, got {tuple(x.shape)} {x.dtype}")
     if p.bgr:
-        x = x[..., ::-1]
-    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float()
+        x = x.flip(-1)
+    t = x.permute(0, 3, 1, 2).float()
     # Fold /255, -mean and /std into one multiply-add per channel.
-    scale = torch.tensor([1.0 / (255.0 * s) for s in p.std]).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(p.mean, p.std)]).view(1, 3, 1, 1)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in p.std], device=t.device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(p.mean, p.std)], device=t.device).view(1, 3, 1, 1)
     return t.mul_(scale).add_(shift)
 
 
-def preprocess_flow(crops_flow: np.ndarray, bound: float, preset: Preset | None = None) -> Tensor:
-    """(N, L, S, S, 2) flow in pixels (or uint8 levels) -> (N, 2L, S, S) float32 network input,
-    scaled by ``preset`` (framesel's own, f / bound in [−1, 1], when None). Channels are
+def _tensor(x) -> Tensor:
+    """A tensor as it is; a numpy array (or array-like) as a tensor sharing its memory."""
+    return x if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+
+
+def preprocess_flow(crops_flow, bound: float, preset: Preset | None = None) -> Tensor:
+    """(N, L, S, S, 2) flow in pixels (or uint8 levels), numpy or a tensor on any device ->
+    (N, 2L, S, S) float32 network input on the same device, scaled by ``preset`` (framesel's own, f / bound in [−1, 1], when None). Channels are
     ordered x1, y1, x2, y2, … as in TSN.
 
     Float flow is clipped to ±bound; u = f / bound is the level q = 127.5 (u + 1), rounded
     when the preset quantises; uint8 input is taken as levels already (TSN's JPEG flow).
     """
     p = preset or PRESETS["framesel"]
-    x = np.asarray(crops_flow)
+    x = _tensor(crops_flow)
     if x.ndim != 5 or x.shape[-1] != 2:
-        raise InputError(f"flow crops must be (N, L, S, S, 2), got {x.shape}")
+        raise InputError(f"flow crops must be (N, L, S, S, 2), got {tuple(x.shape)}")
     if not bound > 0:
         raise InputError(f"flow bound must be positive, got {bound!r}")
-    if x.dtype == np.uint8:
-        t = torch.from_numpy(np.ascontiguousarray(x)).float().mul_(p.flow_scale).add_(p.flow_shift)
-    elif not np.issubdtype(x.dtype, np.floating):
+    if x.dtype == torch.uint8:
+        t = x.float().mul_(p.flow_scale).add_(p.flow_shift)
+    elif not x.is_floating_point():
         raise InputError(f"flow crops must be float or uint8, got {x.dtype}")
     else:
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).clamp(-bound, bound).div_(bound)
+        t = x.float().clamp(-bound, bound).div_(bound)
         if p.flow_quantise:
             t = t.add_(1.0).mul_(127.5).round_().mul_(p.flow_scale).add_(p.flow_shift)
         else:   # q · scale + shift without the rounding: exactly f / bound for framesel's own

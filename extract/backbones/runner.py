@@ -88,21 +88,24 @@ class BackboneRunner:
             features (N, D) float32, logits (N, C) float32, and maps (N, h, w, d) float32
             (channel-last, the store's layout) or None.
         """
-        if isinstance(x, Tensor) and x.dtype == torch.uint8:
+        if isinstance(x, Tensor) and x.dtype == torch.uint8 and x.device.type == "cpu":
             x = x.numpy()
         n, bb = len(x), self.backbone
-        feats = np.empty((n, bb.feature_dim), np.float32)
-        logits = np.empty((n, bb.num_classes), np.float32)
-        maps = np.empty((n, *bb.feature_map_shape), np.float32) if return_maps else None
+        # Outputs gather on the device and come back in one copy: a copy per batch would
+        # make a GPU wait for the host after every batch.
+        feats = torch.empty((n, bb.feature_dim), dtype=torch.float32, device=self.device)
+        logits = torch.empty((n, bb.num_classes), dtype=torch.float32, device=self.device)
+        maps = torch.empty((n, *bb.feature_map_shape), dtype=torch.float32, device=self.device) if return_maps else None
         with torch.inference_mode():
             for start in range(0, n, self.batch_size):
                 stop = min(start + self.batch_size, n)
                 out = self._step(self._batch(x, start, stop))
-                feats[start:stop] = out[0][: stop - start].float().cpu().numpy()
-                logits[start:stop] = out[1][: stop - start].float().cpu().numpy()
+                feats[start:stop] = out[0][: stop - start]
+                logits[start:stop] = out[1][: stop - start]
                 if maps is not None:
-                    maps[start:stop] = out[2][: stop - start].permute(0, 2, 3, 1).cpu().numpy()
-        return feats, logits, maps
+                    maps[start:stop] = out[2][: stop - start].permute(0, 2, 3, 1)
+        return (feats.cpu().numpy(), logits.cpu().numpy(),
+                maps.cpu().numpy() if maps is not None else None)
 
     def _batch(self, x: np.ndarray | Tensor, start: int, stop: int) -> Tensor:
         """Rows start:stop as a (B, C_in, S, S) float32 channels_last tensor on the device."""

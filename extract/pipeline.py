@@ -1,0 +1,170 @@
+"""Where a shard's videos are processed: in this process, in whole-video worker processes,
+or in the device pipeline (decode workers feeding this process's device).
+
+Each way yields ``(index, outcome)`` pairs, outcome = (VideoResult, notes) or VideoError,
+in completion order; :mod:`extract.run` records them. All three give the same rows:
+
+- ``sequential``: one video at a time, decode then device, in this process (``workers=1``);
+- ``whole videos``: ``workers`` processes each decode and extract whole videos with their
+  own copy of the models, 1/workers of the cores each (a CPU's default for ``workers > 1``:
+  on a CPU the cores are the device, and independent processes keep them busiest);
+- ``device pipeline``: ``workers`` processes decode, sample and pick frames
+  (:func:`extract.prepare.prepare_video`) ahead of this process, which holds the one copy of
+  the models and runs everything else on the device (:class:`extract.device.DeviceStage`),
+  videos grouped into batches on a GPU. At most ``2 · workers`` prepared videos wait at once
+  (~40 MB each at the TSN protocol), so memory is bounded. A GPU's default for ``workers > 1``.
+
+Worker processes are spawned (fork after torch/OpenCV started threads can deadlock) and die
+with the process that started them.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
+from multiprocessing import get_context
+
+from data.errors import VideoError
+from extract.prepare import Prepared, prepare_video
+from extract.video import Models, extract_video
+
+log = logging.getLogger(__name__)
+
+
+def sequential(jobs, settings, models: Models):
+    """(index, path) jobs -> (index, outcome), one video at a time in this process."""
+    for i, path in jobs:
+        yield i, safely(extract_video, path, settings, models)
+
+
+def whole_videos(jobs, settings, workers: int, init_args: tuple):
+    """(index, path) jobs -> (index, outcome) from ``workers`` processes, each with its models.
+    ``init_args``: (ExtractConfig, number of classes) for :func:`_init_whole`."""
+    pool = _pool(workers, _init_whole, init_args)
+    finished = False
+    try:
+        futures = {pool.submit(_extract_whole, path): i for i, path in jobs}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+        finished = True
+    finally:
+        # A stop (SIGTERM, a full disk) must not wait for every queued video first.
+        pool.shutdown(wait=finished, cancel_futures=not finished)
+
+
+def device_pipeline(jobs, settings, models: Models, workers: int, threads: int = 1):
+    """(index, path) jobs -> (index, outcome): ``workers`` decode processes (``threads``
+    OpenCV threads each) prepare videos ahead of ``models``' device stage in this process."""
+    stage = models.stage
+    jobs = list(jobs)[::-1]                      # popped from the end: list order
+    pool = _pool(workers, _init_decode, (threads,))
+    ahead, inflight, ready, finished = 2 * workers, {}, [], False
+    try:
+        while jobs or inflight or ready:
+            while jobs and len(inflight) + len(ready) < ahead:
+                i, path = jobs.pop()
+                inflight[pool.submit(_prepare, path, settings)] = i
+            if not ready:
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            else:
+                done = [f for f in inflight if f.done()]
+            for fut in done:
+                i, prepared = inflight.pop(fut), fut.result()
+                if isinstance(prepared, VideoError):
+                    yield i, prepared
+                else:
+                    ready.append((i, prepared))
+            group = take_group(ready, stage) if ready else []
+            for (i, _), outcome in zip(group, stage.run([p for _, p in group])):
+                yield i, outcome
+        finished = True
+    finally:
+        pool.shutdown(wait=finished, cancel_futures=not finished)
+
+
+def take_group(ready: list, stage) -> list:
+    """Pop the videos the device runs together from the front of ``ready`` ((index,
+    Prepared) pairs): one on a CPU; on a GPU as many as fill one flow batch (tvl1-torch's
+    batch_size pairs) and one backbone batch, at most 1 GiB of frames."""
+    if not stage.cross_video:
+        return [ready.pop(0)]
+    s = stage.settings
+    flow_batch = dict(s.flow.params).get("batch_size", 1) if s.flow is not None else 0
+    group, pairs, rows, size = [], 0, 0, 0
+    while ready and (not group or ((pairs < flow_batch or rows < s.batch_size) and size < 2 ** 30)):
+        i, p = ready.pop(0)
+        group.append((i, p))
+        pairs, rows, size = pairs + len(p.pairs), rows + len(p.frame_index) * s.crops, size + p.nbytes
+    return group
+
+
+def safely(fn, path, *args):
+    """fn(path, *args), or the VideoError that says why this video is unusable."""
+    try:
+        return fn(path, *args)
+    except VideoError as err:
+        return err
+    except Exception as err:  # noqa: BLE001 - one bad video must not end the run; cause is kept
+        log.exception("unexpected failure on %s", path)
+        return VideoError(path, f"{type(err).__name__}: {err}")
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+_WORKER: dict = {}
+
+
+def _pool(workers: int, init, args: tuple) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init,
+                               initargs=(os.getpid(), *args))
+
+
+def _init_whole(parent: int, cfg, num_classes: int) -> None:
+    from extract.run import set_threads
+
+    _die_with_parent(parent)
+    set_threads(cfg)
+    _WORKER["settings"] = cfg.settings
+    _WORKER["models"] = Models(cfg.settings, cfg.device, num_classes)
+
+
+def _extract_whole(path):
+    return safely(extract_video, path, _WORKER["settings"], _WORKER["models"])
+
+
+def _init_decode(parent: int, threads: int) -> None:
+    import cv2
+
+    _die_with_parent(parent)
+    cv2.setNumThreads(threads)
+
+
+def _prepare(path, settings) -> Prepared | VideoError:
+    return safely(prepare_video, path, settings)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker whose extraction was killed would live on forever (~360 MB, blocked writing
+    to a dead pipe). Linux: the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG;
+    it fires when the parent's spawning *thread* ends: ProcessPoolExecutor spawns from the
+    thread calling submit, here the main one, or from its manager thread, which lives until
+    shutdown). Everywhere: a daemon thread polls the parent pid once a second."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):   # no libc symbol: the thread below still watches
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
+    if os.getppid() != parent:              # it died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
