@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from data.errors import InputError
+from extract.arrays import as_tensor
 
 CROP_COUNTS = (1, 3, 10)
 
@@ -69,7 +70,7 @@ def crop_frames(frames, boxes: list[Box], size: int):
     Raises:
         InputError: frames not 4-D, or a box outside the frame.
     """
-    t, back = _as_tensor(frames)
+    t, back = as_tensor(frames)
     if t.ndim != 4:
         raise InputError(f"frames must be (P, H, W, C), got shape {tuple(t.shape)}")
     _check_boxes(boxes, t.shape[2], t.shape[1], size)
@@ -90,7 +91,7 @@ def crop_flow(flow, boxes: list[Box], size: int):
         InputError: flow not (P, L, H, W, 2), a non-float or non-signed dtype, or a box
             outside the frame.
     """
-    t, back = _as_tensor(flow)
+    t, back = as_tensor(flow)
     if t.ndim != 5 or t.shape[-1] != 2:
         raise InputError(f"flow must be (P, L, H, W, 2), got shape {tuple(t.shape)}")
     if not (t.is_floating_point() or (t.is_signed() and t.dtype != torch.bool)):
@@ -108,10 +109,3 @@ def crop_flow(flow, boxes: list[Box], size: int):
         else:
             out[:, k] = crop
     return back(out)
-
-
-def _as_tensor(x):
-    """(tensor view of x, a function giving a result back in x's kind: numpy or torch)."""
-    if isinstance(x, torch.Tensor):
-        return x, lambda t: t
-    return torch.from_numpy(np.ascontiguousarray(x)), lambda t: t.numpy()

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from data.errors import InputError, UnknownNameError
+from extract.arrays import as_tensor
 from extract import flow_params
 
 log = logging.getLogger(__name__)
@@ -321,22 +322,15 @@ def _tvl1_cuda(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
 def quantize_flow(flow, bound: float):
     """TSN/denseflow mapping: (..., 2) float flow in [-bound, bound] -> uint8 0..255 (numpy
     in, numpy out; a tensor in, a tensor on its device out)."""
-    t, back = _tensor(flow)
+    t, back = as_tensor(flow)
     scaled = (t.clamp(-bound, bound) + bound) * (255.0 / (2.0 * bound))
     return back(scaled.round().clamp_(0, 255).to(torch.uint8))
 
 
 def dequantize_flow(q, bound: float):
     """Inverse of ``quantize_flow``: uint8 -> float32 in [-bound, bound] (numpy or tensor)."""
-    t, back = _tensor(q)
+    t, back = as_tensor(q)
     return back(t.float() * float(np.float32(2.0 * bound / 255.0)) - float(np.float32(bound)))
-
-
-def _tensor(x):
-    """(x as a tensor sharing its memory, a function giving a result back in x's kind)."""
-    if isinstance(x, torch.Tensor):
-        return x, lambda t: t
-    return torch.from_numpy(np.ascontiguousarray(x)), lambda t: t.numpy()
 
 
 def _check_gray(gray) -> np.ndarray:
@@ -394,7 +388,7 @@ def motion_magnitude(flow):
     if not isinstance(flow, (np.ndarray, torch.Tensor)) or flow.ndim != 5 or flow.shape[-1] != 2:
         shape = getattr(flow, "shape", None)
         raise InputError(f"flow must be a (P, L, H, W, 2) array, got shape {shape}")
-    t, back = _tensor(flow)
+    t, back = as_tensor(flow)
     mag = torch.hypot(t[..., 0].double(), t[..., 1].double())
     return back(mag.reshape(t.shape[0], -1).mean(dim=1).float())
 

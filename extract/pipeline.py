@@ -15,7 +15,8 @@ in completion order; :mod:`extract.run` records them. All three give the same ro
   (~40 MB each at the TSN protocol), so memory is bounded. A GPU's default for ``workers > 1``.
 
 Worker processes are spawned (fork after torch/OpenCV started threads can deadlock) and die
-with the process that started them.
+with the process that started them. A decode worker never imports torch (~300 MB and seconds
+of start-up each): this module reaches the models only inside the functions that need them.
 """
 from __future__ import annotations
 
@@ -30,14 +31,16 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_complete
 from multiprocessing import get_context
 
 from data.errors import VideoError
-from extract.prepare import Prepared, prepare_video
-from extract.video import Models, extract_video
+from extract.prepare import Prepared, PrepareSettings, prepare_video
 
 log = logging.getLogger(__name__)
 
 
-def sequential(jobs, settings, models: Models):
-    """(index, path) jobs -> (index, outcome), one video at a time in this process."""
+def sequential(jobs, settings, models):
+    """(index, path) jobs -> (index, outcome), one video at a time in this process, with
+    ``models`` (an :class:`extract.video.Models`)."""
+    from extract.video import extract_video
+
     for i, path in jobs:
         yield i, safely(extract_video, path, settings, models)
 
@@ -57,10 +60,10 @@ def whole_videos(jobs, settings, workers: int, init_args: tuple):
         pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
-def device_pipeline(jobs, settings, models: Models, workers: int, threads: int = 1):
+def device_pipeline(jobs, settings, models, workers: int, threads: int = 1):
     """(index, path) jobs -> (index, outcome): ``workers`` decode processes (``threads``
     OpenCV threads each) prepare videos ahead of ``models``' device stage in this process."""
-    stage = models.stage
+    stage, small = models.stage, PrepareSettings.of(settings)
     jobs = list(jobs)[::-1]                      # popped from the end: list order
     pool = _pool(workers, _init_decode, (threads,))
     ahead, inflight, ready, finished = 2 * workers, {}, [], False
@@ -68,7 +71,7 @@ def device_pipeline(jobs, settings, models: Models, workers: int, threads: int =
         while jobs or inflight or ready:
             while jobs and len(inflight) + len(ready) < ahead:
                 i, path = jobs.pop()
-                inflight[pool.submit(_prepare, path, settings)] = i
+                inflight[pool.submit(_prepare, path, small)] = i
             if not ready:
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
             else:
@@ -126,6 +129,7 @@ def _pool(workers: int, init, args: tuple) -> ProcessPoolExecutor:
 
 def _init_whole(parent: int, cfg, num_classes: int) -> None:
     from extract.run import set_threads
+    from extract.video import Models
 
     _die_with_parent(parent)
     set_threads(cfg)
@@ -134,6 +138,8 @@ def _init_whole(parent: int, cfg, num_classes: int) -> None:
 
 
 def _extract_whole(path):
+    from extract.video import extract_video
+
     return safely(extract_video, path, _WORKER["settings"], _WORKER["models"])
 
 

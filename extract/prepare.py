@@ -9,6 +9,7 @@ GPU never waits on this work when several workers prepare ahead of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -44,6 +45,23 @@ class Prepared:
         return int(self.frames.nbytes)
 
 
+class PrepareSettings(NamedTuple):
+    """The part of a VideoSettings that preparing reads: what a decode worker is sent (it
+    unpickles without importing the models' modules, and so without torch)."""
+
+    size: tuple[int, int]
+    max_frames: int | None
+    frames: int
+    flow_stack: int
+    flow: bool                          # whether flow pairs are needed at all
+    thumbnail_size: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, settings) -> "PrepareSettings":
+        return cls(tuple(settings.size), settings.max_frames, settings.frames, settings.flow_stack,
+                   settings.flow is not None, settings.thumbnail_size)
+
+
 def flow_pairs(flow_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct (frame, next frame) pairs the stacks need, and where each stack slot
     finds its pair. flow_index (T, L+1) -> pairs (U, 2), slot (T, L) indices into pairs.
@@ -57,15 +75,17 @@ def flow_pairs(flow_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_video(path: str, settings) -> Prepared:
-    """Decode ``path`` and keep the frames ``settings`` (a VideoSettings) will use.
+    """Decode ``path`` and keep the frames ``settings`` (a VideoSettings or PrepareSettings)
+    will use.
 
     Raises VideoError(path, cause) for anything that makes the video unusable.
     """
+    settings = PrepareSettings.of(settings) if not isinstance(settings, PrepareSettings) else settings
     video = decode.decode(path, settings.size, max_frames=settings.max_frames)
     n = video.frames.shape[0]
     samp = sampling.tsn_positions(n, settings.frames, settings.flow_stack)
     notes = list(video.warnings) + ([samp.handling] if samp.handling else [])
-    if settings.flow is not None:   # motion is stored even for an RGB-only run
+    if settings.flow:   # motion is stored even for an RGB-only run
         pairs, pair_slot = flow_pairs(samp.flow_index)
     else:
         pairs, pair_slot = np.empty((0, 2), np.int64), np.empty((settings.frames, 0), np.int64)

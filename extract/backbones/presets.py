@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from data.errors import InputError
+from extract.arrays import as_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,7 +81,7 @@ def preprocess_rgb(crops_uint8, spec) -> Tensor:
     The result is channels_last in memory (a permuted view of the NHWC input, then scaled),
     which is the layout the backbones run fastest in.
     """
-    x = _tensor(crops_uint8)
+    x = as_tensor(crops_uint8)[0]
     size, p = spec.input_size, spec.preset
     if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (size, size, 3):
         raise InputError(f"RGB crops must be (N, {size}, {size}, 3) uint8, got {tuple(x.shape)} {x.dtype}")
@@ -93,11 +94,6 @@ def preprocess_rgb(crops_uint8, spec) -> Tensor:
     return t.mul_(scale).add_(shift)
 
 
-def _tensor(x) -> Tensor:
-    """A tensor as it is; a numpy array (or array-like) as a tensor sharing its memory."""
-    return x if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-
-
 def preprocess_flow(crops_flow, bound: float, preset: Preset | None = None) -> Tensor:
     """(N, L, S, S, 2) flow in pixels (or uint8 levels), numpy or a tensor on any device ->
     (N, 2L, S, S) float32 network input on the same device, scaled by ``preset`` (framesel's own, f / bound in [−1, 1], when None). Channels are
@@ -107,7 +103,7 @@ def preprocess_flow(crops_flow, bound: float, preset: Preset | None = None) -> T
     when the preset quantises; uint8 input is taken as levels already (TSN's JPEG flow).
     """
     p = preset or PRESETS["framesel"]
-    x = _tensor(crops_flow)
+    x = as_tensor(crops_flow)[0]
     if x.ndim != 5 or x.shape[-1] != 2:
         raise InputError(f"flow crops must be (N, L, S, S, 2), got {tuple(x.shape)}")
     if not bound > 0:

@@ -88,8 +88,6 @@ class BackboneRunner:
             features (N, D) float32, logits (N, C) float32, and maps (N, h, w, d) float32
             (channel-last, the store's layout) or None.
         """
-        if isinstance(x, Tensor) and x.dtype == torch.uint8 and x.device.type == "cpu":
-            x = x.numpy()
         n, bb = len(x), self.backbone
         # Outputs gather on the device and come back in one copy: a copy per batch would
         # make a GPU wait for the host after every batch.
@@ -110,7 +108,7 @@ class BackboneRunner:
     def _batch(self, x: np.ndarray | Tensor, start: int, stop: int) -> Tensor:
         """Rows start:stop as a (B, C_in, S, S) float32 channels_last tensor on the device."""
         chunk = x[start:stop]
-        if isinstance(chunk, np.ndarray) and chunk.dtype == np.uint8:
+        if chunk.dtype in (np.uint8, torch.uint8):          # numpy or a tensor on any device
             if self.backbone.in_channels != 3:
                 raise InputError("uint8 input is RGB frames, but this backbone takes "
                                  f"{self.backbone.in_channels} channels; use preprocess_flow")
