@@ -10,19 +10,33 @@ long 1394-frame fixture:
   denseflow way computes all n-1 pairs of every video. Same frames, same algorithm, both
   timed here; the ratio is the time the dense way takes over framesel's.
 
-    python -m benchmarks.extract            # from the repo root; ~10-15 min on 2 cores
-    python -m benchmarks.extract --quick    # ~3 min
+Device sections (benchmarks/extract_gpu.py, issue 14), on ``--device cpu|cuda``: TV-L1
+pairs/s by batch size (eager, compiled) with EPE against OpenCV, backbone frames/s by batch,
+run_extraction videos/s (sequential, device pipeline, whole-video workers on a CPU) with the
+device-busy fraction and store equality, a time breakdown of one device run, and flow-stream
+feature agreement (torch vs OpenCV TV-L1, beside OpenCV on perturbed input).
+
+    python -m benchmarks.extract                    # from the repo root; ~20-25 min on 2 cores
+    python -m benchmarks.extract --quick            # ~6-8 min on 2 cores
+    python -m benchmarks.extract --device cuda      # ~5-6 min on one H100 (--budget-s caps it)
+    python -m benchmarks.extract --device cuda --only tvl1,pipeline
+
+Sections: rates, sparse (the CPU measurements above; by default on cpu only), tvl1, backbone,
+pipeline, breakdown, features.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks import extract_gpu as gpu
 from extract import backbones, decode, flow, sampling
 from extract.video import Models, VideoSettings, extract_video, flow_pairs
 
@@ -77,17 +91,8 @@ def sparse_vs_dense(paths, cfg: flow.FlowConfig, T=25, L=5, max_dense=None):
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    if not DATA.exists():
-        raise SystemExit(f"{DATA} is absent: this benchmark needs ../shared/data beside the checkout")
-    torch.set_num_threads(2)
-    nvid = 2 if args.quick else 6
-    paths = fight_videos(nvid)
-    print(f"framesel extraction benchmark — {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, OpenCV {flow.opencv_version()}, {decode.ffmpeg_version()}")
+def rates_section(args, paths) -> None:
+    """Decode, OpenCV TV-L1 and backbone rates on the CPU, and seconds per video by default."""
     fps, nframes = bench_decode(paths)
     print(f"decode: {fps:8.1f} frames/s  ({nframes} frames of {len(paths)} fight videos, 340x256 rgb24)")
     tvl1 = flow.FlowConfig()
@@ -101,8 +106,11 @@ def main():
     per = [timed(extract_video, str(p), VideoSettings(), models)[1] for p in paths[:1 if args.quick else 2]]
     print(f"default settings (T=25, L=5, 10 crops, TV-L1 defaults, rgb+flow): "
           f"{np.mean(per):.1f} s/video over {len(per)} fight videos")
+
+
+def sparse_section(args, paths) -> None:
     fast = flow.FlowConfig(params=(("epsilon", 0.05),))
-    print("\nsparse (framesel: distinct pairs of T=25 x L=5) vs dense (every pair, the denseflow way),"
+    print("sparse (framesel: distinct pairs of T=25 x L=5) vs dense (every pair, the denseflow way),"
           "\nTV-L1 epsilon 0.05 for both (the ratio is about how many pairs are computed):")
     print(f"{'video':36s} {'frames':>6s} {'sparse':>6s} {'dense':>6s} {'sparse s':>9s} {'dense s':>9s} {'ratio':>6s}")
     long = [DATA / "fixtures" / "one-by-one-person-detection.mp4"]
@@ -110,6 +118,98 @@ def main():
     for name, n, sp, dn, ts, td, capped in rows:
         print(f"{name:36s} {n:6d} {sp:6d} {dn:6d} {ts:9.2f} {td:9.2f} {td / ts:6.2f}"
               + ("  (dense timed on 300 pairs, extrapolated)" if capped else ""))
+
+
+SECTIONS = ("rates", "sparse", "tvl1", "backbone", "pipeline", "breakdown", "features")
+CPU_ONLY = ("rates", "sparse")   # OpenCV/CPU measurements: run on cuda only when named in --only
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="short run: fight settings only (no TSN), one TV-L1 batch, eager only")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    ap.add_argument("--only", default="", help=f"comma-separated sections to run: {','.join(SECTIONS)}")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="skip the sections that would start after this many seconds (default: 330 on cuda)")
+    ap.add_argument("--clips", type=int, default=None, help="fight clips per pipeline run at the fight settings")
+    ap.add_argument("--tsn-clips", type=int, default=None, help="fight clips per pipeline run at the TSN settings")
+    ap.add_argument("--cv-clips", type=int, default=1, help="cuda: clips of the OpenCV-flow sequential row")
+    ap.add_argument("--workers", type=int, default=None, help="W: decode workers / whole-video workers")
+    ap.add_argument("--batches", type=ints, default=None, help="TV-L1 batch sizes, e.g. 8,32,64,128")
+    ap.add_argument("--cv-pairs", type=int, default=None, help="pairs OpenCV computes (rate, EPE reference)")
+    ap.add_argument("--compile", action="store_true",
+                    help="tvl1-torch compile=true in the pipeline, breakdown and features sections")
+    args = ap.parse_args(argv)
+    _defaults(args, torch.device(args.device))
+    return args
+
+
+def _defaults(args, device: torch.device) -> None:
+    """Per-device defaults sized so that --device cpu --quick fits ~8 min on 2 cores and a
+    whole --device cuda run ~6 min on one H100 (OpenCV's pairs run on the CPU in both)."""
+    gpu, q = device.type == "cuda", args.quick
+    cores = os.cpu_count() or 2
+    args.sections = [x for x in args.only.split(",") if x] or [
+        x for x in SECTIONS if gpu is False or x not in CPU_ONLY]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"--only: unknown section(s) {sorted(unknown)}; sections: {', '.join(SECTIONS)}")
+    args.budget_s = args.budget_s if args.budget_s is not None else (330.0 if gpu else 0.0)
+    args.workers = args.workers or (max(2, min(8, cores - 2)) if gpu else 2)
+    args.clips = args.clips or (32 if gpu else 4)
+    args.tsn_clips = args.tsn_clips or (12 if gpu else 2)
+    args.settings = ["fight"] if q else ["tsn", "fight"]
+    args.tvl1_settings = ["tsn"] if q and not gpu else ["tsn", "fight"]
+    args.batches = args.batches or ([8, 32, 64, 128] if gpu else [4] if q else [4, 16])
+    args.cv_pairs = args.cv_pairs or (16 if gpu else 4)
+    args.compile_modes = [False] if q and not gpu else [False, True]
+    args.backbone_batches = [16, 64, 128] if gpu else [16]
+    args.breakdown_clips = 8 if gpu else 2
+    args.feature_clips = 4 if gpu else 1 if q else 2
+
+
+def run_sections(args, device: torch.device) -> None:
+    start = time.perf_counter()
+    paths = fight_videos(2 if args.quick else 6)
+    with tempfile.TemporaryDirectory(prefix="framesel-bench-") as tmp:
+        jobs = {"rates": lambda: rates_section(args, paths), "sparse": lambda: sparse_section(args, paths),
+                "tvl1": lambda: gpu.tvl1_section(args, device),
+                "backbone": lambda: gpu.backbone_section(args, device),
+                "pipeline": lambda: gpu.pipeline_section(args, device, Path(tmp)),
+                "breakdown": lambda: gpu.breakdown_section(args, device),
+                "features": lambda: gpu.features_section(args, device)}
+        for name in args.sections:
+            elapsed = time.perf_counter() - start
+            print(f"\n=== {name} " + "=" * (60 - len(name)), flush=True)
+            if args.budget_s and elapsed > args.budget_s:
+                print(f"SKIPPED: {elapsed:.0f} s spent, --budget-s {args.budget_s:.0f}")
+                continue
+            t = time.perf_counter()
+            jobs[name]()
+            print(f"[{name}: {time.perf_counter() - t:.1f} s]", flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not DATA.exists():
+        raise SystemExit(f"{DATA} is absent: this benchmark needs ../shared/data beside the checkout")
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(2)
+    elif not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch.cuda.is_available() is False")
+    print(f"framesel extraction benchmark — {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} torch threads, OpenCV {flow.opencv_version()}, {decode.ffmpeg_version()}")
+    print(gpu.header(device))
+    print(f"sections: {','.join(args.sections)}; W={args.workers} workers, {args.clips} fight / "
+          f"{args.tsn_clips} TSN clips per pipeline run, settings {','.join(args.settings)}"
+          + (f", budget {args.budget_s:.0f} s" if args.budget_s else ""))
+    run_sections(args, device)
 
 
 if __name__ == "__main__":
