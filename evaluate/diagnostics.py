@@ -37,8 +37,8 @@ def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, 
         shown.add(method.label)
         mm = None if method.variable_m else m
         for stream in _streams(method, run):
-            key, sel = f"{method.label} ({stream})", run.selection(method, stream, mm)
-            s = sel.scores.float().mean(2).cpu().numpy()
+            key, sel = f"{method.label} ({stream})", run.selection(method, stream, mm, frame_scores=True)
+            s = sel.frame_scores.numpy()
             out["scores"][key] = s.ravel()
             out["fraction_kept"][key] = sel.num_kept.cpu().numpy() / run.T
             out["importance"][key] = s[idx]

@@ -173,9 +173,46 @@ def _pair_partners(methods: list[Method]) -> None:
             meth.partner = next((p for p in cands if p.seed == meth.seed), cands[0])
 
 
+@dataclass(frozen=True)
+class SelectionSummary:
+    """What evaluate keeps of a :class:`Selection` (:func:`summarize`): per video, never per cell.
+
+    video_scores: (V, C) float32 class scores, as the selection's; positions: (V,) int32
+    positions with any crop kept; cells: (V,) int32 cells kept; num_kept: (V,) int64, the
+    selection's own count; frame_scores: (V, T) float32 importance as the crop mean of the
+    selection's scores, or None unless asked for (the report's diagnostics)."""
+
+    video_scores: torch.Tensor
+    positions: torch.Tensor
+    cells: torch.Tensor
+    num_kept: torch.Tensor
+    mode: str = "frame"
+    frame_scores: torch.Tensor | None = None
+
+
+def summarize(sel: Selection, frame_scores: bool = False) -> SelectionSummary:
+    """The per-video summary of ``sel`` on the CPU: its (V, T, K) mask and scores reduced to
+    counts (and, with ``frame_scores``, to (V, T) crop means). Each value is computed per
+    video, so summaries of blocks concatenate to the summary of the whole."""
+    keep = sel.keep
+    return SelectionSummary(sel.video_scores.cpu(), keep.any(2).sum(1).int().cpu(), keep.sum((1, 2)).int().cpu(),
+                            sel.num_kept.cpu(), sel.mode,
+                            sel.scores.float().mean(2).cpu() if frame_scores else None)
+
+
+def _concat(parts: list):
+    """One Selection or SelectionSummary of consecutive blocks' ones (tensors joined along V)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    return dataclasses.replace(first, **{f.name: torch.cat([getattr(p, f.name) for p in parts])
+                                         for f in dataclasses.fields(first)
+                                         if isinstance(getattr(first, f.name), torch.Tensor)})
+
+
 def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha: float = 0.0,
                      flow: States | None = None, block: int | None = None, scores: dict | None = None,
-                     device="cpu") -> Selection:
+                     device="cpu", summary: bool = False, frame_scores: bool = False):
     """``selector.select`` over consecutive blocks of videos (``block``, default: those that
     fill :data:`BLOCK_BYTES`), concatenated: each block's states are read (streamed) or
     sliced when its turn comes, the next one read ahead on a background thread, and a block
@@ -185,7 +222,9 @@ def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha:
     :meth:`Selector.score` alone (the base ``select``): each block is scored once, later
     budgets reuse it. ``flow``: rtsae's second stream. ``device``: where the selection runs
     (``evaluate --device cuda``): each block and the selector's network go there for the
-    call, the selection comes back to the CPU (so the protocols and reports never see it)."""
+    call, the selection comes back to the CPU (so the protocols and reports never see it).
+    ``summary``: return each block's :func:`summarize` (with ``frame_scores``), joined: a
+    :class:`SelectionSummary` of O(V·C) memory instead of the (V, T, K) mask and scores."""
     V, T, K, D, C = states.shape
     block = block or max(1, BLOCK_BYTES // (4 * T * K * (D + C)))
     reuse = scores is not None and flow is None and type(selector).select is Selector.select
@@ -205,11 +244,8 @@ def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha:
                                                                           else {"flow": part_flow}))
                 if reuse:
                     scores[(b, block)] = sel.scores.cpu()
-            out.append(sel.cpu())
-    if len(out) == 1:
-        return out[0]
-    return Selection(*(torch.cat([getattr(o, f) for o in out]) for f in ("scores", "keep", "video_scores",
-                                                                            "num_kept")), mode=out[0].mode)
+            out.append(summarize(sel, frame_scores) if summary else sel.cpu())
+    return _concat(out)
 
 
 @contextlib.contextmanager
@@ -234,5 +270,6 @@ def reads_features(selector) -> bool:
     return bool(getattr(selector, "learned", False)) or isinstance(selector, SameClassifier)
 
 
-__all__ = ["BLOCK_BYTES", "Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "agent_label", "build_methods",
-           "classifier_name", "on_device", "reads_features", "same_classifier_method", "select_in_blocks"]
+__all__ = ["BLOCK_BYTES", "Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "SelectionSummary", "agent_label",
+           "build_methods", "classifier_name", "on_device", "reads_features", "same_classifier_method",
+           "select_in_blocks", "summarize"]

@@ -33,12 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.base import Selection, States, selector_class
+from agents.base import States, selector_class
 from data.errors import InputError
 from evaluate import dsn_protocol, metrics, pairing
 from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
                               selector_observer, selector_seen)
-from evaluate.methods import Method, agent_label, build_methods, same_classifier_method, select_in_blocks
+from evaluate.methods import (Method, SelectionSummary, agent_label, build_methods, same_classifier_method,
+                              select_in_blocks)
 from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seeds
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,11 @@ def correct(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> np.ndar
 
 
 class _Run:
-    """Selections, scores and costs of one split, cached by (method, stream, m, mode, alpha)."""
+    """Selections, scores and costs of one split, cached by (method, stream, m, mode, alpha).
+
+    Per video it keeps, for each selection, a :class:`SelectionSummary` (class scores and
+    counts) and, for each (method, stream) whose selector scores with ``score`` alone, that
+    score (T·K float32, reused across budgets, modes and alphas: ``_scores``)."""
 
     def __init__(self, states: dict, methods, cfg: ProtocolConfig, costs: CostModel | None, split: str,
                  bar=None):
@@ -148,17 +153,22 @@ class _Run:
     def ms(self, method: Method) -> list:
         return [None] if method.variable_m else sorted({min(m, self.T) for m in self.cfg.ms})
 
-    def selection(self, method: Method, stream: str, m, mode="frame", alpha=0.0) -> Selection:
+    def selection(self, method: Method, stream: str, m, mode="frame", alpha=0.0, *,
+                  frame_scores: bool = False) -> SelectionSummary:
+        """The method's selection on ``stream`` at (m, mode, alpha), summarised per video
+        (class scores and counts: what the rows need; ``frame_scores``: also the (V, T) crop
+        mean of its scores, for the diagnostics), selected once and cached. The (V, T, K)
+        mask and scores are not kept: memory grows by O(V·C) a selection, not O(V·T·K)."""
         key = (method.uid, stream, m, mode, alpha)
-        if key not in self._sel:
-            sel = method.selectors[stream]
+        have = self._sel.get(key)
+        if have is None or (frame_scores and have.frame_scores is None):
+            sel, kw = method.selectors[stream], {"mode": mode, "alpha": alpha, "device": self.cfg.device,
+                                                 "summary": True, "frame_scores": frame_scores}
             if stream == "fused":
-                self._sel[key] = select_in_blocks(sel, self.states["rgb"], m, mode=mode, alpha=alpha,
-                                                  flow=self.states["flow"], device=self.cfg.device)
+                self._sel[key] = select_in_blocks(sel, self.states["rgb"], m, flow=self.states["flow"], **kw)
             else:
-                self._sel[key] = select_in_blocks(sel, self.input(method, stream), m, mode=mode, alpha=alpha,
-                                                  scores=self._scores.setdefault((method.uid, stream), {}),
-                                                  device=self.cfg.device)
+                self._sel[key] = select_in_blocks(sel, self.input(method, stream), m,
+                                                  scores=self._scores.setdefault((method.uid, stream), {}), **kw)
         return self._sel[key]
 
     def input(self, method: Method, stream: str) -> States:
@@ -174,9 +184,9 @@ class _Run:
 
     def kept(self, method, streams, m, mode) -> tuple[float, float, float]:
         """Mean kept positions, cells and the fraction kept over the given streams."""
-        keeps = [self.selection(method, s, m, mode).keep for s in streams]
-        pos = float(np.mean([k.any(2).sum(1).float().mean() for k in keeps]))
-        cells = float(np.mean([k.sum((1, 2)).float().mean() for k in keeps]))
+        sels = [self.selection(method, s, m, mode) for s in streams]
+        pos = float(np.mean([x.positions.float().mean() for x in sels]))
+        cells = float(np.mean([x.cells.float().mean() for x in sels]))
         return pos, cells, (pos / self.T if mode == "frame" else cells / (self.T * self.K))
 
     def agent_gflops(self, method: Method, stream: str, m, mode: str) -> float:

@@ -225,3 +225,44 @@ def test_diagnostics():
     pc = ex["per_class"][0]
     assert pc["method"] == key and len(pc["acc"]) == C and len(pc["uniform"]) == C
     assert ex["fraction_kept"]["uniform (flow)"] == pytest.approx(np.full(16, 0.3))
+
+
+def test_rows_from_block_summaries_equal_rows_from_whole_selections(monkeypatch):
+    """evaluate keeps, of each selection, per-video summaries of its blocks (class scores and
+    counts, evaluate.methods.summarize), not the (V, T, K) mask and scores: every row and
+    diagnostic equals those of whole selections kept as they were (the path before issue 13's
+    lean cache), over several blocks, every protocol and both streams."""
+    import json
+
+    import evaluate.protocols as P
+    from evaluate.methods import SelectionSummary, summarize
+
+    st = _states(V=24)
+    cfg = ProtocolConfig(ms=(2, 4), alphas=(0.0, 0.2), bootstrap=100)
+
+    def run():
+        methods = build_methods(["uniform", "random", "max_response", Thresholded()],
+                                [KeyFinder("rgb"), KeyFinder("flow"), Stubborn("rgb")], st)
+        rows = run_protocols(st, methods, config=cfg, costs=COSTS)
+        ex = collect_diagnostics(st, methods, m=3, sample=3)
+        return json.dumps([rows, {k: ex[k] for k in ("scores", "fraction_kept", "importance", "per_class")}],
+                          sort_keys=True, default=lambda x: np.asarray(x).tolist())
+
+    monkeypatch.setattr("evaluate.methods.BLOCK_BYTES", 4 * T * K * (8 + C) * 5)     # blocks of 5 videos
+    kept = []
+    real = P.select_in_blocks
+
+    def spy(*args, **kw):
+        kept.append(real(*args, **kw))
+        return kept[-1]
+
+    monkeypatch.setattr(P, "select_in_blocks", spy)
+    lean = run()
+    assert kept and all(isinstance(s, SelectionSummary) for s in kept)
+
+    def whole(selector, states, m, *, summary=False, frame_scores=False, scores=None, **kw):
+        sel = real(selector, states, m, block=10 ** 9, **kw)         # one pass, the full Selection
+        return summarize(sel, frame_scores) if summary else sel
+
+    monkeypatch.setattr(P, "select_in_blocks", whole)
+    assert lean == run()

@@ -129,6 +129,11 @@ def test_selection_in_blocks_equals_one_pass(planted, name):
         part = select_in_blocks(sel, states, 3, block=block)
         for field in ("scores", "keep", "video_scores", "num_kept"):
             assert torch.equal(getattr(part, field), getattr(whole, field)), (name, block, field)
+        lean = select_in_blocks(sel, states, 3, block=block, summary=True, frame_scores=True)   # evaluate's cache
+        assert torch.equal(lean.video_scores, whole.video_scores) and torch.equal(lean.num_kept, whole.num_kept)
+        assert torch.equal(lean.positions, whole.keep.any(2).sum(1).int())
+        assert torch.equal(lean.cells, whole.keep.sum((1, 2)).int())
+        assert torch.equal(lean.frame_scores, whole.scores.float().mean(2)), (name, block)
     store.close()
 
 
