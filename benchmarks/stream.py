@@ -19,10 +19,12 @@ crops × D = 1280 (EfficientNet-Lite0, framesel's default) float16 features, C =
    ``framesel train --agent as`` (1 epoch, ``batch_size=16`` so that an epoch of the large
    list ends in minutes: memory per batch, not per list) and ``framesel evaluate`` (--m 4,
    the head's uniform, random and max_response and the as checkpoint; its test lists are
-   ``--eval-small`` / ``--eval-large`` videos), each a subprocess under an address-space
-   limit (``ulimit -v``) of ``--limit-gib``: on both lists with ``--load stream``, and with
-   ``--load memory`` (small: the reference; large: its states exceed the limit, so it must
-   fail). Peak RSS is the child's ``ru_maxrss``.
+   ``--eval-small`` / ``--eval-large`` videos, by default the same sizes as the others'),
+   each a subprocess under an address-space limit (``ulimit -v``) of ``--limit-gib``: on
+   both lists with ``--load stream``, and with ``--load memory`` (small: the reference;
+   large: its states exceed the limit, so it must fail). Peak RSS is the child's
+   ``ru_maxrss``. ``--only evaluate`` runs evaluate's rows alone (making the head's logits
+   and the checkpoint first when the store lacks them) and prints its growth per 1,000 videos.
 3. **Epoch time**: one ``as`` epoch at its defaults (per-video Adam updates) on the first
    ``--epoch-videos`` videos, in memory vs streamed, side by side, the ratio, and whether the
    weights are identical.
@@ -213,9 +215,10 @@ def peak_rss(args: list[str], limit_bytes: int, log: Path) -> tuple[int, float, 
     return os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024 / GIB, time.perf_counter() - t0
 
 
-def memory_table(root: Path, store: Path, lists: dict, limit: int) -> list[str]:
-    """Each command on both lists streamed, and in memory (small: the reference; large: must
-    fail under the limit), each a subprocess under the address-space limit."""
+def memory_table(root: Path, store: Path, lists: dict, limit: int,
+                 names: tuple = ("head", "train", "evaluate")) -> list[str]:
+    """Each command of ``names`` on both lists streamed, and in memory (small: the reference;
+    large: must fail under the limit), each a subprocess under the address-space limit."""
     lines = ["| command | list | --load | videos | states as float32 (GiB) | exit | peak RSS (GiB) | s |",
              "|---|---|---|---|---|---|---|---|"]
     ck = root / "as-small-stream.pt"          # evaluate's agent: trained by the first train row
@@ -231,7 +234,7 @@ def memory_table(root: Path, store: Path, lists: dict, limit: int) -> list[str]:
         return ["evaluate", str(store), "--test", str(test), "--agents", str(ck), "--m", "4",
                 "--baselines", "uniform,random,max_response", "--out", str(root / f"report-{size}-{load}")], test
 
-    for name in ("head", "train", "evaluate"):
+    for name in names:
         for size, load in (("small", "stream"), ("large", "stream"), ("small", "memory"), ("large", "memory")):
             args, lst = command(name, size, load)
             n = sum(1 for _ in open(lst))
@@ -242,13 +245,40 @@ def memory_table(root: Path, store: Path, lists: dict, limit: int) -> list[str]:
     return lines
 
 
+def evaluate_table(root: Path, store: Path, lists: dict, limit: int) -> list[str]:
+    """evaluate's rows of :func:`memory_table` alone, after what they need: the head's logits
+    in the store and the ``as`` checkpoint of the small list (each made once, under the limit,
+    when the memory section has not made them), then the growth of peak RSS per 1,000 videos."""
+    from agents.from_store import head_logits_ok
+
+    with open_store(store) as s:
+        ready = head_logits_ok(s, "rgb") and bool(s.logits_written("rgb").all())
+    if not ready:
+        print("  (writing the head's logits: framesel head on the small list)", flush=True)
+        peak_rss(["head", str(store), "--train", str(lists["small"]), "--epochs", "1", "--seed", "0",
+                  "--load", "stream"], limit, root / "head-for-evaluate.log")
+    if not (root / "as-small-stream.pt").exists():
+        print("  (training the as checkpoint on the small list)", flush=True)
+        peak_rss(["train", str(store), "--agent", "as", "--train", str(lists["small"]), "--out",
+                  str(root / "as-small-stream.pt"), "--set", "epochs=1", "--set", "batch_size=16",
+                  "--load", "stream"], limit, root / "train-for-evaluate.log")
+    lines = memory_table(root, store, lists, limit, names=("evaluate",))
+    cells = [line.split("|") for line in lines[2:4]]          # the small and large rows, --load stream
+    (n_small, rss_small), (n_large, rss_large) = [(int(c[4]), float(c[7])) for c in cells]
+    grow = rss_large - rss_small
+    lines.append(f"evaluate --load stream: {grow:+.2f} GiB peak RSS for {n_large - n_small} more videos "
+                 f"({grow / (n_large - n_small) * 1000 * 1024:+.1f} MiB per 1,000)")
+    print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="/tmp/framesel-stream")
     ap.add_argument("--small", type=int, default=600)
     ap.add_argument("--large", type=int, default=6000)
-    ap.add_argument("--eval-small", type=int, default=300)
-    ap.add_argument("--eval-large", type=int, default=3000)
+    ap.add_argument("--eval-small", type=int, default=600)
+    ap.add_argument("--eval-large", type=int, default=6000)
     ap.add_argument("--epoch-videos", type=int, default=300)
     ap.add_argument("--limit-gib", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=2)
@@ -256,7 +286,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed-videos", type=int, default=40)
     ap.add_argument("--precision-epochs", type=int, default=45)
     ap.add_argument("--only", default="read,memory,epoch,seeds,precision",
-                    help="comma list of: read, memory, epoch, seeds, precision")
+                    help="comma list of: read, memory (head, train and evaluate), evaluate (its rows "
+                         "alone), epoch, seeds, precision")
     ap.add_argument("--quick", action="store_true", help="200 / 600 videos: a smoke run of the machinery")
     args = ap.parse_args(argv)
     if args.quick:
@@ -279,6 +310,10 @@ def main(argv=None) -> None:
     if "memory" in only:
         print(f"peak RSS under ulimit -v {args.limit_gib:g} GiB:")
         for line in memory_table(root, store, lists, int(args.limit_gib * GIB)):
+            print(line)
+    if "evaluate" in only and "memory" not in only:
+        print(f"evaluate's peak RSS under ulimit -v {args.limit_gib:g} GiB:")
+        for line in evaluate_table(root, store, lists, int(args.limit_gib * GIB)):
             print(line)
     if "epoch" in only:
         print("epoch time (needs the head's logits in the store: the memory rows write them):")
