@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -115,6 +116,66 @@ def safely(fn, path, *args):
     except Exception as err:  # noqa: BLE001 - one bad video must not end the run; cause is kept
         log.exception("unexpected failure on %s", path)
         return VideoError(path, f"{type(err).__name__}: {err}")
+
+
+class Writer:
+    """Store writes on a thread of their own, so the device computes the next video while the
+    last one is compressed and written. At most ``depth`` results wait (bounded memory); a
+    write error (a full disk) surfaces at the next :meth:`put` or at :meth:`close`, which
+    writes everything already queued first: a computed video is never thrown away."""
+
+    def __init__(self, store, paths, depth: int = 2, on_written=None):
+        self.store, self.paths, self.written, self.error = store, paths, 0, None
+        self.on_written = on_written or (lambda: None)   # called after each write (a progress bar)
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, i: int, outcome) -> None:
+        self._raise()
+        self.queue.put((i, outcome))
+
+    def close(self) -> None:
+        """Write what is queued, stop the thread, raise its error if it had one. A SIGTERM
+        (extract.run's Terminated) or ^C that arrives meanwhile waits until the writes end,
+        then is raised: the store closes after them."""
+        stop = None
+        self.queue.put(None)
+        while self.thread.is_alive():
+            try:
+                self.thread.join(0.1)
+            except BaseException as err:   # noqa: BLE001 - SIGTERM's Terminated, ^C: re-raised below
+                stop = err
+        self._raise()
+        if stop is not None:
+            raise stop
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _loop(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    record(self.store, item[0], item[1], self.paths[item[0]])
+                    self.written += 1
+                    self.on_written()
+                except BaseException as err:   # noqa: BLE001 - handed to the main thread
+                    self.error = err
+
+
+def record(store, i: int, outcome, path: str) -> None:
+    """Write one outcome into row ``i``: the rows of a result, or a failure and its cause."""
+    if isinstance(outcome, VideoError):
+        log.warning("failed: %s", outcome)
+        store.mark_failed(i, str(outcome))
+        return
+    result, notes = outcome
+    note = "; ".join(n for n in notes if n)
+    if note:
+        log.info("%s: %s", path, note)
+    store.write_video(i, result, note=note)
 
 
 # ----------------------------------------------------------------------------- worker processes

@@ -11,7 +11,8 @@ Guarantees (each tested for real in tests/test_extract_run.py):
   holder (:mod:`extract.lock`); workers (``workers > 1``: whole-video processes, or decode
   processes feeding this one's device, :mod:`extract.pipeline`) die with the process that
   started them;
-- rows are written by one writer thread (:class:`_Writer`) while the next videos compute;
+- rows are written by one writer thread (:class:`extract.pipeline.Writer`) while the next
+  videos compute;
   a run that stops (SIGTERM, a full disk) writes what was computed first;
 - a store is resumed or joined only with the settings that determine its features and the
   same list and root; batch size, device, workers and threads may change (they do not
@@ -22,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import queue
 import signal
 import sys
 import threading
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from data import __version__
-from data.errors import InputError, StoreError, VideoError
+from data.errors import InputError, StoreError
 from data.lists import VideoList, read_hmdb51_split, read_list
 from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_for
 from data.progress import show_progress
@@ -157,20 +157,7 @@ def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
         todo = mine[redo]
         summary = Summary(store=str(path), total=len(mine), weights=weights_lines(describe))
         t0 = time.perf_counter()
-        previous = _raise_on_sigterm()
-        writer = _Writer(store, videos.paths)
-        try:
-            try:
-                for i, outcome in _outcomes(cfg, videos, todo, models):
-                    writer.put(i, outcome)
-            finally:
-                writer.close()
-        except (StoreError, Terminated) as err:   # full disk, preemption: done stays done
-            summary.stopped = str(err)
-        finally:
-            summary.processed = writer.written
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        _process(cfg, videos, todo, models, store, summary)
         summary.seconds = time.perf_counter() - t0
         if models is not None and models.stage.runs and summary.seconds:
             summary.device_busy = models.stage.busy / summary.seconds
@@ -181,6 +168,31 @@ def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
         return summary
     finally:
         store.close()
+
+
+def _process(cfg, videos: VideoList, todo, models, store, summary: Summary) -> None:
+    """Extract the ``todo`` rows into ``store`` through the writer thread; a full disk or a
+    SIGTERM ends it early (``summary.stopped``), with every computed video written. The
+    progress bar counts videos written (a killed run keeps every video it showed)."""
+    from tqdm import tqdm
+
+    previous = _raise_on_sigterm()
+    bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not show_progress(cfg.quiet),
+               dynamic_ncols=True)
+    writer = pipeline.Writer(store, videos.paths, on_written=bar.update)
+    try:
+        try:
+            for i, outcome in _outcomes(cfg, videos, todo, models):
+                writer.put(i, outcome)
+        finally:
+            writer.close()
+    except (StoreError, Terminated) as err:   # full disk, preemption: done stays done
+        summary.stopped = str(err)
+    finally:
+        bar.close()
+        summary.processed = writer.written
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class Terminated(BaseException):
@@ -202,22 +214,14 @@ def _raise_on_sigterm():
 
 
 def _outcomes(cfg, videos: VideoList, todo, models):
-    """Yield (index, VideoResult | VideoError) in completion order, with a progress bar."""
-    from tqdm import tqdm
-
+    """(index, VideoResult | VideoError) pairs in completion order, from the chosen way."""
     root = root_dir(cfg)
     jobs = [(int(i), str(root / videos.paths[i])) for i in todo]
     if cfg.workers <= 1:
-        outcomes = pipeline.sequential(jobs, cfg.settings, models)
-    elif uses_device_pipeline(cfg):
-        outcomes = pipeline.device_pipeline(jobs, cfg.settings, models, cfg.workers)
-    else:
-        outcomes = pipeline.whole_videos(jobs, cfg.settings, cfg.workers, (cfg, len(videos.classes)))
-    with tqdm(total=len(todo), unit="video", desc="extract", disable=not show_progress(cfg.quiet),
-              dynamic_ncols=True) as bar:
-        for item in outcomes:
-            yield item
-            bar.update()
+        return pipeline.sequential(jobs, cfg.settings, models)
+    if uses_device_pipeline(cfg):
+        return pipeline.device_pipeline(jobs, cfg.settings, models, cfg.workers)
+    return pipeline.whole_videos(jobs, cfg.settings, cfg.workers, (cfg, len(videos.classes)))
 
 
 def uses_device_pipeline(cfg: ExtractConfig) -> bool:
@@ -227,62 +231,6 @@ def uses_device_pipeline(cfg: ExtractConfig) -> bool:
     if cfg.pipeline is not None:
         return cfg.pipeline
     return cfg.device.startswith("cuda")
-
-
-class _Writer:
-    """Store writes on a thread of their own, so the device computes the next video while the
-    last one is compressed and written. At most ``depth`` results wait (bounded memory); a
-    write error (a full disk) surfaces at the next :meth:`put` or at :meth:`close`, which
-    writes everything already queued first: a computed video is never thrown away."""
-
-    def __init__(self, store, paths, depth: int = 2):
-        self.store, self.paths, self.written, self.error = store, paths, 0, None
-        self.queue: queue.Queue = queue.Queue(depth)
-        self.thread = threading.Thread(target=self._loop, name="store-writer", daemon=True)
-        self.thread.start()
-
-    def put(self, i: int, outcome) -> None:
-        self._raise()
-        self.queue.put((i, outcome))
-
-    def close(self) -> None:
-        """Write what is queued, stop the thread, raise its error if it had one. A SIGTERM
-        that arrives meanwhile waits until the writes end (the store closes after them)."""
-        stop = None
-        self.queue.put(None)
-        while self.thread.is_alive():
-            try:
-                self.thread.join(0.1)
-            except Terminated as err:
-                stop = err
-        self._raise()
-        if stop is not None:
-            raise stop
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def _loop(self) -> None:
-        while (item := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    _record(self.store, item[0], item[1], self.paths[item[0]])
-                    self.written += 1
-                except BaseException as err:   # noqa: BLE001 - handed to the main thread
-                    self.error = err
-
-
-def _record(store, i: int, outcome, path: str) -> None:
-    if isinstance(outcome, VideoError):
-        log.warning("failed: %s", outcome)
-        store.mark_failed(i, str(outcome))
-        return
-    result, notes = outcome
-    note = "; ".join(n for n in notes if n)
-    if note:
-        log.info("%s: %s", path, note)
-    store.write_video(i, result, note=note)
 
 
 def set_threads(cfg: ExtractConfig) -> None:
