@@ -38,7 +38,8 @@ import torch
 
 from benchmarks import extract_gpu as gpu
 from extract import backbones, decode, flow, sampling
-from extract.video import Models, VideoSettings, extract_video, flow_pairs
+from extract.prepare import flow_pairs
+from extract.video import Models, VideoSettings, extract_video
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

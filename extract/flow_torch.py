@@ -35,7 +35,7 @@ from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TVL1Params", "resolve_device", "tvl1_batch", "tvl1_numpy", "tvl1_tensors"]
+__all__ = ["TVL1Params", "resolve_device", "tvl1_batch", "tvl1_tensors"]
 
 # How often (inner iterations) the loop asks whether every pair has stopped. Asking forces a
 # GPU sync; the per-pair masks keep the result exact whatever this is.
@@ -316,8 +316,3 @@ def tvl1_tensors(prev: torch.Tensor, nxt: torch.Tensor, params: dict) -> torch.T
     log.debug("tvl1-torch: %d pairs on %s in %d batches", prev.shape[0], device,
               math.ceil(prev.shape[0] / batch))
     return out
-
-
-def tvl1_numpy(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
-    """:func:`tvl1_tensors` for numpy: (N, H, W) uint8 pairs -> (N, H, W, 2) float32."""
-    return tvl1_tensors(torch.from_numpy(prev), torch.from_numpy(nxt), params).numpy()

@@ -16,7 +16,7 @@ from data.errors import InputError, VideoError
 from data.store import VideoResult
 from extract import backbones, flow
 from extract.device import DeviceStage
-from extract.prepare import flow_pairs, prepare_video   # noqa: F401  (flow_pairs: the extractor's public name)
+from extract.prepare import prepare_video
 
 EXTRACTED_STREAMS = ("rgb", "flow")   # what extract_video produces
 # How a video is processed, not what comes out: batch size changes only how many crops the
