@@ -125,3 +125,46 @@ def bootstrap_ci_seeds(correct_a, correct_b, *, n: int = 10000, alpha: float = 0
         diffs.append(np.einsum("ks,sn,kn->k", seed_w, d, video_w))
     lo, hi = np.quantile(np.concatenate(diffs), [alpha / 2, 1 - alpha / 2])
     return float(d.mean()), float(lo), float(hi)
+
+
+def seeds_videos_ci(correct_a, correct_b, *, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Interval for the seed-mean accuracy difference of a method trained with S seeds,
+    tested on the same N videos, that holds both the training-seed and the test-video
+    variance (the one evaluate prints over seeds).
+
+    correct_a: (S, N) bool per-seed per-video correctness of the method; correct_b: (S, N)
+    (a per-seed reference, e.g. the seed's own classifier on uniform-m) or (N,) (a reference
+    that does not depend on the seed). Returns ``(diff, lo, hi)``.
+
+    With d_sv = a_sv − b_sv, the seed means d_s = mean_v d_sv and the video means
+    D_v = mean_s d_sv, the variance of the overall mean is estimated as
+    ``A + B = var_s(d_s)/S + var_v(D_v)/N`` (ddof 1): the seed term holds the seed effect
+    (plus the seed × video noise over N, counted a second time in B: conservative), the video
+    term the test-set sampling. The interval is ``mean ± t_{1−α/2, ν}·√(A + B)`` with
+    Welch–Satterthwaite's ν = (A + B)² / (A²/(S − 1) + B²/(N − 1)), so with few seeds it
+    widens as a t-interval over seeds does. benchmarks/seed_coverage.py simulates its
+    coverage beside the two-level bootstrap's (:func:`bootstrap_ci_seeds`, which covers
+    ~90 % at S = 3: resampling 3 seeds from 3 understates their spread). S = 1: only the
+    video term (a paired t-interval over videos)."""
+    from scipy.stats import t as student_t
+
+    a, b = np.atleast_2d(np.asarray(correct_a)), np.asarray(correct_b)
+    if b.ndim == 1 and b.shape[0] == a.shape[1]:
+        b = np.broadcast_to(b, a.shape)
+    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
+        raise InputError(f"correct_a (S, N) and correct_b (S, N) or (N,) must agree, got {a.shape} and "
+                         f"{np.shape(correct_b)}")
+    for row_a, row_b in zip(a, b):
+        _check_pair(row_a, row_b)
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must lie in (0, 1), got {alpha!r}")
+    d = a.astype(np.float64) - b.astype(np.float64)                 # (S, N)
+    S, N = d.shape
+    A = d.mean(1).var(ddof=1) / S if S > 1 else 0.0
+    B = d.mean(0).var(ddof=1) / N if N > 1 else 0.0
+    mean = float(d.mean())
+    if A + B == 0.0:
+        return mean, mean, mean
+    nu = (A + B) ** 2 / ((A ** 2 / (S - 1) if S > 1 else 0.0) + (B ** 2 / (N - 1) if N > 1 else 0.0))
+    half = float(student_t.ppf(1 - alpha / 2, nu)) * math.sqrt(A + B)
+    return mean, mean - half, mean + half
