@@ -29,9 +29,10 @@ Terms of one video (T positions, K crops, L flow fields per stack):
 Seconds (:meth:`CostModel.video_seconds`, ``seconds_full`` / ``seconds_deployable`` of a row):
 **measured per-unit seconds × units**, from the extraction's ``cost/seconds`` of the evaluated
 videos: decode (always the whole video) + flow seconds per computed field × the view's fields
-+ each backbone's seconds per crop × the view's crops. A deployable pass was not itself
-timed; agents' and observers' own selection time is not included (their GFLOPs are); a store
-without the record has none (None).
++ each backbone's seconds per crop × the view's crops (an observer stream's too). A
+deployable pass was not itself timed; an agent's own selection time is not included (its
+GFLOPs are); a store without the record, or without seconds for a stream a view needs, has
+none (None). Fusion shares decode and flow, as it shares the flow's GFLOPs.
 
 Two views (:meth:`CostModel.video_gflops`):
 

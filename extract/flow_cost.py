@@ -122,7 +122,15 @@ def _sampled_tvl1(params, prev, nxt, run) -> FieldCosts:
         return FieldCosts(np.zeros(0), np.zeros(0))
     idx = torch.linspace(0, n - 1, SAMPLE_PAIRS + 2)[1:-1].round().long().unique()
     prm = _tvl1_params(params)
-    _, iters = tvl1_batch(prev[idx], nxt[idx], prm, return_iterations=True)
+    threads = torch.get_num_threads()
+    if prev.device.type == "cpu":
+        # one small pair: a second thread gains little, and on a shared CPU OpenMP's waiting
+        # threads made it 15-20x slower (measured, benchmarks/README.md)
+        torch.set_num_threads(1)
+    try:
+        _, iters = tvl1_batch(prev[idx], nxt[idx], prm, return_iterations=True)
+    finally:
+        torch.set_num_threads(threads)
     iters = iters.cpu().numpy()
     g = tvl1_gflops(pyramid_sizes(h, w, prm), iters).mean()
     return FieldCosts(np.full(n, g), np.full(n, iters.reshape(len(iters), -1).sum(1).mean()))

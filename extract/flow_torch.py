@@ -17,8 +17,9 @@ Batching: the stopping rule is applied per pair with a mask, so every pair gets 
 iterations OpenCV would give it; the loop only ends early when all pairs have stopped.
 Only ``gamma == 0`` (OpenCV's default, no illumination term) is implemented.
 
-Counting: every pair's primal-dual steps are counted per pyramid level and warp as they run
-(``return_iterations``): one element-wise add on a (B,) tensor per step, no extra host sync.
+Counting: with ``return_iterations`` every pair's primal-dual steps are counted per pyramid
+level and warp as they run: one element-wise add on a (B,) tensor per step, no extra host
+sync (its cost, measured beside the uncounted solver: benchmarks/README.md).
 A pair counts the steps it was active for (what OpenCV would run for it), not the masked
 steps a batch computes while waiting for its slowest pair. :mod:`extract.flow_cost` turns
 the counts into FLOPs.
@@ -215,13 +216,14 @@ def _step_fn(compile: bool):
 
 def _inner_steps(st: dict, data: tuple, active, n: int, prm: TVL1Params, eps: float, step, ran):
     """Up to ``n`` primal-dual steps on the pairs still ``active`` (B,) bool; returns active.
-    ``ran`` (B,) int32 counts, in place, the steps each pair was active for."""
+    ``ran`` (B,) int32 counts, in place, the steps each pair was active for (None: no count)."""
     l_t, taut = prm.lambda_ * prm.theta, prm.tau / prm.theta
     for _ in range(n):
         *state, err = step(*(st[k] for k in _STATE), *data, active[:, None, None], l_t, taut,
                            prm.theta)
         st.update(zip(_STATE, state))
-        ran += active
+        if ran is not None:
+            ran += active
         active = active & (err > eps)
     return active
 
@@ -256,7 +258,7 @@ def _one_scale(i0, i1, u1, u2, prm: TVL1Params, step, ran):
     zeros = torch.zeros_like(i0)
     st = {"u1": u1, "u2": u2, "p11": zeros, "p12": zeros, "p21": zeros, "p22": zeros}
     for w in range(prm.warps):
-        _warp_pass(st, i0, i1_stack, prm, step, ran[:, w])
+        _warp_pass(st, i0, i1_stack, prm, step, None if ran is None else ran[:, w])
     return st["u1"], st["u2"]
 
 
@@ -302,12 +304,13 @@ def tvl1_batch(i0: torch.Tensor, i1: torch.Tensor, prm: TVL1Params = TVL1Params(
     dtype = i0.dtype if i0.is_floating_point() else torch.float32  # float64 for studies
     step = _step_fn(compile)
     i0s, i1s = _pyramid(i0.to(dtype), i1.to(dtype), prm)
-    ran = torch.zeros((i0.shape[0], len(i0s), prm.warps), dtype=torch.int32, device=i0.device)
+    ran = (torch.zeros((i0.shape[0], len(i0s), prm.warps), dtype=torch.int32, device=i0.device)
+           if return_iterations else None)
     u1 = torch.zeros_like(i0s[-1])
     u2 = torch.zeros_like(i0s[-1])
     for s in range(len(i0s) - 1, -1, -1):
         try:
-            u1, u2 = _one_scale(i0s[s], i1s[s], u1, u2, prm, step, ran[:, s])
+            u1, u2 = _one_scale(i0s[s], i1s[s], u1, u2, prm, step, None if ran is None else ran[:, s])
         except torch._dynamo.exc.BackendCompilerFailed as err:  # only with compile=True
             raise InputError(f"tvl1-torch compile=true failed on {i0.device.type} (a C++ "
                              f"compiler is needed on the CPU, Triton on CUDA); use compile=false: "

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from data.store import DONE, open_store
+from data.store import open_store
 from extract import flow as fl
 from extract import flow_cost as fc
 from extract import flow_torch as ft
