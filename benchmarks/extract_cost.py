@@ -72,6 +72,26 @@ def _counting_rows(args, device, prev, nxt) -> None:
         ratio = statistics.median(times[True]) / statistics.median(times[False])
         fmt = lambda ts: " ".join(f"{t:.2f}" for t in ts)   # noqa: E731
         print(f"{name:32s} {fmt(times[True]):>22s} {fmt(times[False]):>22s} {ratio:13.3f}")
+        _counting_op(prev, nxt, prm, device, statistics.median(times[False]))
+
+
+def _counting_op(prev, nxt, prm, device, solver_s: float) -> None:
+    """What counting adds, timed by itself (robust where the A/B is noise): the solver's one
+    extra op per primal-dual step, ``ran += active`` on (B,) tensors, times the steps the
+    batch ran (per level and warp, its slowest pair's)."""
+    _, its = tvl1_batch(prev, nxt, prm, return_iterations=True)
+    steps = int(its.max(0).values.sum())
+    ran = torch.zeros(len(prev), dtype=torch.int32, device=device)
+    active = torch.ones(len(prev), dtype=torch.bool, device=device)
+    n = 20000
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(n):
+        ran += active
+    _sync(device)
+    op = (time.perf_counter() - t) / n
+    print(f"{'':32s} counting op {op * 1e6:.1f} us x {steps} steps = {op * steps * 1e3:.1f} ms "
+          f"= {100 * op * steps / solver_s:.2f} % of the uncounted solver's median")
 
 
 def _records(store_path: Path) -> dict:
