@@ -119,9 +119,34 @@ def _notes(rows, meta) -> list[str]:
              "tattn_noatt); each row names its classifier (head, or own:<agent>)."]
     costs = meta.get("compute")
     if costs:
-        notes.append(f"Flow cost: {costs.get('flow_note')} ({_fmt(costs.get('flow_gflops_per_pair'))} GFLOPs per "
-                     f"field, {costs.get('flow_algorithm')}). Backbone GFLOPs/frame: {costs.get('backbone_gflops_per_frame')}.")
+        notes += _compute_notes(costs)
     return notes
+
+
+def _compute_notes(costs: dict) -> list[str]:
+    """The compute note: the flow's GFLOPs and what they are (counted, estimated, upper
+    bound or not recorded), the backbones', and the measured seconds per stage."""
+    its = costs.get("flow_iterations_per_field")
+    notes = [f"Flow cost ({costs.get('flow_algorithm')}): {_fmt(costs.get('flow_gflops_per_pair'))} GFLOPs per "
+             f"field, {_fmt(costs.get('flow_fields_per_video'))} fields per video"
+             + (f", {_fmt(its)} primal-dual iterations per field" if its is not None else "")
+             + f" — {costs.get('flow_note')}. Backbone GFLOPs/frame (counted): "
+             f"{costs.get('backbone_gflops_per_frame')}."]
+    sec = costs.get("seconds")
+    if not sec:
+        notes.append("Measured seconds: not recorded (a store made before seconds per stage were recorded); "
+                     "seconds_full / seconds_deployable are empty.")
+        return notes
+    stages = ", ".join(f"{k} {_fmt(v)}" for k, v in sec["per_video"].items())
+    notes.append(f"Measured seconds per video (extraction, mean of {costs.get('videos')} evaluated videos): {stages}. "
+                 f"seconds_full / seconds_deployable = {costs.get('seconds_note')}; per unit: flow "
+                 f"{_fmt(sec.get('flow_field'))} s per field, backbone s per crop {_fmt_map(sec.get('backbone'))}; "
+                 "flow_cost (pricing the flow) is accounting overhead and in neither.")
+    return notes
+
+
+def _fmt_map(d) -> str:
+    return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in (d or {}).items()) + "}"
 
 
 def check_report_dir(out_dir) -> Path:

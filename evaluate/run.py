@@ -62,21 +62,22 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             cfg.protocol, ms=fit_budgets(cfg.protocol.ms, store.T, clamp=cfg.clamp_m)))
         baselines = cfg.baselines or tuple(selector_names(learned=False))
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
-        splits, first = {}, None
+        splits, first, costs, evaluated = {}, None, {}, []
         for list_path in cfg.test_lists:
             rows = rows_for_list(store, read_list(list_path))
             states = {s: load_states(store, s, rows, feature_maps=maps, load=cfg.load) for s in streams}
             methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
             splits[Path(list_path).stem] = (states, methods)
-            first = first or (states, rows)
-        costs = CostModel.from_attrs(store.attrs)     # each agent's observer: protocols._gflops
+            # the split's videos' cost record; each agent's observer: protocols._gflops
+            costs[Path(list_path).stem] = CostModel.from_store(store, rows)
+            first, evaluated = first or (states, rows), evaluated + [rows]
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
                                       progress=show_progress(cfg.quiet))
         states, rows = first
         thumbs = StoreRows(store, "thumbnails", rows, dtype=np.uint8) if store.has("thumbnails") else None
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
-        meta = _meta(cfg, store, agents, costs, streams)
+        meta = _meta(cfg, store, agents, CostModel.from_store(store, np.unique(np.concatenate(evaluated))), streams)
     return write_report(cfg.out, result_rows, meta, extras)
 
 
