@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("method", "classifier", "consensus", "seed", "num_seeds", "stream", "m", "mode", "alpha", "fusion_weights",
                  "top1", "top1_std", "top5", "mean_class", "map", "gflops_full", "gflops_deployable",
+                 "seconds_full", "seconds_deployable",
                  "fraction_kept", "vs_same_uniform_diff", "vs_same_uniform_p", "vs_same_all_diff",
                  "vs_same_all_p", "vs_uniform_diff", "ci_lo", "ci_hi", "mcnemar_p", "vs_random_diff",
                  "vs_random_p", "vs_max_response_diff", "vs_max_response_p", "vs_oracle_top1", "partner",
