@@ -260,6 +260,18 @@ class Agent(Selector):
     # True when N seeds can train in one batched pass (agents/together.py: the agent gives
     # ``stack(agents)`` and ``train_epoch_together``): `framesel train --seeds N --together`
     trains_seeds_together: ClassVar[bool] = False
+    # The paper's separately trained no-selection model of the same network, by registered
+    # name (agents/papers.py): `framesel train` trains it too, evaluate pairs them. None when
+    # the agent predicts with the head, whose baselines share its classifier already.
+    partner: ClassVar[str | None] = None
+    # Where this implementation departs from its paper, each naming the section (the report
+    # lists them: agents.papers.departures_of).
+    departures: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def partner_for(cls, config) -> str | None:
+        """The partner of an agent of this class trained with ``config`` (:attr:`partner`)."""
+        return cls.partner
 
     def __init__(self, config, *, num_classes: int, feature_dim: int, seed: int = 0):
         self.config = config
