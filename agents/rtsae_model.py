@@ -61,7 +61,25 @@ class RTSAEConfig:
       SGD-momentum or Adam at 1e-3 learn nothing (top-1 0.09–0.17, chance 0.125);
     - stage 2 (Adadelta, 004's ρ, ε) on a few hundred videos barely trains the decoder
       (reconstruction 0.96–0.99 of the energy after 10 epochs), so on temporally independent
-      positions its gate is set by ϕ against μ, not by what reconstructs the sequence.
+      positions its gate is set by ϕ against μ, not by what reconstructs the sequence;
+    - temporal augmentation (§5.1.1 B: "We randomly insert the same frames from the current
+      video or confusing frames from other examples to the original sequences") overwrites
+      ``aug_frames`` positions instead of inserting them, so T stays fixed, and also shifts
+      every training sequence circularly by a random offset (``aug_shift``), which 004 does
+      not: the end of a video may then precede its start. ``aug_shift=false`` is 004's way;
+      the default stays on because every number in this docstring and benchmarks/README.md
+      was measured with it. On planted states, whose positions are independent draws, it
+      changes nothing beyond seed noise (tests/test_rtsae.py's small network, ϕ 0.2, 128 +
+      128 videos, T = 12, seeds 0/1/2: gated top-1 0.555/0.422/0.711 with the shift,
+      0.609/0.680/0.414 without; no-gate 0.234/0.180/0.367 and 0.242/0.227/0.156); on real
+      videos, whose order matters, it is untested;
+    - one stream by default (``two_stream`` false: a store may hold one); 004's results
+      (Tables 3–5) are the two-stream RTSAE-DSCNN, eqs. 15–17, which ``two_stream=true``
+      trains on rgb with the store's flow (evaluate's "fused" rows).
+
+    Every departure is also in ``RTSAEAgent.departures``, which the report lists. The partner
+    ``rtsae_nogate`` (agents/rtsae_nogate.py) is this network's recognition part trained
+    without the RTSAE.
     """
 
     proj_dim: int = 128            # sparse random projection size [§4.2.3]

@@ -165,9 +165,10 @@ def build_methods(baselines, agents, streams) -> list[Method]:
 
 def partner_name(method: Method) -> str | None:
     """The registered name of a learned method's partner (its agent class's ``partner_for``
-    of its config), or None."""
+    of its config), or None (also for a learned selector outside the Agent class tree)."""
     agent = next(iter(method.selectors.values()))
-    return type(agent).partner_for(agent.config) if method.learned else None
+    partner_for = getattr(type(agent), "partner_for", None)
+    return partner_for(agent.config) if method.learned and partner_for is not None else None
 
 
 def _pair_partners(methods: list[Method]) -> None:

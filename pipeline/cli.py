@@ -287,8 +287,8 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
         click.echo(f"{agent.name} ({stream}, seed {agent.seed}) trained: {len(agent.history)} epochs, last "
                    + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {path}")
     partners = sorted({a.name for a in agents} - {agent_name})
-    click.echo(f"{agent_name}: {seeds} seed(s)" + (f", with its paper's partner {', '.join(partners)}"
-                                                   if partners else ", no partner trained") + f" ({len(agents)} checkpoints)")
+    click.echo(f"{agent_name}: {seeds} seed(s)" + (f", with its paper's partner {', '.join(partners)}" if partners
+                                                   else ", no partner trained") + f" ({len(agents)} checkpoints)")
 
 
 @main.command(cls=SpreadCommand, spread=("--agents",))
