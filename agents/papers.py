@@ -21,21 +21,7 @@ from typing import ClassVar
 import torch
 
 from agents.base import Selection, States, selector_class
-from agents.baselines import evenly_spaced
-from data.errors import InputError
-
-
-def uniform_keep(shape: tuple[int, int, int], m: int | None, device=None) -> torch.Tensor:
-    """TSN's m evenly spaced positions, every crop of them: (V, T, K) bool; m=None or m >= T
-    keeps every position (the same in frame and region mode: no cell is ranked)."""
-    V, T, K = shape
-    if m is None or m >= T:
-        return torch.ones(V, T, K, dtype=torch.bool, device=device)
-    if m < 1:
-        raise InputError(f"m must be >= 1, not {m}")
-    keep = torch.zeros(V, T, K, dtype=torch.bool, device=device)
-    keep[:, evenly_spaced(T, m).to(keep.device), :] = True
-    return keep
+from agents.baselines import uniform_keep
 
 
 class NoSelection:
@@ -97,4 +83,4 @@ def departures_of(agent_or_name) -> list[str]:
     return out
 
 
-__all__ = ["NoSelection", "departures_of", "partner_overrides", "uniform_keep"]
+__all__ = ["NoSelection", "departures_of", "partner_overrides"]
