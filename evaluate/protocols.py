@@ -11,7 +11,7 @@ Protocols (:data:`PROTOCOLS`):
   capped at T; methods that choose how many they keep (``variable_m``) run once with m=None.
   Each row carries its paired comparisons (:mod:`evaluate.pairing`): with uniform, random
   and max_response on the head, and, for an agent, with its own classifier on uniform-m and
-  on every position and with its paper's no-selection partner (``tattn_noatt``). Every row
+  on every position and with its paper's no-selection partner (agents/papers.py). Every row
   names its ``classifier`` ("head" or "own:<agent>") and its training ``seed`` (a method
   with several seeds also gets ``seed = "mean"`` rows: mean ± std over the seeds).
 - ``frame_vs_region``: frame- and region-based selection over the K crops (000 Table 3);

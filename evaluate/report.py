@@ -116,8 +116,9 @@ def _notes(rows, meta) -> list[str]:
                                                           "no fusion rows (a single stream was evaluated)"),
              "Accuracies are fractions. Paired tests (bootstrap 95% CI of the accuracy difference, McNemar p) at "
              "the same m on the same videos: against uniform, random and max_response on the head, and for an "
-             "agent against its own classifier on uniform-m and on every position (and tattn against "
-             "tattn_noatt); each row names its classifier (head, or own:<agent>)."]
+             "agent against its own classifier on uniform-m and on every position (and against its paper's "
+             "separately trained no-selection partner, e.g. tattn against tattn_noatt); each row names its "
+             "classifier (head, or own:<agent>)."]
     costs = meta.get("compute")
     if costs:
         notes += _compute_notes(costs)
@@ -199,7 +200,7 @@ def write_report(out_dir, rows, meta: dict, extras: dict | None = None) -> dict:
            "findings": findings(rows, family, chance), "details": detail_tables(rows, family),
            "words": verdicts(rows, family), "sections": plot_sections(rows, extras, split),
            "notes": _notes(rows, meta), "tables": _tables(rows, split), "meta": _meta_lines(meta),
-           "published": _published_table()}
+           "published": _published_table(), "departures": meta.get("departures") or {}}
     (out / "report.md").write_text(_markdown(doc))
     (out / "report.html").write_text(_html(doc))
     return {"json": out / "results.json", "md": out / "report.md", "html": out / "report.html"}
@@ -231,6 +232,7 @@ def _markdown(doc) -> str:
     md += ["## Plots", ""]
     md += [f"- {t}: " + (f"skipped — {note}" if note else "in report.html") for t, _, note in doc["sections"]] + [""]
     md += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    md += departures_markdown(doc["departures"])
     md += ["## Full results", ""]
     for title, header, body in doc["tables"]:
         md += [f"### {title}", "", _md_table(header, body), ""]
@@ -294,6 +296,7 @@ def _html(doc) -> str:
         h.append(f"<p class='note'>Skipped: {html.escape(note)}</p>" if note else
                  f"<img class='plot' alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     h += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in doc["notes"]] + ["</ul>"]
+    h += departures_html(doc["departures"])
     h.append("<h2>Full results</h2>")
     for title, header, body in doc["tables"]:
         h += [f"<h3>{html.escape(title)}</h3>", _html_table(header, body)]
@@ -303,3 +306,30 @@ def _html(doc) -> str:
     h += [f"<li><b>{html.escape(k)}</b>: <code>{html.escape(v)}</code></li>" for k, v in doc["meta"]]
     h.append("</ul></body></html>")
     return "\n".join(h)
+
+
+# ----------------------------------------------------------------------------- departures
+
+DEPARTURES_TITLE = "Departures from the papers"
+
+
+def departures_markdown(departures: dict) -> list[str]:
+    """The report's departures section (``meta["departures"]``: {agent: [lines]}, evaluate/run.py)
+    as markdown lines; [] when no agent was evaluated."""
+    if not departures:
+        return []
+    md = [f"## {DEPARTURES_TITLE}", ""]
+    for agent, lines in departures.items():
+        md += [f"- **{agent}**"] + [f"  - {line}" for line in lines or ["none recorded"]]
+    return md + [""]
+
+
+def departures_html(departures: dict) -> list[str]:
+    """:func:`departures_markdown` as HTML."""
+    if not departures:
+        return []
+    h = [f"<h2>{DEPARTURES_TITLE}</h2><ul>"]
+    for agent, lines in departures.items():
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in lines or ["none recorded"])
+        h.append(f"<li><b>{html.escape(agent)}</b><ul>{items}</ul></li>")
+    return h + ["</ul>"]

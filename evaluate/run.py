@@ -13,6 +13,7 @@ import torch
 
 from agents.base import load_agent, selector_names
 from agents.from_store import head_logits_ok, load_states, rows_for_list
+from agents.papers import departures_of
 from agents.stage import check_agent_matches
 from data import __version__
 from data.errors import InputError
@@ -174,8 +175,20 @@ def _meta(cfg: EvaluateConfig, store, agents, costs: CostModel, streams) -> dict
                               for s, p in store.logits_provenance().items()},
         "streams": list(streams), "classes": store.attrs.get("classes"),
         "compute": costs.describe(),
+        "departures": agent_departures(agents),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def agent_departures(agents) -> dict[str, list[str]]:
+    """{agent name: where it departs from its paper} for the evaluated agents (agents/papers.py
+    :func:`departures_of`: its class's list and its checkpoints' non-default settings), each
+    line once per name in first-seen order: the report's "Departures from the papers"."""
+    out: dict[str, list[str]] = {}
+    for agent in agents:
+        lines = out.setdefault(agent.name, [])
+        lines += [d for d in departures_of(agent) if d not in lines]
+    return out
 
 
 def json_ready(x):
