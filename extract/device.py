@@ -71,6 +71,8 @@ class DeviceStage:
     def run(self, group: list[Prepared]) -> list:
         """One outcome per video, in order: (VideoResult, notes) or VideoError. A group that
         fails is run again a video at a time, so only the video at fault is marked failed."""
+        if not group:
+            return []
         t0, cause = time.perf_counter(), None
         try:
             return self._run(group)
