@@ -21,6 +21,7 @@ from agents.together import fit_together
 from agents.training import load_training
 from data.errors import InputError, StoreError
 from data.lists import read_list
+from data.lock import exclusive, lock_file
 from data.store import DONE, open_store
 from data.stream import StoreRows, float32_bytes, stream_by_default
 from data.progress import show_progress
@@ -185,10 +186,21 @@ def run_train(cfg: TrainStageConfig) -> Agent:
     if not cls.learned:
         raise InputError(f"{cfg.agent!r} is a baseline: it has nothing to train")
     config = make_config(cls.Config, cfg.overrides, owner=cfg.agent)   # before any data loads
-    existing = _existing_checkpoint(Path(cfg.out))
-    with _training_inputs(cls, config, cfg) as (states, flow, identity):
-        # inside the store's `with`: streamed states read from it while the agent trains
-        return _train_states(cls, config, cfg, states, flow, identity, existing)
+    with checkpoint_lock(Path(cfg.out)):
+        existing = _existing_checkpoint(Path(cfg.out))
+        with _training_inputs(cls, config, cfg) as (states, flow, identity):
+            # inside the store's `with`: streamed states read from it while the agent trains
+            return _train_states(cls, config, cfg, states, flow, identity, existing)
+
+
+def checkpoint_lock(out: Path):
+    """Hold ``out`` (an agent checkpoint) for one training run: a second ``framesel train``
+    on it (which would resume it too and overwrite its saves) stops at once with a
+    StoreError naming the holder (:func:`data.lock.exclusive`, extraction's shard lock)."""
+    def busy(holder: str, path: Path) -> str:
+        return (f"{out}: being trained by {holder} (lock {path}); a second run would overwrite its "
+                "checkpoint: wait for it or stop it")
+    return exclusive(lock_file(out), beside=f"--out {out}", busy=busy)
 
 
 def _train_together(cls, cfgs: list[TrainStageConfig]) -> list[Agent]:
@@ -196,6 +208,13 @@ def _train_together(cls, cfgs: list[TrainStageConfig]) -> list[Agent]:
     (agents/together.py) when their checkpoints allow (none, or all at one epoch); apart
     otherwise. Finished seeds are left as they are."""
     config = make_config(cls.Config, cfgs[0].overrides, owner=cfgs[0].agent)
+    with contextlib.ExitStack() as held:
+        for c in cfgs:
+            held.enter_context(checkpoint_lock(Path(c.out)))
+        return _train_together_locked(cls, config, cfgs)
+
+
+def _train_together_locked(cls, config, cfgs: list[TrainStageConfig]) -> list[Agent]:
     existing = [_existing_checkpoint(Path(c.out)) for c in cfgs]
     with _training_inputs(cls, config, cfgs[0]) as (states, flow, identity):
         agents = [_new_agent(cls, config, c, states, identity, ck) for c, ck in zip(cfgs, existing)]

@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 from functools import wraps
@@ -112,12 +113,22 @@ def _shard(ctx, param, value):
     return k, n
 
 
+_STREAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def parse_checkpoint(value: str) -> tuple[str, str]:
+    """``--checkpoint [STREAM=]PATH`` -> (stream, path). It splits at the first "=" when
+    what precedes it is a stream name (letters, digits, _ and -: no "/" or "."), so a
+    path may hold "=" (``rgb=runs/run=3/tsn.pth``); otherwise the whole value is the rgb
+    stream's path. A stream name extraction does not produce is refused later, by name."""
+    head, sep, tail = value.partition("=")
+    if sep and _STREAM_NAME.fullmatch(head):
+        return head, tail
+    return "rgb", value
+
+
 def _checkpoints(ctx, param, values):
-    out = []
-    for v in values:
-        stream, _, path = v.rpartition("=")
-        out.append((stream or "rgb", path))
-    return tuple(out)
+    return tuple(parse_checkpoint(v) for v in values)
 
 
 @main.command()
@@ -143,7 +154,8 @@ def _checkpoints(ctx, param, values):
 @click.option("--backbone", default="efficientnet_lite0", show_default=True)
 @click.option("--checkpoint", multiple=True, callback=_checkpoints, metavar="[STREAM=]PATH",
               help="Your trained weights for a stream (mmaction2, TSN/TSM-pytorch, caffe BN-Inception, "
-                   "torchvision or framesel files; the layout is detected from the keys); plain PATH means rgb.")
+                   "torchvision or framesel files; the layout is detected from the keys); plain PATH means rgb. "
+                   "The first '=' after a stream name ends it, so PATH may hold '='.")
 @click.option("--preset", default=None, metavar="NAME",
               help="Input scaling of both streams (framesel, mmaction2, tsn_pytorch, caffe_bgr, imagenet); "
                    "default: the one the checkpoint's layout implies.")
