@@ -63,11 +63,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         baselines = cfg.baselines or tuple(selector_names(learned=False))
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
         splits, first = {}, None
-        for list_path in cfg.test_lists:
+        for name, list_path in zip(split_names(cfg.test_lists), cfg.test_lists):
             rows = rows_for_list(store, read_list(list_path))
             states = {s: load_states(store, s, rows, feature_maps=maps, load=cfg.load) for s in streams}
             methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
-            splits[Path(list_path).stem] = (states, methods)
+            splits[name] = (states, methods)
             first = first or (states, rows)
         costs = CostModel.from_attrs(store.attrs)     # each agent's observer: protocols._gflops
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
@@ -78,6 +78,26 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, costs, streams)
     return write_report(cfg.out, result_rows, meta, extras)
+
+
+def split_names(test_lists) -> list[str]:
+    """The split name of each ``--test`` list: its file name without the suffix
+    (``testlist01``); lists of one file name in different folders get as many folders as
+    tell them apart (``fold1/test``, ``fold2/test``), so no split's rows replace another's.
+    The same file given twice is refused."""
+    seen: dict = {}
+    for p in map(Path, test_lists):
+        if p.resolve() in seen:
+            raise InputError(f"--test {p}: given twice (also as {seen[p.resolve()]}); each --test is one split")
+        seen[p.resolve()] = p
+    parts = [Path(p).resolve().with_suffix("").parts for p in test_lists]
+    depth = [1] * len(parts)
+    while True:
+        names = ["/".join(x[-d:]) for x, d in zip(parts, depth)]
+        clash = {n for n in names if names.count(n) > 1}
+        if not clash:
+            return names
+        depth = [d + 1 if n in clash else d for n, d in zip(names, depth)]
 
 
 def attach_observers(store, rows, states: dict, methods) -> list:
