@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 import torch
 
-from data.errors import VideoError
+from data.errors import NonFiniteError, VideoError
+from data.layout import result_rows
 from data.store import VideoResult
 from extract import backbones, crops, flow
 from extract.prepare import Prepared
@@ -75,7 +76,7 @@ class DeviceStage:
             return []
         t0, cause = time.perf_counter(), None
         try:
-            return self._run(group)
+            return [finite(outcome, p.path) for outcome, p in zip(self._run(group), group)]
         except Exception as err:   # noqa: BLE001 - one bad video must not fail the others; cause is kept
             cause = f"{type(err).__name__}: {err}"
             if len(group) == 1:
@@ -150,6 +151,22 @@ class DeviceStage:
                 out["feature_maps"] = maps[sl].reshape(T, K, *maps.shape[1:]).astype(np.float16)
             streams[i][stream] = out
             start += len(r)
+
+
+def finite(outcome, path: str):
+    """``outcome`` ((VideoResult, notes)), or a NonFiniteError naming every array of the
+    video that holds NaN or inf: such rows must not be stored as done."""
+    bad = []
+    for name, row in result_rows(outcome[0]).items():
+        a = np.asarray(row)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+            what = " and ".join(f"{n} {k}" for n, k in ((nan, "NaN"), (inf, "inf")) if n)
+            limit = "; float16 holds at most 65504" if inf and a.dtype == np.float16 else ""
+            bad.append(f"{name} ({what} of {a.size} values{limit})")
+    if not bad:
+        return outcome
+    return NonFiniteError(path, f"non-finite {', '.join(bad)}: the backbone's weights or preprocessing are broken")
 
 
 class _CropRows:
