@@ -115,6 +115,9 @@ def _notes(rows, meta) -> list[str]:
              "the same m on the same videos: against uniform, random and max_response on the head, and for an "
              "agent against its own classifier on uniform-m and on every position (and tattn against "
              "tattn_noatt); each row names its classifier (head, or own:<agent>)."]
+    notes += [f"FAILED: {f['method']} ({f['stream']}, split {f['split']}"
+              + (f", seed {f['seed']}" if f.get("seed") is not None else "")
+              + f"): {f['cause']}; its {f['rows']} rows are left out" for f in meta.get("failed") or []]
     costs = meta.get("compute")
     if costs:
         notes.append(f"Flow cost: {costs.get('flow_note')} ({_fmt(costs.get('flow_gflops_per_pair'))} GFLOPs per "

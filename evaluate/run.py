@@ -47,7 +47,8 @@ class EvaluateConfig:
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """Run the protocols on each test list (one split each) and write the report directory.
-    Returns the written paths."""
+    Returns the written paths and ``failed``: the methods whose rows failed
+    (:func:`failures`; also in the report and results.json's ``meta.failed``)."""
     check_report_dir(cfg.out)      # before any work: a bad --out would lose it all at the end
     agents = [load_agent(p) for p in cfg.agents]
     with open_store(cfg.store) as store:
@@ -77,7 +78,22 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, costs, streams)
-    return write_report(cfg.out, result_rows, meta, extras)
+    failed = failures(result_rows)
+    paths = write_report(cfg.out, [r for r in result_rows if "failed" not in r], {**meta, "failed": failed}, extras)
+    return {**paths, "failed": failed}
+
+
+def failures(rows) -> list[dict]:
+    """One entry per (split, method, seed, stream) whose rows failed (a method whose selection
+    raised or scored NaN: evaluate.methods.MethodFailed), with the cause and the row count."""
+    out: dict = {}
+    for r in rows:
+        if "failed" in r:
+            key = (r["split"], r["method"], r["seed"], r["stream"])
+            entry = out.setdefault(key, {"split": r["split"], "method": r["method"], "seed": r["seed"],
+                                         "stream": r["stream"], "cause": r["failed"], "rows": 0})
+            entry["rows"] += 1
+    return list(out.values())
 
 
 def split_names(test_lists) -> list[str]:

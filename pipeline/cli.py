@@ -333,6 +333,11 @@ def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, f
                          command=_command_line())
     paths = run_evaluate(cfg)
     click.echo(f"report: {paths.get('html', paths)}")
+    for f in paths.get("failed", ()):
+        click.echo(f"FAILED {f['method']} ({f['stream']}, split {f['split']}): {f['cause']}", err=True)
+    if paths.get("failed"):
+        click.echo(f"{len(paths['failed'])} method(s) failed; the report holds every other row", err=True)
+        sys.exit(1)
 
 
 @main.command()
