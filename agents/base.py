@@ -21,6 +21,7 @@ import torch
 
 from agents.registry import register, selector_class, selector_names  # noqa: F401  (re-exported)
 from data.errors import InputError, StoreError, UnknownNameError
+from data.space import is_full, short_error
 from data.stream import is_streamed, prefetch
 
 MODES = ("frame", "region")
@@ -345,10 +346,12 @@ class Agent(Selector):
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(ck, tmp)
             tmp.replace(path)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:    # torch.save reports a full disk as RuntimeError
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write agent checkpoint {path}: {err.strerror or err}") from None
+            cause = "disk full writing" if is_full(err, path.parent) else "cannot write"
+            raise StoreError(f"{cause} agent checkpoint {path}: {short_error(err)}; what was there before "
+                             "is untouched") from None
 
 
 def agent_from_checkpoint(ck: dict, path) -> Agent:

@@ -22,6 +22,7 @@ from agents.training import load_training
 from data.errors import InputError, StoreError
 from data.lists import read_list
 from data.lock import exclusive, lock_file
+from data.space import is_full, write_error
 from data.store import DONE, open_store
 from data.stream import StoreRows, float32_bytes, stream_by_default
 from data.progress import show_progress
@@ -116,20 +117,51 @@ def _head_sha(head) -> str:
 
 
 def _write_logits(store, stream, head, prov, device, rows, chunk=256) -> None:
-    """Logits of ``rows`` (done videos) through ``head``, a chunk of videos at a time."""
-    for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
-        logits = apply_head(head, store.read_rows(f"{stream}/features", part), device=device)
-        store.add_logits(stream, logits, prov, indices=part)
+    """Logits of ``rows`` (done videos) through ``head``, a chunk of videos at a time; a
+    disk without room for them all is refused before the first is written."""
+    _ensure_room(store, stream, head, len(rows))
+    with _head_writes(store, stream):
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            logits = apply_head(head, store.read_rows(f"{stream}/features", part), device=device)
+            store.add_logits(stream, logits, prov, indices=part)
 
 
 def _save_head(store, stream, head) -> None:
-    """Keep the head's weights inside the store, so its logits can be recomputed and checked."""
-    for name, value in head.state_dict().items():
-        arr = value.detach().cpu().numpy().astype(np.float32)
-        key = f"heads/{stream}/{name}"
-        store._create_array(key, arr.shape, "float32", arr.shape or (1,))
-        store._write_all(key, arr)
+    """Keep the head's weights inside the store, so its logits can be recomputed and checked
+    (refused before any write when the disk has no room for them and every done video's logits)."""
+    _ensure_room(store, stream, head, len(store.done()))
+    with _head_writes(store, stream):
+        for name, value in head.state_dict().items():
+            arr = value.detach().cpu().numpy().astype(np.float32)
+            key = f"heads/{stream}/{name}"
+            store._create_array(key, arr.shape, "float32", arr.shape or (1,))
+            store._write_all(key, arr)
+
+
+def _ensure_room(store, stream, head, videos: int) -> None:
+    """StoreError before writing when the disk has no room for the head's weights and the
+    logits of ``videos`` videos (on HDF5 a write that meets a full disk can damage the file)."""
+    _, T, K, _ = store.shape(f"{stream}/features")
+    C = head.state_dict()[next(reversed(head.state_dict()))].shape[0]     # the last layer's bias
+    need = {"logits": np.broadcast_to(np.float32(0), (videos, T, K, C)),
+            **{k: v.detach().cpu().numpy() for k, v in head.state_dict().items()}}
+    store.ensure_room(need, f"writing the {stream} head and logits to {store.path}",
+                      "run `framesel head` again (the features are untouched)")
+
+
+@contextlib.contextmanager
+def _head_writes(store, stream):
+    """A failed write of the head or its logits (a full disk; h5py raises RuntimeError for
+    some) as a StoreError naming the store, not a bare "No space left on device"."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (OSError, RuntimeError) as err:
+        fix = "make room" if is_full(err) else "make the store writable (or copy it somewhere writable)"
+        raise StoreError(write_error(err, f"writing the {stream} head and logits to {store.path}")
+                         + f"; the features are untouched: {fix} and run `framesel head` again") from err
 
 
 @dataclass(frozen=True)

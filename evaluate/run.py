@@ -15,11 +15,12 @@ from agents.base import load_agent, selector_names
 from agents.from_store import head_logits_ok, load_states, rows_for_list
 from agents.stage import check_agent_matches
 from data import __version__
-from data.errors import InputError
+from data.errors import InputError, StoreError
 from data.lists import read_list
 from data.store import open_store
 from data.stream import StoreRows
 from data.progress import show_progress
+from data.space import write_error
 from evaluate.compute import CostModel, selector_observer
 from evaluate.diagnostics import collect_diagnostics
 from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods,
@@ -79,7 +80,14 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, costs, streams)
     failed = failures(result_rows)
-    paths = write_report(cfg.out, [r for r in result_rows if "failed" not in r], {**meta, "failed": failed}, extras)
+    try:
+        paths = write_report(cfg.out, [r for r in result_rows if "failed" not in r], {**meta, "failed": failed}, extras)
+    except StoreError:
+        raise
+    except OSError as err:        # a full disk: name the report, not only "No space left on device"
+        raise StoreError(write_error(err, f"writing the report to {cfg.out}", where=cfg.out)
+                         + "; the results were computed but not written: make room and run the same "
+                           "command again") from err
     return {**paths, "failed": failed}
 
 
