@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,15 +342,17 @@ class Agent(Selector):
         that cannot be written is a StoreError naming it."""
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        ck = self.checkpoint(**extra)
+        data = io.BytesIO()
+        torch.save(self.checkpoint(**extra), data)     # in memory: torch hides a failed write's errno
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(ck, tmp)
+            with open(tmp, "wb") as f:
+                f.write(data.getbuffer())
             tmp.replace(path)
-        except (OSError, RuntimeError) as err:    # torch.save reports a full disk as RuntimeError
+        except OSError as err:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            cause = "disk full writing" if is_full(err, path.parent) else "cannot write"
+            cause = "disk full writing" if is_full(err) else "cannot write"
             raise StoreError(f"{cause} agent checkpoint {path}: {short_error(err)}; what was there before "
                              "is untouched") from None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from data.errors import StoreError
+from data.space import write_error
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,12 @@ def exclusive(path: Path, *, beside: str, busy: Callable[[str, Path], str]):
     fd = _acquire(path, beside, busy)
     try:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        except OSError as err:      # a full disk: name the file, not only "No space left on device"
+            raise StoreError(write_error(err, f"writing the lock file {path} beside {beside}")
+                             + "; make room and run the same command again") from None
         yield path
     finally:
         # unlink while still holding: a process that opened this file meanwhile sees the

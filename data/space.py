@@ -94,26 +94,16 @@ def file_size_limit() -> int | None:
     return None if limit == resource.RLIM_INFINITY else limit
 
 
-def write_error(err: Exception, doing: str, where=None) -> str:
+def write_error(err: Exception, doing: str) -> str:
     """ "disk full <doing>: No space left on device (errno 28)", "error <doing>: Read-only file
-    system (errno 30)" and the like (``doing``: "writing video 3 to X"); ``where``: see
-    :func:`is_full`."""
-    return f"{'disk full' if is_full(err, where) else 'error'} {doing}: {short_error(err)}"
+    system (errno 30)" and the like (``doing``: "writing video 3 to X")."""
+    return f"{'disk full' if is_full(err) else 'error'} {doing}: {short_error(err)}"
 
 
-def is_full(err: Exception, where=None) -> bool:
-    """Whether a failed write met a full disk (or a file size limit): its errno, the
-    system's words in its message (h5py's RuntimeErrors carry no errno), or, for an error
-    that says neither (torch.save's RuntimeError), under 1 MiB free in the directory
-    ``where`` written to."""
-    if getattr(err, "errno", None) in FULL or any(os.strerror(e) in str(err) for e in FULL):
-        return True
-    if where is None or getattr(err, "errno", None) is not None:
-        return False
-    try:
-        return shutil.disk_usage(where).free < SLACK
-    except OSError:
-        return False
+def is_full(err: Exception) -> bool:
+    """Whether a failed write met a full disk or a file size limit: its errno, or the
+    system's words in its message (h5py's RuntimeErrors and ffmpeg's stderr carry no errno)."""
+    return getattr(err, "errno", None) in FULL or any(os.strerror(e) in str(err) for e in FULL)
 
 
 def short_error(err: BaseException) -> str:

@@ -85,7 +85,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     except StoreError:
         raise
     except OSError as err:        # a full disk: name the report, not only "No space left on device"
-        raise StoreError(write_error(err, f"writing the report to {cfg.out}", where=cfg.out)
+        raise StoreError(write_error(err, f"writing the report to {cfg.out}")
                          + "; the results were computed but not written: make room and run the same "
                            "command again") from err
     return {**paths, "failed": failed}
