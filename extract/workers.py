@@ -3,10 +3,10 @@
 A worker process killed (the kernel's out-of-memory killer choosing the worker that decodes a
 video too long for memory, ``kill -9``, a crash in native code: ffmpeg's, OpenCV's, torch's)
 breaks a ``ProcessPoolExecutor``: every job in flight then fails with ``BrokenProcessPool``,
-and the pool takes no more. :class:`WorkerPool` instead retries each job that was in flight
-alone, in a fresh process of its own: a job whose process dies again is that video's failure
-(a :class:`data.errors.VideoError` naming the signal), the others' results are kept, and a
-fresh pool takes the rest of the list. A job's result is its function's (the functions here
+and the pool takes no more. :class:`WorkerPool` instead retries the jobs that were in flight
+one at a time in a fresh process (:class:`Solo`): a job whose process dies again is that
+video's failure (a :class:`data.errors.VideoError` naming the signal; the next job gets a
+fresh process), the others' results are kept, and a fresh pool takes the rest of the list. A job's result is its function's (the functions here
 never raise for one bad video: ``extract.pipeline.safely``).
 
 Workers are spawned (fork after torch/OpenCV started threads can deadlock) and die with the
@@ -88,37 +88,21 @@ class WorkerPool:
             return key, VideoError(path, f"{type(err).__name__}: {err}")
 
     def _recover(self) -> list[tuple]:
-        """The pool broke: keep what finished, retry every other job in flight alone, then
-        start a fresh pool for the jobs still to come."""
+        """The pool broke: keep what finished, retry every other job in flight alone (one at a
+        time in a fresh process), then start a fresh pool for the jobs still to come."""
         wait(self.inflight)                      # a broken pool fails them all at once
         out = [r for r in map(self._result, list(self.inflight)) if r is not None]
         suspects = list(self.inflight.values())
         self.inflight.clear()
         self.pool.shutdown(wait=True)
         log.warning("a worker process died: retrying its %d video(s) in flight one at a time", len(suspects))
-        out += [(key, self._alone(fn, path, args)) for key, fn, path, args in suspects]
+        solo = Solo(self.init, self.init_args)
+        try:
+            out += [(key, solo.run(fn, path, args)) for key, fn, path, args in suspects]
+        finally:
+            solo.close()
         self.pool = self._new_pool()
         return out
-
-    def _alone(self, fn, path: str, args: tuple):
-        """fn(path, *args) in a fresh process of its own; a VideoError naming how it died if
-        it dies again."""
-        ctx = get_context("spawn")
-        receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_run_alone, args=(send, self.init, (os.getpid(), *self.init_args), fn, path, args),
-                           name="framesel-retry", daemon=True)
-        proc.start()
-        send.close()
-        try:
-            return receive.recv()
-        except EOFError:                         # it died before sending its result
-            proc.join()
-            return VideoError(path, death_cause(proc.exitcode))
-        finally:
-            receive.close()
-            if proc.is_alive():                  # a stop (SIGTERM) while it ran
-                proc.kill()
-            proc.join()
 
     def shutdown(self, finished: bool) -> None:
         """Finished: wait for the workers to exit; else (a stop: SIGTERM, a full disk) cancel
@@ -126,14 +110,58 @@ class WorkerPool:
         self.pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
-def _run_alone(send, init, init_args: tuple, fn, path: str, args: tuple) -> None:
+class Solo:
+    """One spawned worker process (set up by ``init(parent pid, *init_args)``) that runs jobs
+    one at a time: :meth:`run` returns ``fn(path, *args)``, or, when the process dies on it,
+    a VideoError naming how (and a fresh process takes the next job)."""
+
+    def __init__(self, init, init_args: tuple):
+        self.init, self.init_args, self.proc, self.conn = init, init_args, None, None
+
+    def run(self, fn, path: str, args: tuple):
+        if self.proc is None:
+            ctx = get_context("spawn")
+            self.conn, theirs = ctx.Pipe()
+            self.proc = ctx.Process(target=_solo_main, args=(theirs, self.init, (os.getpid(), *self.init_args)),
+                                    name="framesel-retry", daemon=True)
+            self.proc.start()
+            theirs.close()
+        self.conn.send((fn, path, args))
+        try:
+            return self.conn.recv()
+        except EOFError:                         # it died on this job
+            self.proc.join()
+            cause = death_cause(self.proc.exitcode)
+            self._drop()
+            return VideoError(path, cause)
+
+    def close(self) -> None:
+        """Stop the process (at once if a stop, SIGTERM, interrupted a job)."""
+        if self.proc is not None:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.proc.join(timeout=5)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
+            self._drop()
+
+    def _drop(self) -> None:
+        self.conn.close()
+        self.proc, self.conn = None, None
+
+
+def _solo_main(conn, init, init_args: tuple) -> None:
     try:
         init(*init_args)
-    except Exception as err:   # noqa: BLE001 - reported as this video's failure, with its cause
-        send.send(VideoError(path, f"its worker process could not start: {type(err).__name__}: {err}"))
-        return
-    send.send(fn(path, *args))
-    send.close()
+        broken = None
+    except Exception as err:   # noqa: BLE001 - each job it is sent fails with this cause
+        broken = f"its worker process could not start: {type(err).__name__}: {err}"
+    while (job := conn.recv()) is not None:
+        fn, path, args = job
+        conn.send(VideoError(path, broken) if broken else fn(path, *args))
 
 
 def death_cause(exitcode: int | None) -> str:
