@@ -11,7 +11,6 @@ import errno
 import json
 import logging
 import os
-import re
 import shlex
 import sys
 from functools import wraps
@@ -20,7 +19,8 @@ from pathlib import Path
 import click
 
 from data.errors import FrameselError
-from pipeline.options import AgentPaths, SpreadCommand, flatten, fusion_weights, int_list, slurm_extra
+from pipeline.options import (AgentPaths, SpreadCommand, checkpoints, flatten, fusion_weights, int_list,
+                              slurm_extra)
 
 
 def _command_line() -> str:
@@ -113,24 +113,6 @@ def _shard(ctx, param, value):
     return k, n
 
 
-_STREAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-
-
-def parse_checkpoint(value: str) -> tuple[str, str]:
-    """``--checkpoint [STREAM=]PATH`` -> (stream, path). It splits at the first "=" when
-    what precedes it is a stream name (letters, digits, _ and -: no "/" or "."), so a
-    path may hold "=" (``rgb=runs/run=3/tsn.pth``); otherwise the whole value is the rgb
-    stream's path. A stream name extraction does not produce is refused later, by name."""
-    head, sep, tail = value.partition("=")
-    if sep and _STREAM_NAME.fullmatch(head):
-        return head, tail
-    return "rgb", value
-
-
-def _checkpoints(ctx, param, values):
-    return tuple(parse_checkpoint(v) for v in values)
-
-
 @main.command()
 @click.argument("list_path", metavar="LIST", type=click.Path(exists=True))
 @click.option("--root", default=".", type=click.Path(exists=True, file_okay=False),
@@ -152,7 +134,7 @@ def _checkpoints(ctx, param, values):
 @click.option("--quantize-flow/--no-quantize-flow", default=False, help="Map flow to uint8 like TSN's JPEGs.")
 @click.option("--crops", default=10, show_default=True, type=click.Choice(["1", "3", "10"]), help="Crops per position.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True)
-@click.option("--checkpoint", multiple=True, callback=_checkpoints, metavar="[STREAM=]PATH",
+@click.option("--checkpoint", multiple=True, callback=checkpoints, metavar="[STREAM=]PATH",
               help="Your trained weights for a stream (mmaction2, TSN/TSM-pytorch, caffe BN-Inception, "
                    "torchvision or framesel files; the layout is detected from the keys); plain PATH means rgb. "
                    "The first '=' after a stream name ends it, so PATH may hold '='.")

@@ -351,7 +351,7 @@ def test_a_checkpoint_path_with_an_equals_sign(videos, tmp_path):
     ("RGB=ft.pth", ("RGB", "ft.pth")),                          # a stream name, refused later by name
 ])
 def test_checkpoint_values_split_at_the_first_equals_after_a_stream_name(value, parsed):
-    from pipeline.cli import parse_checkpoint
+    from pipeline.options import parse_checkpoint
 
     assert parse_checkpoint(value) == parsed
 
