@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 
 from agents.registry import register, selector_class, selector_names  # noqa: F401  (re-exported)
 from data.errors import InputError, StoreError, UnknownNameError
+from data.space import is_full, short_error
 from data.stream import is_streamed, prefetch
 
 MODES = ("frame", "region")
@@ -390,15 +392,19 @@ class Agent(Selector):
         that cannot be written is a StoreError naming it."""
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        ck = self.checkpoint(**extra)
+        data = io.BytesIO()
+        torch.save(self.checkpoint(**extra), data)     # in memory: torch hides a failed write's errno
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(ck, tmp)
+            with open(tmp, "wb") as f:
+                f.write(data.getbuffer())
             tmp.replace(path)
         except OSError as err:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write agent checkpoint {path}: {err.strerror or err}") from None
+            cause = "disk full writing" if is_full(err) else "cannot write"
+            raise StoreError(f"{cause} agent checkpoint {path}: {short_error(err)}; what was there before "
+                             "is untouched") from None
 
 
 def agent_from_checkpoint(ck: dict, path) -> Agent:

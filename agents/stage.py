@@ -23,6 +23,8 @@ from agents.training import load_training
 from data.errors import InputError, StoreError
 from data.identity import backbone_files, features_identity, require_same, store_logits_identity
 from data.lists import read_list
+from data.lock import exclusive, lock_file
+from data.space import is_full, write_error
 from data.store import DONE, open_store
 from data.stream import StoreRows, float32_bytes, stream_by_default
 from data.progress import show_progress
@@ -117,20 +119,51 @@ def _head_sha(head) -> str:
 
 
 def _write_logits(store, stream, head, prov, device, rows, chunk=256) -> None:
-    """Logits of ``rows`` (done videos) through ``head``, a chunk of videos at a time."""
-    for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
-        logits = apply_head(head, store.read_rows(f"{stream}/features", part), device=device)
-        store.add_logits(stream, logits, prov, indices=part)
+    """Logits of ``rows`` (done videos) through ``head``, a chunk of videos at a time; a
+    disk without room for them all is refused before the first is written."""
+    _ensure_room(store, stream, head, len(rows))
+    with _head_writes(store, stream):
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            logits = apply_head(head, store.read_rows(f"{stream}/features", part), device=device)
+            store.add_logits(stream, logits, prov, indices=part)
 
 
 def _save_head(store, stream, head) -> None:
-    """Keep the head's weights inside the store, so its logits can be recomputed and checked."""
-    for name, value in head.state_dict().items():
-        arr = value.detach().cpu().numpy().astype(np.float32)
-        key = f"heads/{stream}/{name}"
-        store._create_array(key, arr.shape, "float32", arr.shape or (1,))
-        store._write_all(key, arr)
+    """Keep the head's weights inside the store, so its logits can be recomputed and checked
+    (refused before any write when the disk has no room for them and every done video's logits)."""
+    _ensure_room(store, stream, head, len(store.done()))
+    with _head_writes(store, stream):
+        for name, value in head.state_dict().items():
+            arr = value.detach().cpu().numpy().astype(np.float32)
+            key = f"heads/{stream}/{name}"
+            store._create_array(key, arr.shape, "float32", arr.shape or (1,))
+            store._write_all(key, arr)
+
+
+def _ensure_room(store, stream, head, videos: int) -> None:
+    """StoreError before writing when the disk has no room for the head's weights and the
+    logits of ``videos`` videos (on HDF5 a write that meets a full disk can damage the file)."""
+    _, T, K, _ = store.shape(f"{stream}/features")
+    C = head.state_dict()[next(reversed(head.state_dict()))].shape[0]     # the last layer's bias
+    need = {"logits": np.broadcast_to(np.float32(0), (videos, T, K, C)),
+            **{k: v.detach().cpu().numpy() for k, v in head.state_dict().items()}}
+    store.ensure_room(need, f"writing the {stream} head and logits to {store.path}",
+                      "run `framesel head` again (the features are untouched)")
+
+
+@contextlib.contextmanager
+def _head_writes(store, stream):
+    """A failed write of the head or its logits (a full disk; h5py raises RuntimeError for
+    some) as a StoreError naming the store, not a bare "No space left on device"."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (OSError, RuntimeError) as err:
+        fix = "make room" if is_full(err) else "make the store writable (or copy it somewhere writable)"
+        raise StoreError(write_error(err, f"writing the {stream} head and logits to {store.path}")
+                         + f"; the features are untouched: {fix} and run `framesel head` again") from err
 
 
 @dataclass(frozen=True)
@@ -220,10 +253,21 @@ def run_train(cfg: TrainStageConfig) -> Agent:
     if not cls.learned:
         raise InputError(f"{cfg.agent!r} is a baseline: it has nothing to train")
     config = make_config(cls.Config, cfg.overrides, owner=cfg.agent)   # before any data loads
-    existing = _existing_checkpoint(Path(cfg.out))
-    with _training_inputs(cls, config, cfg) as (states, flow, identity):
-        # inside the store's `with`: streamed states read from it while the agent trains
-        return _train_states(cls, config, cfg, states, flow, identity, existing)
+    with checkpoint_lock(Path(cfg.out)):
+        existing = _existing_checkpoint(Path(cfg.out))
+        with _training_inputs(cls, config, cfg) as (states, flow, identity):
+            # inside the store's `with`: streamed states read from it while the agent trains
+            return _train_states(cls, config, cfg, states, flow, identity, existing)
+
+
+def checkpoint_lock(out: Path):
+    """Hold ``out`` (an agent checkpoint) for one training run: a second ``framesel train``
+    on it (which would resume it too and overwrite its saves) stops at once with a
+    StoreError naming the holder (:func:`data.lock.exclusive`, extraction's shard lock)."""
+    def busy(holder: str, path: Path) -> str:
+        return (f"{out}: being trained by {holder} (lock {path}); a second run would overwrite its "
+                "checkpoint: wait for it or stop it")
+    return exclusive(lock_file(out), beside=f"--out {out}", busy=busy)
 
 
 def _train_together(cls, cfgs: list[TrainStageConfig]) -> list[Agent]:
@@ -231,6 +275,13 @@ def _train_together(cls, cfgs: list[TrainStageConfig]) -> list[Agent]:
     (agents/together.py) when their checkpoints allow (none, or all at one epoch); apart
     otherwise. Finished seeds are left as they are."""
     config = make_config(cls.Config, cfgs[0].overrides, owner=cfgs[0].agent)
+    with contextlib.ExitStack() as held:
+        for c in cfgs:
+            held.enter_context(checkpoint_lock(Path(c.out)))
+        return _train_together_locked(cls, config, cfgs)
+
+
+def _train_together_locked(cls, config, cfgs: list[TrainStageConfig]) -> list[Agent]:
     existing = [_existing_checkpoint(Path(c.out)) for c in cfgs]
     with _training_inputs(cls, config, cfgs[0]) as (states, flow, identity):
         agents = [_new_agent(cls, config, c, states, identity, ck) for c, ck in zip(cfgs, existing)]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import VideoError
+from data.errors import StoreError, VideoError
+from data.space import is_full
 
 PHOTOS = ("china.jpg", "flower.jpg")   # shipped with scikit-learn (a core dependency)
 
@@ -114,5 +115,9 @@ def encode(frames: np.ndarray, path: Path, cfg) -> None:
     except OSError as err:
         raise VideoError(path, f"cannot run ffmpeg: {err}") from err
     if proc.returncode != 0:
-        tail = proc.stderr.decode(errors="replace").strip()[-500:]
+        lines = [ln.strip() for ln in proc.stderr.decode(errors="replace").strip().splitlines() if ln.strip()]
+        tail = " | ".join(lines[-3:])[-500:]            # one line: the CLI shows errors as one line
+        if is_full(OSError(tail)):
+            raise StoreError(f"disk full writing the demo video {path}: ffmpeg: {tail}; make room and run "
+                             "the same command again")
         raise VideoError(path, f"ffmpeg exited with {proc.returncode}: {tail}")

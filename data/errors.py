@@ -28,6 +28,11 @@ class VideoError(FrameselError, RuntimeError):
         return type(self), (self.path, self.reason)
 
 
+class NonFiniteError(VideoError):
+    """A video's rows hold NaN or inf (broken weights, features past float16's 65504):
+    recorded as failed, never stored as done."""
+
+
 class StoreError(FrameselError, OSError):
     """The feature store is missing, of another schema, or inconsistent."""
 

@@ -226,7 +226,8 @@ def _read_classes(classes, *, one_based_index: bool = False) -> tuple[str, ...] 
     if isinstance(classes, (str, Path)):
         f = Path(classes)
         if not f.is_file():
-            raise InputError(f"classes file {f} does not exist")
+            what = "is a directory, not a file" if f.is_dir() else "does not exist"
+            raise InputError(f"classes file {f} {what}: give a file of class names, one a line")
         lines = _read_lines([f], hashlib.sha256())[0]
         names = _parse_class_ind(f, lines) if one_based_index else [ln for _, ln in lines]
     else:

@@ -24,7 +24,16 @@ SLACK = 1 << 20
 def check_room(store, i: int, rows: dict) -> None:
     """StoreError before video ``i`` is written if the disk, or the process's file size limit
     (``ulimit -f``), has no room for ``rows`` (name -> array; raw size: compression only
-    shrinks them). ``store._file_growth(rows)``: the size the largest file written reaches."""
+    shrinks them)."""
+    ensure_room(store, rows, f"writing video {i} to {store.path}", "run the same command again to resume")
+
+
+def ensure_room(store, rows: dict, doing: str, again: str) -> None:
+    """StoreError "disk full <doing>: it needs about N MiB, M MiB free; make room and
+    <again>" before ``rows`` (name -> array, or anything with ``nbytes``) are written to
+    ``store``, if the disk or ``ulimit -f`` has no room for them; on HDF5 the room is
+    reserved (a write that meets a full disk halfway can leave its metadata unreadable).
+    ``store._file_growth(rows)``: the size the largest file written reaches."""
     total = sum(v.nbytes for v in rows.values())
     where = store.path if store.path.is_dir() else store.path.parent
     free = shutil.disk_usage(where).free
@@ -39,9 +48,8 @@ def check_room(store, i: int, rows: dict) -> None:
         except OSError as err:
             short = short_error(err)
     if short:
-        raise StoreError(f"disk full writing video {i} to {store.path}: it needs about "
-                         f"{(total + SLACK) / 2**20:.1f} MiB, {short}; make room and run the same "
-                         "command again to resume")
+        raise StoreError(f"disk full {doing}: it needs about {(total + SLACK) / 2**20:.1f} MiB, {short}; "
+                         f"make room and {again}")
 
 
 def reserve(path, nbytes: int) -> None:
@@ -87,11 +95,15 @@ def file_size_limit() -> int | None:
 
 
 def write_error(err: Exception, doing: str) -> str:
-    """ "disk full <doing>: No space left on device (errno 28)" and the like."""
-    full = getattr(err, "errno", None) in FULL or any(
-        os.strerror(e) in str(err) for e in FULL)   # h5py's RuntimeErrors carry no errno
-    cause = "disk full" if full else "cannot write"
-    return f"{cause} {doing}: {short_error(err)}"
+    """ "disk full <doing>: No space left on device (errno 28)", "error <doing>: Read-only file
+    system (errno 30)" and the like (``doing``: "writing video 3 to X")."""
+    return f"{'disk full' if is_full(err) else 'error'} {doing}: {short_error(err)}"
+
+
+def is_full(err: Exception) -> bool:
+    """Whether a failed write met a full disk or a file size limit: its errno, or the
+    system's words in its message (h5py's RuntimeErrors and ffmpeg's stderr carry no errno)."""
+    return getattr(err, "errno", None) in FULL or any(os.strerror(e) in str(err) for e in FULL)
 
 
 def short_error(err: BaseException) -> str:

@@ -54,7 +54,7 @@ from data.errors import FrameselError, SchemaError, StoreError, UnknownNameError
 # The layout types live in data.layout; data.store stays the one front door for them.
 from data.layout import (COST_PREFIX, TIMING_NODES, Layout, StreamSpec, VideoCost, VideoResult,  # noqa: F401
                          per_video_arrays, result_rows)
-from data.space import check_room, write_error
+from data.space import check_room, ensure_room, write_error
 from data.store_logits import LogitsRecord
 
 SCHEMA_VERSION = 1
@@ -297,6 +297,11 @@ class Store(LogitsRecord):
     def flush(self) -> None:
         """Make every row written so far survive a killed process (a no-op where each write
         is already durable, as in Zarr)."""
+
+    def ensure_room(self, rows: dict, doing: str, again: str) -> None:
+        """StoreError before ``rows`` (name -> array, or anything with ``nbytes``) are
+        written if the disk has no room for them (:func:`data.space.ensure_room`)."""
+        ensure_room(self, rows, doing, again)
 
     def _reserve(self, nbytes: int) -> None:
         """Reserve disk room for the next video's ``nbytes`` (no-op: one file per chunk)."""

@@ -232,6 +232,9 @@ def _open_file(path: Path, mode: str) -> h5py.File:
     """Open for reading (shared lock) or writing (exclusive lock). Writers bypass the chunk
     cache, so a write that fails (full disk) raises where it happens, not at close."""
     write = mode != "r"
+    if path.is_file() and path.stat().st_size == 0:     # r+ would write a superblock into it
+        raise StoreError(f"{path} is empty (0 bytes), not a framesel HDF5 store (a copy that failed, or a "
+                         "file made by something else); it is left untouched: use another path")
     try:
         try:
             return h5py.File(path, "r+" if write else "r", locking="best-effort",
@@ -360,6 +363,7 @@ def merge_stores(sources, dest) -> dict:
     if not sources:
         raise StoreError("nothing to merge")
     dest = Path(dest)
+    _check_merge_out(dest)
     if dest.exists() and any(Path(s).resolve() == dest.resolve() for s in sources):
         raise StoreError(f"{dest} is both a source and --out; merge into another file")
     srcs = [open_store(s, "r") for s in sources]
@@ -378,6 +382,16 @@ def merge_stores(sources, dest) -> dict:
     finally:
         for s in srcs:
             s.close()
+
+
+def _check_merge_out(dest: Path) -> None:
+    """--out of merge is an HDF5 file, or absent under a directory this process can write."""
+    if dest.is_dir():
+        raise StoreError(f"--out {dest} is a directory; the merged store is one HDF5 file: name it FILE.h5")
+    above = next(p for p in (dest.absolute().parent, *dest.absolute().parents) if p.exists())
+    if not dest.exists() and not (above.is_dir() and os.access(above, os.W_OK | os.X_OK)):
+        raise StoreError(f"cannot create --out {dest}: {above} is not a writable directory (permissions, "
+                         "a read-only file system, or a file)")
 
 
 def _plan(srcs: list[Store], ref: Store) -> list[np.ndarray]:

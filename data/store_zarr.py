@@ -39,6 +39,9 @@ class ZarrStore(Store):
     def __init__(self, path, mode="r"):
         super().__init__(path, mode)
         meta = Path(path) / "zarr.json"
+        if Path(path).is_file():     # zarr would report a missing zarr.json, or fail creating it
+            raise StoreError(f"{path} is a file, not a framesel Zarr store (a directory); an HDF5 store's name "
+                             "ends in .h5 or .hdf5")
         try:
             self.root = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError) as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from evaluate import metrics
+from evaluate.methods import MethodFailed
 from evaluate.protocols import ProtocolConfig, _Run, _streams, check_states
 
 
@@ -35,26 +36,33 @@ def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, 
         if method.label in shown:       # one seed of a method with several: the first
             continue
         shown.add(method.label)
-        mm = None if method.variable_m else m
         for stream in _streams(method, run):
-            key, sel = f"{method.label} ({stream})", run.selection(method, stream, mm, frame_scores=True)
-            s = sel.frame_scores.numpy()
-            out["scores"][key] = s.ravel()
-            out["fraction_kept"][key] = sel.num_kept.cpu().numpy() / run.T
-            out["importance"][key] = s[idx]
-            if not method.learned:
+            try:
+                _add(out, run, method, stream, None if method.variable_m else m, idx, C)
+            except MethodFailed:        # its rows are failed rows naming the cause; nothing to show
                 continue
-            if getattr(method.selectors[stream], "history", None):
-                out["histories"][key] = list(method.selectors[stream].history)
-            if not run.multilabel:
-                _, _, frac = run.kept(method, [stream], mm, "frame")
-                ref_m = mm if mm is not None else max(1, min(run.T, round(frac * run.T)))
-                acc = metrics.per_class_accuracy(run.scores(method, stream, mm), run.labels, C)
-                ref = run.scores(run.reference(method, "same_uniform"), stream, ref_m)
-                uni = metrics.per_class_accuracy(ref, run.labels, C)
-                out["per_class"].append({"method": key, "m": mm, "acc": acc, "uniform": uni,
-                                         "classifier": method.classifier})
     return out
+
+
+def _add(out: dict, run: _Run, method, stream: str, mm, idx, C: int) -> None:
+    """One method's diagnostics on ``stream`` at budget ``mm`` into ``out``."""
+    key, sel = f"{method.label} ({stream})", run.selection(method, stream, mm, frame_scores=True)
+    s = sel.frame_scores.numpy()
+    out["scores"][key] = s.ravel()
+    out["fraction_kept"][key] = sel.num_kept.cpu().numpy() / run.T
+    out["importance"][key] = s[idx]
+    if not method.learned:
+        return
+    if getattr(method.selectors[stream], "history", None):
+        out["histories"][key] = list(method.selectors[stream].history)
+    if not run.multilabel:
+        _, _, frac = run.kept(method, [stream], mm, "frame")
+        ref_m = mm if mm is not None else max(1, min(run.T, round(frac * run.T)))
+        acc = metrics.per_class_accuracy(run.scores(method, stream, mm), run.labels, C)
+        ref = run.scores(run.reference(method, "same_uniform"), stream, ref_m)
+        uni = metrics.per_class_accuracy(ref, run.labels, C)
+        out["per_class"].append({"method": key, "m": mm, "acc": acc, "uniform": uni,
+                                 "classifier": method.classifier})
 
 
 __all__ = ["collect_diagnostics"]

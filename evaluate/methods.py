@@ -39,6 +39,25 @@ BLOCK_BYTES = 256 * 2 ** 20
 SAME_CLASSIFIER = ("same_uniform", "same_all")
 
 
+class MethodFailed(InputError):
+    """A method's selection raised, or gave NaN frame scores or non-finite class scores (its
+    weights hold NaN: a diverged training run). Its rows become failed rows naming this
+    cause (:mod:`evaluate.protocols`); the other methods' rows and the report are written."""
+
+
+def check_selection(selector, sel: Selection) -> None:
+    """MethodFailed unless ``sel``'s frame scores hold no NaN (-inf ranks, as a mask does)
+    and its (V, C) class scores are finite."""
+    nan = torch.isnan(sel.scores.float()).flatten(1).any(1)
+    bad = ~torch.isfinite(sel.video_scores.float()).all(1)
+    if nan.any() or bad.any():
+        what = [f"NaN frame scores in {int(nan.sum())}" if nan.any() else "",
+                f"non-finite class scores in {int(bad.sum())}" if bad.any() else ""]
+        raise MethodFailed(f"{selector.name}: non-finite scores ({' and '.join(w for w in what if w)} of "
+                           f"{len(nan)} videos): its weights hold NaN or inf (a diverged training run? its "
+                           "training log shows when the loss became nan)")
+
+
 @dataclass(eq=False)
 class Method:
     """One evaluated method. ``selectors``: stream -> Selector ("fused" for an agent that
@@ -311,6 +330,7 @@ def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha:
                                                                           else {"flow": part_flow}))
                 if reuse:
                     scores[(b, block)] = sel.scores.cpu()
+            check_selection(selector, sel)
             out.append(summarize(sel, frame_scores) if summary else sel.cpu())
     return _concat(out)
 
@@ -337,6 +357,6 @@ def reads_features(selector) -> bool:
     return bool(getattr(selector, "learned", False)) or isinstance(selector, SameClassifier)
 
 
-__all__ = ["BLOCK_BYTES", "Method", "SAME_CLASSIFIER", "SameClassifier", "SelectionSummary", "agent_label",
-           "build_methods", "classifier_name", "on_device", "partner_name", "reads_features", "same_classifier_method",
+__all__ = ["BLOCK_BYTES", "Method", "MethodFailed", "SAME_CLASSIFIER", "SameClassifier", "SelectionSummary", "agent_label",
+           "build_methods", "check_selection", "classifier_name", "on_device", "partner_name", "reads_features", "same_classifier_method",
            "select_in_blocks", "summarize"]

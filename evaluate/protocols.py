@@ -4,6 +4,8 @@ Input: per-stream test ``States`` (dict stream -> States, the same videos in the
 order) and :class:`Method` s (baselines, and learned agents loaded from checkpoints, each
 agent belonging to the stream its checkpoint was trained on). Output: one flat dict per
 (split, stream, protocol, method, m, ...) — see :data:`ROW_FIELDS` — accuracies as fractions.
+A method whose selection raises or scores NaN (:class:`evaluate.methods.MethodFailed`) gets
+failed rows instead: the same keys, no metrics, ``failed`` = the cause.
 
 Protocols (:data:`PROTOCOLS`):
 
@@ -38,7 +40,7 @@ from data.errors import InputError
 from evaluate import dsn_protocol, metrics, pairing
 from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
                               selector_observer, selector_seen)
-from evaluate.methods import (Method, SelectionSummary, agent_label, baseline_method, build_methods,
+from evaluate.methods import (Method, MethodFailed, SelectionSummary, agent_label, baseline_method, build_methods,
                               same_classifier_method, select_in_blocks)
 from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seeds
 
@@ -125,6 +127,7 @@ class _Run:
         self._baselines: dict = {}       # (name, consensus) -> Method: the paired tests' references
         self.uniform = self.baseline("uniform")
         self._sel, self._agent_flops, self._refs, self._scores = {}, {}, {}, {}
+        self.failed: dict = {}       # method uid -> MethodFailed, the cause of all its rows
 
     def baseline(self, name: str, rule: str = "logit_mean") -> Method:
         """The head baseline ``name`` (uniform, random, max_response, oracle) under consensus
@@ -161,15 +164,28 @@ class _Run:
         mask and scores are not kept: memory grows by O(V·C) a selection, not O(V·T·K)."""
         key = (method.uid, stream, m, mode, alpha)
         have = self._sel.get(key)
+        if method.uid in self.failed:            # one cause for all of a method's rows
+            raise self.failed[method.uid]
         if have is None or (frame_scores and have.frame_scores is None):
-            sel, kw = method.selectors[stream], {"mode": mode, "alpha": alpha, "device": self.cfg.device,
-                                                 "summary": True, "frame_scores": frame_scores}
-            if stream == "fused":
-                self._sel[key] = select_in_blocks(sel, self.states["rgb"], m, flow=self.states["flow"], **kw)
-            else:
-                self._sel[key] = select_in_blocks(sel, self.input(method, stream), m,
-                                                  scores=self._scores.setdefault((method.uid, stream), {}), **kw)
+            try:
+                self._sel[key] = self._select(method, stream, m, mode, alpha, frame_scores)
+            except MethodFailed as err:
+                self.failed[method.uid] = err
+                raise
+            except Exception as err:   # noqa: BLE001 - a method that raises fails its rows, not the report
+                log.warning("%s: its selection raised", method.uid, exc_info=True)
+                self.failed[method.uid] = MethodFailed(f"{method.label}: its selection raised "
+                                                       f"{type(err).__name__}: {err}")
+                raise self.failed[method.uid] from err
         return self._sel[key]
+
+    def _select(self, method: Method, stream: str, m, mode: str, alpha: float, frame_scores: bool):
+        sel, kw = method.selectors[stream], {"mode": mode, "alpha": alpha, "device": self.cfg.device,
+                                             "summary": True, "frame_scores": frame_scores}
+        if stream == "fused":
+            return select_in_blocks(sel, self.states["rgb"], m, flow=self.states["flow"], **kw)
+        return select_in_blocks(sel, self.input(method, stream), m,
+                                scores=self._scores.setdefault((method.uid, stream), {}), **kw)
 
     def input(self, method: Method, stream: str) -> States:
         """The states ``method`` reads on ``stream``: its own (its observer) or the shared."""
@@ -209,23 +225,29 @@ class _Run:
 
 def _row(run: _Run, protocol, method: Method, stream, m, mode="frame", alpha=0.0, weights=None,
          compare=True, **extra) -> dict:
+    """One result row; a failed row (``failed``: the cause, no metrics) when a method it
+    needs failed (MethodFailed)."""
+    ident = {"split": run.split, "protocol": protocol, "method": method.label, "classifier": method.classifier,
+             "seed": method.seed, "stream": stream, "m": m, "mode": mode, "alpha": alpha,
+             "fusion_weights": weights_label(weights) if weights else None, "learned": method.learned,
+             "num_videos": run.V}
     pair = stream == "fused" and weights is not None
     run.show(method, stream)
-    scores = run.scores(method, stream, m, mode, alpha, weights)
-    _, _, frac = run.kept(method, ("rgb", "flow") if pair else (stream,), m, mode)
-    row = {"split": run.split, "protocol": protocol, "method": method.label, "classifier": method.classifier,
-           "consensus": method.consensus, "seed": method.seed, "stream": stream, "m": m,
-           "mode": mode, "alpha": alpha, "fusion_weights": weights_label(weights) if weights else None,
-           **score_metrics(scores, run.labels, run.multilabel), **_gflops(run, method, stream, m, mode, pair),
-           "fraction_kept": frac, "learned": method.learned, "num_videos": run.V,
-           "flops_convention": CONVENTION, "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None,
-           "mcnemar_p": None, **extra}
-    if method.note:
-        row["note"] = method.note
-    if method.learned:
-        row.update(budget_marks(run, method, stream, m, mode, weights))
-    if compare and method.name not in ("uniform", "random"):
-        row.update(pairing.compare(run, method, scores, stream, m, mode, weights, frac))
+    try:
+        scores = run.scores(method, stream, m, mode, alpha, weights)
+        _, _, frac = run.kept(method, ("rgb", "flow") if pair else (stream,), m, mode)
+        row = {**ident, "consensus": method.consensus, **score_metrics(scores, run.labels, run.multilabel),
+               **_gflops(run, method, stream, m, mode, pair), "fraction_kept": frac,
+               "flops_convention": CONVENTION, "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None,
+               "mcnemar_p": None, **extra}
+        if method.note:
+            row["note"] = method.note
+        if method.learned:
+            row.update(budget_marks(run, method, stream, m, mode, weights))
+        if compare and method.name not in ("uniform", "random"):
+            row.update(pairing.compare(run, method, scores, stream, m, mode, weights, frac))
+    except MethodFailed as err:
+        return {**ident, "failed": str(err), **extra}
     return row
 
 
@@ -363,7 +385,8 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
         rows.extend(_PROTOCOL_FNS[name](run))
         if bar is not None:
             bar.update(1)
-    return summarize_seeds(rows)
+    failed = [r for r in rows if "failed" in r]
+    return summarize_seeds([r for r in rows if "failed" not in r]) + failed
 
 
 # ----------------------------------------------------------------------------- splits
@@ -412,7 +435,8 @@ def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), 
         for name, (states, methods) in splits.items():
             rows.extend(run_protocols(states, methods, split=name, config=config, bar=bar,
                                       costs=costs.get(name) if isinstance(costs, dict) else costs))
-    return rows + (summarize_splits(rows) if len(splits) > 1 else [])
+    ok = [r for r in rows if "failed" not in r]      # failed rows (MethodFailed) carry no metrics to average
+    return rows + (summarize_splits(ok) if len(splits) > 1 else [])
 
 
 __all__ = ["PROTOCOLS", "ProtocolConfig", "Method", "build_methods", "agent_label", "run_protocols",

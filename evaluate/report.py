@@ -119,6 +119,9 @@ def _notes(rows, meta) -> list[str]:
              "agent against its own classifier on uniform-m and on every position (and against its paper's "
              "separately trained no-selection partner, e.g. tattn against tattn_noatt); each row names its "
              "classifier (head, or own:<agent>)."]
+    notes += [f"FAILED: {f['method']} ({f['stream']}, split {f['split']}"
+              + (f", seed {f['seed']}" if f.get("seed") is not None else "")
+              + f"): {f['cause']}; its {f['rows']} rows are left out" for f in meta.get("failed") or []]
     costs = meta.get("compute")
     if costs:
         notes += _compute_notes(costs)

@@ -16,11 +16,12 @@ from agents.from_store import head_logits_ok, load_states, rows_for_list
 from agents.papers import departures_of
 from agents.stage import check_agent_matches
 from data import __version__
-from data.errors import InputError
+from data.errors import InputError, StoreError
 from data.lists import read_list
 from data.store import open_store
 from data.stream import StoreRows
 from data.progress import show_progress
+from data.space import write_error
 from evaluate.compute import CostModel, selector_observer
 from evaluate.diagnostics import collect_diagnostics
 from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods,
@@ -48,7 +49,8 @@ class EvaluateConfig:
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """Run the protocols on each test list (one split each) and write the report directory.
-    Returns the written paths."""
+    Returns the written paths and ``failed``: the methods whose rows failed
+    (:func:`failures`; also in the report and results.json's ``meta.failed``)."""
     check_report_dir(cfg.out)      # before any work: a bad --out would lose it all at the end
     agents = [load_agent(p) for p in cfg.agents]
     with open_store(cfg.store) as store:
@@ -64,13 +66,13 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         baselines = cfg.baselines or tuple(selector_names(learned=False))
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
         splits, first, costs, evaluated = {}, None, {}, []
-        for list_path in cfg.test_lists:
+        for name, list_path in zip(split_names(cfg.test_lists), cfg.test_lists):
             rows = rows_for_list(store, read_list(list_path))
             states = {s: load_states(store, s, rows, feature_maps=maps, load=cfg.load) for s in streams}
             methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
-            splits[Path(list_path).stem] = (states, methods)
+            splits[name] = (states, methods)
             # the split's videos' cost record; each agent's observer: protocols._gflops
-            costs[Path(list_path).stem] = CostModel.from_store(store, rows)
+            costs[name] = CostModel.from_store(store, rows)
             first, evaluated = first or (states, rows), evaluated + [rows]
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
                                       progress=show_progress(cfg.quiet))
@@ -79,7 +81,49 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, CostModel.from_store(store, np.unique(np.concatenate(evaluated))), streams)
-    return write_report(cfg.out, result_rows, meta, extras)
+    failed = failures(result_rows)
+    try:
+        paths = write_report(cfg.out, [r for r in result_rows if "failed" not in r], {**meta, "failed": failed}, extras)
+    except StoreError:
+        raise
+    except OSError as err:        # a full disk: name the report, not only "No space left on device"
+        raise StoreError(write_error(err, f"writing the report to {cfg.out}")
+                         + "; the results were computed but not written: make room and run the same "
+                           "command again") from err
+    return {**paths, "failed": failed}
+
+
+def failures(rows) -> list[dict]:
+    """One entry per (split, method, seed, stream) whose rows failed (a method whose selection
+    raised or scored NaN: evaluate.methods.MethodFailed), with the cause and the row count."""
+    out: dict = {}
+    for r in rows:
+        if "failed" in r:
+            key = (r["split"], r["method"], r["seed"], r["stream"])
+            entry = out.setdefault(key, {"split": r["split"], "method": r["method"], "seed": r["seed"],
+                                         "stream": r["stream"], "cause": r["failed"], "rows": 0})
+            entry["rows"] += 1
+    return list(out.values())
+
+
+def split_names(test_lists) -> list[str]:
+    """The split name of each ``--test`` list: its file name without the suffix
+    (``testlist01``); lists of one file name in different folders get as many folders as
+    tell them apart (``fold1/test``, ``fold2/test``), so no split's rows replace another's.
+    The same file given twice is refused."""
+    seen: dict = {}
+    for p in map(Path, test_lists):
+        if p.resolve() in seen:
+            raise InputError(f"--test {p}: given twice (also as {seen[p.resolve()]}); each --test is one split")
+        seen[p.resolve()] = p
+    parts = [Path(p).resolve().with_suffix("").parts for p in test_lists]
+    depth = [1] * len(parts)
+    while True:
+        names = ["/".join(x[-d:]) for x, d in zip(parts, depth)]
+        clash = {n for n in names if names.count(n) > 1}
+        if not clash:
+            return names
+        depth = [d + 1 if n in clash else d for n, d in zip(names, depth)]
 
 
 def attach_observers(store, rows, states: dict, methods) -> list:

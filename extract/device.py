@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from data.errors import VideoError
+from data.errors import NonFiniteError, VideoError
+from data.layout import COST_PREFIX, result_rows
 from data.store import VideoCost, VideoResult
 from extract import backbones, crops, flow
 from extract.prepare import Prepared
@@ -91,9 +92,11 @@ class DeviceStage:
     def run(self, group: list[Prepared]) -> list:
         """One outcome per video, in order: (VideoResult, notes) or VideoError. A group that
         fails is run again a video at a time, so only the video at fault is marked failed."""
+        if not group:
+            return []
         t0, cause = time.perf_counter(), None
         try:
-            return self._run(group)
+            return [finite(outcome, p.path) for outcome, p in zip(self._run(group), group)]
         except Exception as err:   # noqa: BLE001 - one bad video must not fail the others; cause is kept
             cause = f"{type(err).__name__}: {err}"
             if len(group) == 1:
@@ -205,6 +208,25 @@ def _video_cost(seconds: list[float], fields) -> VideoCost:
     its = fields.iterations
     return VideoCost(np.asarray(seconds, np.float32), float(fields.gflops.sum()), len(fields.gflops),
                      float(its.mean()) if its is not None and len(its) else float("nan"))
+
+
+def finite(outcome, path: str):
+    """``outcome`` ((VideoResult, notes)), or a NonFiniteError naming every array of the
+    video that holds NaN or inf: such rows must not be stored as done. The cost record is
+    left out: its NaN means "not known" (cost/flow_iterations of a flow without iterations)."""
+    bad = []
+    for name, row in result_rows(outcome[0]).items():
+        if name.startswith(COST_PREFIX):
+            continue
+        a = np.asarray(row)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+            what = " and ".join(f"{n} {k}" for n, k in ((nan, "NaN"), (inf, "inf")) if n)
+            limit = "; float16 holds at most 65504" if inf and a.dtype == np.float16 else ""
+            bad.append(f"{name} ({what} of {a.size} values{limit})")
+    if not bad:
+        return outcome
+    return NonFiniteError(path, f"non-finite {', '.join(bad)}: the backbone's weights or preprocessing are broken")
 
 
 class _CropRows:

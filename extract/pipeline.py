@@ -14,25 +14,20 @@ in completion order; :mod:`extract.run` records them. All three give the same ro
   videos grouped into batches on a GPU. At most ``2 · workers`` prepared videos wait at once
   (~40 MB each at the TSN protocol), so memory is bounded. A GPU's default for ``workers > 1``.
 
-Worker processes are spawned (fork after torch/OpenCV started threads can deadlock) and die
-with the process that started them. A decode worker never imports torch (~300 MB and seconds
-of start-up each): this module reaches the models only inside the functions that need them.
+Worker processes are spawned and die with the process that started them; a worker that dies
+(killed, out of memory) costs at most the video it held (:mod:`extract.workers`). A decode
+worker never imports torch (~300 MB and seconds of start-up each): this module reaches the
+models only inside the functions that need them.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 import queue
-import signal
-import sys
 import threading
-import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
-from multiprocessing import get_context
 
 from data.errors import VideoError
 from extract.prepare import Prepared, PrepareSettings, prepare_video
+from extract.workers import WorkerPool, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -48,47 +43,48 @@ def sequential(jobs, settings, models):
 
 def whole_videos(jobs, settings, workers: int, init_args: tuple):
     """(index, path) jobs -> (index, outcome) from ``workers`` processes, each with its models.
-    ``init_args``: (ExtractConfig, number of classes) for :func:`_init_whole`."""
-    pool = _pool(workers, _init_whole, init_args)
-    finished = False
+    ``init_args``: (ExtractConfig, number of classes) for :func:`_init_whole`. At most
+    ``2 · workers`` videos are in flight: what a killed worker puts at risk
+    (:class:`extract.workers.WorkerPool` retries them)."""
+    pool = WorkerPool(workers, _init_whole, init_args)
+    jobs, finished = list(jobs)[::-1], False     # popped from the end: list order
     try:
-        futures = {pool.submit(_extract_whole, path): i for i, path in jobs}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+        while jobs or len(pool):
+            while jobs and len(pool) < 2 * workers:
+                i, path = jobs.pop()
+                pool.submit(i, _extract_whole, path)
+            yield from pool.wait()
         finished = True
     finally:
         # A stop (SIGTERM, a full disk) must not wait for every queued video first.
-        pool.shutdown(wait=finished, cancel_futures=not finished)
+        pool.shutdown(finished)
 
 
 def device_pipeline(jobs, settings, models, workers: int, threads: int = 1):
     """(index, path) jobs -> (index, outcome): ``workers`` decode processes (``threads``
-    OpenCV threads each) prepare videos ahead of ``models``' device stage in this process."""
+    OpenCV threads each) prepare videos ahead of ``models``' device stage in this process.
+    A video that fails to prepare is yielded at once; the device runs only prepared ones."""
     stage, small = models.stage, PrepareSettings.of(settings)
     jobs = list(jobs)[::-1]                      # popped from the end: list order
-    pool = _pool(workers, _init_decode, (threads,))
-    ahead, inflight, ready, finished = 2 * workers, {}, [], False
+    pool = WorkerPool(workers, _init_decode, (threads,))
+    ahead, ready, finished = 2 * workers, [], False
     try:
-        while jobs or inflight or ready:
-            while jobs and len(inflight) + len(ready) < ahead:
+        while jobs or len(pool) or ready:
+            while jobs and len(pool) + len(ready) < ahead:
                 i, path = jobs.pop()
-                inflight[pool.submit(_prepare, path, small)] = i
-            if not ready:
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            else:
-                done = [f for f in inflight if f.done()]
-            for fut in done:
-                i, prepared = inflight.pop(fut), fut.result()
+                pool.submit(i, _prepare, path, small)
+            for i, prepared in pool.wait(block=not ready):
                 if isinstance(prepared, VideoError):
                     yield i, prepared
                 else:
                     ready.append((i, prepared))
-            group = take_group(ready, stage) if ready else []
-            for (i, _), outcome in zip(group, stage.run([p for _, p in group])):
-                yield i, outcome
+            if ready:
+                group = take_group(ready, stage)
+                for (i, _), outcome in zip(group, stage.run([p for _, p in group])):
+                    yield i, outcome
         finished = True
     finally:
-        pool.shutdown(wait=finished, cancel_futures=not finished)
+        pool.shutdown(finished)
 
 
 def take_group(ready: list, stage) -> list:
@@ -183,16 +179,11 @@ def record(store, i: int, outcome, path: str) -> None:
 _WORKER: dict = {}
 
 
-def _pool(workers: int, init, args: tuple) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init,
-                               initargs=(os.getpid(), *args))
-
-
 def _init_whole(parent: int, cfg, num_classes: int) -> None:
     from extract.run import set_threads
     from extract.video import Models
 
-    _die_with_parent(parent)
+    die_with_parent(parent)
     set_threads(cfg)
     _WORKER["settings"] = cfg.settings
     _WORKER["models"] = Models(cfg.settings, cfg.device, num_classes)
@@ -207,31 +198,9 @@ def _extract_whole(path):
 def _init_decode(parent: int, threads: int) -> None:
     import cv2
 
-    _die_with_parent(parent)
+    die_with_parent(parent)
     cv2.setNumThreads(threads)
 
 
 def _prepare(path, settings) -> Prepared | VideoError:
     return safely(prepare_video, path, settings)
-
-
-def _die_with_parent(parent: int) -> None:
-    """A worker whose extraction was killed would live on forever (~360 MB, blocked writing
-    to a dead pipe). Linux: the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG;
-    it fires when the parent's spawning *thread* ends: ProcessPoolExecutor spawns from the
-    thread calling submit, here the main one, or from its manager thread, which lives until
-    shutdown). Everywhere: a daemon thread polls the parent pid once a second."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):   # no libc symbol: the thread below still watches
-            log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
-    if os.getppid() != parent:              # it died before the death signal was armed
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from data import __version__
-from data.errors import InputError, StoreError
+from data.errors import FrameselError, InputError, NonFiniteError, StoreError
 from data.identity import backbone_files, differences, features_identity
 from data.lists import VideoList, read_hmdb51_split, read_list
 from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_for
@@ -183,19 +183,43 @@ def _process(cfg, videos: VideoList, todo, models, store, summary: Summary) -> N
     bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not show_progress(cfg.quiet),
                dynamic_ncols=True)
     writer = pipeline.Writer(store, videos.paths, on_written=bar.update)
+    hopeless = Hopeless(len(todo))
     try:
         try:
             for i, outcome in _outcomes(cfg, videos, todo, models):
                 writer.put(i, outcome)
+                hopeless.check(outcome)
         finally:
             writer.close()
-    except (StoreError, Terminated) as err:   # full disk, preemption: done stays done
+    except (StoreError, Terminated, Hopeless) as err:   # full disk, preemption, broken weights: done stays done
         summary.stopped = str(err)
     finally:
         bar.close()
         summary.processed = writer.written
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+class Hopeless(FrameselError):
+    """Raised (by :meth:`check`) when the first :attr:`FIRST` videos of a run all gave
+    non-finite rows and more are to come: the weights or the preprocessing are broken, and
+    every other video would fail the same way, so they stay pending instead."""
+
+    FIRST = 3
+
+    def __init__(self, todo: int):
+        super().__init__("")
+        self.todo, self.seen, self.causes = todo, 0, []
+
+    def check(self, outcome) -> None:
+        self.seen += 1
+        if isinstance(outcome, NonFiniteError):
+            self.causes.append(outcome.reason)
+        if self.seen == len(self.causes) == self.FIRST < self.todo:
+            self.args = (f"the first {self.FIRST} videos all gave non-finite rows ({self.causes[0]}); every "
+                         "other video would too, so they stay pending: fix the weights (--checkpoint) or "
+                         "the preprocessing (--preset), then extract to another --out",)
+            raise self
 
 
 class Terminated(BaseException):

@@ -19,7 +19,8 @@ from pathlib import Path
 import click
 
 from data.errors import FrameselError
-from pipeline.options import AgentPaths, SpreadCommand, flatten, fusion_weights, int_list, slurm_extra
+from pipeline.options import (AgentPaths, SpreadCommand, checkpoints, flatten, fusion_weights, int_list,
+                              slurm_extra)
 
 
 def _command_line() -> str:
@@ -112,14 +113,6 @@ def _shard(ctx, param, value):
     return k, n
 
 
-def _checkpoints(ctx, param, values):
-    out = []
-    for v in values:
-        stream, _, path = v.rpartition("=")
-        out.append((stream or "rgb", path))
-    return tuple(out)
-
-
 @main.command()
 @click.argument("list_path", metavar="LIST", type=click.Path(exists=True))
 @click.option("--root", default=".", type=click.Path(exists=True, file_okay=False),
@@ -141,9 +134,10 @@ def _checkpoints(ctx, param, values):
 @click.option("--quantize-flow/--no-quantize-flow", default=False, help="Map flow to uint8 like TSN's JPEGs.")
 @click.option("--crops", default=10, show_default=True, type=click.Choice(["1", "3", "10"]), help="Crops per position.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True)
-@click.option("--checkpoint", multiple=True, callback=_checkpoints, metavar="[STREAM=]PATH",
+@click.option("--checkpoint", multiple=True, callback=checkpoints, metavar="[STREAM=]PATH",
               help="Your trained weights for a stream (mmaction2, TSN/TSM-pytorch, caffe BN-Inception, "
-                   "torchvision or framesel files; the layout is detected from the keys); plain PATH means rgb.")
+                   "torchvision or framesel files; the layout is detected from the keys); plain PATH means rgb. "
+                   "The first '=' after a stream name ends it, so PATH may hold '='.")
 @click.option("--preset", default=None, metavar="NAME",
               help="Input scaling of both streams (framesel, mmaction2, tsn_pytorch, caffe_bgr, imagenet); "
                    "default: the one the checkpoint's layout implies.")
@@ -330,6 +324,11 @@ def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, f
                          command=_command_line())
     paths = run_evaluate(cfg)
     click.echo(f"report: {paths.get('html', paths)}")
+    for f in paths.get("failed", ()):
+        click.echo(f"FAILED {f['method']} ({f['stream']}, split {f['split']}): {f['cause']}", err=True)
+    if paths.get("failed"):
+        click.echo(f"{len(paths['failed'])} method(s) failed; the report holds every other row", err=True)
+        sys.exit(1)
 
 
 @main.command()

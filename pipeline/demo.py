@@ -96,7 +96,8 @@ def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
                                         quiet=cfg.quiet, command=cfg.command))
     stage("evaluate")
     (out / "timings.json").write_text(json.dumps({"seconds": times, "videos": ds.get("num_videos")}, indent=1))
-    return {"report": str(paths["html"]), "seconds": times, "store": store, "ok": summary.ok}
+    return {"report": str(paths["html"]), "seconds": times, "store": store,
+            "ok": summary.ok and not paths.get("failed")}
 
 
 def train_agents(store, train_list, agent_dir, agents, overrides, streams, *, seed=0, seeds=1, quiet=False,

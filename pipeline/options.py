@@ -7,10 +7,28 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import click
 
 _GLOB_CHARS = frozenset("*?[")
+_STREAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def parse_checkpoint(value: str) -> tuple[str, str]:
+    """``--checkpoint [STREAM=]PATH`` -> (stream, path). It splits at the first "=" when
+    what precedes it is a stream name (letters, digits, _ and -: no "/" or "."), so a
+    path may hold "=" (``rgb=runs/run=3/tsn.pth``); otherwise the whole value is the rgb
+    stream's path. A stream name extraction does not produce is refused later, by name."""
+    head, sep, tail = value.partition("=")
+    if sep and _STREAM_NAME.fullmatch(head):
+        return head, tail
+    return "rgb", value
+
+
+def checkpoints(ctx, param, values) -> tuple[tuple[str, str], ...]:
+    """Callback of extract's ``--checkpoint``: each value parsed by :func:`parse_checkpoint`."""
+    return tuple(parse_checkpoint(v) for v in values)
 
 
 def spread_values(args, names) -> list[str]:

@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from data.errors import InputError
@@ -165,7 +166,18 @@ def load_strict(module: nn.Module, state: dict[str, Tensor], path: str | Path) -
              if keys]
     if parts:
         raise InputError(f"{path}: checkpoint does not fit the architecture; " + "; ".join(parts))
+    check_finite(state, path)
     module.load_state_dict(state, strict=True)
+
+
+def check_finite(state: dict[str, Tensor], path: str | Path) -> None:
+    """InputError naming the tensors that hold NaN or inf (a diverged training run saved
+    them): every feature would be NaN, and extraction would fail every video."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise InputError(f"{path}: checkpoint holds NaN or inf in {len(bad)} tensor(s) ({', '.join(bad[:3])}"
+                         f"{', …' if len(bad) > 3 else ''}): its weights are broken (a diverged training run?); "
+                         "use another checkpoint")
 
 
 def cross_modality(weight: Tensor, in_channels: int) -> Tensor:
