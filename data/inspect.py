@@ -58,8 +58,10 @@ def format_summary(info: dict, *, max_failures: int = 20) -> str:
              + (" (multi-label)" if info["multilabel"] else ""),
              f"flow: {info['flow']}"]
     for stream, b in info["backbone"].items():
+        gflops = b.get("gflops_per_frame")
         lines.append(f"stream {stream}: {b['name']} sha256 {str(b['sha256'])[:12]}… "
-                     f"{b['gflops_per_frame']:.3f} GFLOPs/frame, head {b['num_classes']} classes"
+                     + (f"{gflops:.3f} GFLOPs/frame" if gflops is not None else "GFLOPs/frame unknown")
+                     + f", head {b['num_classes']} classes"
                      + ("" if b.get("logits_stored") else " (its logits are not stored)")
                      + (f", {b['layout']} layout, preset {b['preset']['name']}" if b.get("preset") else ""))
     for name, shape in sorted(info["arrays"].items()):

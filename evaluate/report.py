@@ -116,7 +116,9 @@ def _notes(rows, meta) -> list[str]:
              "agent against its own classifier on uniform-m and on every position (and tattn against "
              "tattn_noatt); each row names its classifier (head, or own:<agent>)."]
     costs = meta.get("compute")
-    if costs:
+    if costs and costs.get("note"):
+        notes.append(f"Compute {costs['note']}; the GFLOPs columns are empty.")
+    elif costs:
         notes.append(f"Flow cost: {costs.get('flow_note')} ({_fmt(costs.get('flow_gflops_per_pair'))} GFLOPs per "
                      f"field, {costs.get('flow_algorithm')}). Backbone GFLOPs/frame: {costs.get('backbone_gflops_per_frame')}.")
     return notes

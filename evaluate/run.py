@@ -60,7 +60,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         check_fusion(cfg.protocol.fusion, streams, store.streams)
         cfg = dataclasses.replace(cfg, protocol=dataclasses.replace(
             cfg.protocol, ms=fit_budgets(cfg.protocol.ms, store.T, clamp=cfg.clamp_m)))
-        baselines = cfg.baselines or tuple(selector_names(learned=False))
+        baselines = pick_baselines(cfg.baselines, store)
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
         splits, first = {}, None
         for list_path in cfg.test_lists:
@@ -69,7 +69,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
             splits[Path(list_path).stem] = (states, methods)
             first = first or (states, rows)
-        costs = CostModel.from_attrs(store.attrs)     # each agent's observer: protocols._gflops
+        costs = known_costs(CostModel.from_attrs(store.attrs), streams)   # each agent's observer: protocols._gflops
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
                                       progress=show_progress(cfg.quiet))
         states, rows = first
@@ -78,6 +78,33 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, costs, streams)
     return write_report(cfg.out, result_rows, meta, extras)
+
+
+def pick_baselines(wanted, store) -> tuple[str, ...]:
+    """The baselines to run: ``wanted``, or () = every registered one. A store without a
+    ``motion`` node (no flow measured: ``--flow none``, imported features) leaves the motion
+    baseline out of the default set, and asking for it is an error saying why."""
+    if "motion" in wanted and not store.has("motion"):
+        raise InputError(f"--baselines motion: {store.path} has no `motion` node (mean flow magnitude; "
+                         "extracted with --flow none, or imported features)")
+    if wanted:
+        return tuple(wanted)
+    names = tuple(selector_names(learned=False))
+    if not store.has("motion"):
+        log.info("%s has no motion node: the motion baseline is left out", store.path)
+        names = tuple(n for n in names if n != "motion")
+    return names
+
+
+def known_costs(costs: CostModel, streams) -> CostModel | None:
+    """``costs``, or None (GFLOPs left empty, the report says so) when a stream's backbone cost
+    is unknown: features imported without ``--gflops-per-frame``."""
+    unknown = [s for s in streams if s not in costs.backbone]
+    if unknown:
+        log.warning("no backbone GFLOPs recorded for stream(s) %s (imported features?): compute is not counted",
+                    ", ".join(unknown))
+        return None
+    return costs
 
 
 def attach_observers(store, rows, states: dict, methods) -> list:
@@ -172,7 +199,8 @@ def _meta(cfg: EvaluateConfig, store, agents, costs: CostModel, streams) -> dict
         "logits_provenance": {s: {k: v for k, v in p.items() if k != "history"}
                               for s, p in store.logits_provenance().items()},
         "streams": list(streams), "classes": store.attrs.get("classes"),
-        "compute": costs.describe(),
+        "compute": costs.describe() if costs is not None else
+        {"note": "not counted: the store records no backbone GFLOPs for an evaluated stream (imported features)"},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
