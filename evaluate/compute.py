@@ -216,7 +216,7 @@ class CostModel:
                     if d and d.get("gflops_per_frame") is not None}
         size = attrs.get("frame_size") or (340, 256)
         flow = attrs.get("flow")
-        return cls(T=int(attrs["T"]), crops=int(attrs.get("crops", 1)), flow_stack=int(attrs.get("flow_stack", 5)),
+        return cls(T=int(attrs["T"]), crops=int(attrs.get("crops", 1)), flow_stack=int(attrs.get("flow_stack", 5) or 0),
                    backbone=backbone, flow_pair=flow_gflops_per_pair(flow, size),
                    flow_algorithm=(flow or {}).get("algorithm"), observer=observer)
 
