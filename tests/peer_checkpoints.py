@@ -95,10 +95,11 @@ def touching_pickle(path, victim) -> None:
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "meta": Evil()}, path)
 
 
-def random_checkpoint(name: str, path, num_classes: int = 7):
+def random_checkpoint(name: str, path, num_classes: int = 7, tiny: bool = False):
     """A bare state_dict of a randomly initialised registered backbone that ships no weights
-    (torchvision's layout for ResNets, the caffe-converted one for BN-Inception); None for
-    backbones with embedded weights."""
+    (torchvision's layout for ResNets, the caffe-converted one for BN-Inception; an image
+    tower's save_pretrained folder, its standard size or with ``tiny`` a 2-layer one of
+    width 64); None for backbones with embedded weights."""
     if name.startswith("resnet"):
         from extract.backbones.resnet import ResNet
         net = ResNet(int(name[len("resnet"):]), 3, num_classes)
@@ -106,7 +107,7 @@ def random_checkpoint(name: str, path, num_classes: int = 7):
         from extract.backbones.bninception import BNInception
         net = BNInception(3, num_classes)
     elif name in tower_variants():
-        return save_tower(name, path)
+        return save_tower(name, path, tiny_config(name) if tiny else None)
     else:
         return None
     save_torchvision(net.state_dict(), path)
@@ -116,6 +117,12 @@ def random_checkpoint(name: str, path, num_classes: int = 7):
 # ----------------------------------------------------------------------- image towers
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+
+
+def tiny_config(name: str) -> dict:
+    """A 2-layer, width-64 config of tower ``name`` (its patch size; CLIP projects to 32)."""
+    family, patch, _ = tower_variants()[name]
+    return {**TINY, "patch_size": patch, **({"projection_dim": 32} if family == "clip" else {})}
 
 
 def tower_variants() -> dict:
