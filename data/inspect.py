@@ -41,7 +41,7 @@ def summarize(store: Store) -> dict:
         "T": a.get("T"), "flow_stack": a.get("flow_stack"), "crops": a.get("crops"),
         "frame_size": a.get("frame_size"), "streams": store.streams, "arrays": arrays,
         "backbone": {s: {k: d.get(k) for k in ("name", "sha256", "gflops_per_frame", "num_classes", "logits_stored",
-                                                "layout", "preset")}
+                                                "layout", "preset", "input_size", "resize", "feature")}
                      for s, d in a.get("backbone", {}).items()},
         "flow": (a.get("flow") or {}).get("algorithm"), "settings": a.get("settings", {}),
         "logits_provenance": attempt(store.logits_provenance, {}),
@@ -64,6 +64,12 @@ def format_summary(info: dict, *, max_failures: int = 20) -> str:
                      + f", head {b['num_classes']} classes"
                      + ("" if b.get("logits_stored") else " (its logits are not stored)")
                      + (f", {b['layout']} layout, preset {b['preset']['name']}" if b.get("preset") else ""))
+        if b.get("resize"):
+            r = b["resize"]
+            lines.append(f"  frames resized {r['from'][0]}x{r['from'][1]} -> {r['to'][0]}x{r['to'][1]} "
+                         f"({r['resample']}, {r['reason']}), crops of {b.get('input_size')} px")
+        if b.get("feature"):
+            lines.append(f"  feature: {b['feature']}")
     for name, shape in sorted(info["arrays"].items()):
         lines.append(f"  {name:24s} {tuple(shape)}")
     for stream, prov in info["logits_provenance"].items():

@@ -155,6 +155,8 @@ def test_extract_a_clip_store_rgb_only_and_a_flow_stream_beside_a_tower(video_di
     d = store.attrs["backbone"]["rgb"]
     assert d["resize"]["to"] == [297, 224] and d["preset"]["name"] == "clip" and d["layout"] == "transformers"
     assert "projected image embedding" in d["feature"] and not store.has("rgb/logits") and not store.has("motion")
+    info = CliRunner().invoke(main, ["info", str(video_dir / "clip.zarr")])
+    assert "frames resized 340x256 -> 297x224 (bicubic" in info.output and "crops of 224 px" in info.output
     video = decode.decode(str(video_dir / "videos/left/v0.mp4"), (340, 256)).frames
     bb = create_backbone("clip_vit_b16", checkpoint=ck)
     want = framesel_features(bb, video[store.read("frame_index", 0)], K=10)[0]
