@@ -124,7 +124,7 @@ class Models:
                     if bb.num_classes else "it has no classifier head") + \
                     ": logits not stored; `framesel head` trains the classes' head on the features"
                 if stream in ck:
-                    log.warning("%s stream, checkpoint %s: %s", stream, ck[stream], self.head_notes[stream])
+                    log.info("%s stream, checkpoint %s: %s", stream, ck[stream], self.head_notes[stream])
 
     @property
     def stage(self) -> DeviceStage:
