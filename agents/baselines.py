@@ -166,8 +166,9 @@ class Motion(Selector):
 
     def score(self, states: States) -> torch.Tensor:
         if states.motion is None:
-            raise InputError("the 'motion' baseline needs states.motion (the store's `motion` node, "
-                             "written when flow is extracted); these states have none")
+            raise InputError("the 'motion' baseline needs the store's `motion` node (mean flow magnitude, "
+                             "written when flow is computed); this store has none (extracted with --flow "
+                             "none, or imported features)")
         return _like(states, states.motion)
 
 

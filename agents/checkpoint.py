@@ -15,10 +15,13 @@ refuses anything else, so nothing else is ever written; :func:`read_checkpoint` 
 reader (``load_agent`` and training resume both use it). Format 1 files of earlier framesel
 versions are the same dict except for ``versions.torch``, pickled as torch's own
 ``TorchVersion`` (a ``str`` subclass): that one harmless class is allow-listed so they keep
-loading.
+loading. An agent may also be released as safetensors + JSON (:func:`write_safetensors`,
+``framesel export AGENT.pt --out AGENT.safetensors``): read the same way, without its
+training state.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path, PurePath
 
 import numpy as np
@@ -80,13 +83,50 @@ def non_plain(obj, where: str = "checkpoint") -> list[str]:
     return [f"{where}: {type(obj).__module__}.{type(obj).__qualname__}"]
 
 
+# A released agent as safetensors: its weights as tensors ``state_dict.<name>``, everything
+# else of BASE_KEYS as JSON in the header's metadata under this key (no optimizer or RNG
+# state: it rebuilds the agent, it does not resume training).
+SAFETENSORS_KEY = "framesel_checkpoint"
+
+
+def write_safetensors(ck: dict, path) -> None:
+    """Write checkpoint ``ck`` (from :func:`read_checkpoint`) as safetensors + JSON at ``path``."""
+    from data.torchfile import save_safetensors
+
+    rest = {k: v for k, v in ck.items() if k in BASE_KEYS and k != "state_dict"}
+    try:
+        meta = json.dumps(rest, sort_keys=True)
+    except TypeError as err:
+        raise InputError(f"agent checkpoint for {path}: {err}") from None
+    save_safetensors({f"state_dict.{k}": v for k, v in ck["state_dict"].items()}, path,
+                     metadata={SAFETENSORS_KEY: meta})
+
+
+def _read_safetensors(path) -> dict:
+    from data.torchfile import load_safetensors
+
+    tensors, meta = load_safetensors(path, what="agent checkpoint")
+    try:
+        ck = json.loads(meta[SAFETENSORS_KEY])
+    except (KeyError, json.JSONDecodeError):
+        raise InputError(f"agent checkpoint {path} is a safetensors file but not a framesel agent "
+                         f"(no {SAFETENSORS_KEY!r} JSON in its metadata)") from None
+    if not isinstance(ck, dict):
+        raise InputError(f"agent checkpoint {path}: its {SAFETENSORS_KEY!r} metadata is not a JSON object")
+    ck["state_dict"] = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("state_dict.")}
+    return ck
+
+
 def read_checkpoint(path, *, map_location="cpu") -> dict:
-    """The checkpoint dict at ``path``, loaded as data (weights_only) and checked to be a
-    framesel agent checkpoint of a readable format. Raises InputError naming the file and
-    the cause otherwise (missing, a directory, empty, random bytes, a pickle holding code,
-    a torch file of something else)."""
-    ck = load_torch_data(path, what="agent checkpoint", map_location=map_location,
-                         allowed=(TorchVersion,), hint=HINT)
+    """The checkpoint dict at ``path``, loaded as data (weights_only; a ``.safetensors``
+    agent: tensors and JSON) and checked to be a framesel agent checkpoint of a readable
+    format. Raises InputError naming the file and the cause otherwise (missing, a directory,
+    empty, random bytes, a pickle holding code, a torch file of something else)."""
+    if Path(path).suffix == ".safetensors":
+        ck = _read_safetensors(path)
+    else:
+        ck = load_torch_data(path, what="agent checkpoint", map_location=map_location,
+                             allowed=(TorchVersion,), hint=HINT)
     if not isinstance(ck, dict) or "framesel_checkpoint" not in ck:
         what = f"a dict with keys {', '.join(map(str, list(ck)[:6]))}" if isinstance(ck, dict) \
             else f"a {type(ck).__name__}"

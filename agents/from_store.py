@@ -37,7 +37,7 @@ def rows_for_list(store: Store, videos: VideoList) -> np.ndarray:
 def load_states(store: Store, stream: str, rows, *, observer: str | None = None,
                 feature_maps: bool = False, require_logits: bool = True, load: str = "memory") -> States:
     """States of ``rows`` for ``stream``: features (V,T,K,D) float32, logits (V,T,K,C),
-    labels, motion, optional observer features and feature maps. ``load`` (data/stream.py):
+    labels, motion (None when the store has none), optional observer features and feature maps. ``load`` (data/stream.py):
     ``memory`` reads them all now; ``stream`` gives :class:`StoreRows` views for the per-cell
     arrays (read per mini-batch or block; labels and motion are read now); ``auto`` streams
     when they would not fit comfortably."""
@@ -70,7 +70,8 @@ def load_states(store: Store, stream: str, rows, *, observer: str | None = None,
         log.info("streaming %s's %d videos from %s (--load %s)", stream, len(rows), store.path, load)
     return States(features=feats, logits=logits,
                   labels=torch.from_numpy(labels.astype(np.float32 if multilabel else np.int64)),
-                  motion=torch.from_numpy(store.read_rows("motion", rows).astype(np.float32)),
+                  motion=(torch.from_numpy(store.read_rows("motion", rows).astype(np.float32))
+                          if store.has("motion") else None),     # no flow measured, or imported
                   feature_maps=maps, observer=obs, video_ids=rows, multilabel=multilabel)
 
 

@@ -9,8 +9,10 @@ For each backbone and stream (RGB, and flow with L = 5, 10 channels): GFLOPs per
 
 All on the same frames, in one run; the ratio is framesel's frames/s at batch 16 over the
 naive's.
-Backbones that ship no weights (ResNets, BN-Inception) run from a randomly initialised
-checkpoint in their own layout (speed does not depend on the weights' values).
+Backbones that ship no weights (ResNets, BN-Inception, the image towers) run from a randomly
+initialised checkpoint in their own layout (speed does not depend on the weights' values);
+the towers (CLIP, SigLIP, DINOv2: transformers' classes at their standard sizes, RGB only)
+from a ``save_pretrained`` folder, their input the crop after the processor's resize.
 
     python -m benchmarks.backbones [--device cuda] [--frames 48] [--threads 2] [--only resnet50,...]
 """
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from extract import backbones
+from extract.backbones.towers import VARIANTS
 from tests.peer_checkpoints import random_checkpoint
 
 
@@ -50,7 +53,7 @@ def naive(bb, device):
 
 
 def measure(name: str, stream: str, n: int, device: str, tmp: Path) -> dict:
-    ck = random_checkpoint(name, tmp / f"{name}.pth")
+    ck = random_checkpoint(name, tmp / (name if name in VARIANTS else f"{name}.pth"))
     bb = backbones.create_backbone(name, stream=stream, flow_stack=5, checkpoint=ck)
     size, gflops = bb.spec.input_size, backbones.gflops_per_frame(bb)
     rng = np.random.default_rng(0)
@@ -83,7 +86,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            for stream in ("rgb", "flow"):
+            for stream in ("rgb",) if name in VARIANTS else ("rgb", "flow"):
                 r = measure(name, stream, args.frames, args.device, Path(tmp))
                 print(f"| {r['backbone']} | {r['stream']} | {r['size']} | {r['gflops']:.2f} | {r['framesel']:.1f} | "
                       f"{r['batch4']:.1f} | {r['naive']:.1f} | {r['framesel'] / r['naive']:.2f} |", flush=True)

@@ -41,7 +41,7 @@ def summarize(store: Store) -> dict:
         "T": a.get("T"), "flow_stack": a.get("flow_stack"), "crops": a.get("crops"),
         "frame_size": a.get("frame_size"), "streams": store.streams, "arrays": arrays,
         "backbone": {s: {k: d.get(k) for k in ("name", "sha256", "gflops_per_frame", "num_classes", "logits_stored",
-                                                "layout", "preset")}
+                                                "layout", "preset", "input_size", "resize", "feature")}
                      for s, d in a.get("backbone", {}).items()},
         "flow": (a.get("flow") or {}).get("algorithm"), "settings": a.get("settings", {}),
         "cost": attempt(lambda: cost_summary(store, status), None) if status is not None else None,
@@ -75,10 +75,18 @@ def format_summary(info: dict, *, max_failures: int = 20) -> str:
              + (" (multi-label)" if info["multilabel"] else ""),
              f"flow: {info['flow']}"]
     for stream, b in info["backbone"].items():
+        gflops = b.get("gflops_per_frame")
         lines.append(f"stream {stream}: {b['name']} sha256 {str(b['sha256'])[:12]}… "
-                     f"{b['gflops_per_frame']:.3f} GFLOPs/frame, head {b['num_classes']} classes"
+                     + (f"{gflops:.3f} GFLOPs/frame" if gflops is not None else "GFLOPs/frame unknown")
+                     + f", head {b['num_classes']} classes"
                      + ("" if b.get("logits_stored") else " (its logits are not stored)")
                      + (f", {b['layout']} layout, preset {b['preset']['name']}" if b.get("preset") else ""))
+        if b.get("resize"):
+            r = b["resize"]
+            lines.append(f"  frames resized {r['from'][0]}x{r['from'][1]} -> {r['to'][0]}x{r['to'][1]} "
+                         f"({r['resample']}, {r['reason']}), crops of {b.get('input_size')} px")
+        if b.get("feature"):
+            lines.append(f"  feature: {b['feature']}")
     for name, shape in sorted(info["arrays"].items()):
         lines.append(f"  {name:24s} {tuple(shape)}")
     cost = info.get("cost")

@@ -35,6 +35,7 @@ class Layout:
     thumbnail_size: tuple[int, int] | None = None   # (h, w)
     attrs: dict = field(default_factory=dict)
     cost_stages: tuple[str, ...] | None = None       # names of cost/seconds' columns; None: no cost/*
+    motion: bool = True       # a `motion` node: measured flow (False: no flow, or imported features)
 
     @property
     def num_videos(self) -> int:
@@ -65,7 +66,7 @@ class VideoResult:
     num_frames: int
     fps: float
     frame_index: np.ndarray                  # (T,) int32
-    motion: np.ndarray                       # (T,) float32
+    motion: np.ndarray | None                # (T,) float32; None: not measured (no flow)
     streams: dict[str, dict[str, np.ndarray]]  # name -> {"features", "logits"?, "feature_maps"?}
     thumbnails: np.ndarray | None = None     # (T, h, w, 3) uint8
     cost: VideoCost | None = None            # None: not measured (a store without cost/*)
@@ -74,8 +75,9 @@ class VideoResult:
 def per_video_arrays(layout: Layout) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (row shape, dtype) of every per-video array the layout implies."""
     T = layout.T
-    out = {"videos/num_frames": ((), "int32"), "videos/fps": ((), "float32"),
-           "frame_index": ((T,), "int32"), "motion": ((T,), "float32")}
+    out = {"videos/num_frames": ((), "int32"), "videos/fps": ((), "float32"), "frame_index": ((T,), "int32")}
+    if layout.motion:
+        out["motion"] = ((T,), "float32")
     for s in layout.streams:
         out[f"{s.name}/features"] = ((T, s.crops, s.dim), "float16")
         if s.classes:
@@ -91,10 +93,12 @@ def per_video_arrays(layout: Layout) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def result_rows(result: VideoResult) -> dict[str, np.ndarray]:
-    """Flatten a VideoResult into store array names -> one row each."""
+    """Flatten a VideoResult into store array names -> one row each (no motion row when it
+    was not measured)."""
     rows = {"videos/num_frames": np.int32(result.num_frames), "videos/fps": np.float32(result.fps),
-            "frame_index": np.asarray(result.frame_index, np.int32),
-            "motion": np.asarray(result.motion, np.float32)}
+            "frame_index": np.asarray(result.frame_index, np.int32)}
+    if result.motion is not None:
+        rows["motion"] = np.asarray(result.motion, np.float32)
     for name, arrays in result.streams.items():
         for key, value in arrays.items():
             if value is not None:

@@ -22,7 +22,8 @@ frame_index                 (V, T) int32                             per video
 <stream>/logits_written     (V,) uint8: rows `head` wrote            by `head`, after the rows
 heads/<stream>/<param>      the head's weights (float32)             by `head`, before logits
 <stream>/feature_maps       (V, T, K, h, w, d) float16 (optional)    per video
-motion                      (V, T) float32                           per video
+motion                      (V, T) float32 (absent without flow:     per video
+                            RGB-only with --flow none, imported)
 thumbnails                  (V, T, h, w, 3) uint8 (optional)         per video
 cost/seconds                (V, S) float32 seconds per stage (names: per video (optional, as
                             root attr ``cost_stages``)                all cost/*: older stores lack it)
@@ -138,7 +139,8 @@ class Store(LogitsRecord):
                         for s in a.get("streams", []))
         return Layout(paths=tuple(self.paths), labels=self.labels, T=int(a["T"]), streams=streams,
                       thumbnail_size=tuple(a["thumbnail_size"]) if a.get("thumbnail_size") else None,
-                      attrs=dict(a), cost_stages=tuple(a["cost_stages"]) if a.get("cost_stages") else None)
+                      attrs=dict(a), cost_stages=tuple(a["cost_stages"]) if a.get("cost_stages") else None,
+                      motion="motion" in a.get("arrays", {"motion": None}))
 
     def status(self) -> np.ndarray:
         """(V,) uint8: 0 pending, 1 done, 2 failed."""
@@ -165,6 +167,10 @@ class Store(LogitsRecord):
             raise StoreError(f"{self.path}: video {i} is not done (status "
                              f"{STATUS_NAMES[int(self._read_row('videos/status', i))]})")
         return self._checked_row(name, i)
+
+    def read_array(self, name: str) -> np.ndarray:
+        """A whole array that is not per video (a head's weights ``heads/<stream>/<param>``)."""
+        return np.asarray(self._read_all(name))
 
     def read_rows(self, name: str, indices) -> np.ndarray:
         """Stack rows of done videos ``indices``. One read per row (faster than fancy indexing
@@ -252,6 +258,9 @@ class Store(LogitsRecord):
                 raise StoreError(f"{self.path}: {name} row has shape {value.shape}, "
                                  f"store expects {tuple(expected[name][0])}")
             out[name] = value
+        if "motion" in expected and "motion" not in out:
+            # stores made before motion became optional hold zeros where no flow was computed
+            out["motion"] = np.zeros(expected["motion"][0], np.float32)
         missing = set(expected) - set(out) - {n for n in expected if n.endswith("/logits")}
         if missing:
             raise StoreError(f"{self.path}: video {i} result lacks {sorted(missing)}")

@@ -13,6 +13,9 @@ global becomes an :class:`Inert` placeholder class that takes its arguments and 
 does nothing with them, so the tensors load and no foreign code is imported or run. Globals
 whose module torch blocks outright (``os``, ``posix``, ``subprocess``, ``builtins`` calls
 …) are still refused: a file that reaches for them is not a checkpoint.
+
+safetensors files (:func:`load_safetensors`) hold a JSON header and raw tensor bytes: there is
+nothing to unpickle, so they are read as they are.
 """
 from __future__ import annotations
 
@@ -88,6 +91,31 @@ def load_foreign_torch_data(path, *, what: str = "checkpoint", map_location="cpu
                 raise InputError(f"{what} {path}: {load_error_cause(err)}") from None
             names.add(found.group(1))
     raise InputError(f"{what} {path}: holds more than {rounds} kinds of Python object; refused")
+
+
+def load_safetensors(path, *, what: str = "checkpoint") -> tuple[dict, dict]:
+    """(tensors, metadata) of the safetensors file ``path``: a JSON header and raw tensor
+    bytes, nothing to unpickle. InputError naming ``what``, the file and the cause for a
+    missing path, a directory, an empty or damaged file."""
+    from safetensors import SafetensorError, safe_open
+
+    _check_file(path, what)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"{what} {path}: not a readable safetensors file ({err})") from None
+
+
+def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
+    """Write ``tensors`` ({name: tensor}, made contiguous) and string ``metadata`` to ``path``
+    as safetensors (written beside, then renamed into place)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
 
 
 def _check_file(path, what: str) -> None:

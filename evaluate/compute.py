@@ -181,7 +181,7 @@ class CostModel:
         bb = attrs.get("backbone") or {}
         backbone = {s: float(d["gflops_per_frame"]) for s, d in bb.items()
                     if d and d.get("gflops_per_frame") is not None}
-        return cls(T=int(attrs["T"]), crops=int(attrs.get("crops", 1)), flow_stack=int(attrs.get("flow_stack", 5)),
+        return cls(T=int(attrs["T"]), crops=int(attrs.get("crops", 1)), flow_stack=int(attrs.get("flow_stack", 5) or 0),
                    backbone=backbone, flow_algorithm=(attrs.get("flow") or {}).get("algorithm"), observer=observer)
 
     @classmethod

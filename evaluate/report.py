@@ -123,7 +123,9 @@ def _notes(rows, meta) -> list[str]:
               + (f", seed {f['seed']}" if f.get("seed") is not None else "")
               + f"): {f['cause']}; its {f['rows']} rows are left out" for f in meta.get("failed") or []]
     costs = meta.get("compute")
-    if costs:
+    if costs and costs.get("note"):
+        notes.append(f"Compute {costs['note']}; the GFLOPs columns are empty.")
+    elif costs:
         notes += _compute_notes(costs)
     return notes
 

@@ -63,7 +63,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         check_fusion(cfg.protocol.fusion, streams, store.streams)
         cfg = dataclasses.replace(cfg, protocol=dataclasses.replace(
             cfg.protocol, ms=fit_budgets(cfg.protocol.ms, store.T, clamp=cfg.clamp_m)))
-        baselines = cfg.baselines or tuple(selector_names(learned=False))
+        baselines = pick_baselines(cfg.baselines, store)
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
         splits, first, costs, evaluated = {}, None, {}, []
         for name, list_path in zip(split_names(cfg.test_lists), cfg.test_lists):
@@ -71,8 +71,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             states = {s: load_states(store, s, rows, feature_maps=maps, load=cfg.load) for s in streams}
             methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
             splits[name] = (states, methods)
-            # the split's videos' cost record; each agent's observer: protocols._gflops
-            costs[name] = CostModel.from_store(store, rows)
+            # the split's videos' cost record; each agent's observer: protocols._gflops. None
+            # (GFLOPs left empty) when a stream's backbone cost is unknown (imported features)
+            costs[name] = known_costs(CostModel.from_store(store, rows), streams)
             first, evaluated = first or (states, rows), evaluated + [rows]
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
                                       progress=show_progress(cfg.quiet))
@@ -80,7 +81,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         thumbs = StoreRows(store, "thumbnails", rows, dtype=np.uint8) if store.has("thumbnails") else None
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
-        meta = _meta(cfg, store, agents, CostModel.from_store(store, np.unique(np.concatenate(evaluated))), streams)
+        everything = CostModel.from_store(store, np.unique(np.concatenate(evaluated)))
+        meta = _meta(cfg, store, agents, known_costs(everything, streams, warn=False), streams)
     failed = failures(result_rows)
     try:
         paths = write_report(cfg.out, [r for r in result_rows if "failed" not in r], {**meta, "failed": failed}, extras)
@@ -124,6 +126,35 @@ def split_names(test_lists) -> list[str]:
         if not clash:
             return names
         depth = [d + 1 if n in clash else d for n, d in zip(names, depth)]
+
+
+def pick_baselines(wanted, store) -> tuple[str, ...]:
+    """The baselines to run: ``wanted``, or () = every registered one. A store without a
+    ``motion`` node (no flow measured: ``--flow none``, imported features) leaves the motion
+    baseline out of the default set, and asking for it is an error saying why."""
+    if "motion" in wanted and not store.has("motion"):
+        raise InputError(f"--baselines motion: {store.path} has no `motion` node (mean flow magnitude; "
+                         "extracted with --flow none, or imported features)")
+    if wanted:
+        return tuple(wanted)
+    names = tuple(selector_names(learned=False))
+    if not store.has("motion"):
+        log.info("%s has no motion node: the motion baseline is left out", store.path)
+        names = tuple(n for n in names if n != "motion")
+    return names
+
+
+def known_costs(costs: CostModel, streams, warn: bool = True) -> CostModel | None:
+    """``costs``, or None (GFLOPs left empty, the report says so) when a stream's backbone cost
+    is unknown: features imported without ``--gflops-per-frame`` (logged once when ``warn``)."""
+    unknown = [s for s in streams if s not in costs.backbone]
+    if unknown and not warn:
+        return None
+    if unknown:
+        log.warning("no backbone GFLOPs recorded for stream(s) %s (imported features?): compute is not counted",
+                    ", ".join(unknown))
+        return None
+    return costs
 
 
 def attach_observers(store, rows, states: dict, methods) -> list:
@@ -218,7 +249,8 @@ def _meta(cfg: EvaluateConfig, store, agents, costs: CostModel, streams) -> dict
         "logits_provenance": {s: {k: v for k, v in p.items() if k != "history"}
                               for s, p in store.logits_provenance().items()},
         "streams": list(streams), "classes": store.attrs.get("classes"),
-        "compute": costs.describe(),
+        "compute": costs.describe() if costs is not None else
+        {"note": "not counted: the store records no backbone GFLOPs for an evaluated stream (imported features)"},
         "departures": agent_departures(agents),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -4,7 +4,10 @@
 of several — and keeps everything on the backbones' device: grayscale, the flow pairs, the
 flow itself (tvl1-torch in place; OpenCV's algorithms through one copy to the CPU and back),
 clipping, motion, crops and flips, normalisation and both backbones. Crops are cut a batch at
-a time (the 10-crop flow input of one video would be 500 MB at once).
+a time (the 10-crop flow input of one video would be 500 MB at once). A backbone whose weights
+resize the frames first (an image tower's processor, an input larger than the frame) gets its
+crops from the resized frames (:mod:`extract.resize`: RGB with PIL on the CPU, flow on the
+device); motion is always the decoded frames' flow.
 
 Batching across videos: a group's flow pairs are solved together and its crops fill the
 backbone's batches across video boundaries, so a GPU sees full batches at cheap settings
@@ -30,6 +33,7 @@ from data.layout import COST_PREFIX, result_rows
 from data.store import VideoCost, VideoResult
 from extract import backbones, crops, flow
 from extract.prepare import Prepared
+from extract.resize import resize_flow, resize_frames
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +124,14 @@ class DeviceStage:
             stacks, fields = [None] * len(group), [None] * len(group)
         streams = [{} for _ in group]
         if "rgb" in s.streams:
-            sources = [f[p.rgb_slot] for p, f in zip(group, frames)]          # (T, H, W, 3) uint8 each
-            seconds["backbone:rgb"] = self._backbone("rgb", sources, streams)
+            seconds["backbone:rgb"] = self._backbone("rgb", self._rgb_sources(group, frames), streams)  # (T, H, W, 3) uint8 each
         if "flow" in s.streams:
-            seconds["backbone:flow"] = self._backbone("flow", stacks, streams)  # (T, L, H, W, 2) each
+            resize = self.models.resizes["flow"]
+            sources = stacks if resize is None else [resize_flow(st, resize) for st in stacks]
+            seconds["backbone:flow"] = self._backbone("flow", sources, streams)    # (T, L, H, W, 2) each
         out = []
         for i, (p, st, rows) in enumerate(zip(group, stacks, streams)):
-            motion = (flow.motion_magnitude(st).cpu().numpy() if st is not None
-                      else np.zeros(s.frames, np.float32))
+            motion = flow.motion_magnitude(st).cpu().numpy() if st is not None else None   # no flow: no motion
             cost = _video_cost([seconds[k][i] for k in cost_stages(s)], fields[i])
             out.append((VideoResult(num_frames=p.num_frames, fps=p.fps, frame_index=p.frame_index, motion=motion,
                                     streams=rows, thumbnails=p.thumbnails, cost=cost), list(p.notes)))
@@ -138,6 +142,14 @@ class DeviceStage:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
+
+    def _rgb_sources(self, group: list[Prepared], frames: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each video's (T, H, W, 3) uint8 RGB frames on the device, resized first (on the CPU,
+        with PIL: extract/resize.py) when the RGB backbone asks for it."""
+        resize = self.models.resizes["rgb"]
+        if resize is None:
+            return [f[p.rgb_slot] for p, f in zip(group, frames)]
+        return [self._to_device(resize_frames(p.frames[p.rgb_slot], resize)) for p in group]
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(a)
@@ -171,10 +183,12 @@ class DeviceStage:
         """Run ``stream``'s backbone over every crop of every video of the group; fills
         ``streams[i][stream]`` with {"features" (T,K,D) f16, "logits" (T,K,C) f32?, maps?}.
         Returns each video's share of the seconds it took (by crops)."""
-        t0, runner = time.perf_counter(), self.models.runners[stream]
+        t0 = time.perf_counter()
+        runner, resize = self.models.runners[stream], self.models.resizes[stream]
         bb, s = runner.backbone, self.settings
         S, K = bb.spec.input_size, s.crops
-        boxes = crops.crop_boxes(s.size[0], s.size[1], S, K)
+        width, height = resize.size if resize is not None else s.size
+        boxes = crops.crop_boxes(width, height, S, K)
         if stream == "rgb":
             rows = [_CropRows(x, boxes, S, crops.crop_frames, lambda c: backbones.preprocess_rgb(c, bb.spec))
                     for x in sources]

@@ -98,8 +98,16 @@ class Summary:
 
 def weights_lines(describe: dict) -> list[str]:
     """One line per stream: its weights, the checkpoint layout found and the preset used."""
-    return [f"{stream}: {d['name']} ({d['layout']} layout, preset {d['preset']['name']}, "
-            f"{d['num_classes']}-class head, sha256 {d['sha256'][:12]})" for stream, d in describe.items()]
+    lines = []
+    for stream, d in describe.items():
+        resize = d.get("resize")
+        lines.append(f"{stream}: {d['name']} ({d['layout']} layout, preset {d['preset']['name']}, "
+                     f"{d['num_classes']}-class head, sha256 {d['sha256'][:12]})"
+                     + (f"; frames resized to {resize['to'][0]}x{resize['to'][1]} for its {d['input_size']} px "
+                        "crops" if resize else ""))
+        if d.get("logits_note"):
+            lines.append(f"  {stream}: {d['logits_note']}")
+    return lines
 
 
 def load_list(cfg: ExtractConfig) -> VideoList:
@@ -332,7 +340,7 @@ def _layout(cfg: ExtractConfig, videos: VideoList, describe: dict) -> Layout:
         specs.append(StreamSpec(stream, s.crops, d["feature_dim"], classes, maps))
     return Layout(paths=tuple(videos.paths), labels=videos.labels, T=s.frames, streams=tuple(specs),
                   thumbnail_size=s.thumbnail_size, attrs=_attrs(cfg, videos, describe),
-                  cost_stages=cost_stages(s))
+                   cost_stages=cost_stages(s), motion=s.flow is not None)
 
 
 def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:

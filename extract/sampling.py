@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.errors import InputError
+from data.segments import segment_points
 
 
 @dataclass(frozen=True)
@@ -45,16 +46,6 @@ def _check(num_frames, T, L):
     for name, value, low in (("num_frames", num_frames, 1), ("T", T, 1), ("L", L, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _segment_points(span: int, T: int, train: bool, rng) -> np.ndarray:
-    """(T,) int64 points in [0, span): one per equal segment, centre or uniform random."""
-    tick = span / T
-    offsets = rng.random(T) * tick if train else np.full(T, tick / 2.0)
-    # tick * t + offset, written as TSN writes it so the float rounding (and so the
-    # frames chosen at exact segment boundaries) agrees with TSN's test indices
-    points = np.floor(offsets + tick * np.arange(T)).astype(np.int64)
-    return np.clip(points, 0, span - 1)  # guards float round-up at the very end
 
 
 def _describe(num_frames: int, T: int, L: int, positions: np.ndarray, clamped: int) -> str:
@@ -83,7 +74,7 @@ def tsn_positions(num_frames: int, T: int, L: int, *, train: bool = False,
     n, T, L = int(num_frames), int(T), int(L)
     generator = np.random.default_rng(rng) if train else None
     span = n - L if n >= L + 1 else n  # valid starts; all frames when no stack fits
-    positions = _segment_points(span, T, train, generator)
+    positions = segment_points(span, T, train, generator)
     stacks = np.minimum(positions[:, None] + np.arange(L + 1), n - 1)
     clamped = int(np.count_nonzero(positions + L > n - 1))
     handling = _describe(n, T, L, positions, clamped)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 
 from data.errors import InputError, VideoError
@@ -18,6 +19,9 @@ from data.store import VideoResult
 from extract import backbones, flow
 from extract.device import DeviceStage
 from extract.prepare import prepare_video
+from extract.resize import plan_resize
+
+log = logging.getLogger(__name__)
 
 EXTRACTED_STREAMS = ("rgb", "flow")   # what extract_video produces
 # How a video is processed, not what comes out: batch size changes only how many crops the
@@ -37,8 +41,9 @@ class VideoSettings:
     crops: int = 10                    # 1, 3 or 10 (TSN test protocol: 10)
     size: tuple[int, int] = (340, 256)  # stored frame size (width, height)
     streams: tuple[str, ...] = ("rgb", "flow")
-    backbone: str = "efficientnet_lite0"
+    backbone: str = "efficientnet_lite0"            # every stream's, unless stream_backbones names one
     checkpoints: tuple[tuple[str, str], ...] = ()   # (stream, path) pairs
+    stream_backbones: tuple[tuple[str, str], ...] = ()   # (stream, backbone) pairs: --backbone flow=NAME
     preset: str | None = None          # input scaling (backbones/presets.py); None: the weights' layout's
     flow: flow.FlowConfig | None = field(default_factory=flow.FlowConfig)   # None: no flow at all
     feature_maps: bool = False         # store last conv maps (for the glimpse agent)
@@ -52,12 +57,18 @@ class VideoSettings:
         d["flow"] = self.flow.as_dict() if self.flow else None
         if d["preset"] is None:    # the weights' own: the record (and sha256) of stores before presets
             del d["preset"]
+        if not d["stream_backbones"]:   # one backbone for all: the record of stores before per-stream ones
+            del d["stream_backbones"]
         return json.loads(json.dumps(d))
 
     def sha256(self) -> str:
         """Identifies a compatible store: the hash of the record's identity (data/identity.py:
         without execution settings and checkpoint paths; weights are identified by sha256)."""
         return hashlib.sha256(json.dumps(settings_identity(self.record()), sort_keys=True).encode()).hexdigest()
+
+    def backbone_for(self, stream: str) -> str:
+        """The backbone of ``stream``: its own (``--backbone STREAM=NAME``), else ``backbone``."""
+        return dict(self.stream_backbones).get(stream, self.backbone)
 
     def check(self) -> None:
         """InputError for streams extraction does not produce (none, unknown, twice) and for
@@ -74,34 +85,42 @@ class VideoSettings:
                 raise InputError(f"--streams {given}: unknown stream {name!r}; extraction produces {produced}")
             if name in streams[:i]:
                 raise InputError(f"--streams {given}: stream {name!r} is named twice")
-        seen = set()
-        for stream, path in self.checkpoints:
-            if stream not in streams:
-                raise InputError(f"--checkpoint {stream}={path}: {stream!r} is not one of the extracted "
-                                 f"streams (--streams {given}); write e.g. --checkpoint {streams[0]}={path}")
-            if stream in seen:
-                raise InputError(f"--checkpoint: two checkpoints for stream {stream!r}")
-            seen.add(stream)
+        for option, pairs in (("--backbone", self.stream_backbones), ("--checkpoint", self.checkpoints)):
+            named = [stream for stream, _ in pairs]
+            for stream, value in pairs:
+                if stream not in streams:
+                    raise InputError(f"{option} {stream}={value}: {stream!r} is not one of the extracted "
+                                     f"streams (--streams {given}); write e.g. {option} {streams[0]}={value}")
+                if named.count(stream) > 1:
+                    raise InputError(f"{option}: two values for stream {stream!r}")
 
 
 class Models:
-    """The frozen backbone per stream, built once per process."""
+    """The frozen backbone per stream, built once per process, and how each stream's frames
+    are resized for it (extract/resize.py; None: as decoded)."""
 
     def __init__(self, settings: VideoSettings, device: str = "cpu", num_classes: int = 0):
         ck = dict(settings.checkpoints)
         self.settings, self._stage = settings, None
-        self.runners, self.keep_logits = {}, {}
+        self.runners, self.keep_logits, self.resizes, self.head_notes = {}, {}, {}, {}
         for stream in settings.streams:
-            bb = backbones.create_backbone(settings.backbone, stream=stream, flow_stack=settings.flow_stack,
-                                           checkpoint=ck.get(stream), preset=settings.preset)
+            bb = backbones.create_backbone(settings.backbone_for(stream), stream=stream,
+                                           flow_stack=settings.flow_stack, checkpoint=ck.get(stream),
+                                           preset=settings.preset)
             self.runners[stream] = backbones.BackboneRunner(bb, settings.batch_size, device)
+            self.resizes[stream] = plan_resize(bb.spec, settings.size, stream)
             # Logits are stored only when the head speaks the dataset's classes (a user's
-            # fine-tuned checkpoint). The embedded ImageNet head does not: `framesel head`
-            # trains one on the cached features instead of storing 1000 useless scores.
+            # fine-tuned checkpoint). Any other head (the embedded ImageNet one, a user's
+            # ImageNet file) or none (an image tower, a features-only file): the features are
+            # stored and `framesel head` trains the classes' head on them (issue 26.7).
             self.keep_logits[stream] = bb.num_classes == num_classes
-            if stream in ck and bb.num_classes != num_classes:
-                raise InputError(f"checkpoint {ck[stream]} has a {bb.num_classes}-class head but the "
-                                 f"list has {num_classes} classes")
+            if not self.keep_logits[stream] and (stream in ck or not bb.num_classes):  # (not the embedded ImageNet head)
+                self.head_notes[stream] = (
+                    f"its {bb.num_classes}-class head does not fit the list's {num_classes} classes"
+                    if bb.num_classes else "it has no classifier head") + \
+                    ": logits not stored; `framesel head` trains the classes' head on the features"
+                if stream in ck:
+                    log.info("%s stream, checkpoint %s: %s", stream, ck[stream], self.head_notes[stream])
 
     @property
     def stage(self) -> DeviceStage:
@@ -114,17 +133,20 @@ class Models:
         return self.runners[stream].backbone
 
     def describe(self) -> dict:
-        """Per-stream backbone record for the store: name, weights, preprocessing, cost."""
+        """Per-stream backbone record for the store: name, weights, preprocessing (resize,
+        crop, mean/std), what the feature is, whether the head's logits are stored, cost."""
         out = {}
         for stream, runner in self.runners.items():
             bb = runner.backbone
-            spec = bb.spec
-            out[stream] = {"name": spec.name, "file": spec.file, "sha256": spec.sha256,
-                           "source": spec.source, "input_size": spec.input_size,
+            spec, resize = bb.spec, self.resizes[stream]
+            out[stream] = {"name": spec.name, "backbone": self.settings.backbone_for(stream), "file": spec.file,
+                           "sha256": spec.sha256, "source": spec.source, "input_size": spec.input_size,
+                           "resize": resize.record() if resize else None, "feature": spec.feature,
                            "mean": list(spec.mean), "std": list(spec.std),
                            "layout": spec.layout, "preset": spec.preset.record(),
                            "in_channels": bb.in_channels, "feature_dim": bb.feature_dim,
                            "num_classes": bb.num_classes, "logits_stored": self.keep_logits[stream],
+                           "logits_note": self.head_notes.get(stream, ""),
                            "feature_map_shape": list(bb.feature_map_shape),
                            "gflops_per_frame": backbones.gflops_per_frame(bb),
                            "flops_convention": "FLOPs (2 x multiply-accumulates), torch.utils.flop_counter"}

@@ -7,60 +7,17 @@ nor OpenCV (tests/test_cli.py checks it in a fresh interpreter).
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
-import os
-import shlex
 import sys
-from functools import wraps
 from pathlib import Path
 
 import click
 
-from data.errors import FrameselError
-from pipeline.options import (AgentPaths, SpreadCommand, checkpoints, flatten, fusion_weights, int_list,
+from pipeline import cli_files
+from pipeline.edge import command_line, domain_errors, os_error_line, quiet_option  # noqa: F401 (os_error_line: API)
+from pipeline.options import (AgentPaths, SpreadCommand, backbones, checkpoints, flatten, fusion_weights, int_list,
                               slurm_extra)
-
-
-def _command_line() -> str:
-    return "framesel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def domain_errors(fn):
-    """Turn framesel's typed errors, the file system's (OSError: permission, full disk, a path
-    beneath a regular file) and running out of memory into a clean one-line error and exit
-    code 1. Anything else is a bug and keeps its traceback."""
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except FrameselError as err:
-            raise click.ClickException(str(err)) from err
-        except OSError as err:
-            raise click.ClickException(os_error_line(err)) from err
-        except MemoryError as err:
-            raise click.ClickException(
-                "out of memory" + (" with --load memory: --load stream (or auto) reads the list's states a "
-                                   "mini-batch at a time" if kwargs.get("load") == "memory" else
-                                   " (the light stage's --load stream reads a list's states a mini-batch at "
-                                   "a time)")) from err
-    return wrapper
-
-
-def os_error_line(err: OSError) -> str:
-    """'PATH: cause' of a file-system error (both paths of a rename or copy). A directory
-    wanted where a regular file is (EEXIST, ENOTDIR) names that file."""
-    cause = err.strerror or str(err) or type(err).__name__
-    names = [os.fsdecode(n) for n in (err.filename, err.filename2) if n is not None]
-    if not names:
-        return cause
-    if err.errno in (errno.EEXIST, errno.ENOTDIR) and len(names) == 1:
-        blocker = next((p for p in (Path(names[0]), *Path(names[0]).parents) if p.exists()), None)
-        if blocker is not None and not blocker.is_dir():
-            cause = f"{blocker} is a file, not a directory" if str(blocker) != names[0] else \
-                "exists and is not a directory"
-    return f"{' -> '.join(names)}: {cause}"
 
 
 @click.group()
@@ -76,10 +33,6 @@ def main(verbose):
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-# One spelling for every command that shows progress (extract, head, train, evaluate, demo;
-# submit passes it on to its tasks with the other extract options).
-quiet_option = click.option("--quiet", is_flag=True,
-                            help="No progress bars (they are off too when the CI environment variable is set).")
 # One spelling for the light stage's choice of where a list's states live (data/stream.py).
 load_option = click.option("--load", default="auto", show_default=True,
                            type=click.Choice(["auto", "memory", "stream"]),
@@ -133,14 +86,17 @@ def _shard(ctx, param, value):
 @click.option("--flow-param", multiple=True, metavar="NAME=VALUE", help="Override a flow parameter, e.g. epsilon=0.05.")
 @click.option("--quantize-flow/--no-quantize-flow", default=False, help="Map flow to uint8 like TSN's JPEGs.")
 @click.option("--crops", default=10, show_default=True, type=click.Choice(["1", "3", "10"]), help="Crops per position.")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True)
+@click.option("--backbone", "backbone", multiple=True, callback=backbones, metavar="[STREAM=]NAME",
+              help="Backbone of every stream (default efficientnet_lite0), or of one (flow=resnet50): an "
+                   "image tower (clip_vit_b16, siglip_b16, dinov2_b14, …) takes RGB only.")
 @click.option("--checkpoint", multiple=True, callback=checkpoints, metavar="[STREAM=]PATH",
-              help="Your trained weights for a stream (mmaction2, TSN/TSM-pytorch, caffe BN-Inception, "
-                   "torchvision or framesel files; the layout is detected from the keys); plain PATH means rgb. "
+              help="Your weights for a stream (.pth/.pt/.safetensors: mmaction2, TSN/TSM-pytorch, caffe "
+                   "BN-Inception, torchvision or framesel files; an image tower's model.safetensors or its "
+                   "folder, or an OpenCLIP file; the layout is detected from the keys); plain PATH means rgb. "
                    "The first '=' after a stream name ends it, so PATH may hold '='.")
 @click.option("--preset", default=None, metavar="NAME",
-              help="Input scaling of both streams (framesel, mmaction2, tsn_pytorch, caffe_bgr, imagenet); "
-                   "default: the one the checkpoint's layout implies.")
+              help="Input scaling of both streams (framesel, mmaction2, tsn_pytorch, caffe_bgr, imagenet, clip, "
+                   "siglip); default: the one the checkpoint's layout implies.")
 @click.option("--streams", default="rgb,flow", show_default=True)
 @click.option("--feature-maps/--no-feature-maps", default=False, help="Also store conv maps (glimpse agent).")
 @click.option("--thumbnails/--no-thumbnails", default=True, help="Store small frames for reports.")
@@ -160,7 +116,7 @@ def extract(**params):
     from extract.run import run_extraction
     from pipeline.config import extract_config
 
-    summary = run_extraction(extract_config(params, _command_line()))
+    summary = run_extraction(extract_config(params, command_line()))
     click.echo(summary.text(), err=not summary.ok)
     if not summary.ok:
         sys.exit(1)
@@ -230,7 +186,7 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, load
     cfg = HeadStageConfig(store=store_path, train_list=train_list,
                           streams=tuple(s for s in streams.split(",") if s),
                           head=HeadConfig(hidden=hidden, epochs=epochs, lr=lr, seed=seed),
-                          device=device, load=load, quiet=quiet, command=_command_line())
+                          device=device, load=load, quiet=quiet, command=command_line())
     for stream, prov in run_head(cfg).items():
         click.echo(f"{stream}: head trained on {prov['num_train']} videos, train accuracy "
                    f"{prov['final_train_accuracy']:.3f}; logits written to {store_path}")
@@ -270,7 +226,7 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
     cfg = TrainStageConfig(store=store_path, agent=agent_name, train_list=train_list, out=out,
                            stream=stream, observer=observer,
                            overrides=parse_assignments(overrides, "--set", underscores=True),
-                           seed=seed, device=device, load=load, quiet=quiet, command=_command_line())
+                           seed=seed, device=device, load=load, quiet=quiet, command=command_line())
     agents = run_train_seeds(cfg, seeds, together, partner)
     for agent in agents:
         path = agent.checkpoint_path
@@ -321,7 +277,7 @@ def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, f
                          baselines=tuple(b for b in baselines.split(",") if b),
                          streams=tuple(s for s in streams.split(",") if s),
                          protocol=ProtocolConfig(**proto), clamp_m=not ms, load=load, quiet=quiet,
-                         command=_command_line())
+                         command=command_line())
     paths = run_evaluate(cfg)
     click.echo(f"report: {paths.get('html', paths)}")
     for f in paths.get("failed", ()):
@@ -341,7 +297,7 @@ def demo(out, workers, quiet):
     agent → evaluate → report."""
     from pipeline.demo import DemoRunConfig, run_demo
 
-    result = run_demo(DemoRunConfig(out=out, workers=workers, quiet=quiet, command=_command_line()),
+    result = run_demo(DemoRunConfig(out=out, workers=workers, quiet=quiet, command=command_line()),
                       echo=click.echo)
     click.echo(f"demo finished in {sum(result['seconds'].values()):.0f} s; report: {result['report']}")
     if not result["ok"]:
@@ -390,7 +346,7 @@ def submit(shards, executor_kind, folder, gpus_per_task, cpus_per_task, mem_gb, 
     require_submitit()
     options = {"gpus_per_task": gpus_per_task, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
                "timeout_min": timeout_min, "partition": partition, **slurm_param}
-    cfg = parse_extract_args(extract_args, _command_line())
+    cfg = parse_extract_args(extract_args, command_line())
     if not _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_retries):
         sys.exit(1)
 
@@ -431,6 +387,10 @@ def _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_re
     else:
         click.echo(f"`framesel info {cfg.out}` shows progress")
     return True
+
+
+main.add_command(cli_files.import_command)
+main.add_command(cli_files.export_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

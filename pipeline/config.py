@@ -52,7 +52,8 @@ def extract_config(p: Mapping, command: str = "") -> ExtractConfig:
                                                   params=parse_assignments(p["flow_param"], "--flow-param"))
     settings = VideoSettings(frames=p["frames"], flow_stack=p["flow_stack"], crops=int(p["crops"]),
                              streams=tuple(s.strip() for s in p["streams"].split(",") if s.strip()),
-                             backbone=p["backbone"], checkpoints=p["checkpoint"], preset=p.get("preset"), flow=flow,
+                             backbone=p["backbone"][0], stream_backbones=p["backbone"][1],
+                             checkpoints=p["checkpoint"], preset=p.get("preset"), flow=flow,
                              feature_maps=p["feature_maps"],
                              thumbnail_size=(48, 64) if p["thumbnails"] else None, batch_size=p["batch_size"])
     return ExtractConfig(list_path=p["list_path"], out=p["out"], root=given_root(p), list_format=p["list_format"],

@@ -31,6 +31,16 @@ def checkpoints(ctx, param, values) -> tuple[tuple[str, str], ...]:
     return tuple(parse_checkpoint(v) for v in values)
 
 
+def backbones(ctx, param, values) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """Callback of extract's ``--backbone``: (name for every stream, ((stream, name), ...)
+    overrides of one stream each)."""
+    plain = [v for v in values if "=" not in v]
+    if len(plain) > 1:
+        raise click.BadParameter(f"{', '.join(plain)}: one backbone for every stream, or STREAM=NAME for one")
+    pairs = tuple(tuple(v.split("=", 1)) for v in values if "=" in v)
+    return (plain[0] if plain else "efficientnet_lite0"), pairs
+
+
 def spread_values(args, names) -> list[str]:
     """``--agents a.pt b.pt c.pt`` → ``--agents a.pt --agents b.pt --agents c.pt``: the
     plain words after an option of ``names`` (up to the next option, or ``--``) are each

@@ -1,11 +1,13 @@
 """Shared test helpers: real tiny videos written with the ffmpeg binary imageio-ffmpeg ships."""
+import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the checkout; FRAMESEL_SHARED_DATA names it elsewhere (a worktree)
+SHARED_DATA = Path(os.environ.get("FRAMESEL_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def shared_data(*parts) -> Path:

@@ -95,17 +95,88 @@ def touching_pickle(path, victim) -> None:
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "meta": Evil()}, path)
 
 
-def random_checkpoint(name: str, path, num_classes: int = 7):
+def random_checkpoint(name: str, path, num_classes: int = 7, tiny: bool = False):
     """A bare state_dict of a randomly initialised registered backbone that ships no weights
-    (torchvision's layout for ResNets, the caffe-converted one for BN-Inception); None for
-    backbones with embedded weights."""
+    (torchvision's layout for ResNets, the caffe-converted one for BN-Inception; an image
+    tower's save_pretrained folder, its standard size or with ``tiny`` a 2-layer one of
+    width 64); None for backbones with embedded weights."""
     if name.startswith("resnet"):
         from extract.backbones.resnet import ResNet
         net = ResNet(int(name[len("resnet"):]), 3, num_classes)
     elif name == "bninception":
         from extract.backbones.bninception import BNInception
         net = BNInception(3, num_classes)
+    elif name in tower_variants():
+        return save_tower(name, path, tiny_config(name) if tiny else None)
     else:
         return None
     save_torchvision(net.state_dict(), path)
     return str(path)
+
+
+# ----------------------------------------------------------------------- image towers
+
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+
+
+def tiny_config(name: str) -> dict:
+    """A 2-layer, width-64 config of tower ``name`` (its patch size; CLIP projects to 32)."""
+    family, patch, _ = tower_variants()[name]
+    return {**TINY, "patch_size": patch, **({"projection_dim": 32} if family == "clip" else {})}
+
+
+def tower_variants() -> dict:
+    from extract.backbones.towers import VARIANTS
+    return VARIANTS
+
+
+def tower_model(name: str, config: dict | None = None, seed: int = 0):
+    """A randomly initialised transformers model of tower ``name`` (its standard config, or
+    ``config``), in eval mode."""
+    import transformers
+
+    from extract.backbones.towers import FAMILIES
+    family, _, standard = tower_variants()[name]
+    fam = FAMILIES[family]
+    torch.manual_seed(seed)
+    cfg = getattr(transformers, fam.config_class)(**(config or standard))
+    return getattr(transformers, fam.model_class)(cfg).eval()
+
+
+def save_tower(name: str, folder, config: dict | None = None, seed: int = 0) -> str:
+    """``save_pretrained`` of a random tower: config.json + model.safetensors, as the hubs hold them."""
+    tower_model(name, config, seed).save_pretrained(str(folder))
+    return str(folder)
+
+
+def open_clip_names(state: dict) -> dict:
+    """transformers' CLIPVisionModelWithProjection state -> OpenCLIP's ``visual.*`` keys (q, k,
+    v packed into ``in_proj``, the projection transposed), written independently of framesel's
+    reader (which maps the other way)."""
+    top = {"embeddings.class_embedding": "class_embedding", "embeddings.patch_embedding.weight": "conv1.weight",
+           "embeddings.position_embedding.weight": "positional_embedding"}
+    block = {"self_attn.out_proj.": "attn.out_proj.", "layer_norm1.": "ln_1.", "layer_norm2.": "ln_2.",
+             "mlp.fc1.": "mlp.c_fc.", "mlp.fc2.": "mlp.c_proj."}
+    out, qkv = {}, {}
+    for key, value in state.items():
+        k = key.removeprefix("vision_model.")
+        m = re.match(r"encoder\.layers\.(\d+)\.(.+)$", k)
+        packed = re.match(r"self_attn\.([qkv])_proj\.(weight|bias)$", m.group(2)) if m else None
+        if k in top:
+            out["visual." + top[k]] = value
+        elif k == "visual_projection.weight":
+            out["visual.proj"] = value.t().contiguous()
+        elif k.startswith(("pre_layrnorm.", "post_layernorm.")):
+            out["visual." + ("ln_pre." if k.startswith("pre") else "ln_post.") + k.split(".", 1)[1]] = value
+        elif packed:
+            qkv.setdefault((m.group(1), packed.group(2)), {})[packed.group(1)] = value
+        elif m:
+            old = next(o for o in block if m.group(2).startswith(o))
+            out[f"visual.transformer.resblocks.{m.group(1)}.{block[old]}{m.group(2)[len(old):]}"] = value
+    for (i, kind), parts in qkv.items():
+        out[f"visual.transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat([parts[c] for c in "qkv"])
+    # a text tower beside it, as OpenCLIP files have one
+    out.update({"token_embedding.weight": torch.randn(10, 8), "positional_embedding": torch.randn(4, 8),
+                "text_projection": torch.randn(8, 8), "logit_scale": torch.tensor(4.6),
+                "transformer.resblocks.0.attn.in_proj_weight": torch.randn(24, 8)})
+    return out

@@ -18,6 +18,7 @@ from extract.backbones import (
     LITE0_IMAGENET, backbone_names, create_backbone, gflops_per_frame, preprocess_flow,
     preprocess_rgb, register_backbone, run_batches, sha256_file,
 )
+from extract.backbones.towers import VARIANTS
 from extract.crops import crop_boxes, crop_frames
 from tests.peer_checkpoints import random_checkpoint
 
@@ -72,8 +73,15 @@ def test_registry_lists_and_rejects_names():
 @pytest.mark.parametrize("name", backbone_names())
 @pytest.mark.parametrize("stream", ["rgb", "flow"])
 def test_every_registered_backbone_honours_the_interface(name, stream, tmp_path):
-    """Backbones that ship no weights are built from a random checkpoint in their own layout."""
-    ck = random_checkpoint(name, tmp_path / f"{name}.pth")
+    """Backbones that ship no weights are built from a random checkpoint in their own layout
+    (an image tower: a tiny one; towers take RGB only and say so). A tower's maps are its
+    patch tokens (d = width, not its projected D)."""
+    ck = random_checkpoint(name, tmp_path / f"{name}.pth", tiny=True)
+    tower = name in VARIANTS
+    if tower and stream == "flow":
+        with pytest.raises(InputError, match="RGB only"):
+            create_backbone(name, stream=stream, flow_stack=2, checkpoint=ck)
+        return
     model = create_backbone(name, stream=stream, flow_stack=2, checkpoint=ck)
     size, channels = model.spec.input_size, 3 if stream == "rgb" else 4
     assert model.in_channels == channels and not model.training
@@ -83,7 +91,7 @@ def test_every_registered_backbone_honours_the_interface(name, stream, tmp_path)
         maps = model.forward_feature_maps(x)
     assert feats.shape == (1, model.feature_dim) and logits.shape == (1, model.num_classes)
     h, w, d = model.feature_map_shape
-    assert maps.shape == (1, d, h, w) and d == model.feature_dim
+    assert maps.shape == (1, d, h, w) and (d == model.feature_dim or tower)
     assert len(model.spec.sha256) == 64 and gflops_per_frame(model) > 0
 
 

@@ -1,7 +1,8 @@
 """Reading a user's weights: the file read as data, its key layout detected, keys renamed.
 
 Researchers bring the files their peers' training code wrote (issue 12). Each is read by
-:func:`read_state_dict`: torch's weights-only unpickler first, and for checkpoints that
+:func:`read_state_dict`: a ``.safetensors`` file as it is (a JSON header and raw tensors,
+nothing to unpickle); a torch file with torch's weights-only unpickler first, and for checkpoints that
 carry a training loop's Python objects (mmengine's ``HistoryBuffer``, numpy scalars in the
 metadata) the same data-only reader with inert placeholders for those objects
 (data/torchfile.py): nothing in a file is imported or run. Then :func:`detect_layout` names
@@ -39,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from data.errors import InputError
-from data.torchfile import load_foreign_torch_data
+from data.torchfile import load_foreign_torch_data, load_safetensors
 from extract.backbones.presets import get_preset
 from extract.backbones.spec import WeightSpec
 
@@ -64,17 +65,21 @@ class Detected:
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a checkpoint file, unwrapped from {"state_dict": ...}/{"model": ...}
-    and stripped of DataParallel/compile prefixes.
+    """The tensors of a checkpoint file (a torch file, or ``*.safetensors`` read without
+    unpickling anything), unwrapped from {"state_dict": ...}/{"model": ...} and stripped of
+    DataParallel/compile prefixes.
 
     Raises:
         InputError: missing file, directory, empty file, not a torch file (e.g. a pickle
             reaching for os.system), or not a dict of tensors; one line naming the file.
     """
     path = Path(path)
-    obj, inert = load_foreign_torch_data(path, what="checkpoint")
-    if inert:
-        log.info("%s: read its %s objects as inert placeholders (metadata, not weights)", path, ", ".join(inert))
+    if path.suffix == ".safetensors":      # a JSON header and raw tensors: no pickle on this path
+        obj, _ = load_safetensors(path, what="checkpoint")
+    else:
+        obj, inert = load_foreign_torch_data(path, what="checkpoint")
+        if inert:
+            log.info("%s: read its %s objects as inert placeholders (metadata, not weights)", path, ", ".join(inert))
     for key in _WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -12,7 +12,12 @@ preset            RGB                                          flow (q: 0..255 f
                   std (58.395, 57.12, 57.375)
 ``tsn_pytorch``   RGB 0..1, ImageNet mean/std                  (q / 255 − 0.5) / 0.226
 ``caffe_bgr``     BGR 0..255 minus (104, 117, 128), std 1      q − 128
-``imagenet``      RGB 0..1, ImageNet mean/std (torchvision)    as tsn_pytorch
+``imagenet``      RGB 0..1, ImageNet mean/std (torchvision,    as tsn_pytorch
+                  DINOv2)
+``clip``          RGB 0..1, OpenAI CLIP's mean/std             (image towers take no flow)
+                  (0.4815, 0.4578, 0.4082) / (0.2686, 0.2613,
+                  0.2758)
+``siglip``        RGB in [-1, 1] (SigLIP: mean = std = 0.5)    (image towers take no flow)
 ================  ==========================================  ==============================
 
 Means and stds are stored on the [0, 1] pixel scale whatever the family's own units
@@ -34,6 +39,8 @@ from extract.arrays import as_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)       # OpenAI CLIP (open_clip's OPENAI_DATASET_MEAN)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("tsn_pytorch", IMAGENET_MEAN, IMAGENET_STD, False, 1 / (255 * 0.226), -0.5 / 0.226, True),
     Preset("caffe_bgr", (104 / 255, 117 / 255, 128 / 255), (1 / 255, 1 / 255, 1 / 255), True, 1.0, -128.0, True),
     Preset("imagenet", IMAGENET_MEAN, IMAGENET_STD, False, 1 / (255 * 0.226), -0.5 / 0.226, True),
+    Preset("clip", CLIP_MEAN, CLIP_STD, False, 1 / 127.5, -1.0, False),
+    Preset("siglip", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), False, 1 / 127.5, -1.0, False),
 )}
 
 

@@ -46,13 +46,6 @@ def _resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _forward_all(backbone: Backbone, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(B, C_in, S, S) -> ((B, D) features, (B, C) logits, (B, d, h, w) maps) in one pass."""
-    maps = backbone.forward_feature_maps(x)
-    feats = maps.mean(dim=(2, 3))
-    return feats, backbone.forward_head(feats), maps
-
-
 class BackboneRunner:
     """Feeds frames through a backbone in batches, under inference_mode, channels_last.
 
@@ -72,7 +65,7 @@ class BackboneRunner:
         self.compiled = compile
 
         def step(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            return _forward_all(backbone, x)
+            return backbone.forward_all(x)
         self._step = torch.compile(step) if compile else step
 
     def __call__(self, x: np.ndarray | Tensor, return_maps: bool = False

@@ -32,6 +32,10 @@ class WeightSpec:
 
     ``layout``: the checkpoint layout the weights were read from (``framesel`` for the
     embedded ones; extract/backbones/checkpoints.py detects the others).
+    ``resize``: the short side frames are resized to before the crops are cut (the model's
+    own preprocessing, e.g. CLIP's 224, DINOv2's 256); None: the decoded frame as it is,
+    unless the crop exceeds it (extract/resize.py). ``resample``: PIL's filter for it.
+    ``feature``: what the D-vector is, in words (the store records it).
     """
 
     name: str
@@ -42,6 +46,9 @@ class WeightSpec:
     source: str
     preset: Preset
     layout: str = "framesel"
+    resize: int | None = None
+    resample: str = "bicubic"
+    feature: str = "spatial mean of the last convolutional maps"
 
     @property
     def mean(self) -> tuple[float, float, float]:
@@ -83,6 +90,13 @@ class Backbone(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, in_channels, S, S) float32 -> (B, D) float32 globally average-pooled features."""
         return self.forward_feature_maps(x).mean(dim=(2, 3))
+
+    def forward_all(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, in_channels, S, S) -> ((B, D) features, (B, C) logits, (B, d, h, w) maps), all
+        float32, in one pass (what extraction stores)."""
+        maps = self.forward_feature_maps(x)
+        feats = maps.mean(dim=(2, 3))
+        return feats, self.forward_head(feats), maps
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, in_channels, S, S) float32 -> ((B, D) features, (B, C) logits), both float32."""
@@ -152,8 +166,8 @@ def create_backbone(name: str, *, stream: str = "rgb", flow_stack: int = 5,
         name: a registered backbone (see :func:`backbone_names`).
         stream: "rgb" (3 input channels) or "flow" (2 * flow_stack channels).
         flow_stack: L, number of stacked flow fields for the flow stream.
-        checkpoint: a user's trained weights (.pt/.pth, any layout checkpoints.py reads);
-            None for the embedded weights.
+        checkpoint: a user's trained weights (.pt/.pth/.safetensors, any layout checkpoints.py
+            reads; an image tower's model.safetensors or its folder); None for the embedded weights.
         preset: a preprocessing preset overriding the one the weights' layout implies.
 
     Raises:
