@@ -22,7 +22,7 @@ sequences and all N episodes are sampled, rewarded and back-propagated at once �
 sequential over videos. ``batch_size`` B > 1 averages B videos' gradients per update, a
 departure (see :class:`ASConfig`); ``benchmarks/agents.py`` times both against a literal
 per-video Algorithm 1. ``train --seeds N --together`` runs N seeds' Algorithm 1 side by side
-in one batched network (:class:`StackedASNet`, agents/together.py): the same per-video
+in one batched network (:class:`StackedASNet`, agents/batched_seeds.py): the same per-video
 updates of each seed, to float rounding.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from agents.base import MODES, Agent, States, aggregate, register, top_m_mask
 from agents.options import check_ranges
-from agents.together import StackedParameters, stacked_linear, stacked_lstm
+from agents.batched_seeds import StackedParameters, stacked_linear, stacked_lstm
 from agents.rl import MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, multistep_lr, reinforce_loss
 from data.errors import InputError
 
@@ -133,7 +133,7 @@ class ASNet(nn.Module):
 
 
 class StackedASNet(nn.Module):
-    """N seeds' :class:`ASNet` as one batched network (agents/together.py):
+    """N seeds' :class:`ASNet` as one batched network (agents/batched_seeds.py):
     (N, S, T, F) -> (N, S, T) keep probabilities, each seed's sequences through its own weights."""
 
     def __init__(self, nets: list[ASNet], proj: bool):
@@ -275,7 +275,7 @@ class ASAgent(Agent):
         """One update of Algorithm 1 (lines 3–13): ``batches`` holds one (idx, States) per
         seed — the training videos idx (B,) and their states; B = 1 is the paper's per-video
         update; all N episodes and K crops at once. One seed (``self.module``), or several
-        through ``stack`` (agents/together.py), each with its generator ``gens[s]`` and
+        through ``stack`` (agents/batched_seeds.py), each with its generator ``gens[s]`` and
         baselines ``baselines[s]``. Returns the step's diagnostics per seed as (seeds,)
         detached tensors (means over its B videos), so that a per-video loop never waits on
         a device sync for them."""
@@ -349,7 +349,7 @@ class ASAgent(Agent):
         """Algorithm 1 over the training videos; the row adds the mean baseline b."""
         return self._epoch([ctx], ctx.optimizer, epoch)[0]
 
-    # -- several seeds in one batched pass (agents/together.py) --------------------------
+    # -- several seeds in one batched pass (agents/batched_seeds.py) --------------------------
     trains_seeds_together = True
 
     def stack(self, agents: list["ASAgent"]) -> "StackedASNet":

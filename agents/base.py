@@ -12,133 +12,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
+from agents.checkpoint import (agent_from_checkpoint, append_jsonl, load_agent,  # noqa: F401  (re-exported)
+                               restore_weights, write_jsonl)
 from agents.registry import register, selector_class, selector_names  # noqa: F401  (re-exported)
-from data.errors import InputError, StoreError, UnknownNameError
+from agents.states import MODES, States  # noqa: F401  (re-exported: the agents' front door)
+from data.errors import InputError, StoreError
 from data.space import is_full, short_error
-from data.stream import is_streamed, prefetch
-
-MODES = ("frame", "region")
-
-
-# the States fields with one row per video (the rest: video_ids, multilabel)
-_PER_VIDEO = ("features", "logits", "labels", "motion", "feature_maps", "observer")
-
-
-@dataclass
-class States:
-    """Cached backbone outputs of V videos for one stream: the agents' whole world.
-
-    features: (V, T, K, D) float32; logits: (V, T, K, C) float32 per-frame classifier logits;
-    labels: (V,) int64, or (V, C) float32 multi-hot when ``multilabel``; motion: (V, T)
-    float32 mean flow magnitude or None; feature_maps: (V, T, K, h, w, d) float32 or None;
-    observer: (V, T, K, D') float32 features of a cheap stream (DSN's observation) or None;
-    video_ids: (V,) int64 rows of the store these came from.
-
-    features, logits, feature_maps and observer may instead be :class:`data.stream.StoreRows`
-    views of the store (``load_states(load="stream")``): they index like tensors along the
-    video axis and are read by :meth:`batches` or :meth:`subset`, a mini-batch at a time.
-    """
-
-    features: torch.Tensor
-    logits: torch.Tensor
-    labels: torch.Tensor
-    motion: torch.Tensor | None = None
-    feature_maps: torch.Tensor | None = None
-    observer: torch.Tensor | None = None
-    video_ids: np.ndarray | None = None
-    multilabel: bool = False
-
-    def __post_init__(self):
-        V, T, K, _ = self.features.shape
-        if self.logits.shape[:3] != (V, T, K):
-            raise InputError(f"logits {tuple(self.logits.shape)} do not match features {tuple(self.features.shape)}")
-        if self.labels.shape[0] != V:
-            raise InputError(f"{self.labels.shape[0]} labels for {V} videos")
-        if self.video_ids is None:
-            self.video_ids = np.arange(V, dtype=np.int64)
-
-    @property
-    def shape(self) -> tuple[int, int, int, int, int]:
-        """(V, T, K, D, C)."""
-        V, T, K, D = self.features.shape
-        return V, T, K, D, self.logits.shape[-1]
-
-    @property
-    def probs(self) -> torch.Tensor:
-        """(V, T, K, C) softmax of the per-frame logits."""
-        return torch.softmax(self.logits, dim=-1)
-
-    @property
-    def streamed(self) -> bool:
-        """True when some arrays are :class:`data.stream.StoreRows` views, read per batch."""
-        return any(is_streamed(getattr(self, f)) for f in _PER_VIDEO)
-
-    def batches(self, order, batch_size: int, *, device="cpu", depth: int | None = None,
-                read_videos: int = 32):
-        """``(idx, states of idx on device)`` for consecutive ``batch_size`` slices ``idx`` of
-        ``order`` (a 1-D index tensor): the one mini-batch source of the light stage. In-memory
-        states are indexed inline. Streamed ones are read ``read_videos`` videos (at least a
-        batch) at a time; for a GPU ``depth`` (default 2) reads ahead on background threads
-        (data.stream.prefetch) through pinned memory, while the device computes. On the CPU
-        (default depth 0) they are read inline: a reader thread there competes with the
-        trainer for the GIL and the cores, and made an ``as`` epoch 1.4x slower than in memory
-        on 2 cores where inline reads cost 1.04x (a read is ~0.6 ms a video, the update 45 ms)."""
-        if not self.streamed:
-            for s in range(0, len(order), batch_size):
-                yield order[s:s + batch_size], self.subset(order[s:s + batch_size])
-            return
-        per_read = max(1, read_videos // batch_size) * batch_size
-        cuda = torch.device(device).type == "cuda"
-        depth = (2 if cuda else 0) if depth is None else depth
-
-        def read(idx):
-            many = self.subset(idx)
-            return idx, (many.pin().to(device, non_blocking=True) if cuda else many)
-
-        for idx, many in prefetch(read, [order[s:s + per_read] for s in range(0, len(order), per_read)],
-                                  depth=depth):
-            if per_read == batch_size:
-                yield idx, many
-                continue
-            for s in range(0, len(idx), batch_size):
-                yield idx[s:s + batch_size], many.subset(torch.arange(s, min(len(idx), s + batch_size)))
-
-    def pin(self) -> "States":
-        """The same states in page-locked memory (for asynchronous copies to a GPU)."""
-        return dataclasses.replace(self, **{f: None if getattr(self, f) is None else getattr(self, f).pin_memory()
-                                            for f in _PER_VIDEO})
-
-    def subset(self, idx, *, views: tuple[str, ...] = ()) -> "States":
-        """The same states for the videos ``idx`` (a 1-D index array or tensor). Streamed
-        arrays are read, except those named in ``views``, which stay unread views."""
-        idx_t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-
-        def pick(name):
-            x = getattr(self, name)
-            if x is None:
-                return None
-            return x.subset(idx_t) if name in views and is_streamed(x) else x[idx_t.to(x.device)]
-
-        return dataclasses.replace(self, **{f: pick(f) for f in _PER_VIDEO},
-                                   video_ids=np.asarray(self.video_ids)[np.asarray(idx)])
-
-    def to(self, device, non_blocking: bool = False, keep_views: bool = False) -> "States":
-        """The same states on ``device``; streamed arrays stay views for the CPU and are read
-        whole for any other device (``keep_views``: stay unread views, for selectors that
-        never read them)."""
-        move = lambda x: None if x is None else (  # noqa: E731
-            x if keep_views and is_streamed(x) else
-            x.to(device) if is_streamed(x) else x.to(device, non_blocking=non_blocking))
-        return dataclasses.replace(self, **{f: move(getattr(self, f)) for f in _PER_VIDEO})
-
 
 @dataclass(frozen=True)
 class Selection:
@@ -287,12 +172,12 @@ class Agent(Selector):
     # True when train_epoch reads its videos through States.batches (a mini-batch at a
     # time), so `framesel train --load stream` can leave the list's states in the store
     streams_training: ClassVar[bool] = False
-    # True when N seeds can train in one batched pass (agents/together.py: the agent gives
+    # True when N seeds can train in one batched pass (agents/batched_seeds.py: the agent gives
     # ``stack(agents)`` and ``train_epoch_together``): `framesel train --seeds N --together`
     trains_seeds_together: ClassVar[bool] = False
     # False for agents that never read the per-frame logits (they predict with their own
     # network from the features): evaluate then does not require the logits they were
-    # trained beside (agents/stage.check_agent_matches)
+    # trained beside (agents/train_stage.check_agent_matches)
     reads_logits: ClassVar[bool] = True
 
     # The paper's separately trained no-selection model of the same network, by registered
@@ -405,60 +290,3 @@ class Agent(Selector):
             cause = "disk full writing" if is_full(err) else "cannot write"
             raise StoreError(f"{cause} agent checkpoint {path}: {short_error(err)}; what was there before "
                              "is untouched") from None
-
-
-def agent_from_checkpoint(ck: dict, path) -> Agent:
-    """Rebuild the agent a checkpoint dict (from :func:`read_checkpoint`) describes: its
-    class, config, shapes, seed, weights, store identity and history."""
-    from agents.checkpoint import trained_config
-    from agents.options import make_config
-
-    try:
-        cls = selector_class(ck["agent"])
-    except UnknownNameError as err:
-        raise InputError(f"agent checkpoint {path}: {err}") from None
-    if not cls.learned:
-        raise InputError(f"agent checkpoint {path} names {ck['agent']!r}, a baseline, not an agent")
-    config = make_config(cls.Config, trained_config(cls.Config, ck), owner=f"agent checkpoint {path}: {ck['agent']}")
-    agent = cls(config, num_classes=ck["num_classes"], feature_dim=ck["feature_dim"], seed=ck["seed"])
-    restore_weights(agent, ck, path)
-    agent.store_identity = dict(ck.get("store") or {})
-    return agent
-
-
-def restore_weights(agent: Agent, ck: dict, path) -> None:
-    """Load a checkpoint dict's weights and history into ``agent`` (for load_agent and for
-    a resumed run alike); weights that do not fit are an InputError naming the file."""
-    try:
-        agent.module.load_state_dict(ck["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0][:300]
-        raise InputError(f"agent checkpoint {path}: its weights do not fit {ck['agent']} ({first})") from None
-    agent.history = list(ck.get("history") or [])
-
-
-def load_agent(path, *, map_location="cpu") -> Agent:
-    """Rebuild an agent from its checkpoint alone, read as data (never executed)."""
-    from agents.checkpoint import read_checkpoint
-
-    return agent_from_checkpoint(read_checkpoint(path, map_location=map_location), path)
-
-
-def append_jsonl(path, row: dict) -> None:
-    """One training-log row per line (reward, entropy, fraction kept, loss per epoch)."""
-    if path is not None:
-        _write_jsonl(path, [row], "a")
-
-
-def write_jsonl(path, rows) -> None:
-    """Replace the training log at ``path`` with ``rows`` (a fresh run: none; a resumed
-    run: the checkpoint's history, so rows of an epoch killed after its checkpoint go)."""
-    _write_jsonl(path, rows, "w")
-
-
-def _write_jsonl(path, rows, mode: str) -> None:
-    try:
-        with open(path, mode, encoding="utf-8") as fh:
-            fh.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
-    except OSError as err:
-        raise StoreError(f"cannot write training log {path}: {err.strerror or err}") from None

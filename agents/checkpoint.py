@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch.torch_version import TorchVersion
 
-from data.errors import InputError
+from agents.registry import selector_class
+from data.errors import InputError, StoreError, UnknownNameError
 from data.identity import differences
 from data.torchfile import load_torch_data
 
@@ -146,7 +147,7 @@ def read_checkpoint(path, *, map_location="cpu") -> dict:
         raise InputError(f"agent checkpoint {path} is damaged: {err}") from None
 
 
-# What an agent's training read (its checkpoint's ``store`` record, agents/stage.py), in the
+# What an agent's training read (its checkpoint's ``store`` record, agents/train_stage.py), in the
 # keys a resumed run and the seeds of one method must share: the stream(s), the training list,
 # the features (data/identity.features_identity) and the logits (logits_identity) it read.
 # Checkpoints written before the features were recorded compare their settings hash instead.
@@ -206,3 +207,59 @@ def check_resumable(agent, ck: dict, path) -> None:
     if done > total:
         raise InputError(f"{path} has already trained {done} epochs, more than the {total} this run "
                          f"asks for (epochs={agent.config.epochs}); a run cannot be shortened")
+
+
+# ----------------------------------------------------------------------------- an agent from its file
+
+def agent_from_checkpoint(ck: dict, path):
+    """Rebuild the agent a checkpoint dict (from :func:`read_checkpoint`) describes: its
+    class, config, shapes, seed, weights, store identity and history."""
+    from agents.options import make_config
+
+    try:
+        cls = selector_class(ck["agent"])
+    except UnknownNameError as err:
+        raise InputError(f"agent checkpoint {path}: {err}") from None
+    if not cls.learned:
+        raise InputError(f"agent checkpoint {path} names {ck['agent']!r}, a baseline, not an agent")
+    config = make_config(cls.Config, trained_config(cls.Config, ck), owner=f"agent checkpoint {path}: {ck['agent']}")
+    agent = cls(config, num_classes=ck["num_classes"], feature_dim=ck["feature_dim"], seed=ck["seed"])
+    restore_weights(agent, ck, path)
+    agent.store_identity = dict(ck.get("store") or {})
+    return agent
+
+
+def restore_weights(agent, ck: dict, path) -> None:
+    """Load a checkpoint dict's weights and history into ``agent`` (for load_agent and for
+    a resumed run alike); weights that do not fit are an InputError naming the file."""
+    try:
+        agent.module.load_state_dict(ck["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0][:300]
+        raise InputError(f"agent checkpoint {path}: its weights do not fit {ck['agent']} ({first})") from None
+    agent.history = list(ck.get("history") or [])
+
+
+def load_agent(path, *, map_location="cpu"):
+    """Rebuild an agent from its checkpoint alone, read as data (never executed)."""
+    return agent_from_checkpoint(read_checkpoint(path, map_location=map_location), path)
+
+
+def append_jsonl(path, row: dict) -> None:
+    """One training-log row per line (reward, entropy, fraction kept, loss per epoch)."""
+    if path is not None:
+        _write_jsonl(path, [row], "a")
+
+
+def write_jsonl(path, rows) -> None:
+    """Replace the training log at ``path`` with ``rows`` (a fresh run: none; a resumed
+    run: the checkpoint's history, so rows of an epoch killed after its checkpoint go)."""
+    _write_jsonl(path, rows, "w")
+
+
+def _write_jsonl(path, rows, mode: str) -> None:
+    try:
+        with open(path, mode, encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    except OSError as err:
+        raise StoreError(f"cannot write training log {path}: {err.strerror or err}") from None

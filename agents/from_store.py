@@ -10,7 +10,7 @@ from agents.base import States
 from data.errors import InputError, StoreError
 from data.lists import VideoList
 from data.store import DONE, Store
-from data.stream import StoreRows, float32_bytes, stream_by_default
+from data.store_rows import StoreRows, float32_bytes, stream_by_default
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def rows_for_list(store: Store, videos: VideoList) -> np.ndarray:
 def load_states(store: Store, stream: str, rows, *, observer: str | None = None,
                 feature_maps: bool = False, require_logits: bool = True, load: str = "memory") -> States:
     """States of ``rows`` for ``stream``: features (V,T,K,D) float32, logits (V,T,K,C),
-    labels, motion (None when the store has none), optional observer features and feature maps. ``load`` (data/stream.py):
+    labels, motion (None when the store has none), optional observer features and feature maps. ``load`` (data/store_rows.py):
     ``memory`` reads them all now; ``stream`` gives :class:`StoreRows` views for the per-cell
     arrays (read per mini-batch or block; labels and motion are read now); ``auto`` streams
     when they would not fit comfortably."""

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from agents.base import Agent, Selection, States, register, top_m_mask
-from agents.glimpse_model import (GlimpseConfig, _GlimpseNet, attention_focus, attention_penalty,
+from agents.glimpse_model import (GlimpseConfig, GlimpseNet, attention_focus, attention_penalty,
                                   classifier_gain, glimpse_reward, step_cross_entropy)
 from agents.rl import categorical_entropy, categorical_log_prob, reinforce_loss, step_and_tally
 from data.errors import InputError
@@ -99,7 +99,7 @@ class GlimpseAgent(Agent):
 
     def build(self) -> nn.Module:
         h, w, d = self.map_shape
-        return _GlimpseNet(self.config, d, h * w, self.num_classes)
+        return GlimpseNet(self.config, d, h * w, self.num_classes)
 
     def _check(self, states: States) -> torch.Tensor:
         cubes = _cubes(states)

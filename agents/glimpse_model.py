@@ -2,7 +2,7 @@
 
 Holds :class:`GlimpseConfig` (every default and departure, with what was measured), eq. 7's
 reward, the attention penalty in its two forms, the LSTM with its location policy
-(:class:`_GlimpseNet`) and :func:`classifier_gain`, the temporal score. The agent
+(:class:`GlimpseNet`) and :func:`classifier_gain`, the temporal score. The agent
 (training loop, scores, selection) is in agents/glimpse.py.
 """
 from __future__ import annotations
@@ -150,7 +150,7 @@ def attention_focus(probs: torch.Tensor) -> torch.Tensor:
     return probs.amax(-1).mean(1)
 
 
-class _GlimpseNet(nn.Module):
+class GlimpseNet(nn.Module):
     def __init__(self, cfg: GlimpseConfig, d: int, cells: int, num_classes: int):
         super().__init__()
         self.cells = cells

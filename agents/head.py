@@ -9,7 +9,7 @@ maps ANY features (V, T, K, D) to per-frame logits (V, T, K, C) float32, which b
 
 Features are read a mini-batch of videos at a time and cast to float32 there, so a
 float16 store of UCF101 (6 GB) never has to fit in memory as float32; given a
-:class:`data.stream.StoreRows` view (``framesel head --load stream``) nothing but the
+:class:`data.store_rows.StoreRows` view (``framesel head --load stream``) nothing but the
 batches in flight is in memory, read ahead on background threads.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from agents.options import check_ranges
 from data.errors import InputError
-from data.stream import is_streamed, prefetch
+from data.store_rows import is_streamed, prefetch
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ departures.
   selection (``Agent.partner`` names it, per agent class): ``tattn`` → ``tattn_noatt``
   (002 §3.3), ``rtsae`` → ``rtsae_nogate`` (004 Table 3), ``glimpse`` → ``glimpse_soft``
   (001 Tables I–II), alternating ``dsn`` → ``dsn_nosampler`` (003 Table I). ``framesel
-  train --agent X`` trains X's partner in the same call (agents/stage.py) and ``framesel
+  train --agent X`` trains X's partner in the same call (agents/train_stage.py) and ``framesel
   evaluate`` pairs the two, seed with seed (evaluate/methods.py). A partner is registered as
   an agent of its own (trainable alone), built on :class:`NoSelection`: at a budget m it
   keeps TSN's m evenly spaced positions and predicts with its own network.

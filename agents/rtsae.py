@@ -21,7 +21,7 @@ trained gate, which stage 3's loss sets: ϕ‖ā‖_1 against the cross-entropy.
 
 Two streams: pass the flow stream's States as ``flow=`` to ``fit``/``score``/``select`` with
 ``Config(two_stream=True)``; ``framesel train --set two_stream=true`` does it with the store's
-flow (agents/stage.py), and evaluate's "fused" rows feed it rgb and flow.
+flow (agents/train_stage.py), and evaluate's "fused" rows feed it rgb and flow.
 
 The network, eq. 12 and the augmentation are in agents/rtsae_model.py; every departure from
 004 is listed, with what was measured, in :class:`RTSAEConfig`'s docstring.
@@ -35,7 +35,7 @@ from torch import nn
 
 from agents.base import Agent, Selection, States, register, top_m_mask
 from agents.rl import bernoulli_entropy, step_and_tally
-from agents.rtsae_model import (RTSAEConfig, _RTSAENet, max_normalise, next_open, nuclear_norm,  # noqa: F401
+from agents.rtsae_model import (RTSAEConfig, RTSAENet, max_normalise, next_open, nuclear_norm,  # noqa: F401
                                 p_psi, rtsae_loss, sparse_projection, temporal_augment)
 from data.errors import InputError
 
@@ -91,7 +91,7 @@ class RTSAEAgent(Agent):
     )
 
     def build(self) -> nn.Module:
-        return _RTSAENet(self.config, self.feature_dim, self.num_classes)
+        return RTSAENet(self.config, self.feature_dim, self.num_classes)
 
     # -- inputs -------------------------------------------------------------------------
     def _check(self, states: States, flow: States | None) -> None:

@@ -179,9 +179,9 @@ class _ALSTMLayer(nn.Module):
         return torch.stack(hs, 1), torch.stack(os_, 1)
 
 
-class _Recogniser(nn.Module):
+class Recogniser(nn.Module):
     """The recognition network the RTSAE gates: F-Net fusion (eqs. 15–16) and the gated
-    sequence classifier (eqs. 13–14). Shared by :class:`_RTSAENet` and the no-gate partner
+    sequence classifier (eqs. 13–14). Shared by :class:`RTSAENet` and the no-gate partner
     (agents/rtsae_nogate.py); ``cfg`` needs ``fusion_dim`` and ``classifier_hidden``."""
 
     def _add_recogniser(self, cfg, feature_dim: int, num_classes: int) -> None:
@@ -216,7 +216,7 @@ class _Recogniser(nn.Module):
         return self.cls_out(h)
 
 
-class _RTSAENet(_Recogniser):
+class RTSAENet(Recogniser):
     """Encoder (stacked aLSTM + attention gate), decoder, F-Net and sequence classifier."""
 
     def __init__(self, cfg: RTSAEConfig, feature_dim: int, num_classes: int):

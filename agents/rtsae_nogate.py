@@ -28,7 +28,7 @@ from agents.base import register
 from agents.options import check_ranges
 from agents.papers import NoSelection
 from agents.rtsae import RTSAEAgent, classification_terms
-from agents.rtsae_model import OPTIMIZERS, _Recogniser
+from agents.rtsae_model import OPTIMIZERS, Recogniser
 from data.errors import InputError
 
 
@@ -67,8 +67,8 @@ class RTSAENoGateConfig:
                      unit_open=("momentum",))
 
 
-class _NoGateNet(_Recogniser):
-    """F-Net and sequence classifier only (agents/rtsae_model.py :class:`_Recogniser`)."""
+class _NoGateNet(Recogniser):
+    """F-Net and sequence classifier only (agents/rtsae_model.py :class:`Recogniser`)."""
 
     def __init__(self, cfg: RTSAENoGateConfig, feature_dim: int, num_classes: int):
         super().__init__()

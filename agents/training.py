@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from agents.base import States, append_jsonl, restore_weights
+from agents.checkpoint import append_jsonl, restore_weights
+from agents.states import States
 from agents.checkpoint import BASE_KEYS, check_resumable, read_checkpoint
 from data.errors import InputError
 

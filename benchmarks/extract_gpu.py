@@ -38,7 +38,7 @@ from extract import backbones
 from extract.device import grayscale
 from extract.flow import FlowConfig, compute_pairs
 from extract.flow_torch import TVL1Params
-from extract.pipeline import take_group
+from extract.schedule import take_group
 from extract.prepare import prepare_video
 from extract.run import ExtractConfig, run_extraction
 from extract.video import Models, VideoSettings

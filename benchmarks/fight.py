@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from agents.head import HeadConfig
-from agents.stage import HeadStageConfig, run_head
+from agents.head_stage import HeadStageConfig, run_head
 from evaluate.protocols import ProtocolConfig
 from evaluate.run import EvaluateConfig, run_evaluate
 from extract.flow import FlowConfig

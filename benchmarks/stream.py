@@ -30,7 +30,7 @@ crops × D = 1280 (EfficientNet-Lite0, framesel's default) float16 features, C =
    weights are identical.
 4. **Seeds together**: ``--seeds-n`` seeds of ``as`` (defaults, per-video updates), one
    epoch on ``--seed-videos`` videos, trained one after another vs in one batched pass
-   (agents/together.py), side by side: seeds/s, the ratio, the largest weight difference.
+   (agents/batched_seeds.py), side by side: seeds/s, the ratio, the largest weight difference.
    Twice: at the real shapes above (on a CPU the arithmetic is the cost) and at tiny ones
    (D = 64, K = 1, hidden 16: each step is per-op overhead, as one video's step is on a GPU).
 5. **Mixed precision** (``as --set precision=bfloat16``): one epoch at the real shapes on
@@ -97,7 +97,7 @@ def write_list(root: Path, name: str, n: int) -> Path:
 
 def read_speed(store_path: Path, lst: Path) -> dict:
     """GB/s of float16 features delivered as float32 batches of 32 by States.batches: inline
-    (a CPU trainer's path) and 2 reads ahead on data.stream.prefetch's 2 threads (a GPU's
+    (a CPU trainer's path) and 2 reads ahead on data.store_rows.prefetch's 2 threads (a GPU's
     path), each in chunk order and shuffled, after one warm-up pass."""
     out = {}
     with open_store(store_path) as store:
@@ -141,7 +141,7 @@ def seeds_speed(store_path: Path, lst: Path, n: int) -> dict:
     """Seconds of one as epoch for n seeds apart vs together, at the store's real shapes and
     at tiny ones (planted states, D 64, K 1, hidden 16), with the largest weight difference."""
     from agents.synthetic import planted_states
-    from agents.together import fit_together
+    from agents.batched_seeds import fit_together
 
     with open_store(store_path) as store:
         real = load_states(store, "rgb", rows_for_list(store, read_list(lst)), load="memory")

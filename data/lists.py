@@ -31,104 +31,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from data.errors import InputError, UnknownNameError
+# the official splits' readers (UCF101, HMDB51, class folders) register themselves on import
+from data.splits import read_hmdb51_split  # noqa: F401 (the front door: data.lists.read_hmdb51_split)
+from data.videolist import (HMDB_FILE, VIDEO_EXTENSIONS, VideoList, check_exist, check_path,  # noqa: F401
+                            INTEGER, check_unique, nonempty, read_classes, read_lines, readers, register_format)
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".3gp", ".ogv"}
-)
 _UCF_LIST_NAME = re.compile(r"^(train|test)list\d+\.txt$", re.IGNORECASE)
-_HMDB_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>\d+)\.txt$")
-_HMDB_SUBSETS = {"train": 1, "test": 2}
-
-
-@dataclass(frozen=True, eq=False)
-class VideoList:
-    """A parsed video list.
-
-    Attributes:
-        paths: (V,) video paths relative to a root directory, exactly as the list gives them.
-        labels: (V,) int32 0-based class indices (-1 = unlabelled), or (V, C) uint8 multi-hot
-            when ``multilabel``. Stored read-only.
-        classes: (C,) class names in index order (``class_<i>`` when the list names none).
-        multilabel: whether ``labels`` is multi-hot.
-        source: what was parsed, ``"<format>:<absolute path>"``.
-        sha256: hex sha256 of the parsed file bytes concatenated in a fixed order (for a
-            single list file, equal to ``sha256sum`` of that file).
-    """
-
-    paths: tuple[str, ...]
-    labels: np.ndarray
-    classes: tuple[str, ...]
-    multilabel: bool
-    source: str
-    sha256: str
-
-    def __post_init__(self):
-        labels = np.asarray(self.labels)
-        _check_labels(labels, len(self.paths), len(self.classes), self.multilabel)
-        labels = np.array(labels, dtype=np.uint8 if self.multilabel else np.int32, copy=True)
-        labels.setflags(write=False)  # frozen means frozen: nobody edits labels in place
-        object.__setattr__(self, "labels", labels)
-        object.__setattr__(self, "paths", tuple(str(p) for p in self.paths))
-        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __eq__(self, other):
-        if not isinstance(other, VideoList):
-            return NotImplemented
-        return (self.paths == other.paths and self.classes == other.classes
-                and self.multilabel == other.multilabel
-                and np.array_equal(self.labels, other.labels))
-
-    __hash__ = None  # labels are an array: equal lists need not hash alike
-
-
-def _check_labels(labels: np.ndarray, num_videos: int, num_classes: int, multilabel: bool):
-    want = (num_videos, num_classes) if multilabel else (num_videos,)
-    if labels.shape != want:
-        raise InputError(f"labels have shape {labels.shape}, expected {want}")
-    if labels.size and not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise InputError(f"labels must be integers, not {labels.dtype}")
-    if multilabel:
-        if labels.size and (labels.min() < 0 or labels.max() > 1):
-            raise InputError("multi-hot labels must be 0 or 1")
-    elif labels.size and (labels.min() < -1 or labels.max() >= num_classes):
-        raise InputError(f"labels must lie in [-1, {num_classes - 1}]")
-
-
-# ----------------------------------------------------------------------------- registry
-
-_READERS: dict[str, Callable[..., VideoList]] = {}
-
-
-def register_format(name: str):
-    """Register ``fn(path: Path, classes, root) -> VideoList`` as list format ``name``."""
-
-    def deco(fn):
-        if name in _READERS:
-            raise ValueError(f"list format {name!r} is already registered")
-        _READERS[name] = fn
-        return fn
-    return deco
 
 
 def available_formats() -> tuple[str, ...]:
-    _load_readers()
-    return tuple(sorted(_READERS))
+    return tuple(sorted(readers()))
 
 
 def read_list(path, *, fmt: str = "auto", classes=None, root=None, multilabel: bool | None = None,
@@ -157,148 +75,47 @@ def read_list(path, *, fmt: str = "auto", classes=None, root=None, multilabel: b
         raise InputError(f"{path}: no such list file or directory")
     if fmt == "auto":
         fmt = _detect_format(path)
-    _load_readers()
-    if fmt not in _READERS:
-        raise UnknownNameError("list format", fmt, _READERS)
+    if fmt not in readers():
+        raise UnknownNameError("list format", fmt, readers())
     kwargs = {"multilabel": multilabel} if fmt == "mmaction2" else {}
     if multilabel is not None and fmt != "mmaction2":
         raise InputError(f"multilabel= applies to mmaction2 lists only, not {fmt}")
-    vl = _READERS[fmt](path, classes=classes, root=root, **kwargs)
+    vl = readers()[fmt](path, classes=classes, root=root, **kwargs)
     if root is not None and fmt != "folder" and require_exist:
-        _check_exist(vl.paths, Path(root))
+        check_exist(vl.paths, Path(root))
     log.debug("read %d videos, %d classes from %s", len(vl), vl.num_classes, vl.source)
     return vl
 
 
 def _detect_format(path: Path) -> str:
     if path.is_dir():
-        if any(_HMDB_FILE.match(p.name) for p in path.glob("*_test_split*.txt")):
+        if any(HMDB_FILE.match(p.name) for p in path.glob("*_test_split*.txt")):
             raise InputError(f"{path} holds HMDB51 split files: use read_hmdb51_split(dir, split=k, subset=...)")
         return "folder"
     if _UCF_LIST_NAME.match(path.name) and (path.parent / "classInd.txt").is_file():
         return "ucf101"
     return "mmaction2"
 
-
-def _check_exist(paths: Sequence[str], root: Path):
-    if not root.is_dir():
-        raise InputError(f"root {root} is not a directory")
-    missing = [p for p in paths if not (root / p).is_file()]
-    if missing:
-        raise InputError(f"{len(missing)} of {len(paths)} videos do not exist under root {root}, "
-                         f"e.g. {', '.join(missing[:3])}")
-
-
-# ----------------------------------------------------------------------------- line parsing
-
-def _read_lines(files: Sequence[Path], hasher) -> list[list[tuple[int, str]]]:
-    """Read files as UTF-8 (CRLF or LF), feeding their bytes to ``hasher`` in order.
-
-    Returns, per file, the non-blank lines as ``(1-based line number, stripped text)``.
-    """
-    out = []
-    for f in files:
-        raw = f.read_bytes()
-        hasher.update(raw)
-        try:
-            text = raw.decode("utf-8-sig")  # tolerate a BOM written by Windows editors
-        except UnicodeDecodeError as err:
-            raise InputError(f"{f}: not UTF-8 text ({err})") from None
-        # split on \n only: str.splitlines would also split on \x0b, \x1c, \u2028, ...
-        lines = [(i, ln.strip()) for i, ln in enumerate(text.split("\n"), start=1)]
-        out.append([(i, ln) for i, ln in lines if ln])
-    return out
-
-
-_INTEGER = re.compile(r"[+-]?\d+")
-
-
-def _parse_int(token: str, where: str, what: str = "label") -> int:
-    if not _INTEGER.fullmatch(token):
-        raise InputError(f"{where}: {what} {token!r} is not an integer")
-    return int(token)
-
-
-def _read_classes(classes, *, one_based_index: bool = False) -> tuple[str, ...] | None:
-    """Class names from a sequence, a one-name-a-line file, or a ``classInd.txt``."""
-    if classes is None:
-        return None
-    if isinstance(classes, (str, Path)):
-        f = Path(classes)
-        if not f.is_file():
-            what = "is a directory, not a file" if f.is_dir() else "does not exist"
-            raise InputError(f"classes file {f} {what}: give a file of class names, one a line")
-        lines = _read_lines([f], hashlib.sha256())[0]
-        names = _parse_class_ind(f, lines) if one_based_index else [ln for _, ln in lines]
-    else:
-        names = [str(c) for c in classes]
-    if not names:
-        raise InputError(f"no class names in {classes!r}")
-    if len(set(names)) != len(names):
-        dup = next(n for i, n in enumerate(names) if n in names[:i])
-        raise InputError(f"class name {dup!r} appears twice in {classes!r}")
-    return tuple(names)
-
-
-def _parse_class_ind(f: Path, lines) -> list[str]:
-    """``classInd.txt``: ``1 ApplyEyeMakeup`` ... with consecutive 1-based indices."""
-    names = []
-    for lineno, ln in lines:
-        parts = ln.split()
-        where = f"{f}:{lineno}"
-        if len(parts) != 2:
-            raise InputError(f"{where}: expected 'index name', got {ln!r}")
-        idx = _parse_int(parts[0], where, "class index")
-        if idx != len(names) + 1:
-            raise InputError(f"{where}: class index {idx}, expected {len(names) + 1} (1-based, in order)")
-        names.append(parts[1])
-    return names
-
-
-def _check_path(p: str, where: str, root) -> None:
-    """A list path must stay under the root (module docstring): no ``..`` part, and absolute
-    only when no root is given."""
-    if ".." in re.split(r"[\\/]", p):
-        raise InputError(f"{where}: path {p!r} climbs out of the root with '..'; list paths must "
-                         "lie under the root directory (--root)")
-    if root is not None and (p.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", p)):
-        raise InputError(f"{where}: path {p!r} is absolute but a root ({root}) was given: write it "
-                         "relative to the root (--root), or give no --root to take absolute paths as they are")
-
-
-def _check_unique(paths: list[str], linenos: list[str]):
-    first: dict[str, str] = {}
-    for p, where in zip(paths, linenos):
-        if p in first:
-            raise InputError(f"{where}: duplicate path {p!r} (first at {first[p]})")
-        first[p] = where
-
-
-def _nonempty(paths, what):
-    if not paths:
-        raise InputError(f"{what}: the list is empty")
-
-
 # ----------------------------------------------------------------------------- mmaction2
 
 @register_format("mmaction2")
 def _read_mmaction2(path: Path, *, classes=None, root=None, multilabel=None) -> VideoList:
     hasher = hashlib.sha256()
-    lines = _read_lines([path], hasher)[0]
-    names = _read_classes(classes)
+    lines = read_lines([path], hasher)[0]
+    names = read_classes(classes)
     if classes is not None and isinstance(classes, (str, Path)):
         hasher.update(Path(classes).read_bytes())  # the class names are part of what was read
     paths, wheres, label_sets = [], [], []
     for lineno, ln in lines:
         where = f"{path}:{lineno}"
         video, labels = _mmaction2_line(ln, where)
-        _check_path(video, where, root)
+        check_path(video, where, root)
         _check_label_values(labels, where, names)
         paths.append(video)
         wheres.append(where)
         label_sets.append(labels)
-    _nonempty(paths, path)
-    _check_unique(paths, wheres)
+    nonempty(paths, path)
+    check_unique(paths, wheres)
     if multilabel is None:
         multilabel = any(len(ls) > 1 for ls in label_sets)
     num_classes = len(names) if names else 1 + max((max(ls) for ls in label_sets if ls), default=-1)
@@ -314,11 +131,11 @@ def _mmaction2_line(ln: str, where: str) -> tuple[str, list[int]]:
     spans = [m.span() for m in re.finditer(r"\S+", ln)]
     tokens = [ln[a:b] for a, b in spans]
     k = len(tokens)
-    while k > 1 and _INTEGER.fullmatch(tokens[k - 1]):
+    while k > 1 and INTEGER.fullmatch(tokens[k - 1]):
         k -= 1
     for j in range(k - 1):
         if Path(tokens[j]).suffix.lower() in VIDEO_EXTENSIONS:
-            bad = next(t for t in tokens[j + 1:k] if not _INTEGER.fullmatch(t))
+            bad = next(t for t in tokens[j + 1:k] if not INTEGER.fullmatch(t))
             raise InputError(f"{where}: label {bad!r} is not an integer (after the video "
                              f"{tokens[j]!r}; a path with spaces must end in its file name)")
     return ln[: spans[k - 1][1]], [int(t) for t in tokens[k:]]
@@ -392,18 +209,3 @@ def subset(vl: VideoList, indices) -> VideoList:
     digest = hashlib.sha256(vl.sha256.encode() + idx.tobytes()).hexdigest()
     return VideoList(tuple(vl.paths[i] for i in idx), vl.labels[idx], vl.classes, vl.multilabel,
                      f"subset({vl.source}, n={idx.size})", digest)
-
-
-
-def read_hmdb51_split(directory, *, split: int = 1, subset: str = "train", classes=None,
-                      root=None, require_exist: bool = True) -> VideoList:
-    """HMDB51's split ``split``: its ``train`` or ``test`` videos (:mod:`data.splits`)."""
-    from data.splits import read_hmdb51_split as read
-    return read(directory, split=split, subset=subset, classes=classes, root=root,
-                require_exist=require_exist)
-
-
-def _load_readers() -> None:
-    # The official splits' readers register themselves when data.splits is imported; done
-    # here, not at module load, so that neither module's import order matters.
-    import data.splits  # noqa: F401

@@ -7,7 +7,7 @@ writes into the lock file. ``flock`` locks belong to the open file: the kernel d
 when the holder exits, however it ends (SIGKILL, OOM, a node reboot for local disks), so a
 killed run never leaves a stale lock behind, only a stale file, which the next run reuses.
 Users: :func:`extract.lock.shard_lock` (extraction) and ``framesel train``'s checkpoint lock
-(agents/stage.py).
+(agents/train_stage.py).
 """
 from __future__ import annotations
 

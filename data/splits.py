@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import InputError
-from data.lists import (_HMDB_FILE, _HMDB_SUBSETS, VIDEO_EXTENSIONS, VideoList, _check_exist, _check_path,
-                        _check_unique, _nonempty, _parse_int, _read_classes, _read_lines, register_format)
+from data.videolist import (HMDB_FILE, HMDB_SUBSETS, VIDEO_EXTENSIONS, VideoList, check_exist, check_path,
+                            check_unique, nonempty, parse_int, read_classes, read_lines, register_format)
 
 log = logging.getLogger(__name__)
 
@@ -24,24 +24,24 @@ log = logging.getLogger(__name__)
 def _read_ucf101(path: Path, *, classes=None, root=None) -> VideoList:
     class_file = Path(classes) if isinstance(classes, (str, Path)) else path.parent / "classInd.txt"
     if classes is not None and not isinstance(classes, (str, Path)):
-        names, class_bytes = _read_classes(classes), b""
+        names, class_bytes = read_classes(classes), b""
     else:
         if not class_file.is_file():
             raise InputError(f"{path}: no classInd.txt beside it; pass classes=")
-        names, class_bytes = _read_classes(class_file, one_based_index=True), class_file.read_bytes()
+        names, class_bytes = read_classes(class_file, one_based_index=True), class_file.read_bytes()
     hasher = hashlib.sha256()
-    lines = _read_lines([path], hasher)[0]
+    lines = read_lines([path], hasher)[0]
     hasher.update(class_bytes)
     by_folder = {n.lower(): i for i, n in enumerate(names)}
     paths, wheres, labels = [], [], []
     for lineno, ln in lines:
         where = f"{path}:{lineno}"
-        _check_path(ln.split()[0], where, root)
+        check_path(ln.split()[0], where, root)
         paths.append(ln.split()[0])
         wheres.append(where)
         labels.append(_ucf_label(ln, where, names, by_folder))
-    _nonempty(paths, path)
-    _check_unique(paths, wheres)
+    nonempty(paths, path)
+    check_unique(paths, wheres)
     return VideoList(tuple(paths), np.array(labels, np.int32), names, False,
                      f"ucf101:{path.resolve()}", hasher.hexdigest())
 
@@ -56,7 +56,7 @@ def _ucf_label(ln: str, where: str, names, by_folder) -> int:
         if from_path is None:
             raise InputError(f"{where}: no label, and no known class in path {parts[0]!r}")
         return from_path
-    lab = _parse_int(parts[1], where)
+    lab = parse_int(parts[1], where)
     if not 1 <= lab <= len(names):
         raise InputError(f"{where}: label {lab} out of range [1, {len(names)}] (UCF101 labels are 1-based)")
     if from_path is not None and from_path != lab - 1:
@@ -92,38 +92,38 @@ def read_hmdb51_split(directory, *, split: int = 1, subset: str = "train", class
     files in sorted file-name order. ``root`` and ``require_exist`` as in :func:`read_list`.
     """
     directory = Path(directory)
-    if subset not in _HMDB_SUBSETS:
-        raise InputError(f"subset must be one of {sorted(_HMDB_SUBSETS)}, not {subset!r}")
+    if subset not in HMDB_SUBSETS:
+        raise InputError(f"subset must be one of {sorted(HMDB_SUBSETS)}, not {subset!r}")
     if not directory.is_dir():
         raise InputError(f"{directory}: not a directory of HMDB51 split files")
     files = sorted(p for p in directory.glob(f"*_test_split{split}.txt")
-                   if (m := _HMDB_FILE.match(p.name)) and int(m.group("k")) == split)
+                   if (m := HMDB_FILE.match(p.name)) and int(m.group("k")) == split)
     if not files:
         raise InputError(f"{directory}: no *_test_split{split}.txt files")
-    found = [_HMDB_FILE.match(f.name).group("cls") for f in files]
-    names = _read_classes(classes) or tuple(sorted(found))  # by name, not by file name
+    found = [HMDB_FILE.match(f.name).group("cls") for f in files]
+    names = read_classes(classes) or tuple(sorted(found))  # by name, not by file name
     if set(names) != set(found):
         raise InputError(f"{directory}: classes given {sorted(set(names) ^ set(found))} do not "
                          f"match the split files")
     hasher = hashlib.sha256()
-    want = _HMDB_SUBSETS[subset]
-    lines_of = dict(zip(found, _read_lines(files, hasher)))
+    want = HMDB_SUBSETS[subset]
+    lines_of = dict(zip(found, read_lines(files, hasher)))
     paths, wheres, labels = [], [], []
     for label, cls in enumerate(names):
         f = directory / f"{cls}_test_split{split}.txt"
         for lineno, ln in lines_of[cls]:
             name, flag = _hmdb_line(ln, f"{f}:{lineno}")
-            _check_path(f"{cls}/{name}", f"{f}:{lineno}", root)
+            check_path(f"{cls}/{name}", f"{f}:{lineno}", root)
             if flag == want:
                 paths.append(f"{cls}/{name}")
                 wheres.append(f"{f}:{lineno}")
                 labels.append(label)
-    _nonempty(paths, f"{directory} split {split} {subset}")
-    _check_unique(paths, wheres)
+    nonempty(paths, f"{directory} split {split} {subset}")
+    check_unique(paths, wheres)
     vl = VideoList(tuple(paths), np.array(labels, np.int32), names, False,
                    f"hmdb51:{directory.resolve()}:split{split}:{subset}", hasher.hexdigest())
     if root is not None and require_exist:
-        _check_exist(vl.paths, Path(root))
+        check_exist(vl.paths, Path(root))
     return vl
 
 
@@ -131,7 +131,7 @@ def _hmdb_line(ln: str, where: str) -> tuple[str, int]:
     parts = ln.split()
     if len(parts) != 2:
         raise InputError(f"{where}: expected 'name 0|1|2', got {ln!r}")
-    flag = _parse_int(parts[1], where, "split flag")
+    flag = parse_int(parts[1], where, "split flag")
     if flag not in (0, 1, 2):
         raise InputError(f"{where}: split flag {flag} is not 0 (unused), 1 (train) or 2 (test)")
     return parts[0], flag
@@ -150,7 +150,7 @@ def _read_folder(path: Path, *, classes=None, root=None) -> VideoList:
     except ValueError:
         raise InputError(f"folder {path} is not inside root {base}") from None
     folders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    names = _read_classes(classes) or tuple(folders)
+    names = read_classes(classes) or tuple(folders)
     unknown = sorted(set(folders) - set(names))
     if unknown:
         raise InputError(f"{path}: class folders {unknown} are not among the given classes")
@@ -162,7 +162,7 @@ def _read_folder(path: Path, *, classes=None, root=None) -> VideoList:
             log.warning("%s: class %r has no videos", path, name)
         paths += [(prefix / p.relative_to(path)).as_posix() for p in vids]
         labels += [label] * len(vids)
-    _nonempty(paths, path)
+    nonempty(paths, path)
     # no list file: hash the canonical listing, which is what a file written from it would hold
     listing = "".join(f"{p} {lab}\n" for p, lab in zip(paths, labels)) + "".join(n + "\n" for n in names)
     return VideoList(tuple(paths), np.array(labels, np.int32), names, False,

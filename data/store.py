@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import FrameselError, SchemaError, StoreError, UnknownNameError
+from data.jsonable import attr_value
 # The layout types live in data.layout; data.store stays the one front door for them.
 from data.layout import (COST_PREFIX, TIMING_NODES, Layout, StreamSpec, VideoCost, VideoResult,  # noqa: F401
                          per_video_arrays, result_rows)
@@ -379,7 +380,7 @@ class Store(LogitsRecord):
                      arrays={k: [list(v[0]), v[1]] for k, v in arrays.items()})
         if layout.cost_stages:
             attrs["cost_stages"] = list(layout.cost_stages)
-        self.set_attrs(json.loads(json.dumps(attrs, default=_jsonable)))
+        self.set_attrs(json.loads(json.dumps(attrs, default=attr_value)))
 
     def _write_all(self, name, values) -> None: raise NotImplementedError
 
@@ -388,18 +389,6 @@ class Store(LogitsRecord):
         if version != SCHEMA_VERSION:
             raise SchemaError(f"{self.path}: store schema version {version!r}, this framesel reads "
                               f"version {SCHEMA_VERSION}")
-
-
-def _jsonable(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (np.ndarray, tuple)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot record {type(obj).__name__} in store attributes")
 
 
 def format_for(path, format: str | None = None) -> str:

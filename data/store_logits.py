@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from data.errors import StoreError
+from data.jsonable import attr_value
 
 
 class LogitsRecord:
@@ -30,7 +31,7 @@ class LogitsRecord:
         indices = self.done() if indices is None else np.asarray(indices)
         V, T = self.num_videos, self.T
         K, C = logits.shape[2], logits.shape[3]
-        provenance = json.loads(json.dumps(provenance, default=_jsonable))
+        provenance = json.loads(json.dumps(provenance, default=attr_value))
         fresh = not self.has(name) or tuple(self._shape(name)[1:]) != (T, K, C)
         if fresh:
             self._create_array(name, (V, T, K, C), "float32", (1, T, K, C))
@@ -91,12 +92,6 @@ class LogitsRecord:
                              f"after `framesel head` ran; run `framesel head {self.path}` again")
 
 
-def _jsonable(obj):
-    from data.store import _jsonable as store_jsonable   # data.store imports this module
-
-    return store_jsonable(obj)
-
-
 def _canonical(obj) -> str:
     """One spelling of a JSON value, so equal provenances compare equal (NaN included)."""
-    return json.dumps(obj, sort_keys=True, default=_jsonable)
+    return json.dumps(obj, sort_keys=True, default=attr_value)

@@ -6,7 +6,7 @@ import numpy as np
 
 from evaluate import metrics
 from evaluate.methods import MethodFailed
-from evaluate.protocols import ProtocolConfig, _Run, _streams, check_states
+from evaluate.protocols import ProtocolConfig, ProtocolRun, streams_of, check_states
 
 
 def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, thumbnails=None,
@@ -20,10 +20,10 @@ def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, 
     only), "sample_videos": (n,) rows, "thumbnails": (n, T, h, w, 3) uint8 of those videos
     or None}; key = "label (stream)"; a method with several seeds shows its first.
     ``thumbnails``: (V, T, h, w, 3) uint8 of all the test videos (an array, or the store's
-    rows as a data.stream.StoreRows view, of which only the sample is read), or None.
+    rows as a data.store_rows.StoreRows view, of which only the sample is read), or None.
     """
     check_states(states)
-    run = _Run(states, list(methods), ProtocolConfig(), None, "diagnostics")
+    run = ProtocolRun(states, list(methods), ProtocolConfig(), None, "diagnostics")
     m = min(m, run.T)
     C = next(iter(states.values())).shape[4]
     idx = np.sort(np.random.default_rng(seed).choice(run.V, size=min(sample, run.V), replace=False))
@@ -36,7 +36,7 @@ def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, 
         if method.label in shown:       # one seed of a method with several: the first
             continue
         shown.add(method.label)
-        for stream in _streams(method, run):
+        for stream in streams_of(method, run):
             try:
                 _add(out, run, method, stream, None if method.variable_m else m, idx, C)
             except MethodFailed:        # its rows are failed rows naming the cause; nothing to show
@@ -44,7 +44,7 @@ def collect_diagnostics(states: dict, methods, *, m: int = 12, sample: int = 4, 
     return out
 
 
-def _add(out: dict, run: _Run, method, stream: str, mm, idx, C: int) -> None:
+def _add(out: dict, run: ProtocolRun, method, stream: str, mm, idx, C: int) -> None:
     """One method's diagnostics on ``stream`` at budget ``mm`` into ``out``."""
     key, sel = f"{method.label} ({stream})", run.selection(method, stream, mm, frame_scores=True)
     s = sel.frame_scores.numpy()

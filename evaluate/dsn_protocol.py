@@ -68,7 +68,7 @@ def feasible_ms(T: int, N: int, ms=FIG4_MS) -> tuple[list[int], list[int]]:
 
 
 def dsn_mn_rows(run, row, method_cls):
-    """The protocol's rows for one split. ``run``: evaluate.protocols._Run; ``row``: its
+    """The protocol's rows for one split. ``run``: evaluate.protocols.ProtocolRun; ``row``: its
     row builder ``row(run, protocol, method, stream, m, **extra)``; ``method_cls``: its
     Method class (passed in so this module does not import protocols)."""
     done: set = set()

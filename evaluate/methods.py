@@ -31,7 +31,7 @@ from agents.base import Selection, Selector, States, consensus_of, selector_clas
 from agents.checkpoint import training_identity
 from data.errors import InputError
 from data.identity import differences
-from data.stream import prefetch
+from data.store_rows import prefetch
 
 # Bytes of float32 states a selector sees at once in evaluate (select_in_blocks): memory
 # holds two blocks (the one selected and the one read ahead), not the split's states.

@@ -24,7 +24,7 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _matrix(rows, stream):
+def matrix(rows, stream):
     """method -> {m: top1} for one stream (accuracy-vs-m pivot); a method with several seeds
     shows its seed mean."""
     table: dict[str, dict] = {}
@@ -44,7 +44,7 @@ def _plot_accuracy_vs_m(rows, split):
     fig, axes = plt.subplots(1, len(streams) + 1, figsize=(7.0 * len(streams) + 5.5, 4.2), squeeze=False,
                              layout="constrained", gridspec_kw={"width_ratios": [1.3] * len(streams) + [1.0]})
     for ax, stream in zip(axes[0], streams):
-        for meth, d in sorted(_matrix(acc, stream).items()):
+        for meth, d in sorted(matrix(acc, stream).items()):
             ms = sorted(d)
             learned = any(r["learned"] for r in acc if r["method"] == meth)
             ax.plot(ms, [d[m] for m in ms], marker="o", lw=2.2 if learned else 1.2, ls="-" if learned else "--", label=meth)

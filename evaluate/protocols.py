@@ -109,7 +109,7 @@ def correct(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> np.ndar
     return metrics.topk_hits(scores, labels, 1) >= 1.0
 
 
-class _Run:
+class ProtocolRun:
     """Selections, scores and costs of one split, cached by (method, stream, m, mode, alpha).
 
     Per video it keeps, for each selection, a :class:`SelectionSummary` (class scores and
@@ -223,7 +223,7 @@ class _Run:
 
 # ----------------------------------------------------------------------------- rows
 
-def _row(run: _Run, protocol, method: Method, stream, m, mode="frame", alpha=0.0, weights=None,
+def _row(run: ProtocolRun, protocol, method: Method, stream, m, mode="frame", alpha=0.0, weights=None,
          compare=True, **extra) -> dict:
     """One result row; a failed row (``failed``: the cause, no metrics) when a method it
     needs failed (MethodFailed)."""
@@ -251,7 +251,7 @@ def _row(run: _Run, protocol, method: Method, stream, m, mode="frame", alpha=0.0
     return row
 
 
-def budget_marks(run: _Run, method: Method, stream: str, m, mode: str, weights) -> dict:
+def budget_marks(run: ProtocolRun, method: Method, stream: str, m, mode: str, weights) -> dict:
     """Rows whose budget is not the method's own (issue 25 item 5): ``trained_m``, the budget
     the agent trained for (as's m, dsn's M) when it is another than the row's, and
     ``equals_uniform`` when its kept positions are uniform-m's in every video (dsn at m >= 13
@@ -269,7 +269,7 @@ def budget_marks(run: _Run, method: Method, stream: str, m, mode: str, weights) 
     return out
 
 
-def _gflops(run: _Run, method: Method, stream: str, m, mode: str, pair: bool) -> dict:
+def _gflops(run: ProtocolRun, method: Method, stream: str, m, mode: str, pair: bool) -> dict:
     """GFLOPs and measured seconds per video of one row (compute.CostModel: seconds None
     where the store recorded none): one stream, a fused pair (each stream's own selection),
     or a two-stream agent (one selection, both streams' backbones)."""
@@ -297,48 +297,48 @@ def _gflops(run: _Run, method: Method, stream: str, m, mode: str, pair: bool) ->
             "seconds_deployable": t["deployable"]}
 
 
-def _streams(method: Method, run: _Run) -> list[str]:
+def streams_of(method: Method, run: ProtocolRun) -> list[str]:
     return [s for s in method.selectors if s == "fused" or s in run.states]
 
 
-def _accuracy_vs_m(run: _Run):
+def _accuracy_vs_m(run: ProtocolRun):
     for method in run.methods:
-        for stream in _streams(method, run):
+        for stream in streams_of(method, run):
             for m in run.ms(method):
                 yield _row(run, "accuracy_vs_m", method, stream, m)
 
 
-def _frame_vs_region(run: _Run):
+def _frame_vs_region(run: ProtocolRun):
     if run.K < 2:
         log.info("frame_vs_region skipped: the states have K=1 crop")
         return
     for method in (x for x in run.methods if not x.variable_m):
-        for stream in _streams(method, run):
+        for stream in streams_of(method, run):
             for m in run.ms(method):
                 for mode in ("frame", "region"):
                     yield _row(run, "frame_vs_region", method, stream, m, mode)
 
 
-def _alpha(run: _Run):
+def _alpha(run: ProtocolRun):
     for method in [run.uniform] + [x for x in run.methods if x.learned]:
-        for stream in _streams(method, run):
+        for stream in streams_of(method, run):
             for m in run.ms(method):
                 for a in run.cfg.alphas:
                     yield _row(run, "alpha", method, stream, m, alpha=float(a), compare=method.learned)
 
 
-def _state_ablation(run: _Run):
+def _state_ablation(run: ProtocolRun):
     for method in (x for x in run.methods if "state" in x.config):
-        for stream in _streams(method, run):
+        for stream in streams_of(method, run):
             for m in run.ms(method):
                 yield _row(run, "state_ablation", method, stream, m, state=method.config["state"])
 
 
-def _dsn_mn(run: _Run):
+def _dsn_mn(run: ProtocolRun):
     return dsn_protocol.dsn_mn_rows(run, _row, Method)
 
 
-def _fusion(run: _Run):
+def _fusion(run: ProtocolRun):
     if not {"rgb", "flow"} <= set(run.states):
         log.info("fusion skipped: the states do not hold both rgb and flow")
         return
@@ -378,7 +378,7 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
     bar advanced by one per protocol (and told the method and stream at work), or None.
     """
     check_states(states)
-    run = _Run(states, list(methods), config, costs, split, bar)
+    run = ProtocolRun(states, list(methods), config, costs, split, bar)
     rows = []
     for name in config.protocols:
         run.protocol = name

@@ -16,19 +16,17 @@ from __future__ import annotations
 import html
 import json
 import logging
-import math
 import os
 import re
 from pathlib import Path
 
-import numpy as np
-
 from data.errors import InputError
+from data.jsonable import plain
 from evaluate import dsn_protocol
 from evaluate.answer import LEGEND, answer_tables, detail_tables, findings
 from evaluate.verdicts import SIGNIFICANCE, fmt as _fmt, stream_order, summary_split, verdict_family, verdicts
 from evaluate.compute import CONVENTION
-from evaluate.plots import _matrix, sections as plot_sections
+from evaluate.plots import matrix, sections as plot_sections
 from evaluate.published import LABEL as PUBLISHED_LABEL, published_points
 
 log = logging.getLogger(__name__)
@@ -43,21 +41,6 @@ TABLE_COLUMNS = ("method", "classifier", "consensus", "seed", "num_seeds", "stre
 _SKIP = set(TABLE_COLUMNS) | {"split", "protocol", "learned", "num_videos", "flops_convention", "uniform_m",
                               "head_consensus", "trained_m", "equals_uniform",
                               "num_splits", "seeds"}
-
-
-def _jsonable(x):
-    """Plain JSON values: numpy scalars/arrays to Python, NaN/inf to null."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 # ----------------------------------------------------------------------------- tables
@@ -92,7 +75,7 @@ def _tables(rows, split):
     out = []
     acc = _select(rows, "accuracy_vs_m", split)
     for stream in sorted({r["stream"] for r in acc}, key=stream_order):
-        mat = _matrix(acc, stream)
+        mat = matrix(acc, stream)
         ms = sorted({m for d in mat.values() for m in d}, key=lambda m: (m is None, m or 0))
         out.append((f"Top-1 vs m, stream {stream} (split {split})",
                     ["method"] + [f"m={_fmt(m) if m is not None else 'var'}" for m in ms],
@@ -200,7 +183,7 @@ def write_report(out_dir, rows, meta: dict, extras: dict | None = None) -> dict:
                                      "cell's p is the largest over the method's training seeds",
                            "seeds": family["seeds"]},
             "chance_top1": chance}
-    (out / "results.json").write_text(json.dumps(_jsonable({"meta": meta, "rows": rows}), indent=1, allow_nan=False))
+    (out / "results.json").write_text(json.dumps(plain({"meta": meta, "rows": rows}), indent=1, allow_nan=False))
     doc = {"answer": answer_tables(rows, family), "legend": LEGEND.format(size=family["size"]),
            "findings": findings(rows, family, chance), "details": detail_tables(rows, family),
            "words": verdicts(rows, family), "sections": plot_sections(rows, extras, split),
@@ -213,7 +196,7 @@ def write_report(out_dir, rows, meta: dict, extras: dict | None = None) -> dict:
 
 def _meta_lines(meta) -> list[tuple[str, str]]:
     keys = ("command", "store", "seeds", "versions", "config")
-    return [(k, json.dumps(_jsonable(meta[k]), sort_keys=True)) for k in keys if meta.get(k) is not None]
+    return [(k, json.dumps(plain(meta[k]), sort_keys=True)) for k in keys if meta.get(k) is not None]
 
 
 def _published_table():

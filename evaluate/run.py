@@ -14,12 +14,13 @@ import torch
 from agents.base import load_agent, selector_names
 from agents.from_store import head_logits_ok, load_states, rows_for_list
 from agents.papers import departures_of
-from agents.stage import check_agent_matches
+from agents.train_stage import check_agent_matches
 from data import __version__
 from data.errors import InputError, StoreError
+from data.jsonable import plain
 from data.lists import read_list
 from data.store import open_store
-from data.stream import StoreRows
+from data.store_rows import StoreRows
 from data.progress import show_progress
 from data.space import write_error
 from evaluate.compute import CostModel, selector_observer
@@ -42,7 +43,7 @@ class EvaluateConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     sample_videos: int = 4
     clamp_m: bool = False     # budgets above T are evaluated as T (and said so); else refused
-    load: str = "auto"        # memory | stream | auto: where the test states live (data/stream.py)
+    load: str = "auto"        # memory | stream | auto: where the test states live (data/store_rows.py)
     quiet: bool = False       # no progress bar (it is off too when the CI environment variable is set)
     command: str = ""
 
@@ -238,9 +239,9 @@ def _meta(cfg: EvaluateConfig, store, agents, costs: CostModel, streams) -> dict
 
     return {
         "command": cfg.command,
-        "config": json_ready(dataclasses.asdict(cfg)),
+        "config": plain(dataclasses.asdict(cfg)),
         "seeds": {"protocol": cfg.protocol.seed, **{p: a.seed for p, a in zip(cfg.agents, agents)}},
-        "agents": {p: {"name": a.name, "config": json_ready(dataclasses.asdict(a.config)),
+        "agents": {p: {"name": a.name, "config": plain(dataclasses.asdict(a.config)),
                        "store": a.store_identity, "epochs": len(a.history)} for p, a in zip(cfg.agents, agents)},
         "versions": {"framesel": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "opencv": cv2.__version__, "python": platform.python_version()},
@@ -267,11 +268,3 @@ def agent_departures(agents) -> dict[str, list[str]]:
     return out
 
 
-def json_ready(x):
-    if isinstance(x, dict):
-        return {str(k): json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_ready(v) for v in x]
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    return x

@@ -9,9 +9,9 @@ Guarantees (each tested for real in tests/test_extract_run.py):
   ``retry_failed``) and ends with the same arrays as an uninterrupted run;
 - one process per (store, shard): a second one on the same shard stops at once, naming the
   holder (:mod:`extract.lock`); workers (``workers > 1``: whole-video processes, or decode
-  processes feeding this one's device, :mod:`extract.pipeline`) die with the process that
+  processes feeding this one's device, :mod:`extract.schedule`) die with the process that
   started them;
-- rows are written by one writer thread (:class:`extract.pipeline.Writer`) while the next
+- rows are written by one writer thread (:class:`extract.schedule.Writer`) while the next
   videos compute;
   a run that stops (SIGTERM, a full disk) writes what was computed first;
 - a store is resumed or joined only with the settings that determine its features and the
@@ -39,8 +39,9 @@ from data.identity import backbone_files, differences, features_identity
 from data.lists import VideoList, read_hmdb51_split, read_list
 from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_for
 from data.progress import show_progress
-from extract import pipeline
+from extract import schedule
 from extract.device import SECONDS_NOTE, cost_stages
+from extract.workers import set_threads, uses_device_pipeline
 from extract.flow import cost_label
 from extract.lock import shard_lock
 from extract.video import Models, VideoSettings
@@ -62,7 +63,7 @@ class ExtractConfig:
     workers: int = 1
     device: str = "cpu"
     pipeline: bool | None = None         # workers > 1 as decode workers feeding this process's
-                                         # device; None: on a GPU (extract.pipeline)
+                                         # device; None: on a GPU (extract.schedule)
     threads: int = 0                     # torch/OpenCV threads per worker; 0 = cores / workers
     retry_failed: bool = False
     quiet: bool = False
@@ -144,9 +145,9 @@ def store_path(cfg: ExtractConfig) -> Path:
 
 def run_extraction(cfg: ExtractConfig) -> Summary:
     """Extract every pending video of the shard into the store; see the module docstring."""
-    _check_settings(cfg)
+    check_settings(cfg)
     videos = load_list(cfg)
-    _check_root(cfg, videos)
+    check_root(cfg, videos)
     path = store_path(cfg)
     _check_out(path, format_for(cfg.out, cfg.format))
     with shard_lock(path, cfg.shard):
@@ -190,7 +191,7 @@ def _process(cfg, videos: VideoList, todo, models, store, summary: Summary) -> N
     previous = _raise_on_sigterm()
     bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not show_progress(cfg.quiet),
                dynamic_ncols=True)
-    writer = pipeline.Writer(store, videos.paths, on_written=bar.update)
+    writer = schedule.Writer(store, videos.paths, on_written=bar.update)
     hopeless = Hopeless(len(todo))
     try:
         try:
@@ -253,34 +254,13 @@ def _outcomes(cfg, videos: VideoList, todo, models):
     root = root_dir(cfg)
     jobs = [(int(i), str(root / videos.paths[i])) for i in todo]
     if cfg.workers <= 1:
-        return pipeline.sequential(jobs, cfg.settings, models)
+        return schedule.sequential(jobs, cfg.settings, models)
     if uses_device_pipeline(cfg):
-        return pipeline.device_pipeline(jobs, cfg.settings, models, cfg.workers)
-    return pipeline.whole_videos(jobs, cfg.settings, cfg.workers, (cfg, len(videos.classes)))
+        return schedule.device_pipeline(jobs, cfg.settings, models, cfg.workers)
+    return schedule.whole_videos(jobs, cfg.settings, cfg.workers, (cfg, len(videos.classes)))
 
 
-def uses_device_pipeline(cfg: ExtractConfig) -> bool:
-    """Whether ``workers > 1`` run as decode workers feeding this process's device (one copy
-    of the models) rather than as whole-video processes: ``cfg.pipeline``, or by default on a
-    GPU (see :mod:`extract.pipeline`)."""
-    if cfg.pipeline is not None:
-        return cfg.pipeline
-    return cfg.device.startswith("cuda")
-
-
-def set_threads(cfg: ExtractConfig) -> None:
-    """torch and OpenCV threads of this process: ``cfg.threads``, else the cores shared out
-    among whole-video workers (all of them for the one process of the device pipeline)."""
-    import cv2
-    import torch
-
-    share = 1 if uses_device_pipeline(cfg) else max(1, cfg.workers)
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // share)
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-
-
-def _check_settings(cfg: ExtractConfig) -> None:
+def check_settings(cfg: ExtractConfig) -> None:
     s = cfg.settings
     if s.crops not in (1, 3, 10):
         raise InputError(f"--crops must be 1, 3 or 10, not {s.crops}")
@@ -321,7 +301,7 @@ def _check_out(path: Path, fmt: str) -> None:
                          "or a read-only file system)")
 
 
-def _check_root(cfg: ExtractConfig, videos: VideoList) -> None:
+def check_root(cfg: ExtractConfig, videos: VideoList) -> None:
     """A wrong --root fails once, here; a few missing videos are recorded as failed later."""
     root = root_dir(cfg)
     if videos.paths and not any((root / p).exists() for p in videos.paths[:1000]):

@@ -7,7 +7,7 @@ and the pool takes no more. :class:`WorkerPool` instead retries the jobs that we
 one at a time in a fresh process (:class:`Solo`): a job whose process dies again is that
 video's failure (a :class:`data.errors.VideoError` naming the signal; the next job gets a
 fresh process), the others' results are kept, and a fresh pool takes the rest of the list. A job's result is its function's (the functions here
-never raise for one bad video: ``extract.pipeline.safely``).
+never raise for one bad video: ``extract.schedule.safely``).
 
 Workers are spawned (fork after torch/OpenCV started threads can deadlock) and die with the
 process that started them (:func:`die_with_parent`).
@@ -199,3 +199,26 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(1)
+
+
+# ----------------------------------------------------------------------------- threads and schedule
+
+def uses_device_pipeline(cfg) -> bool:
+    """Whether ``workers > 1`` run as decode workers feeding this process's device (one copy
+    of the models) rather than as whole-video processes: ``cfg.pipeline``, or by default on a
+    GPU (see :mod:`extract.schedule`)."""
+    if cfg.pipeline is not None:
+        return cfg.pipeline
+    return cfg.device.startswith("cuda")
+
+
+def set_threads(cfg) -> None:
+    """torch and OpenCV threads of this process: ``cfg.threads``, else the cores shared out
+    among whole-video workers (all of them for the one process of the device pipeline)."""
+    import cv2
+    import torch
+
+    share = 1 if uses_device_pipeline(cfg) else max(1, cfg.workers)
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // share)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)

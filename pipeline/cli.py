@@ -33,7 +33,7 @@ def main(verbose):
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-# One spelling for the light stage's choice of where a list's states live (data/stream.py).
+# One spelling for the light stage's choice of where a list's states live (data/store_rows.py).
 load_option = click.option("--load", default="auto", show_default=True,
                            type=click.Choice(["auto", "memory", "stream"]),
                            help="Hold the list's states in memory, or stream them from the store a "
@@ -181,7 +181,7 @@ def merge(shards, out):
 def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, load, quiet):
     """Train the classifier CL on cached features and write per-frame logits into STORE."""
     from agents.head import HeadConfig
-    from agents.stage import HeadStageConfig, run_head
+    from agents.head_stage import HeadStageConfig, run_head
 
     cfg = HeadStageConfig(store=store_path, train_list=train_list,
                           streams=tuple(s for s in streams.split(",") if s),
@@ -220,7 +220,7 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, load
 def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, seeds, together, partner,
           device, load, quiet):
     """Train a selection agent on the cached states of STORE (and its paper's partner)."""
-    from agents.stage import TrainStageConfig, run_train_seeds
+    from agents.train_stage import TrainStageConfig, run_train_seeds
     from pipeline.config import parse_assignments
 
     cfg = TrainStageConfig(store=store_path, agent=agent_name, train_list=train_list, out=out,

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.head import HeadConfig
-from agents.stage import HeadStageConfig, TrainStageConfig, run_head, run_train_seeds, train_outputs
+from agents.head_stage import HeadStageConfig, run_head
+from agents.train_stage import TrainStageConfig, run_train_seeds, train_outputs
 from data.demo import DemoConfig, make_demo_dataset
 from data.progress import show_progress
 from evaluate.protocols import ProtocolConfig
@@ -39,7 +40,7 @@ DEMO_AGENTS: dict[str, tuple[tuple[str, object], ...]] = {
     "glimpse": (("epochs", 15), ("batch_size", 16)),
 }
 # Each agent's partner is trained in the same call with the overrides its Config shares
-# (agents/stage.py partner_config): tattn_noatt as tattn, rtsae_nogate with rtsae's epochs and batch.
+# (agents/train_stage.py partner_config): tattn_noatt as tattn, rtsae_nogate with rtsae's epochs and batch.
 
 # Demo extraction: the papers' pipeline at a laptop's scale. T = 8 positions over ~4 s
 # clips, L = 2 flow pairs, 1 centre crop, TV-L1 with a looser stopping threshold (epsilon

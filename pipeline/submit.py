@@ -148,7 +148,7 @@ def submit_extraction(cfg: ExtractConfig, *, shards: int, executor: str = "local
 
 def _check_request(cfg: ExtractConfig, shards: int, executor: str, max_retries: int) -> None:
     """Fail here, once, rather than in every task of the array."""
-    from extract.run import _check_root, _check_settings
+    from extract.run import check_root, check_settings
 
     if executor not in EXECUTORS:
         raise UnknownNameError("executor", executor, EXECUTORS)
@@ -156,9 +156,9 @@ def _check_request(cfg: ExtractConfig, shards: int, executor: str, max_retries: 
         raise InputError(f"--shards must be an integer >= 1, got {shards!r}")
     if not isinstance(max_retries, int) or max_retries < 0:
         raise InputError(f"--max-retries must be an integer >= 0, got {max_retries!r}")
-    _check_settings(cfg)
+    check_settings(cfg)
     videos = load_list(cfg)
-    _check_root(cfg, videos)
+    check_root(cfg, videos)
     if shards > len(videos.paths):
         log.warning("%d shards for %d videos: %d tasks will have nothing to do",
                     shards, len(videos.paths), shards - len(videos.paths))

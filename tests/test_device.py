@@ -12,7 +12,7 @@ from data.errors import VideoError
 from data.store import DONE, FAILED, compare_stores, open_store
 from extract import crops, flow
 from extract.device import DeviceStage, _Concat, _CropRows, grayscale, grayscale_fixed_point
-from extract.pipeline import take_group
+from extract.schedule import take_group
 from extract.prepare import prepare_video
 from extract.video import Models, VideoSettings, extract_video
 from pipeline.cli import main

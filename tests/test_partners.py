@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from agents.base import load_agent, selector_class, selector_names
 from agents.papers import NoSelection, departures_of, partner_overrides
-from agents.stage import partner_checkpoint, seed_checkpoint
+from agents.train_stage import partner_checkpoint, seed_checkpoint
 from pipeline.cli import main, train as train_command
 from tests.test_checkpoints import TINY, make_store
 

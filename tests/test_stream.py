@@ -1,4 +1,4 @@
-"""The light stage's streaming source (data/stream.py): store rows read per mini-batch give
+"""The light stage's streaming source (data/store_rows.py): store rows read per mini-batch give
 exactly what the in-memory states give — same weights for one seed, same selections, same
 report — and the choice between the two is by size, overridable."""
 from __future__ import annotations
@@ -14,12 +14,12 @@ import torch
 from agents.as_agent import ASAgent, ASConfig
 from agents.from_store import load_states, rows_for_list
 from agents.head import train_head, HeadConfig
-from agents.stage import TrainStageConfig, run_train
+from agents.train_stage import TrainStageConfig, run_train
 from agents.synthetic import write_planted_store
 from data.errors import InputError
 from data.lists import read_list
 from data.store import open_store
-from data.stream import StoreRows, memory_limit, prefetch, stream_by_default
+from data.store_rows import StoreRows, memory_limit, prefetch, stream_by_default
 from evaluate.methods import select_in_blocks
 from evaluate.run import EvaluateConfig, run_evaluate
 from agents.base import selector_class

@@ -1,4 +1,4 @@
-"""Several seeds in one batched pass (agents/together.py): the same agents as separate runs.
+"""Several seeds in one batched pass (agents/batched_seeds.py): the same agents as separate runs.
 
 Everything here trains real ``as`` agents on a real (small) planted store; "the same" is
 to float rounding (the stacked LSTM is plain torch, nn.LSTM a fused kernel), so weights
@@ -14,9 +14,9 @@ from torch import nn
 
 from agents.as_agent import ASNet, StackedASNet
 from agents.base import load_agent
-from agents.stage import TrainStageConfig, run_train_seeds
+from agents.train_stage import TrainStageConfig, run_train_seeds
 from agents.synthetic import write_planted_store
-from agents.together import split_optimizer, stack_optimizer
+from agents.batched_seeds import split_optimizer, stack_optimizer
 from data.errors import InputError
 from pipeline.cli import main
 
@@ -64,7 +64,7 @@ def test_optimizer_state_stacks_and_splits_back_exactly():
         o.step()
     stack = StackedASNet.__new__(StackedASNet)
     nn.Module.__init__(stack)
-    from agents.together import StackedParameters
+    from agents.batched_seeds import StackedParameters
     stack.params = StackedParameters(nets)
     stacked = stack_optimizer(opts, stack.params, lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=1e-5))
     before = [o.state_dict() for o in opts]

@@ -27,7 +27,7 @@ import threading
 
 from data.errors import VideoError
 from extract.prepare import Prepared, PrepareSettings, prepare_video
-from extract.workers import WorkerPool, die_with_parent
+from extract.workers import WorkerPool, die_with_parent, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,6 @@ _WORKER: dict = {}
 
 
 def _init_whole(parent: int, cfg, num_classes: int) -> None:
-    from extract.run import set_threads
     from extract.video import Models
 
     die_with_parent(parent)
