@@ -12,7 +12,10 @@ from Graphics Gems); ``tests/test_flow_median.py`` proves both on every 0/1 inpu
 
 Why: ``torch.median`` over a (B, H, W, 25) unfold copies 25 values per pixel and sorts
 them; the network reads 25 shifted views and does ~2 x 99 element-wise min/max, which
-``torch.compile`` fuses into one kernel that reads each window once. Exchanges whose
+``torch.compile`` can fuse into few kernels (tvl1-torch compiles it with its step when
+``compile=true``; its GPU speed is measured by benchmarks/gpu_check.sh, not yet on a GPU).
+On this project's CPU a side-by-side check gave the same values 3.1x faster than the
+unfold (benchmarks/README.md, the cost section). Exchanges whose
 outputs never reach the median are dropped (``_plan``: 5x5 computes 87 mins and 87 maxes
 for its 99 exchanges, 3x3 15 and 15 for 19).
 """
