@@ -128,8 +128,22 @@ class ASNet(nn.Module):
         self.fc = nn.Linear(2 * hidden, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, _ = self.lstm(self.proj(x))               # (S, T, 2H): [h_t^f ; h_t^b]
+        h = self._lstm(self.proj(x))                 # (S, T, 2H): [h_t^f ; h_t^b]
         return torch.sigmoid(self.fc(h).squeeze(-1).float())  # p_t^a = σ(W h_t), float32 under autocast too
+
+    def _lstm(self, x: torch.Tensor) -> torch.Tensor:
+        """The BiLSTM, in the autocast dtype where autocast is on, explicitly and outside
+        autocast: CUDA's autocast casts cuDNN's LSTM (``_cudnn_rnn``) to float16 whatever
+        dtype it was asked for, so bfloat16 would silently run it in float16 on a GPU
+        (issue 31 fix 5). The weights are cast per call (gradients reach the float32 ones);
+        on the CPU autocast already ran it in bfloat16, so CPU results stay as they were."""
+        device = x.device.type
+        if not torch.is_autocast_enabled(device):
+            return self.lstm(x)[0]
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            weights = {k: v.to(dtype) for k, v in self.lstm.named_parameters()}
+            return torch.func.functional_call(self.lstm, weights, (x.to(dtype),))[0]
 
 
 class StackedASNet(nn.Module):

@@ -139,22 +139,33 @@ def tvl1_section(args, device: torch.device) -> None:
 # ----------------------------------------------------------------------------- backbone
 
 
+def backbone_rates(name: str, stream: str, batches, device: torch.device, frames: int | None = None) -> list[dict]:
+    """frames/s of backbone ``name`` (``stream``'s stem) per batch size at its input size over
+    ``frames`` frames (default max(4 x batch, 64)):
+    preprocessed input already on the device, features copied back to the CPU (what
+    BackboneRunner does in extraction), timed after a warm-up batch."""
+    bb = backbones.create_backbone(name, stream=stream, flow_stack=5)
+    size = bb.spec.input_size
+    rows = []
+    for b in batches:
+        runner = backbones.BackboneRunner(bb, b, str(device))
+        n = frames or max(4 * b, 64)
+        x = torch.randn(n, bb.in_channels, size, size, device=device)
+        runner(x[:b])                                          # warm-up
+        sync(device)
+        t = time.perf_counter()
+        runner(x)
+        sync(device)
+        rows.append({"batch": b, "frames": n, "frames_per_s": n / (time.perf_counter() - t), "px": size})
+    return rows
+
+
 def backbone_section(args, device: torch.device) -> None:
-    """EfficientNet-Lite0 frames/s at 224x224 per batch: preprocessed input already on the
-    device, features copied back to the CPU (what BackboneRunner does in extraction)."""
+    """EfficientNet-Lite0 frames/s at 224x224 per batch (:func:`backbone_rates`)."""
     print(f"{'stream':6s} {'batch':>5s} {'frames':>6s} {'frames/s':>9s}")
     for stream in ("rgb", "flow"):
-        bb = backbones.create_backbone("efficientnet_lite0", stream=stream, flow_stack=5)
-        for b in args.backbone_batches:
-            runner = backbones.BackboneRunner(bb, b, str(device))
-            n = max(4 * b, 64)
-            x = torch.randn(n, bb.in_channels, 224, 224, device=device)
-            runner(x[:b])                                          # warm-up
-            sync(device)
-            t = time.perf_counter()
-            runner(x)
-            sync(device)
-            print(f"{stream:6s} {b:5d} {n:6d} {n / (time.perf_counter() - t):9.1f}")
+        for r in backbone_rates("efficientnet_lite0", stream, args.backbone_batches, device):
+            print(f"{stream:6s} {r['batch']:5d} {r['frames']:6d} {r['frames_per_s']:9.1f}")
     print("(flow stem: 2L = 10 channels; eager, channels_last, inference mode)")
 
 

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import cv2
-import imageio_ffmpeg
 import numpy as np
 import torch
 
@@ -47,6 +46,8 @@ WIDTH, HEIGHT = 340, 256
 
 def decode_gray(path: Path, n: int, start: int = 0) -> np.ndarray:
     """Up to n frames of a video from frame ``start`` on, as (n, 256, 340) uint8."""
+    import imageio_ffmpeg  # here only: benchmarks.gpu_check imports this module where it is missing
+
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-an",
            "-vf", f"select=gte(n\\,{start}),scale={WIDTH}:{HEIGHT}", "-fps_mode", "passthrough",
            "-frames:v", str(n), "-f", "rawvideo", "-pix_fmt", "gray", "-"]

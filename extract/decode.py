@@ -1,5 +1,10 @@
 """Decode a video to RGB frames with the ffmpeg binary shipped by imageio-ffmpeg.
 
+Two decoders (:func:`decoder`): ``ffmpeg``, the binary (imageio-ffmpeg's, else one on the
+PATH) driven as below, and ``opencv``, OpenCV's bundled FFmpeg (:mod:`extract.decode_opencv`,
+its departures listed there) where no binary exists. ``FRAMESEL_DECODER=ffmpeg|opencv``
+chooses; by default the binary when there is one.
+
 One ffmpeg process per video, driven through ffmpeg-python, writes raw ``rgb24`` frames at
 the requested size to a pipe; stderr is drained by a thread so neither pipe can fill up and
 deadlock. The stream header that ffmpeg prints on stderr gives the metadata (this ffmpeg
@@ -42,12 +47,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import shutil
+
 import cv2
-import ffmpeg
-import imageio_ffmpeg
 import numpy as np
 
 from data.errors import InputError, VideoError
+from extract.decode_header import VideoMeta, parse_meta
+from extract.decode_opencv import opencv_decoder_version, read_opencv
 
 logger = logging.getLogger(__name__)
 
@@ -60,24 +67,6 @@ _BENIGN = ("deprecated pixel format used",)
 _LEVELS = ("panic", "fatal", "error", "warning", "info", "verbose", "debug", "trace")
 _LINE_RE = re.compile(r"^((?:\[[^\]]+\] )*)\[(%s)\] ?(.*)$" % "|".join(_LEVELS))
 _ADDR_RE = re.compile(r" @ 0x[0-9a-f]+")
-
-
-@dataclass(frozen=True)
-class VideoMeta:
-    """What the container's first video stream declares (parsed from ffmpeg's header).
-
-    width, height: coded size before rotation. rotation: clockwise degrees applied on
-    decode. declared_frames: round(duration * fps), what the container implies, not a count.
-    """
-
-    codec: str
-    pix_fmt: str
-    width: int
-    height: int
-    fps: float
-    rotation: int
-    declared_duration: float | None
-    declared_frames: int | None
 
 
 @dataclass
@@ -95,15 +84,55 @@ class DecodedVideo:
         return int(self.frames.shape[0])
 
 
+DECODERS = ("ffmpeg", "opencv")
+
+
 @functools.lru_cache(maxsize=1)
+def _find_ffmpeg() -> str | None:
+    """The ffmpeg binary: imageio-ffmpeg's, else one on the PATH; None when neither exists
+    or ffmpeg-python (which builds its command line) is missing."""
+    try:
+        import ffmpeg  # noqa: F401  (ffmpeg-python)
+    except ImportError:
+        return None
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return shutil.which("ffmpeg")
+
+
 def _ffmpeg_exe() -> str:
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    exe = _find_ffmpeg()
+    if exe is None:
+        raise InputError("decoder 'ffmpeg' needs an ffmpeg binary (imageio-ffmpeg's or on the PATH) "
+                         "and ffmpeg-python; neither found: use FRAMESEL_DECODER=opencv")
+    return exe
 
 
-@functools.lru_cache(maxsize=1)
+def decoder() -> str:
+    """The decoder in use: ``FRAMESEL_DECODER`` (ffmpeg or opencv) when set, else ``ffmpeg``
+    where a binary exists, else ``opencv`` (OpenCV's bundled FFmpeg)."""
+    name = os.environ.get("FRAMESEL_DECODER", "").strip().lower() or "auto"
+    if name not in ("auto", *DECODERS):
+        raise InputError(f"FRAMESEL_DECODER={name!r} unknown; valid: auto, {', '.join(DECODERS)}")
+    if name == "auto":
+        return "ffmpeg" if _find_ffmpeg() else "opencv"
+    if name == "ffmpeg":
+        _ffmpeg_exe()
+    return name
+
+
 def ffmpeg_version() -> str:
-    """Version string of the ffmpeg binary in use, e.g. ``n9.0.2-17-g2a571b6068-20260930``."""
-    out = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True,
+    """What decodes, recorded in every store: the ffmpeg binary's version string, e.g.
+    ``n9.0.2-17-g2a571b6068-20260930``, or ``opencv-<version>-ffmpeg`` for the OpenCV decoder."""
+    return _binary_version(_ffmpeg_exe()) if decoder() == "ffmpeg" else opencv_decoder_version()
+
+
+@functools.lru_cache(maxsize=2)
+def _binary_version(exe: str) -> str:
+    out = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True,
                          text=True, check=True).stdout
     match = re.match(r"ffmpeg version (\S+)", out)
     return match.group(1) if match else out.splitlines()[0].strip()
@@ -164,86 +193,6 @@ class _StderrReader(threading.Thread):
         return lines
 
 
-# --------------------------------------------------------------------------- header
-
-
-def _split_top(text: str) -> list[str]:
-    """Split on commas that are not inside parentheses or brackets."""
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur).strip())
-    return parts
-
-
-def _rate(token: str) -> float:
-    """'29.97' -> 29.97, '1k' -> 1000.0."""
-    scale = 1000.0 if token.endswith("k") else 1.0
-    return float(token.rstrip("k")) * scale
-
-
-def _duration(header: list[str]) -> float | None:
-    for line in header:
-        m = re.match(r"\s*Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", line)
-        if m:
-            h, mnt, s = m.groups()
-            return int(h) * 3600 + int(mnt) * 60 + float(s)
-    return None
-
-
-def _video_stream(header: list[str]) -> tuple[str, list[str]] | None:
-    """The first non-attached-picture video stream line and the lines of its block."""
-    for i, line in enumerate(header):
-        if re.match(r"\s*Stream #0:\d+.*: Video: ", line) and "(attached pic)" not in line:
-            block = []
-            for follow in header[i + 1:]:
-                if re.match(r"\s*Stream #", follow):
-                    break
-                block.append(follow)
-            return line, block
-    return None
-
-
-def _rotation(block: list[str]) -> int:
-    for line in block:
-        m = re.search(r"Display Matrix: rotation of (-?[\d.]+) degrees", line)
-        if m:  # the matrix angle is counter-clockwise; ffmpeg turns the picture back
-            return int(round(-float(m.group(1)))) % 360
-        m = re.match(r"\s*rotate\s*: (-?\d+)", line)
-        if m:
-            return int(m.group(1)) % 360
-    return 0
-
-
-def _parse_meta(header: list[str]) -> VideoMeta | None:
-    """VideoMeta of the first video stream in ffmpeg's input header, None if it has none."""
-    found = _video_stream(header)
-    if found is None:
-        return None
-    line, block = found
-    parts = _split_top(line.split(": Video: ", 1)[1])
-    codec = parts[0].split()[0]
-    pix_fmt = parts[1].split("(")[0].strip() if len(parts) > 1 else "unknown"
-    size = re.search(r"(?:^|,\s*)(\d+)x(\d+)", ", ".join(parts[1:]))
-    fps = re.search(r"([\d.]+k?) fps", line) or re.search(r"([\d.]+k?) tbr", line)
-    fps_value = _rate(fps.group(1)) if fps else 0.0
-    duration = _duration(header)
-    frames = round(duration * fps_value) if duration and fps_value else None
-    return VideoMeta(codec=codec, pix_fmt=pix_fmt,
-                     width=int(size.group(1)) if size else 0,
-                     height=int(size.group(2)) if size else 0,
-                     fps=fps_value, rotation=_rotation(block),
-                     declared_duration=duration, declared_frames=frames)
-
-
 # --------------------------------------------------------------------------- process
 
 
@@ -258,6 +207,8 @@ def _check_path(path: Path) -> None:
 
 def _start(path: Path, **output_kwargs) -> tuple[subprocess.Popen, _StderrReader]:
     """Start ffmpeg on the first video stream of ``path`` with the given output options."""
+    import ffmpeg  # ffmpeg-python, needed by this decoder only
+
     # An absolute path cannot be mistaken for a protocol ("name:with:colons.mp4").
     spec = ffmpeg.input(os.path.abspath(path)).output(
         "pipe:", map="0:V:0", an=None, sn=None, dn=None, **output_kwargs)
@@ -286,7 +237,7 @@ def _finish(proc: subprocess.Popen, reader: _StderrReader) -> int:
 
 def _meta_or_raise(path: Path, reader: _StderrReader, returncode: int) -> VideoMeta:
     """The stream's metadata; raises VideoError when ffmpeg failed or found no video."""
-    meta = _parse_meta(reader.header)
+    meta = parse_meta(reader.header)
     if meta is None and reader.header:
         kinds = sorted({m.group(1) for line in reader.header
                         if (m := re.search(r"Stream #0:\d+.*?: (\w+):", line))})
@@ -305,6 +256,11 @@ def probe(path) -> VideoMeta:
     """
     path = Path(path)
     _check_path(path)
+    if decoder() == "opencv":
+        frames, meta = read_opencv(path, None, None)
+        if frames is None:
+            raise VideoError(path, meta)
+        return VideoMeta(**meta)
     proc, reader = _start(path, format="null", **{"frames:v": 0})
     return _meta_or_raise(path, reader, _finish(proc, reader))
 
@@ -372,6 +328,8 @@ def decode(path, size=(340, 256), *, max_frames: int | None = None) -> DecodedVi
         raise InputError(f"max_frames must be >= 1 or None, got {max_frames!r}")
     path = Path(path)
     _check_path(path)
+    if decoder() == "opencv":
+        return _decode_opencv(path, width, height, max_frames)
     extra = {} if max_frames is None else {"frames:v": int(max_frames) + 1}
     proc, reader = _start(path, format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough",
                           vf=f"scale={width}:{height}:flags={_SCALE_FLAGS}", **extra)
@@ -394,6 +352,22 @@ def decode(path, size=(340, 256), *, max_frames: int | None = None) -> DecodedVi
         logger.warning("%s: %d warning(s), first: %s", path, len(warnings), warnings[0])
     fps = meta.fps or (len(frames) / meta.declared_duration if meta.declared_duration else 0.0)
     return DecodedVideo(path=str(path), frames=frames, fps=float(fps), meta=meta,
+                        warnings=warnings)
+
+
+def _decode_opencv(path: Path, width: int, height: int, max_frames: int | None) -> DecodedVideo:
+    """:func:`decode` through OpenCV's bundled FFmpeg (same contract and errors)."""
+    frames, meta = read_opencv(path, (width, height), None if max_frames is None else int(max_frames) + 1)
+    if frames is None:
+        raise VideoError(path, meta)
+    meta, warnings = VideoMeta(**meta), []
+    if max_frames is not None and len(frames) > max_frames:
+        frames = frames[:max_frames]
+        warnings.append(f"stopped after max_frames={max_frames}; the video has more frames")
+    if len(frames) == 0:
+        raise VideoError(path, "decoded 0 frames (OpenCV's FFmpeg)")
+    fps = meta.fps or (len(frames) / meta.declared_duration if meta.declared_duration else 0.0)
+    return DecodedVideo(path=str(path), frames=np.ascontiguousarray(frames), fps=float(fps), meta=meta,
                         warnings=warnings)
 
 

@@ -47,6 +47,9 @@ __all__ = [
     "auto_algorithm",
     "choose_tvl1",
     "opencv_cuda_tvl1",
+    "opencv_tvl1_defaults",
+    "tvl1_defaults",
+    "OPENCV_TVL1_DEFAULTS",
 ]
 
 PairFn = Callable[[np.ndarray, np.ndarray, dict], np.ndarray]
@@ -169,17 +172,33 @@ _TVL1_FIELDS = {
     "median_filtering": ("medianFiltering", "getMedianFiltering"),
 }
 
-_TVL1_DEFAULTS: dict = {}
+# OpenCV's DualTVL1OpticalFlow defaults (opencv_contrib optflow/src/tvl1flow.cpp, unchanged
+# from 3.x to 5.0), written down as data so that tvl1-torch and tvl1-cuda need no cv2.optflow
+# (the opencv-python-headless wheels have none). tests/test_flow.py reads them back from a
+# default-constructed OpenCV object wherever cv2.optflow exists and requires equality.
+OPENCV_TVL1_DEFAULTS = {"tau": 0.25, "lambda": 0.15, "theta": 0.3, "nscales": 5, "warps": 5,
+                        "epsilon": 0.01, "inner_iterations": 30, "outer_iterations": 10,
+                        "scale_step": 0.8, "gamma": 0.0, "median_filtering": 5}
 
 
 def tvl1_defaults() -> dict:
-    """OpenCV's own TV-L1 defaults, read back from a default-constructed object."""
-    if not _TVL1_DEFAULTS:
-        obj = cv2.optflow.DualTVL1OpticalFlow_create()
-        for ours, (_, getter) in _TVL1_FIELDS.items():
-            value = getattr(obj, getter)()
-            _TVL1_DEFAULTS[ours] = value if isinstance(value, (bool, int)) else float(value)
-    return dict(_TVL1_DEFAULTS)
+    """OpenCV's own TV-L1 defaults (:data:`OPENCV_TVL1_DEFAULTS`, a copy)."""
+    return dict(OPENCV_TVL1_DEFAULTS)
+
+
+def opencv_tvl1_defaults() -> dict:
+    """The defaults read back from a default-constructed ``cv2.optflow`` object (what
+    :data:`OPENCV_TVL1_DEFAULTS` must equal); InputError when this OpenCV has no optflow."""
+    optflow = getattr(cv2, "optflow", None)
+    if optflow is None:
+        raise InputError(f"this OpenCV {cv2.__version__} has no cv2.optflow (opencv-contrib-python "
+                         f"has it; the headless wheel does not): 'tvl1' needs it, 'tvl1-torch' does not")
+    obj = optflow.DualTVL1OpticalFlow_create()
+    out = {}
+    for ours, (_, getter) in _TVL1_FIELDS.items():
+        value = getattr(obj, getter)()
+        out[ours] = value if isinstance(value, (bool, int)) else float(value)
+    return out
 
 
 def _pairwise(calc, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
@@ -191,6 +210,8 @@ def _pairwise(calc, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
 
 
 def _tvl1_create(params: dict):
+    if getattr(cv2, "optflow", None) is None:
+        opencv_tvl1_defaults()      # raises the one-line error
     kwargs = {_TVL1_FIELDS[k][0]: v for k, v in params.items() if k in _TVL1_FIELDS}
     return cv2.optflow.DualTVL1OpticalFlow_create(**kwargs)
 

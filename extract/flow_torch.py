@@ -25,7 +25,13 @@ steps a batch computes while waiting for its slowest pair. :mod:`extract.flow_co
 the counts into FLOPs.
 
 Speed: each primal-dual step is one function (``_step``); ``compile=True`` runs it through
-``torch.compile``, which fuses its ~70 element-wise operations into a few kernels.
+``torch.compile``, which fuses its ~70 element-wise operations into a few kernels, with
+dynamic shapes (one graph for every level and batch: :func:`_step_fn`; 3 graphs where
+per-shape compiling made 6 for 3 levels and 9 after a second batch size). The 5x5 median is
+an exact sorting network (:mod:`extract.flow_median`: the same values as ``torch.median``
+over an unfold, bit for bit, without copying and sorting 25 values a pixel), compiled with
+the step. On a GPU the stopping test is read one check late (:class:`_StopCheck`) instead of
+draining the queue every ``_CHECK_EVERY`` steps; results and counts are unchanged.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from data.errors import InputError
+from extract.flow_median import median_filter as median_network
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,8 @@ __all__ = ["TVL1Params", "pyramid_sizes", "resolve_device", "tvl1_batch", "tvl1_
 # How often (inner iterations) the loop asks whether every pair has stopped. Asking forces a
 # GPU sync; the per-pair masks keep the result exact whatever this is.
 _CHECK_EVERY = 10
-_MEDIAN_CHUNK = 16  # pairs per median-filter call: the 5x5 unfold needs 25x the flow's memory
+_CHECK_LAG = None   # read the check one interval late: None = on a GPU only (_StopCheck)
+_MEDIAN_CHUNK = 16  # pairs per median-filter call on the CPU: the network's wires need ~25x the flow's memory
 
 
 @dataclass(frozen=True)
@@ -143,15 +151,14 @@ def divergence(v1: torch.Tensor, v2: torch.Tensor):
     return (v1 - F.pad(v1[:, :, :-1], (1, 0))) + (v2 - F.pad(v2[:, :-1, :], (0, 0, 1, 0)))
 
 
-def median_filter(u: torch.Tensor, k: int):
-    """cv2.medianBlur(k) of (B, H, W) float32 with replicated borders."""
-    r = k // 2
-    out = torch.empty_like(u)
-    for s in range(0, u.shape[0], _MEDIAN_CHUNK):
-        p = F.pad(u[s:s + _MEDIAN_CHUNK, None], (r, r, r, r), mode="replicate")[:, 0]
-        win = p.unfold(1, k, 1).unfold(2, k, 1)  # (b, H, W, k, k)
-        out[s:s + _MEDIAN_CHUNK] = win.reshape(*win.shape[:3], k * k).median(dim=-1).values
-    return out
+def median_filter(u: torch.Tensor, k: int, network=median_network):
+    """cv2.medianBlur(k) of (B, H, W) float32 with replicated borders: exactly the window
+    medians, by :mod:`extract.flow_median`'s sorting networks (``network``: that filter, or
+    its compiled form); on the CPU ``_MEDIAN_CHUNK`` pairs at a time (its wires hold up to
+    k*k flow-sized tensors), on a GPU the whole batch in one call."""
+    if u.device.type != "cpu" or u.shape[0] <= _MEDIAN_CHUNK:
+        return network(u, k)
+    return torch.cat([network(u[s:s + _MEDIAN_CHUNK], k) for s in range(0, u.shape[0], _MEDIAN_CHUNK)])
 
 
 def warp_bicubic(images: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor):
@@ -206,12 +213,57 @@ _COMPILED: dict = {}
 
 
 def _step_fn(compile: bool):
-    """The step, eager or through ``torch.compile`` (built once per process)."""
+    """The step and the median filter, eager or through ``torch.compile`` (built once per
+    process), as ``(step, median)``.
+
+    ``dynamic=True``: one graph for every (B, H, W). Each pyramid level is another image size
+    and each batch of a video (its last is smaller) another B, so compiling per shape meant a
+    compilation per level and batch size (5 levels x the sizes met), and past torch's
+    recompile limit (8 per function) torch silently runs the step eager. Sizes 0 and 1 are
+    still specialised by torch (a batch of one pair is its own graph)."""
     if not compile:
-        return _step
+        return _step, median_network
     if "step" not in _COMPILED:
-        _COMPILED["step"] = torch.compile(_step, dynamic=None)
-    return _COMPILED["step"]
+        _COMPILED["step"] = torch.compile(_step, dynamic=True)
+        _COMPILED["median"] = torch.compile(median_network, dynamic=True)
+    return _COMPILED["step"], _COMPILED["median"]
+
+
+class _StopCheck:
+    """Whether every pair of a batch has stopped, asked every ``_CHECK_EVERY`` steps.
+
+    On the CPU the answer is read at once. On a GPU reading it is a host sync that drains the
+    queue, so the answer is copied to pinned memory without waiting and read at the *next*
+    check (``lag``), by which time it has normally arrived while the GPU kept running the
+    steps queued since. A batch then runs up to one check interval of steps more than it
+    needs, with every pair masked (state and counts unchanged), so the result and the
+    iterations are exactly those of an immediate check (tests/test_flow_torch.py)."""
+
+    def __init__(self, device: torch.device, lag: bool | None = None):
+        self.lag = device.type == "cuda" if lag is None else lag
+        self.pending = None
+
+    def __call__(self, active: torch.Tensor) -> bool:
+        """True when the pairs were all stopped at the previous check (lag) or now."""
+        if not self.lag:
+            return not bool(active.any())
+        done = self.pending is not None and self._read()
+        flag = active.any()
+        if flag.device.type == "cuda":
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self.pending = (host, event)
+        else:
+            self.pending = (flag, None)
+        return done
+
+    def _read(self) -> bool:
+        host, event = self.pending
+        if event is not None:
+            event.synchronize()
+        return not bool(host)
 
 
 def _inner_steps(st: dict, data: tuple, active, n: int, prm: TVL1Params, eps: float, step, ran):
@@ -228,29 +280,32 @@ def _inner_steps(st: dict, data: tuple, active, n: int, prm: TVL1Params, eps: fl
     return active
 
 
-def _warp_pass(st: dict, i0, i1_stack, prm: TVL1Params, step, ran):
+def _warp_pass(st: dict, i0, i1_stack, prm: TVL1Params, fns, ran):
     """One warping: linearise I1 around the current flow, then the outer/inner loops;
-    ``ran`` (B,) int32 receives each pair's primal-dual steps."""
+    ``fns`` = (step, median) from :func:`_step_fn`; ``ran`` (B,) int32 receives each pair's
+    primal-dual steps."""
     b, _, h, w = i1_stack.shape
+    step, median = fns
     i1w, i1wx, i1wy = warp_bicubic(i1_stack, st["u1"], st["u2"]).unbind(1)
     grad = i1wx * i1wx + i1wy * i1wy
     rho_c = i1w - i1wx * st["u1"] - i1wy * st["u2"] - i0
     data = (i1wx, i1wy, grad, rho_c)
     eps = float(np.float32(prm.epsilon * prm.epsilon * h * w))
     active = torch.ones(b, dtype=torch.bool, device=i0.device)
+    stopped = _StopCheck(i0.device, _CHECK_LAG)
     for _ in range(prm.outer_iterations):
         if prm.median_filtering > 1:
             m = active[:, None, None]
-            st["u1"] = torch.where(m, median_filter(st["u1"], prm.median_filtering), st["u1"])
-            st["u2"] = torch.where(m, median_filter(st["u2"], prm.median_filtering), st["u2"])
+            st["u1"] = torch.where(m, median_filter(st["u1"], prm.median_filtering, median), st["u1"])
+            st["u2"] = torch.where(m, median_filter(st["u2"], prm.median_filtering, median), st["u2"])
         for start in range(0, prm.inner_iterations, _CHECK_EVERY):
             n = min(_CHECK_EVERY, prm.inner_iterations - start)
             active = _inner_steps(st, data, active, n, prm, eps, step, ran)
-            if not bool(active.any()):
+            if stopped(active):
                 return
 
 
-def _one_scale(i0, i1, u1, u2, prm: TVL1Params, step, ran):
+def _one_scale(i0, i1, u1, u2, prm: TVL1Params, fns, ran):
     """Flow at one pyramid level: (B, H, W) images and initial flow -> refined (u1, u2);
     ``ran`` (B, warps) int32 receives each pair's primal-dual steps per warp."""
     i1x, i1y = centered_gradient(i1)
@@ -258,7 +313,7 @@ def _one_scale(i0, i1, u1, u2, prm: TVL1Params, step, ran):
     zeros = torch.zeros_like(i0)
     st = {"u1": u1, "u2": u2, "p11": zeros, "p12": zeros, "p21": zeros, "p22": zeros}
     for w in range(prm.warps):
-        _warp_pass(st, i0, i1_stack, prm, step, None if ran is None else ran[:, w])
+        _warp_pass(st, i0, i1_stack, prm, fns, None if ran is None else ran[:, w])
     return st["u1"], st["u2"]
 
 
@@ -302,7 +357,7 @@ def tvl1_batch(i0: torch.Tensor, i1: torch.Tensor, prm: TVL1Params = TVL1Params(
         raise InputError(f"expected two (B, H, W) image batches, got {tuple(i0.shape)}, "
                          f"{tuple(i1.shape)}")
     dtype = i0.dtype if i0.is_floating_point() else torch.float32  # float64 for studies
-    step = _step_fn(compile)
+    fns = _step_fn(compile)
     i0s, i1s = _pyramid(i0.to(dtype), i1.to(dtype), prm)
     ran = (torch.zeros((i0.shape[0], len(i0s), prm.warps), dtype=torch.int32, device=i0.device)
            if return_iterations else None)
@@ -310,7 +365,7 @@ def tvl1_batch(i0: torch.Tensor, i1: torch.Tensor, prm: TVL1Params = TVL1Params(
     u2 = torch.zeros_like(i0s[-1])
     for s in range(len(i0s) - 1, -1, -1):
         try:
-            u1, u2 = _one_scale(i0s[s], i1s[s], u1, u2, prm, step, None if ran is None else ran[:, s])
+            u1, u2 = _one_scale(i0s[s], i1s[s], u1, u2, prm, fns, None if ran is None else ran[:, s])
         except torch._dynamo.exc.BackendCompilerFailed as err:  # only with compile=True
             raise InputError(f"tvl1-torch compile=true failed on {i0.device.type} (a C++ "
                              f"compiler is needed on the CPU, Triton on CUDA); use compile=false: "

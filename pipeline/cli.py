@@ -79,10 +79,11 @@ def _shard(ctx, param, value):
 @click.option("--classes", "classes_file", type=click.Path(exists=True), help="Class names, one a line (0-based).")
 @click.option("--frames", default=25, show_default=True, help="T positions per video (TSN segments).")
 @click.option("--flow-stack", default=5, show_default=True, help="L flow pairs per position.")
-@click.option("--flow", "flow_algo", default="tvl1", show_default=True,
+@click.option("--flow", "flow_algo", default=None,
               type=click.Choice(["tvl1", "farneback", "dis", "tvl1-torch", "tvl1-cuda", "auto", "none"]),
               help="TV-L1 backends: tvl1 (OpenCV, CPU), tvl1-torch (batched, GPU or CPU), tvl1-cuda "
-                   "(needs OpenCV built with CUDA); auto: tvl1-cuda, else tvl1-torch on a GPU, else tvl1.")
+                   "(needs OpenCV built with CUDA); auto: tvl1-cuda, else tvl1-torch on a GPU, else tvl1. "
+                   "[default: tvl1; auto with --device cuda, said on stderr]")
 @click.option("--flow-param", multiple=True, metavar="NAME=VALUE", help="Override a flow parameter, e.g. epsilon=0.05.")
 @click.option("--quantize-flow/--no-quantize-flow", default=False, help="Map flow to uint8 like TSN's JPEGs.")
 @click.option("--crops", default=10, show_default=True, type=click.Choice(["1", "3", "10"]), help="Crops per position.")

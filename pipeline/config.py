@@ -40,11 +40,18 @@ def given_root(p: Mapping) -> str | None:
 
 def extract_config(p: Mapping, command: str = "") -> ExtractConfig:
     """Build the config from the extract command's parsed parameters. ``--flow auto`` is
-    resolved here, once, so every shard and the store record the algorithm that ran."""
+    resolved here, once, so every shard and the store record the algorithm that ran; without
+    ``--flow`` it is ``tvl1`` on the CPU and ``auto`` with ``--device cuda`` (said on stderr)."""
     from extract.flow import FlowConfig, auto_algorithm, choose_tvl1, opencv_cuda_tvl1
     from extract.video import VideoSettings
 
     algo = p["flow_algo"]
+    if algo is None:        # not given: OpenCV's CPU TV-L1, but on a GPU the GPU's (issue 31)
+        algo = "auto" if p["device"] == "cuda" else "tvl1"
+        if algo == "auto" and not p.get("quiet"):
+            click.echo(f"--device cuda: --flow defaults to auto -> "
+                       f"{choose_tvl1(opencv_cuda_tvl1(), True)} (give --flow tvl1 for OpenCV's CPU TV-L1)",
+                       err=True)
     if algo == "auto":
         # --device cuda says the workers have a GPU even when this host (a login node) has none
         algo = choose_tvl1(opencv_cuda_tvl1(), True) if p["device"] == "cuda" else auto_algorithm()

@@ -274,3 +274,29 @@ def test_learns_at_the_papers_defaults_on_planted_states(precision):
     assert acc["as"] >= acc["uniform"] + 0.15 and acc["as"] > acc["max_response"], acc
     hit = agent.score(test).mean(2).topk(5, dim=1).indices
     assert float(st.key_mask[240:].gather(1, hit).float().mean()) > 0.12 + 0.06   # chance 3/25
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_bfloat16_lstm_runs_in_bfloat16_outside_autocast(device):
+    """Issue 31 fix 5: CUDA's autocast casts cuDNN's LSTM to float16 even under a bfloat16
+    autocast; the BiLSTM runs outside autocast in bfloat16 explicitly, its gradients reach
+    the float32 weights, and the keep probabilities stay within bfloat16's rounding of float32."""
+    from agents.as_agent import ASNet
+
+    torch.manual_seed(0)
+    net = ASNet(32, 16).to(device)
+    x = torch.randn(4, 7, 32, device=device)
+    seen = []
+    net.lstm.register_forward_hook(lambda m, i, o: seen.append(
+        (i[0].dtype, o[0].dtype, torch.is_autocast_enabled(device))))
+    with torch.autocast(device, dtype=torch.bfloat16):
+        p = net(x)
+    assert seen == [(torch.bfloat16, torch.bfloat16, False)]
+    assert p.dtype == torch.float32
+    ref = net(x)
+    assert seen[-1] == (torch.float32, torch.float32, False)
+    assert 0 < (p - ref).abs().max() < 2e-2
+    p.sum().backward()
+    grad = net.lstm.weight_hh_l0.grad
+    assert grad.dtype == torch.float32 and grad.abs().sum() > 0

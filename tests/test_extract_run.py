@@ -441,3 +441,27 @@ def test_a_second_process_on_the_same_shard_stops_at_once(video_dir):
     finally:
         first.kill()
         first.wait()
+
+
+def test_resume_with_another_flow_batch_size_is_accepted(video_dir):
+    """Issue 31 fix 3: tvl1-torch's batch_size/device/compile say how flow ran, not what it
+    computed, so a run resumed with another flow batch size goes on (its videos are processed),
+    while another epsilon is still refused."""
+    root = video_dir / "videos"
+    (video_dir / "two.txt").write_text("left/v0.mp4 0\nright/missing.mp4 1\n")
+    out = video_dir / "t.zarr"
+    tiny = ["--frames", "2", "--flow-stack", "1", "--crops", "1", "--streams", "flow", "--no-thumbnails",
+            "--quiet", "--flow", "tvl1-torch", "--flow-param", "nscales=1", "--flow-param", "warps=1",
+            "--flow-param", "outer_iterations=1", "--flow-param", "inner_iterations=3",
+            "--flow-param", "device=cpu"]
+    args = [str(video_dir / "two.txt"), "--root", str(root), "--out", str(out), *tiny]
+    r = extract([*args, "--flow-param", "batch_size=4"])
+    assert "1/2 done, 1 failed" in r.output, r.output
+    (root / "right" / "missing.mp4").write_bytes((root / "left" / "v0.mp4").read_bytes())
+    r = extract([*args, "--flow-param", "batch_size=1", "--retry-failed"])
+    assert r.exit_code == 0 and "(1 processed" in r.output, r.output
+    with open_store(out) as s:
+        assert list(s.status()) == [DONE, DONE]
+        assert s.attrs["settings"]["flow"]["params"]["batch_size"] == 4     # recorded, not compared
+    refused(CliRunner().invoke(main, ["extract", *args, "--flow-param", "epsilon=0.05"]),
+            "settings.flow.params.epsilon 0.01 vs 0.05")

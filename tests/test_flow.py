@@ -148,6 +148,24 @@ def test_unknown_or_bad_parameter():
         FlowConfig("tvl1", threads=-1)
 
 
+def test_tvl1_defaults_written_down_equal_opencvs():
+    """The defaults are data (tvl1-torch runs where cv2.optflow is missing); they must be
+    what OpenCV itself constructs, wherever OpenCV has optflow."""
+    if getattr(cv2, "optflow", None) is None:
+        pytest.skip("this OpenCV has no cv2.optflow to check the written-down defaults against")
+    assert fl.opencv_tvl1_defaults() == fl.OPENCV_TVL1_DEFAULTS == fl.tvl1_defaults()
+    for k, v in fl.OPENCV_TVL1_DEFAULTS.items():
+        assert type(fl.opencv_tvl1_defaults()[k]) is type(v), k
+
+
+def test_tvl1_torch_defaults_need_no_optflow(monkeypatch):
+    monkeypatch.delattr(cv2, "optflow")
+    params = dict(FlowConfig("tvl1-torch").params)
+    assert {k: params[k] for k in fl.OPENCV_TVL1_DEFAULTS} == fl.OPENCV_TVL1_DEFAULTS
+    with pytest.raises(InputError, match="no cv2.optflow"):
+        compute_stacks(np.zeros((1, 2, 16, 16), np.uint8), FlowConfig("tvl1"))
+
+
 def test_tvl1_defaults_read_from_opencv_and_filled_in():
     obj = cv2.optflow.DualTVL1OpticalFlow_create()
     params = dict(FlowConfig("tvl1").params)

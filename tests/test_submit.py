@@ -211,3 +211,19 @@ def test_name_value_options_parse_json_values_and_reject_malformed_items():
     assert parse_assignments(["hidden-size=8"], "--set", underscores=True) == (("hidden_size", 8),)
     with pytest.raises(click.BadParameter, match="expected NAME=VALUE"):
         parse_assignments(["epsilon"], "--flow-param")
+
+
+def test_flow_default_is_tvl1_on_cpu_and_auto_on_cuda(video_dir, capsys):
+    """Issue 31 fix 2: without --flow, --device cuda gets a GPU TV-L1 (said on stderr);
+    the CPU default stays OpenCV's tvl1; an explicit --flow always wins."""
+    from extract.flow import choose_tvl1, opencv_cuda_tvl1
+
+    base = [str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), "--out", str(video_dir / "d.zarr")]
+    assert extract_config(base).settings.flow.algorithm == "tvl1"
+    assert "defaults to auto" not in capsys.readouterr().err
+    cfg = extract_config([*base, "--device", "cuda"])
+    assert cfg.settings.flow.algorithm == choose_tvl1(opencv_cuda_tvl1(), True) != "tvl1"
+    assert "--device cuda: --flow defaults to auto -> " + cfg.settings.flow.algorithm in capsys.readouterr().err
+    assert extract_config([*base, "--device", "cuda", "--quiet"]).settings.flow.algorithm != "tvl1"
+    assert capsys.readouterr().err == ""
+    assert extract_config([*base, "--device", "cuda", "--flow", "tvl1"]).settings.flow.algorithm == "tvl1"
