@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# videos/status: a reader trusts only rows whose status is DONE (data/store.py)
+PENDING, DONE, FAILED = 0, 1, 2
+STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+
 # The per-video cost record (optional: stores written before it have none), and the part of
 # it that is an execution fact (wall seconds): never compared between stores.
 COST_PREFIX = "cost/"

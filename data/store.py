@@ -51,27 +51,24 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import FrameselError, SchemaError, StoreError, UnknownNameError
+from data.errors import SchemaError, StoreError, UnknownNameError
 from data.jsonable import attr_value
 # The layout types live in data.layout; data.store stays the one front door for them.
-from data.layout import (COST_PREFIX, TIMING_NODES, Layout, StreamSpec, VideoCost, VideoResult,  # noqa: F401
-                         per_video_arrays, result_rows)
+from data.layout import (COST_PREFIX, DONE, FAILED, PENDING, STATUS_NAMES, TIMING_NODES, Layout,  # noqa: F401
+                         StreamSpec, VideoCost, VideoResult, per_video_arrays, result_rows)
+from data.store_chunks import ChunkChecks
+from data.store_compare import compare_stores  # noqa: F401 (the front door: data.store.compare_stores)
 from data.space import check_room, ensure_room, write_error
 from data.store_logits import LogitsRecord
 
 SCHEMA_VERSION = 1
-PENDING, DONE, FAILED = 0, 1, 2
-STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
-# Arrays whose real rows are never all zeros: their chunk must exist even in stores written
-# before every chunk was written (see Store._chunk_required).
-_NEVER_ZERO = ("features", "logits", "feature_maps")
 
 # Lazily imported backends (GUIDE §6.4): a missing optional library names what is available.
 _FORMATS = {"zarr": ("data.store_zarr", "ZarrStore"), "hdf5": ("data.store_hdf5", "HDF5Store")}
 _SUFFIXES = {".zarr": "zarr", ".h5": "hdf5", ".hdf5": "hdf5"}
 
 
-class Store(LogitsRecord):
+class Store(ChunkChecks, LogitsRecord):
     """Backend-independent API. Subclasses implement the ``_``-prefixed primitives."""
 
     format = ""
@@ -187,47 +184,6 @@ class Store(LogitsRecord):
     def _read_rows(self, name: str, indices: list[int]) -> list[np.ndarray]:
         """The rows ``indices`` (their chunks checked); a backend may read them its own way."""
         return [np.asarray(self._read_row(name, i)) for i in indices]
-
-    def _checked_row(self, name: str, i: int, *, must_be_done: bool = False) -> np.ndarray:
-        """Row ``i``, refusing the fill value that a missing chunk would silently give."""
-        self._check_chunk(name, i, must_be_done=must_be_done)
-        return np.asarray(self._read_row(name, i))
-
-    def _check_chunk(self, name: str, i: int, *, must_be_done: bool = False) -> None:
-        """Refuse row ``i`` when its chunk is missing (a done video's: damage; another's, with
-        ``must_be_done``: not done). The check is one stat (Zarr) or one chunk-index lookup
-        (HDF5) per row; status is read only when a chunk is missing."""
-        if self._chunk_required(name) and not self._chunk_exists(name, i):
-            done = int(self._read_row("videos/status", i)) == DONE
-            if done:
-                raise self._damaged(name, i, "is missing: the store is incomplete (an interrupted copy "
-                                             "or sync?); restore it from its source or extract it again")
-            if must_be_done:
-                raise StoreError(f"{self.path}: video {i} is not done, it has no {name} row")
-
-    def _chunk_required(self, name: str) -> bool:
-        """Whether a row of ``name`` must have its chunk stored. Arrays created since chunks are
-        always written say so; before, a row equal to the fill value (a static video's motion,
-        a 1-frame video's frame_index) had no chunk, but features and logits never are all zero."""
-        if name not in self._required:
-            self._required[name] = self._chunks_always_written(name) or name.rsplit("/", 1)[-1] in _NEVER_ZERO
-        return self._required[name]
-
-    def _damaged(self, name: str, i: int, what: str) -> StoreError:
-        """The error for a damaged row: array, video index, its list path and the chunk."""
-        try:
-            video = f" ({self._read_row('videos/path', i)})"
-        except (FrameselError, IndexError):
-            video = ""
-        return StoreError(f"{self.path}: {name} of video {i}{video}: chunk {self._chunk_location(name, i)} {what}")
-
-    def verified_row(self, name: str, i: int) -> np.ndarray:
-        """Row ``i`` of a done video, after also checking its chunk for damage that may still
-        decode (``framesel check``); StoreError names array, video and chunk."""
-        damage = self._chunk_damage(name, i) if self._chunk_exists(name, i) else None
-        if damage:
-            raise self._damaged(name, i, damage)
-        return self._checked_row(name, i, must_be_done=True)
 
     def dtype(self, name: str) -> np.dtype:
         known = self.attrs.get("arrays", {})
@@ -424,24 +380,3 @@ def create_store(path, layout: Layout, *, format: str | None = None, exist_ok: b
     start at once end up sharing one store. With ``exist_ok``, an existing store is opened
     instead — the caller then checks its settings match."""
     return _backend(format_for(path, format)).create(Path(path), layout, exist_ok=exist_ok)
-
-
-def compare_stores(a: Store, b: Store, *, atol: float = 0.0, ignore=TIMING_NODES) -> list[str]:
-    """Differences between two stores, array for array (empty list = equal), leaving out the
-    arrays named in ``ignore`` (by default the measured seconds: how long a video took is
-    not what the store holds)."""
-    diffs = []
-    names_a, names_b = set(a.array_names()) - set(ignore), set(b.array_names()) - set(ignore)
-    if names_a != names_b:
-        diffs.append(f"arrays differ: only in a {sorted(names_a - names_b)}, only in b {sorted(names_b - names_a)}")
-    for name in sorted(names_a & names_b):
-        x, y = a._read_all(name), b._read_all(name)
-        if x.shape != y.shape:
-            diffs.append(f"{name}: shape {x.shape} vs {y.shape}")
-        elif x.dtype.kind in "fc":
-            if not np.allclose(x, y, atol=atol, rtol=0, equal_nan=True):
-                diffs.append(f"{name}: max abs difference {np.nanmax(np.abs(x.astype(np.float64) - y)):.3g}")
-        elif not np.array_equal(x.astype(object) if x.dtype.kind in "OTU" else x,
-                                y.astype(object) if y.dtype.kind in "OTU" else y):
-            diffs.append(f"{name}: values differ")
-    return diffs

@@ -138,7 +138,7 @@ def store_path(cfg: ExtractConfig) -> Path:
     """HDF5 has a single writer, so each of several shards writes its own file."""
     out = Path(cfg.out)
     if format_for(out, cfg.format) == "hdf5" and cfg.shard[1] > 1:
-        from data.store_hdf5 import shard_path
+        from data.store_merge import shard_path
         return shard_path(out, *cfg.shard)
     return out
 

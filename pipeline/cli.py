@@ -160,7 +160,7 @@ def check(store_path):
 @domain_errors
 def merge(shards, out):
     """Join the per-shard HDF5 files of an array job into one store."""
-    from data.store_hdf5 import merge_stores
+    from data.store_merge import merge_stores
 
     counts = merge_stores(shards, out)
     click.echo(f"{out}: merged {counts['done']} done and {counts['failed']} failed videos "

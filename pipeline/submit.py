@@ -299,7 +299,7 @@ def shard_paths(cfg: ExtractConfig, shards: int) -> list[Path]:
 
 
 def _merge_hdf5(cfg: ExtractConfig, shards: int) -> dict:
-    from data.store_hdf5 import merge_stores
+    from data.store_merge import merge_stores
 
     parts = shard_paths(cfg, shards)
     counts = merge_stores([p for p in parts if p.exists()], cfg.out)

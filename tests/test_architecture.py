@@ -13,8 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("data", "extract", "agents", "evaluate", "pipeline")
 MAX_LINES = 400
 # Files still over MAX_LINES, each with the most lines it may have: the list only shrinks.
-OVER = {"data/store_hdf5.py": 442, "data/store.py": 447, "extract/flow.py": 456, "extract/decode.py": 411,
-        "agents/dsn.py": 427, "evaluate/protocols.py": 443}
+OVER = {"evaluate/protocols.py": 443}
 
 
 def _modules() -> dict[str, Path]:

@@ -280,7 +280,7 @@ def test_parameter_must_be_finite(value):
 
 @pytest.mark.parametrize("algorithm", flow_algorithms())
 def test_every_parameter_has_a_rule_its_default_satisfies(algorithm):
-    algo = fl._get_algorithm(algorithm)
+    algo = fl.get_algorithm(algorithm)
     defaults = algo.defaults()
     assert set(algo.rules) == set(defaults), algorithm
     for name, value in defaults.items():

@@ -199,7 +199,7 @@ def test_zarr_and_hdf5_hold_the_same(tmp_path):
 
 @pytest.mark.parametrize("cost", [False, True])
 def test_hdf5_shards_merge(tmp_path, cost):
-    from data.store_hdf5 import merge_stores, shard_path
+    from data.store_merge import merge_stores, shard_path
     final = tmp_path / "m.h5"
     parts = [shard_path(final, k, 2) for k in (1, 2)]
     assert parts[0].name == "m.shard-1-of-2.h5"
@@ -247,7 +247,7 @@ def _write(path, layout, videos):
 
 
 def test_merge_shards_whose_command_created_and_shard_differ(tmp_path):
-    from data.store_hdf5 import merge_stores
+    from data.store_merge import merge_stores
     a = _write(tmp_path / "a.h5", shard_layout(shard="1/2"), [0, 2])
     b = _write(tmp_path / "b.h5", shard_layout(shard="2/2"), [1, 3])
     assert merge_stores([a, b], tmp_path / "m.h5") == {"done": 4, "failed": 0}
@@ -258,7 +258,7 @@ def test_merge_shards_whose_command_created_and_shard_differ(tmp_path):
 
 
 def test_merge_refuses_other_settings_naming_them(tmp_path):
-    from data.store_hdf5 import merge_stores
+    from data.store_merge import merge_stores
     a = _write(tmp_path / "a.h5", shard_layout(), [0])
     b = _write(tmp_path / "b.h5", shard_layout(flow="dis"), [1])
     with pytest.raises(StoreError, match=r"b\.h5 was made with other settings .*"
@@ -270,7 +270,7 @@ def test_merge_refuses_other_settings_naming_them(tmp_path):
 def test_merge_maps_rows_by_path_from_an_edited_list(tmp_path):
     """A source made from the same videos in another order lands row by row under the same
     path; one whose label for a path differs is refused, naming the path."""
-    from data.store_hdf5 import merge_stores
+    from data.store_merge import merge_stores
     a = _write(tmp_path / "a.h5", shard_layout(), [0, 1])
     b = _write(tmp_path / "b.h5", shard_layout(order=[3, 2, 1, 0]), [0, 1])   # paths 3 and 2
     merge_stores([a, b], tmp_path / "m.h5")
@@ -286,7 +286,7 @@ def test_merge_into_an_existing_out_checks_it_first_and_leaves_it_untouched(tmp_
     """A --flow dis source into a TV-L1 store is refused before anything is written."""
     import hashlib
 
-    from data.store_hdf5 import merge_stores
+    from data.store_merge import merge_stores
     out = _write(tmp_path / "out.h5", shard_layout(), [0])
     before = hashlib.sha256(out.read_bytes()).hexdigest()
     dis = _write(tmp_path / "dis.h5", shard_layout(flow="dis"), [1, 2])
