@@ -15,7 +15,7 @@ import torch
 from agents.base import Agent, load_agent, selector_class, selector_names, write_jsonl
 from agents.from_store import load_states, rows_for_list
 from agents.checkpoint import check_resumable, read_checkpoint
-from agents.head import HeadConfig, apply_head, build_head, train_head
+from agents.head import HeadConfig, apply_head, build_head, head_sha256, train_head
 from agents.options import make_config
 from agents.papers import partner_overrides
 from agents.together import fit_together
@@ -108,12 +108,8 @@ def _recorded_head(store, stream, cfg: HeadConfig, list_sha, rows_sha, C):
 
 
 def _head_sha(head) -> str:
-    """sha256 of the head's weights (float32, in state_dict order)."""
-    digest = hashlib.sha256()
-    for name, value in head.state_dict().items():
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().numpy().astype(np.float32).tobytes())
-    return digest.hexdigest()
+    """sha256 of the head's weights (agents.head.head_sha256)."""
+    return head_sha256(head)
 
 
 def _write_logits(store, stream, head, prov, device, rows, chunk=256) -> None:

@@ -22,6 +22,8 @@ Protocols (:data:`PROTOCOLS`):
   (:mod:`evaluate.dsn_protocol`).
 - ``fusion``: each stream alone and fused with explicit weights (scores before softmax,
   TSN 1 : 1.5 and 002's 1/3 : 2/3) for every method present on both streams.
+- ``select_classify``: select on one stream's centre crop, classify every stream at those
+  positions, TSN-fused: what ``framesel predict`` computes (:mod:`evaluate.select_classify`).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import torch
 
 from agents.base import States
 from data.errors import InputError
-from evaluate import dsn_protocol, metrics, pairing
+from evaluate import dsn_protocol, metrics, pairing, select_classify
 from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
                               selector_observer, selector_seen)
 from evaluate.methods import (Method, SelectionSummary, agent_label, baseline_method, build_methods,
@@ -44,7 +46,7 @@ from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seed
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion")
+PROTOCOLS = ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion", "select_classify")
 DEFAULT_MS = (4, 8, 12, 16, 20, 25)
 DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.3)
 TATTN_WEIGHTS = (("rgb", 1 / 3), ("flow", 2 / 3))
@@ -329,7 +331,8 @@ def _fusion(run: _Run):
 
 
 _PROTOCOL_FNS = {"accuracy_vs_m": _accuracy_vs_m, "frame_vs_region": _frame_vs_region, "alpha": _alpha,
-                 "state_ablation": _state_ablation, "dsn_mn": _dsn_mn, "fusion": _fusion}
+                 "state_ablation": _state_ablation, "dsn_mn": _dsn_mn, "fusion": _fusion,
+                 "select_classify": lambda run: select_classify.select_classify_rows(run, score_metrics)}
 
 
 def check_states(states: dict) -> None:

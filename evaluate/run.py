@@ -43,6 +43,7 @@ class EvaluateConfig:
     clamp_m: bool = False     # budgets above T are evaluated as T (and said so); else refused
     load: str = "auto"        # memory | stream | auto: where the test states live (data/stream.py)
     quiet: bool = False       # no progress bar (it is off too when the CI environment variable is set)
+    per_video: bool = False   # also write per_video.csv: select_classify's kept frames, class, score per video
     command: str = ""
 
 
@@ -74,12 +75,49 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             first, evaluated = first or (states, rows), evaluated + [rows]
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
                                       progress=show_progress(cfg.quiet))
+        per_video = per_video_rows(result_rows, store)
         states, rows = first
         thumbs = StoreRows(store, "thumbnails", rows, dtype=np.uint8) if store.has("thumbnails") else None
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, CostModel.from_store(store, np.unique(np.concatenate(evaluated))), streams)
-    return write_report(cfg.out, result_rows, meta, extras)
+    paths = write_report(cfg.out, result_rows, meta, extras)
+    if cfg.per_video:
+        paths["per_video"] = write_per_video(Path(cfg.out) / "per_video.csv", per_video)
+    return paths
+
+
+PER_VIDEO_FIELDS = ("split", "protocol", "method", "seed", "stream", "m", "path", "predicted", "score", "kept_frames")
+
+
+def per_video_rows(rows: list[dict], store) -> list[dict]:
+    """Take every row's ``_per_video`` records (evaluate.select_classify) out of ``rows`` and
+    return them as flat records of :data:`PER_VIDEO_FIELDS`: the video's path, its class name,
+    the score and the kept positions as decoded frame indices (the store's ``frame_index``);
+    the seed-mean and split-mean rows' copies are dropped."""
+    out, classes, paths = [], store.attrs.get("classes") or [], None
+    for row in rows:
+        records = row.pop("_per_video", None)
+        if not records or row.get("seed") == "mean" or row.get("split") == "mean":
+            continue
+        frames = store.read_rows("frame_index", [r["row"] for r in records])
+        paths = paths or store.paths
+        for r, fi in zip(records, frames):
+            out.append({**{k: row.get(k) for k in PER_VIDEO_FIELDS[:6]}, "path": paths[r["row"]],
+                        "predicted": classes[r["predicted"]] if classes else r["predicted"],
+                        "score": r["score"], "kept_frames": " ".join(str(int(fi[p])) for p in r["positions"])})
+    return out
+
+
+def write_per_video(path: Path, records: list[dict]) -> Path:
+    """per_video.csv of :func:`per_video_rows`' records."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PER_VIDEO_FIELDS)
+        writer.writeheader()
+        writer.writerows(records)
+    return path
 
 
 def attach_observers(store, rows, states: dict, methods) -> list:

@@ -20,6 +20,7 @@ import click
 
 from data.errors import FrameselError
 from pipeline.options import AgentPaths, SpreadCommand, flatten, fusion_weights, int_list, slurm_extra
+from pipeline.predict_cli import predict_command
 
 
 def _command_line() -> str:
@@ -310,10 +311,12 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
               help="Two-stream fusion weights on scores before softmax (default: 1:1.5 as TSN, and 1/3:2/3).")
 @click.option("--seed", default=0, show_default=True)
 @device_option("Where the selections run (the agents' networks, a block of test videos at a time).")
+@click.option("--per-video", is_flag=True, help="Also write per_video.csv (select_classify: kept frames, class, score).")
 @load_option
 @quiet_option
 @domain_errors
-def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, device, load, quiet):
+def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, device, load, quiet,
+             per_video):
     """Run the papers' protocols on STORE with the given agents and write a report."""
     from evaluate.protocols import ProtocolConfig
     from evaluate.run import EvaluateConfig, run_evaluate
@@ -327,7 +330,7 @@ def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, f
                          baselines=tuple(b for b in baselines.split(",") if b),
                          streams=tuple(s for s in streams.split(",") if s),
                          protocol=ProtocolConfig(**proto), clamp_m=not ms, load=load, quiet=quiet,
-                         command=_command_line())
+                         per_video=per_video, command=_command_line())
     paths = run_evaluate(cfg)
     click.echo(f"report: {paths.get('html', paths)}")
 
@@ -433,6 +436,8 @@ def _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_re
         click.echo(f"`framesel info {cfg.out}` shows progress")
     return True
 
+
+main.add_command(predict_command(domain_errors, quiet_option, device_option, _command_line))
 
 if __name__ == "__main__":  # pragma: no cover
     main()
