@@ -69,12 +69,12 @@ class Predictor:
             self.m, self.classes = m, list(attrs.get("classes") or [])
             self.multilabel = bool(attrs.get("multilabel"))
             self.streams = list(store.streams)
+            self.method, self.stream, self.observed = self._method(store, agent)   # refusals first: no models built
+            self.heads = {s: stored_head(store, s) for s in self.streams}
             recorded = settings_from_record(attrs.get("settings"))
             self.models = Models(recorded, device, len(self.classes))
             _check_same_features(store, recorded, self.models)
             self.settings = dataclasses.replace(recorded, thumbnail_size=None)     # predict keeps none
-            self.heads = {s: stored_head(store, s) for s in self.streams}
-            self.method, self.stream, self.observed = self._method(store, agent)
         self.centre = centre_crop(self.K, self.settings, self.models.backbone(self.observed).spec.input_size)
         self.expensive = tuple(s for s in self.streams if s != self.observed) + ((self.observed,) if self.K > 1 else ())
 

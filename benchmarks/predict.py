@@ -1,0 +1,225 @@
+"""`framesel predict` against full extraction on new videos, side by side in one run (issue 28).
+
+A training store of real fight clips (--train-videos of ../shared/data/fight/train.txt, both
+classes alternating) at T = 10, L = 5, one centre crop, rgb + flow, TV-L1 at OpenCV's
+defaults; its head; an ``as`` agent on rgb and a ``dsn`` on flow observing rgb, the better
+of the two by select_classify top-1 at m = 3 on the training videos being "the agent".
+Then, on --test-videos new clips of test.txt, one after another in this process:
+
+- **full**: ``run_extraction`` of the clips into a new store (decode, TV-L1 on every pair
+  of the T stacks, both backbones at every position, the store write) and classification of
+  all T positions by the training store's heads, TSN-fused;
+- **uniform m**: ``Predictor(store, "uniform", m)`` on every clip;
+- **agent m**: ``Predictor(store, agent, m)`` on every clip.
+
+Prints one table: seconds per video (mean), the split into decode, cheap pass, agent, flow,
+backbone, the ratio to full, top-1 on the clips, flow fields per video; then the ratio the
+measured unit costs give at other m (T/m) and the share that does not shrink with m.
+
+    python -m benchmarks.predict --out /tmp/framesel-predict     # ~15 min on 2 cores
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+FIGHT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fight"
+
+
+FLOW = {"algorithm": "tvl1"}      # OpenCV's defaults; --flow farneback only to try the script quickly
+THREADS = {"n": 0}                # torch and OpenCV threads (0: the cores)
+
+
+def settings():
+    from extract.flow import FlowConfig
+    from extract.video import VideoSettings
+
+    return VideoSettings(frames=10, flow_stack=5, crops=1, thumbnail_size=None, flow=FlowConfig(**FLOW))
+
+
+def pick(list_file: Path, n: int) -> list[str]:
+    """n lines of a fight list, the classes alternating (fight, noFight, ...)."""
+    lines = [x for x in list_file.read_text().splitlines() if x.strip()]
+    by = {c: [x for x in lines if x.split()[-1] == c] for c in ("1", "0")}
+    out = [x for pair in zip(by["1"], by["0"]) for x in pair]
+    return out[:n]
+
+
+def build_training(out: Path, n: int) -> tuple[str, Path, dict]:
+    """The training store, its head and the two agents; returns (store, list, {name: checkpoint})."""
+    from agents.head import HeadConfig
+    from agents.stage import HeadStageConfig, TrainStageConfig, run_head, run_train
+    from extract.run import ExtractConfig, run_extraction
+
+    lst = out / "train.txt"
+    lst.write_text("\n".join(pick(FIGHT / "train.txt", n)) + "\n")
+    store = str(out / "train.zarr")
+    t0 = time.perf_counter()
+    summary = run_extraction(ExtractConfig(list_path=str(lst), out=store, root=str(FIGHT), settings=settings(),
+                                           classes_file=str(FIGHT / "classes.txt"), quiet=True,
+                                           threads=THREADS["n"], command="python -m benchmarks.predict"))
+    print(summary.text(), f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    run_head(HeadStageConfig(store=store, train_list=str(lst), head=HeadConfig(epochs=60), quiet=True))
+    agents = {}
+    for name, stream, observer, sets in (("as", "rgb", None, (("m", 3), ("lr", 1e-4), ("epochs", 15))),
+                                         ("dsn", "flow", "rgb", (("sections", 3), ("clips_per_section", 3),
+                                                                 ("epochs", 40), ("batch_size", 16)))):
+        path = out / f"{name}.pt"
+        path.unlink(missing_ok=True)
+        run_train(TrainStageConfig(store=store, agent=name, train_list=str(lst), out=str(path), stream=stream,
+                                   observer=observer, overrides=sets, quiet=True))
+        agents[name] = path
+    return store, lst, agents
+
+
+def best_agent(store: str, lst: Path, agents: dict, m: int) -> tuple[str, dict]:
+    """The agent with the best select_classify top-1 at m on the training videos."""
+    from agents.base import load_agent
+    from agents.from_store import load_states, rows_for_list
+    from data.lists import read_list
+    from data.store import open_store
+    from evaluate.protocols import ProtocolConfig, build_methods, run_protocols
+    from evaluate.run import attach_observers
+
+    with open_store(store) as st:
+        rows = rows_for_list(st, read_list(lst))
+        states = {s: load_states(st, s, rows) for s in st.streams}
+        methods = attach_observers(st, rows, states, build_methods(["uniform"], [load_agent(p) for p in agents.values()],
+                                                                   list(states)))
+        got = run_protocols(states, methods, config=ProtocolConfig(ms=(m,), protocols=("select_classify",),
+                                                                    bootstrap=100))
+    top = {r["method"].split("[")[0]: r["top1"] for r in got if r["learned"]}
+    best = max(top, key=top.get)
+    return best, top
+
+
+def full(out: Path, test: Path, train_store: str) -> dict:
+    """Full extraction of the test clips into a new store + classification of all positions."""
+    import torch
+
+    from agents.head import apply_head, stored_head
+    from data.store import open_store
+    from evaluate.methods import baseline_method
+    from evaluate.select_classify import classify_kept, decide
+    from agents.base import States
+    from extract.run import ExtractConfig, run_extraction
+
+    store = out / "full.zarr"
+    t0 = time.perf_counter()
+    summary = run_extraction(ExtractConfig(list_path=str(test), out=str(store), root=str(FIGHT), settings=settings(),
+                                           classes_file=str(FIGHT / "classes.txt"), quiet=True,
+                                           threads=THREADS["n"]))
+    with open_store(train_store) as tr:
+        heads = {s: stored_head(tr, s) for s in tr.streams}
+    with open_store(store) as st:
+        rows = np.flatnonzero(st.status() == 1)
+        states = {s: States(features=torch.from_numpy(st.read_rows(f"{s}/features", rows).astype(np.float32)),
+                            logits=torch.from_numpy(apply_head(heads[s], st.read_rows(f"{s}/features", rows))),
+                            labels=torch.zeros(len(rows), dtype=torch.int64)) for s in st.streams}
+        method = baseline_method("uniform", list(states))
+        kept = torch.ones(len(rows), st.T, dtype=torch.bool)
+        pred, _ = decide(classify_kept(method, states, kept)[0])
+        wall = time.perf_counter() - t0
+        stages = dict(zip(st.layout().cost_stages, st.read_rows("cost/seconds", rows).mean(0).tolist()))
+        fields = float(st.read_rows("cost/flow_fields", rows).mean()) if st.has("cost/flow_fields") else None
+        labels = st.labels[rows]
+    print(summary.text(), flush=True)
+    split = {"decode": stages.get("decode", 0.0), "cheap": stages.get("backbone:rgb", 0.0), "agent": 0.0,
+             "flow": stages.get("flow", 0.0) + stages.get("flow_cost", 0.0), "backbone": stages.get("backbone:flow", 0.0)}
+    return {"seconds": wall / len(rows), "stages": split, "top1": float((pred == labels).mean()),
+            "flow_fields": fields, "videos": len(rows)}
+
+
+def predicted(store: str, agent: str, m: int, test: Path) -> dict:
+    """Predictor over the test clips; mean seconds, split, top-1, flow fields."""
+    from data.lists import read_list
+    from pipeline.predict import STAGES, Predictor
+
+    videos = read_list(test, root=str(FIGHT))
+    t0 = time.perf_counter()
+    pr = Predictor(store, agent, m)
+    setup = time.perf_counter() - t0
+    rows = [pr.video(str(FIGHT / p)) for p in videos.paths]
+    wall = time.perf_counter() - t0
+    hits = [pr.classes.index(r["predicted"]) == int(y) for r, y in zip(rows, videos.labels)]
+    return {"seconds": float(np.mean([r["seconds"] for r in rows])), "setup": setup, "wall": wall,
+            "stages": {k: float(np.mean([r["stages"][k] for r in rows])) for k in STAGES},
+            "top1": float(np.mean(hits)), "flow_fields": float(np.mean([r["flow_fields"] for r in rows])),
+            "videos": len(rows)}
+
+
+def scaling(res: dict, T: int) -> list[tuple]:
+    """Ratio full / predict at each m from the measured per-video stages: flow and the flow
+    backbone scale with the kept positions (m/T of full's), decode, cheap pass and agent do not."""
+    f, p = res["full"], res["agent"]
+    fixed = p["stages"]["decode"] + p["stages"]["cheap"] + p["stages"]["agent"]
+    per_pos = (f["stages"]["flow"] + f["stages"]["backbone"]) / T
+    total = sum(f["stages"].values())
+    return [(m, total / (fixed + m * per_pos), fixed / (fixed + m * per_pos)) for m in (1, 2, 3, 5, T)] \
+        + [("cap (m -> 0)", total / fixed, 1.0)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="/tmp/framesel-predict")
+    ap.add_argument("--train-videos", type=int, default=10)
+    ap.add_argument("--test-videos", type=int, default=6)
+    ap.add_argument("--m", type=int, default=3)
+    ap.add_argument("--flow", default="tvl1", help="tvl1 (the benchmark); farneback only to try the script")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch and OpenCV threads for every run (0: the cores). On a shared machine 1 "
+                         "avoids OpenMP's spinning threads (2 threads at load 10 made a 3-crop batch 20x slower)")
+    args = ap.parse_args()
+    FLOW["algorithm"], THREADS["n"] = args.flow, args.threads
+    if not FIGHT.exists():
+        raise SystemExit(f"{FIGHT} is absent: this benchmark needs ../shared/data beside the checkout")
+    import cv2
+    import torch
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    cv2.setNumThreads(args.threads or os.cpu_count() or 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in ("train.zarr", "full.zarr"):
+        if (out / old).exists():
+            import shutil
+            shutil.rmtree(out / old)
+    store, lst, agents = build_training(out, args.train_videos)
+    best, tops = best_agent(store, lst, agents, args.m)
+    print(f"agents' select_classify top-1 at m = {args.m} on the training clips: {tops}; using {best}", flush=True)
+    test = out / "test.txt"
+    test.write_text("\n".join(pick(FIGHT / "test.txt", args.test_videos)) + "\n")
+    res = {"full": full(out, test, store),
+           "uniform": predicted(store, "uniform", args.m, test),
+           "agent": predicted(store, str(agents[best]), args.m, test)}
+    res["agent_name"], res["cores"], res["threads"] = best, os.cpu_count(), args.threads or os.cpu_count()
+    res["load_average"] = os.getloadavg()
+    print_table(res, args.m)
+    (out / "result.json").write_text(json.dumps(res, indent=1, default=float))
+
+
+def print_table(res: dict, m: int) -> None:
+    base = res["full"]["seconds"]
+    print("\n| run | s/video | decode | cheap pass | agent | flow | backbone | x less than full | top-1 | flow fields |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for key, name in (("full", "full extraction + all T"), ("uniform", f"predict uniform, m = {m}"),
+                      ("agent", f"predict {res['agent_name']}, m = {m}")):
+        r = res[key]
+        st = r["stages"]
+        print(f"| {name} | {r['seconds']:.2f} | " + " | ".join(f"{st[k]:.2f}" for k in
+              ("decode", "cheap", "agent", "flow", "backbone"))
+              + f" | {base / r['seconds']:.2f} | {100 * r['top1']:.0f} % ({r['videos']}) | {r['flow_fields']:.1f} |")
+    print("\n| m of T = 10 | modelled ratio full / predict | share that does not shrink with m |")
+    print("|---|---|---|")
+    for mm, ratio, share in scaling(res, 10):
+        print(f"| {mm} | {ratio:.2f} | {100 * share:.0f} % |")
+
+
+if __name__ == "__main__":
+    main()
