@@ -332,7 +332,7 @@ def _fusion(run: _Run):
 
 _PROTOCOL_FNS = {"accuracy_vs_m": _accuracy_vs_m, "frame_vs_region": _frame_vs_region, "alpha": _alpha,
                  "state_ablation": _state_ablation, "dsn_mn": _dsn_mn, "fusion": _fusion,
-                 "select_classify": lambda run: select_classify.select_classify_rows(run, score_metrics)}
+                 "select_classify": lambda run: select_classify.select_classify_rows(run, score_metrics, weights_label)}
 
 
 def check_states(states: dict) -> None:

@@ -18,8 +18,12 @@ stream, reading its observer when it has one; a baseline: each stream in turn):
 
 Departure from the ``fusion`` protocol: there each stream keeps its own selection; here one
 selection serves every stream, as it must when the other streams are computed only where
-it kept. Rows carry no GFLOPs (the ``compute`` accounting prices each stream's own
-selection); ``benchmarks/predict.py`` measures this protocol's seconds for real.
+it kept. Costs (:func:`path_costs`): ``full`` is every stream at every cell with all T·L
+flow fields; ``deployable`` is what ``predict`` computes — the observed stream's centre crop
+at all T positions, every stream's K crops at the kept positions (the observed stream's
+again when K > 1), the kept stacks' flow fields and the agent — priced by the store's
+:class:`evaluate.compute.CostModel` (GFLOPs and measured seconds per unit);
+``benchmarks/predict.py`` measures the seconds for real.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import torch
 from agents.base import States, consensus_scores
 from data.layout import CENTRE_CROP
 from evaluate import metrics, stats
+from evaluate.compute import selector_observer
 from evaluate.pairing import TSN_WEIGHTS
 
 PROTOCOL = "select_classify"
@@ -44,9 +49,11 @@ def selection_streams(method, streams) -> list[str]:
 
 
 def centre_only(states: States) -> States:
-    """(V, T, K, ·) in-memory states -> (V, T, 1, ·): the centre crop (data.layout.CENTRE_CROP)."""
+    """(V, T, K, ·) in-memory states -> (V, T, 1, ·): the centre crop (data.layout.CENTRE_CROP).
+    States of another crop count (an imported store: no extraction crop order to name a
+    centre) are returned whole: the selection then sees every crop (row ``observed_crop`` "all")."""
     K = states.features.shape[2]
-    if K == 1:
+    if K == 1 or K not in CENTRE_CROP:
         return states
     c = [CENTRE_CROP[K]]
     pick = lambda x: None if x is None else x[:, :, c]  # noqa: E731
@@ -114,11 +121,12 @@ def _outcome(run, method, stream: str, m) -> dict:
     return {"fused": np.concatenate(fused), "kept": torch.cat(kept).numpy()}
 
 
-def select_classify_rows(run, score_metrics):
-    """The protocol's rows over ``run`` (evaluate.protocols' run of one split): one per
+def select_classify_rows(run, score_metrics, weights_label):
+    """The protocol's rows over ``run`` (evaluate.protocols' run of one split; ``score_metrics``
+    and ``weights_label`` are that module's, passed in to keep the import one-way): one per
     method, selection stream and m; each with its paired comparison with uniform under the
     same protocol and, under ``_per_video``, every video's kept positions, class and score."""
-    label = " : ".join(f"{s}:{w:g}" for s, w in fusion_weights(run.states).items())
+    label = weights_label(tuple(fusion_weights(run.states).items()))     # 'rgb:flow = 1:1.5' as fusion's rows
     uniform: dict = {}                      # (stream, m) -> uniform's outcome, the paired reference
 
     def reference(stream, m):
@@ -142,9 +150,8 @@ def _row(run, method, stream, m, out, ref, label, score_metrics) -> dict:
     row = {"split": run.split, "protocol": PROTOCOL, "method": method.label, "classifier": method.classifier,
            "consensus": method.consensus, "seed": method.seed, "stream": stream, "m": m, "mode": "frame",
            "alpha": 0.0, "fusion_weights": label, **score_metrics(fused, run.labels, run.multilabel),
-           "gflops_full": None, "gflops_deployable": None, "seconds_full": None, "seconds_deployable": None,
-           "fraction_kept": float(kept.sum(1).mean() / run.T), "learned": method.learned, "num_videos": run.V,
-           "observed_crop": "centre", "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None, "mcnemar_p": None}
+           **path_costs(run, method, stream, m, float(kept.sum(1).mean())), "fraction_kept": float(kept.sum(1).mean() / run.T), "learned": method.learned, "num_videos": run.V,
+           "observed_crop": "centre" if run.K in CENTRE_CROP else "all", "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None, "mcnemar_p": None}
     if ref is not None:
         a, b = run.correct_of(fused), run.correct_of(ref["fused"])
         diff, lo, hi = stats.bootstrap_ci(a, b, n=run.cfg.bootstrap, seed=run.cfg.seed)
@@ -155,5 +162,36 @@ def _row(run, method, stream, m, out, ref, label, score_metrics) -> dict:
     return row
 
 
-__all__ = ["PROTOCOL", "centre_only", "classify_kept", "decide", "fusion_weights", "kept_positions",
+def path_costs(run, method, stream: str, m, kept: float) -> dict:
+    """gflops_/seconds_ full and deployable per video of this protocol (module docstring);
+    None where the store recorded no costs. ``kept``: mean positions kept."""
+    out = dict.fromkeys(("gflops_full", "gflops_deployable", "seconds_full", "seconds_deployable"))
+    c = run.costs
+    if c is None:
+        return out
+    T, K, streams = run.T, run.K, list(run.states)
+    observed = selector_observer(method.selectors[stream]) if method.learned else None
+    observed = observed if observed in c.backbone else stream
+    # (stream, flow stacks, backbone cells) of each view; the observed stream's flow stacks, if
+    # it is flow, are the cheap pass's T
+    full = [(s, T if s == "flow" else 0, T * K) for s in streams]
+    centre = K in CENTRE_CROP            # else the selection observed every crop (centre_only)
+    cheap = [(observed, T if observed == "flow" else 0, T if centre else T * K)]
+    # K > 1: the observed stream's K crops again at the kept positions (predict recomputes
+    # their centre crop with them: at m = T this path costs T crops more than full)
+    dear = [(s, kept if s == "flow" and observed != "flow" else 0, kept * K) for s in streams
+            if s != observed or (K > 1 and centre)]
+    agent = run.agent_gflops(method, stream, m, "frame") if method.learned else 0.0
+    priced = lambda units: sum(sum(c.pass_gflops(s, st, ce).values()) for s, st, ce in units)  # noqa: E731
+    out["gflops_full"], out["gflops_deployable"] = priced(full), priced(cheap + dear) + agent
+    sec = c.seconds
+    if sec is not None and all(s in sec["backbone"] for s in streams):
+        timed = lambda units: sec["decode"] + sum(  # noqa: E731
+            sec["backbone"][s] * ce + (c.fields_for(st) * sec["flow_field"] if st and sec["flow_field"] else 0.0)
+            for s, st, ce in units)
+        out["seconds_full"], out["seconds_deployable"] = timed(full), timed(cheap + dear)
+    return out
+
+
+__all__ = ["path_costs", "PROTOCOL", "centre_only", "classify_kept", "decide", "fusion_weights", "kept_positions",
            "select_classify_rows", "selection_streams"]
