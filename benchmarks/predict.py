@@ -7,14 +7,18 @@ of the two by select_classify top-1 at m = 3 on the training videos being "the a
 Then, on --test-videos new clips of test.txt, one after another in this process:
 
 - **full**: ``run_extraction`` of the clips into a new store (decode, TV-L1 on every pair
-  of the T stacks, both backbones at every position, the store write) and classification of
-  all T positions by the training store's heads, TSN-fused;
+  of the T stacks and its pricing, both backbones at every position, the store write) and
+  classification of all T positions by the training store's heads, TSN-fused; its seconds
+  per video are its measured stages (``cost/seconds``) and its share of the classification,
+  and the ratio is also given without the flow pricing (which predict skips);
 - **uniform m**: ``Predictor(store, "uniform", m)`` on every clip;
 - **agent m**: ``Predictor(store, agent, m)`` on every clip.
 
-Prints one table: seconds per video (mean), the split into decode, cheap pass, agent, flow,
-backbone, the ratio to full, top-1 on the clips, flow fields per video; then the ratio the
-measured unit costs give at other m (T/m) and the share that does not shrink with m.
+Prints one table: seconds per video (mean; each run's set-up — models, store — is in
+``result.json``'s ``wall``, not here), the split into decode, cheap pass (full: its rgb
+backbone), agent, flow, flow pricing, backbone (full: the flow backbone), the ratio to full,
+top-1 on the clips, flow fields per video; then the ratio the measured unit costs give at
+other m (T/m) and the share that does not shrink with m.
 
     python -m benchmarks.predict --out /tmp/framesel-predict     # ~15 min on 2 cores
 """
@@ -124,16 +128,21 @@ def full(out: Path, test: Path, train_store: str) -> dict:
                             labels=torch.zeros(len(rows), dtype=torch.int64)) for s in st.streams}
         method = baseline_method("uniform", list(states))
         kept = torch.ones(len(rows), st.T, dtype=torch.bool)
+        t1 = time.perf_counter()
         pred, _ = decide(classify_kept(method, states, kept)[0])
+        classify = time.perf_counter() - t1
         wall = time.perf_counter() - t0
+        per_video = st.read_rows("cost/seconds", rows).sum(1).mean() + classify / len(rows)
         stages = dict(zip(st.layout().cost_stages, st.read_rows("cost/seconds", rows).mean(0).tolist()))
         fields = float(st.read_rows("cost/flow_fields", rows).mean()) if st.has("cost/flow_fields") else None
         labels = st.labels[rows]
     print(summary.text(), flush=True)
     split = {"decode": stages.get("decode", 0.0), "cheap": stages.get("backbone:rgb", 0.0), "agent": 0.0,
-             "flow": stages.get("flow", 0.0) + stages.get("flow_cost", 0.0), "backbone": stages.get("backbone:flow", 0.0)}
-    return {"seconds": wall / len(rows), "stages": split, "top1": float((pred == labels).mean()),
-            "flow_fields": fields, "videos": len(rows)}
+             "flow": stages.get("flow", 0.0), "backbone": stages.get("backbone:flow", 0.0)}
+    # per video: its measured stages (what predict's per-video seconds also count) and its share
+    # of the classification; ``wall`` adds the models' and the store's set-up and the reads
+    return {"seconds": float(per_video), "wall": wall, "stages": split, "pricing": stages.get("flow_cost", 0.0),
+            "top1": float((pred == labels).mean()), "flow_fields": fields, "videos": len(rows)}
 
 
 def predicted(store: str, agent: str, m: int, test: Path) -> dict:
@@ -148,7 +157,7 @@ def predicted(store: str, agent: str, m: int, test: Path) -> dict:
     rows = [pr.video(str(FIGHT / p)) for p in videos.paths]
     wall = time.perf_counter() - t0
     hits = [pr.classes.index(r["predicted"]) == int(y) for r, y in zip(rows, videos.labels)]
-    return {"seconds": float(np.mean([r["seconds"] for r in rows])), "setup": setup, "wall": wall,
+    return {"seconds": float(np.mean([r["seconds"] for r in rows])), "setup": setup, "wall": wall, "pricing": 0.0,
             "stages": {k: float(np.mean([r["stages"][k] for r in rows])) for k in STAGES},
             "top1": float(np.mean(hits)), "flow_fields": float(np.mean([r["flow_fields"] for r in rows])),
             "videos": len(rows)}
@@ -160,7 +169,7 @@ def scaling(res: dict, T: int) -> list[tuple]:
     f, p = res["full"], res["agent"]
     fixed = p["stages"]["decode"] + p["stages"]["cheap"] + p["stages"]["agent"]
     per_pos = (f["stages"]["flow"] + f["stages"]["backbone"]) / T
-    total = sum(f["stages"].values())
+    total = sum(f["stages"].values())          # full without its flow pricing (predict has none)
     return [(m, total / (fixed + m * per_pos), fixed / (fixed + m * per_pos)) for m in (1, 2, 3, 5, T)] \
         + [("cap (m -> 0)", total / fixed, 1.0)]
 
@@ -175,6 +184,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0,
                     help="torch and OpenCV threads for every run (0: the cores). On a shared machine 1 "
                          "avoids OpenMP's spinning threads (2 threads at load 10 made a 3-crop batch 20x slower)")
+    ap.add_argument("--keep-training", action="store_true",
+                    help="reuse --out's training store and agents (setup only: the compared runs are redone)")
     args = ap.parse_args()
     FLOW["algorithm"], THREADS["n"] = args.flow, args.threads
     if not FIGHT.exists():
@@ -186,11 +197,15 @@ def main():
     cv2.setNumThreads(args.threads or os.cpu_count() or 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for old in ("train.zarr", "full.zarr"):
+    import shutil
+
+    for old in ("full.zarr",) + (() if args.keep_training else ("train.zarr",)):
         if (out / old).exists():
-            import shutil
             shutil.rmtree(out / old)
-    store, lst, agents = build_training(out, args.train_videos)
+    if args.keep_training and (out / "train.zarr").exists():      # setup, not part of the comparison
+        store, lst, agents = str(out / "train.zarr"), out / "train.txt", {n: out / f"{n}.pt" for n in ("as", "dsn")}
+    else:
+        store, lst, agents = build_training(out, args.train_videos)
     best, tops = best_agent(store, lst, agents, args.m)
     print(f"agents' select_classify top-1 at m = {args.m} on the training clips: {tops}; using {best}", flush=True)
     test = out / "test.txt"
@@ -206,15 +221,18 @@ def main():
 
 def print_table(res: dict, m: int) -> None:
     base = res["full"]["seconds"]
-    print("\n| run | s/video | decode | cheap pass | agent | flow | backbone | x less than full | top-1 | flow fields |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| run | s/video | decode | cheap pass | agent | flow | flow pricing | backbone | x less than full "
+          "(without full's pricing) | top-1 (videos) | flow fields |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    unpriced = base - res["full"]["pricing"]
     for key, name in (("full", "full extraction + all T"), ("uniform", f"predict uniform, m = {m}"),
                       ("agent", f"predict {res['agent_name']}, m = {m}")):
         r = res[key]
         st = r["stages"]
-        print(f"| {name} | {r['seconds']:.2f} | " + " | ".join(f"{st[k]:.2f}" for k in
-              ("decode", "cheap", "agent", "flow", "backbone"))
-              + f" | {base / r['seconds']:.2f} | {100 * r['top1']:.0f} % ({r['videos']}) | {r['flow_fields']:.1f} |")
+        print(f"| {name} | {r['seconds']:.2f} | " + " | ".join(f"{st[k]:.2f}" for k in ("decode", "cheap", "agent", "flow"))
+              + f" | {r['pricing']:.2f} | {st['backbone']:.2f} | {base / r['seconds']:.2f} "
+              f"({unpriced / (r['seconds'] - r['pricing']):.2f}) | {100 * r['top1']:.0f} % ({r['videos']}) "
+              f"| {r['flow_fields']:.1f} |")
     print("\n| m of T = 10 | modelled ratio full / predict | share that does not shrink with m |")
     print("|---|---|---|")
     for mm, ratio, share in scaling(res, 10):

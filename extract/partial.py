@@ -16,7 +16,9 @@ the expensive one only at the positions a selector kept.
   with them: one extra crop per kept position, so the backbone's batches are the store's).
 
 Rows are (T, K, ·) like the store's; cells a pass did not compute are zeros, which the hard
-consensus of a kept-positions mask weights by 0 (agents.base.aggregate).
+consensus of a kept-positions mask weights by 0 (agents.base.aggregate). The flow fields are
+counted in the cost record (``cost.flow_fields``) but not priced: predict records no GFLOPs,
+so OpenCV TV-L1's sampled iteration count (a fixed few seconds a video) is skipped.
 """
 from __future__ import annotations
 
@@ -90,7 +92,8 @@ def expensive_pass(prepared: Prepared, positions: np.ndarray, settings: VideoSet
                    streams: tuple[str, ...]) -> VideoResult:
     """Flow and the backbones of ``streams`` (all K crops) at the kept ``positions`` only.
     Returns the VideoResult of those m positions: (m, K, D) rows per stream, ``cost.fields``
-    the flow fields solved, ``cost.seconds`` (decode = 0, flow, flow_cost, backbone per stream)."""
+    the flow fields solved (their GFLOPs NaN: not priced), ``cost.seconds`` (decode = 0, flow,
+    flow_cost ~0, backbone per stream)."""
     if not streams:
         raise InputError("the expensive pass has no stream to compute")
     sub = restrict(prepared, positions)
@@ -103,7 +106,7 @@ def _run(models: Models, settings: VideoSettings, record: Prepared) -> VideoResu
     """One record through a DeviceStage with ``settings`` over the shared ``models``."""
     from extract.device import DeviceStage
 
-    outcome = DeviceStage(settings, models).run([record])[0]
+    outcome = DeviceStage(settings, models, price_flow=False).run([record])[0]
     if isinstance(outcome, VideoError):
         raise outcome
     return outcome[0]

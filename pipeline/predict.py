@@ -70,6 +70,7 @@ class Predictor:
             self.multilabel = bool(attrs.get("multilabel"))
             self.streams = list(store.streams)
             self.method, self.stream, self.observed = self._method(store, agent)   # refusals first: no models built
+            self.store_identity = store.identity()
             self.heads = {s: stored_head(store, s) for s in self.streams}
             recorded = settings_from_record(attrs.get("settings"))
             self.models = Models(recorded, device, len(self.classes))
@@ -257,7 +258,38 @@ def run_predict(cfg: PredictConfig) -> PredictSummary:
             row["path"] = rel
             writer.write(row)
             rows.append(row)
-    return PredictSummary(cfg.out, rows, time.perf_counter() - t0, _accuracy(rows, videos, predictor.classes))
+    summary = PredictSummary(cfg.out, rows, time.perf_counter() - t0, _accuracy(rows, videos, predictor.classes))
+    _write_meta(cfg, predictor, videos, summary)
+    return summary
+
+
+def _write_meta(cfg: PredictConfig, predictor: Predictor, videos, summary: PredictSummary) -> None:
+    """``OUT.meta.json`` beside the predictions: the command, the store's identity, the agent
+    (its checkpoint's sha256) or baseline, m, the settings, the list's sha256, versions."""
+    import hashlib
+    import platform
+    from datetime import datetime, timezone
+
+    import cv2
+
+    from data import __version__
+
+    agent = {"baseline": cfg.agent} if not predictor.method.learned else {
+        "checkpoint": cfg.agent, "sha256": hashlib.sha256(Path(cfg.agent).read_bytes()).hexdigest(),
+        "label": predictor.method.label, "seed": predictor.method.seed}
+    meta = {"command": cfg.command, "store": str(cfg.store), "store_identity": predictor.store_identity,
+            "agent": agent, "m": cfg.m, "observed_stream": predictor.observed, "selection_stream": predictor.stream,
+            "expensive_streams": list(predictor.expensive), "settings": predictor.settings.record(),
+            "videos": str(cfg.videos), "videos_sha256": videos.sha256, "root": cfg.root, "device": cfg.device,
+            "failed": summary.failed, "seconds": summary.seconds, "accuracy": summary.accuracy,
+            "versions": {"framesel": __version__, "torch": torch.__version__, "opencv": cv2.__version__,
+                         "python": platform.python_version()},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path = Path(f"{cfg.out}.meta.json")
+    try:
+        path.write_text(json.dumps(meta, indent=1, default=str))
+    except OSError as err:
+        raise StoreError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 

@@ -120,6 +120,9 @@ def test_failed_video_is_recorded_and_run_goes_on(world, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert rows[0]["error"] == "" and rows[0]["predicted"]
     assert "missing.mp4" in rows[1]["error"] and rows[1]["predicted"] == ""
+    meta = json.loads((tmp_path / "pred.csv.meta.json").read_text())
+    assert meta["failed"] == 1 and meta["agent"] == {"baseline": "uniform"} and meta["store_identity"]
+    assert meta["videos_sha256"] and meta["settings"]["frames"] == T and meta["versions"]["torch"]
 
 
 @pytest.mark.parametrize("agent,m,words", [("oracle", 2, "label"), ("uniform", T + 1, "T = 6"),
