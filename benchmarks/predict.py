@@ -4,9 +4,11 @@ A training store of real fight clips (--train-videos of ../shared/data/fight/tra
 classes alternating) at T = 10, L = 5, one centre crop, rgb + flow, TV-L1 at OpenCV's
 defaults; its head; an ``as`` agent on rgb and a ``dsn`` on flow observing rgb, the better
 of the two by select_classify top-1 at m = 3 on the training videos being "the agent".
-Then, on --test-videos new clips of test.txt, one after another in this process:
+Then, on --test-videos new clips of test.txt, clip by clip, the three runs interleaved (their
+order rotated from clip to clip, so that the shared machine's changing load falls on all
+three alike), in this process:
 
-- **full**: ``run_extraction`` of the clips into a new store (decode, TV-L1 on every pair
+- **full**: ``run_extraction`` of the clip into a new store (decode, TV-L1 on every pair
   of the T stacks and its pricing, both backbones at every position, the store write) and
   classification of all T positions by the training store's heads, TSN-fused; its seconds
   per video are its measured stages (``cost/seconds``) and its share of the classification,
@@ -14,9 +16,9 @@ Then, on --test-videos new clips of test.txt, one after another in this process:
 - **uniform m**: ``Predictor(store, "uniform", m)`` on every clip;
 - **agent m**: ``Predictor(store, agent, m)`` on every clip.
 
-Prints one table: seconds per video (mean; each run's set-up — models, store — is in
-``result.json``'s ``wall``, not here), the split into decode, cheap pass (full: its rgb
-backbone), agent, flow, flow pricing, backbone (full: the flow backbone), the ratio to full,
+Prints one table: seconds per video (mean; each run's set-up — models, store — left out),
+the split into decode, cheap pass (full: its rgb backbone), agent (full: the classification),
+flow, flow pricing, backbone (full: the flow backbone), the ratio to full,
 top-1 on the clips, flow fields per video; then the ratio the measured unit costs give at
 other m (T/m) and the share that does not shrink with m.
 
@@ -103,64 +105,86 @@ def best_agent(store: str, lst: Path, agents: dict, m: int) -> tuple[str, dict]:
     return best, top
 
 
-def full(out: Path, test: Path, train_store: str) -> dict:
-    """Full extraction of the test clips into a new store + classification of all positions."""
+def full_one(out: Path, line: str, i: int, heads: dict) -> dict:
+    """Full extraction of one clip into a store of its own + classification of all T
+    positions by the training store's ``heads``, TSN-fused. Seconds: its measured stages
+    (``cost/seconds``: what predict's per-video seconds also count) and the classification;
+    the models' and the store's set-up are left out, as predict's are."""
+    import shutil
+
     import torch
 
-    from agents.head import apply_head, stored_head
+    from agents.base import States
+    from agents.head import apply_head
     from data.store import open_store
     from evaluate.methods import baseline_method
     from evaluate.select_classify import classify_kept, decide
-    from agents.base import States
     from extract.run import ExtractConfig, run_extraction
 
-    store = out / "full.zarr"
-    t0 = time.perf_counter()
-    summary = run_extraction(ExtractConfig(list_path=str(test), out=str(store), root=str(FIGHT), settings=settings(),
+    lst, store = out / f"full-{i}.txt", out / f"full-{i}.zarr"
+    lst.write_text(line + "\n")
+    if store.exists():
+        shutil.rmtree(store)
+    summary = run_extraction(ExtractConfig(list_path=str(lst), out=str(store), root=str(FIGHT), settings=settings(),
                                            classes_file=str(FIGHT / "classes.txt"), quiet=True,
                                            threads=THREADS["n"]))
-    with open_store(train_store) as tr:
-        heads = {s: stored_head(tr, s) for s in tr.streams}
+    if not summary.ok:
+        raise SystemExit(summary.text())
     with open_store(store) as st:
-        rows = np.flatnonzero(st.status() == 1)
-        states = {s: States(features=torch.from_numpy(st.read_rows(f"{s}/features", rows).astype(np.float32)),
-                            logits=torch.from_numpy(apply_head(heads[s], st.read_rows(f"{s}/features", rows))),
-                            labels=torch.zeros(len(rows), dtype=torch.int64)) for s in st.streams}
-        method = baseline_method("uniform", list(states))
-        kept = torch.ones(len(rows), st.T, dtype=torch.bool)
-        t1 = time.perf_counter()
-        pred, _ = decide(classify_kept(method, states, kept)[0])
-        classify = time.perf_counter() - t1
-        wall = time.perf_counter() - t0
-        per_video = st.read_rows("cost/seconds", rows).sum(1).mean() + classify / len(rows)
-        stages = dict(zip(st.layout().cost_stages, st.read_rows("cost/seconds", rows).mean(0).tolist()))
-        fields = float(st.read_rows("cost/flow_fields", rows).mean()) if st.has("cost/flow_fields") else None
-        labels = st.labels[rows]
-    print(summary.text(), flush=True)
-    split = {"decode": stages.get("decode", 0.0), "cheap": stages.get("backbone:rgb", 0.0), "agent": 0.0,
-             "flow": stages.get("flow", 0.0), "backbone": stages.get("backbone:flow", 0.0)}
-    # per video: its measured stages (what predict's per-video seconds also count) and its share
-    # of the classification; ``wall`` adds the models' and the store's set-up and the reads
-    return {"seconds": float(per_video), "wall": wall, "stages": split, "pricing": stages.get("flow_cost", 0.0),
-            "top1": float((pred == labels).mean()), "flow_fields": fields, "videos": len(rows)}
+        feats = {s: st.read_rows(f"{s}/features", [0]) for s in st.streams}
+        t0 = time.perf_counter()
+        states = {s: States(features=torch.from_numpy(f.astype(np.float32)),
+                            logits=torch.from_numpy(apply_head(heads[s], f)),
+                            labels=torch.zeros(1, dtype=torch.int64)) for s, f in feats.items()}
+        pred, _ = decide(classify_kept(baseline_method("uniform", list(states)), states,
+                                       torch.ones(1, st.T, dtype=torch.bool))[0])
+        classify = time.perf_counter() - t0
+        stages = dict(zip(st.layout().cost_stages, st.read_rows("cost/seconds", [0])[0].tolist()))
+        fields = int(st.read_rows("cost/flow_fields", [0])[0])
+        label = int(st.labels[0])
+    split = {"decode": stages["decode"], "cheap": stages.get("backbone:rgb", 0.0), "agent": classify,
+             "flow": stages["flow"], "backbone": stages.get("backbone:flow", 0.0)}
+    return {"seconds": sum(stages.values()) + classify, "stages": split, "pricing": stages["flow_cost"],
+            "flow_fields": fields, "hit": int(pred[0]) == label}
 
 
-def predicted(store: str, agent: str, m: int, test: Path) -> dict:
-    """Predictor over the test clips; mean seconds, split, top-1, flow fields."""
-    from data.lists import read_list
+def compare(out: Path, lines: list[str], store: str, agent: str, m: int) -> dict:
+    """The three runs on every clip, interleaved clip by clip (the order rotated from clip to
+    clip), so a change in the shared machine's load falls on all three alike."""
+    from agents.head import stored_head
+    from data.store import open_store
     from pipeline.predict import STAGES, Predictor
 
-    videos = read_list(test, root=str(FIGHT))
-    t0 = time.perf_counter()
-    pr = Predictor(store, agent, m)
-    setup = time.perf_counter() - t0
-    rows = [pr.video(str(FIGHT / p)) for p in videos.paths]
-    wall = time.perf_counter() - t0
-    hits = [pr.classes.index(r["predicted"]) == int(y) for r, y in zip(rows, videos.labels)]
-    return {"seconds": float(np.mean([r["seconds"] for r in rows])), "setup": setup, "wall": wall, "pricing": 0.0,
-            "stages": {k: float(np.mean([r["stages"][k] for r in rows])) for k in STAGES},
-            "top1": float(np.mean(hits)), "flow_fields": float(np.mean([r["flow_fields"] for r in rows])),
-            "videos": len(rows)}
+    with open_store(store) as tr:
+        heads = {s: stored_head(tr, s) for s in tr.streams}
+    setup, predictors = {}, {}
+    for key, spec in (("uniform", "uniform"), ("agent", agent)):
+        t0 = time.perf_counter()
+        predictors[key] = Predictor(store, spec, m)
+        setup[key] = time.perf_counter() - t0
+    runs: dict = {"full": [], "uniform": [], "agent": []}
+    for i, line in enumerate(lines):
+        keys = list(runs)[i % 3:] + list(runs)[:i % 3]
+        for key in keys:
+            if key == "full":
+                runs[key].append(full_one(out, line, i, heads))
+                continue
+            pr = predictors[key]
+            r = pr.video(str(FIGHT / line.split()[0]))
+            runs[key].append({"seconds": r["seconds"], "stages": r["stages"], "pricing": 0.0,
+                              "flow_fields": r["flow_fields"],
+                              "hit": pr.classes.index(r["predicted"]) == int(line.split()[-1])})
+        print(f"clip {i + 1}/{len(lines)} {line.split()[0]}: " + ", ".join(
+            f"{k} {runs[k][-1]['seconds']:.1f} s" for k in runs), flush=True)
+    res = {}
+    for key, rs in runs.items():
+        res[key] = {"seconds": float(np.mean([r["seconds"] for r in rs])),
+                    "stages": {k: float(np.mean([r["stages"][k] for r in rs])) for k in STAGES},
+                    "pricing": float(np.mean([r["pricing"] for r in rs])),
+                    "flow_fields": float(np.mean([r["flow_fields"] for r in rs])),
+                    "top1": float(np.mean([r["hit"] for r in rs])), "videos": len(rs),
+                    "per_clip_seconds": [round(r["seconds"], 2) for r in rs], "setup": setup.get(key)}
+    return res
 
 
 def scaling(res: dict, T: int) -> list[tuple]:
@@ -199,7 +223,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     import shutil
 
-    for old in ("full.zarr",) + (() if args.keep_training else ("train.zarr",)):
+    for old in () if args.keep_training else ("train.zarr",):
         if (out / old).exists():
             shutil.rmtree(out / old)
     if args.keep_training and (out / "train.zarr").exists():      # setup, not part of the comparison
@@ -208,11 +232,9 @@ def main():
         store, lst, agents = build_training(out, args.train_videos)
     best, tops = best_agent(store, lst, agents, args.m)
     print(f"agents' select_classify top-1 at m = {args.m} on the training clips: {tops}; using {best}", flush=True)
-    test = out / "test.txt"
-    test.write_text("\n".join(pick(FIGHT / "test.txt", args.test_videos)) + "\n")
-    res = {"full": full(out, test, store),
-           "uniform": predicted(store, "uniform", args.m, test),
-           "agent": predicted(store, str(agents[best]), args.m, test)}
+    lines = pick(FIGHT / "test.txt", args.test_videos)
+    (out / "test.txt").write_text("\n".join(lines) + "\n")
+    res = compare(out, lines, store, str(agents[best]), args.m)
     res["agent_name"], res["cores"], res["threads"] = best, os.cpu_count(), args.threads or os.cpu_count()
     res["load_average"] = os.getloadavg()
     print_table(res, args.m)

@@ -145,13 +145,18 @@ def select_classify_rows(run, score_metrics, weights_label):
 
 
 def _row(run, method, stream, m, out, ref, label, score_metrics) -> dict:
+    """One row (evaluate.protocols.ROW_FIELDS and ``observed_crop``) of an outcome; ``ref``:
+    uniform's outcome at the same stream and m (None for uniform itself)."""
     fused, kept = out["fused"], out["kept"]
     pred, score = decide(fused, run.multilabel)
+    positions = float(kept.sum(1).mean())
     row = {"split": run.split, "protocol": PROTOCOL, "method": method.label, "classifier": method.classifier,
            "consensus": method.consensus, "seed": method.seed, "stream": stream, "m": m, "mode": "frame",
            "alpha": 0.0, "fusion_weights": label, **score_metrics(fused, run.labels, run.multilabel),
-           **path_costs(run, method, stream, m, float(kept.sum(1).mean())), "fraction_kept": float(kept.sum(1).mean() / run.T), "learned": method.learned, "num_videos": run.V,
-           "observed_crop": "centre" if run.K in CENTRE_CROP else "all", "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None, "mcnemar_p": None}
+           **path_costs(run, method, stream, m, positions), "fraction_kept": positions / run.T,
+           "learned": method.learned, "num_videos": run.V,
+           "observed_crop": "centre" if run.K in CENTRE_CROP else "all",
+           "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None, "mcnemar_p": None}
     if ref is not None:
         a, b = run.correct_of(fused), run.correct_of(ref["fused"])
         diff, lo, hi = stats.bootstrap_ci(a, b, n=run.cfg.bootstrap, seed=run.cfg.seed)
