@@ -22,7 +22,8 @@ flow, flow pricing, backbone (full: the flow backbone), the ratio to full,
 top-1 on the clips, flow fields per video; then the ratio the measured unit costs give at
 other m (T/m) and the share that does not shrink with m.
 
-    python -m benchmarks.predict --out /tmp/framesel-predict     # ~15 min on 2 cores
+    python -m benchmarks.predict --out /tmp/framesel-predict --threads 1   # ~20 min on 2 shared cores
+    python -m benchmarks.predict --per-field videos/fight/fi007.mp4 --threads 1   # TV-L1 per field
 """
 from __future__ import annotations
 
@@ -187,6 +188,36 @@ def compare(out: Path, lines: list[str], store: str, agent: str, m: int) -> dict
     return res
 
 
+def per_field(clip: str, m: int) -> None:
+    """TV-L1 (the benchmark's flow) on every distinct pair of ``clip``'s T stacks, one pair at a
+    time and as one batch, against the pairs of uniform's m stacks: does a kept field cost what
+    an average one does?"""
+    import torch
+
+    from agents.baselines import evenly_spaced
+    from extract.device import grayscale
+    from extract.flow import FlowConfig, solve_pairs
+    from extract.prepare import PrepareSettings, prepare_video
+
+    s = settings()
+    p = prepare_video(str(FIGHT / clip), PrepareSettings.of(s))
+    g, cfg = grayscale(torch.from_numpy(p.frames)), FlowConfig(**FLOW)
+    one = []
+    for a, b in p.pairs:
+        t0 = time.perf_counter()
+        solve_pairs(g[[a]], g[[b]], cfg)
+        one.append(time.perf_counter() - t0)
+    kept = np.unique(p.pair_slot[evenly_spaced(s.frames, m).numpy()])
+    batch = {}
+    for name, idx in (("all", np.arange(len(p.pairs))), ("kept", kept)):
+        t0 = time.perf_counter()
+        solve_pairs(g[p.pairs[idx, 0]], g[p.pairs[idx, 1]], cfg)
+        batch[name] = (time.perf_counter() - t0) / len(idx)
+    print(f"{clip}: {len(one)} distinct pairs, {len(kept)} kept by uniform m = {m}; one at a time "
+          f"{np.mean(one):.3f} s a field (kept {np.mean(np.asarray(one)[kept]):.3f}); one batch "
+          f"{batch['all']:.3f} s a field (kept {batch['kept']:.3f})")
+
+
 def scaling(res: dict, T: int) -> list[tuple]:
     """Ratio full / predict at each m from the measured per-video stages: flow and the flow
     backbone scale with the kept positions (m/T of full's), decode, cheap pass and agent do not."""
@@ -210,6 +241,9 @@ def main():
                          "avoids OpenMP's spinning threads (2 threads at load 10 made a 3-crop batch 20x slower)")
     ap.add_argument("--keep-training", action="store_true",
                     help="reuse --out's training store and agents (setup only: the compared runs are redone)")
+    ap.add_argument("--per-field", metavar="CLIP", default=None,
+                    help="only time TV-L1 per field on CLIP (e.g. videos/fight/fi007.mp4): all its pairs vs "
+                         "uniform's kept ones")
     args = ap.parse_args()
     FLOW["algorithm"], THREADS["n"] = args.flow, args.threads
     if not FIGHT.exists():
@@ -219,6 +253,9 @@ def main():
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     cv2.setNumThreads(args.threads or os.cpu_count() or 1)
+    if args.per_field:
+        per_field(args.per_field, args.m)
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import shutil
