@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.options import check_ranges
-from data.errors import InputError
+from data.errors import InputError, StoreError
 from data.store_rows import is_streamed, prefetch
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,34 @@ def train_head(features, labels, num_classes: int, cfg: HeadConfig = HeadConfig(
         provenance["final_val_loss"] = history[-1]["val_loss"]
         provenance["final_val_accuracy"] = history[-1]["val_accuracy"]
     return head, provenance
+
+
+def head_sha256(head: nn.Module) -> str:
+    """sha256 of the head's weights (float32, in state_dict order): its logits' identity."""
+    digest = hashlib.sha256()
+    for name, value in head.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().numpy().astype(np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def stored_head(store, stream: str) -> nn.Module:
+    """The ``framesel head`` classifier recorded in ``store`` for ``stream``, rebuilt from its
+    provenance and kept weights, in eval mode; StoreError unless its sha256 is the recorded one."""
+    prov = store.logits_provenance().get(stream) or {}
+    if prov.get("by") != "framesel head" or not prov.get("head_sha256"):
+        raise StoreError(f"{store.path}: stream {stream!r} has no head recorded by `framesel head` "
+                         f"(run `framesel head {store.path} --train LIST`)")
+    head = build_head(int(prov["feature_dim"]), int(prov["num_classes"]), HeadConfig(**prov["config"]))
+    weights = store.head_weights(stream, list(head.state_dict()))
+    try:
+        head.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    except RuntimeError as err:
+        raise StoreError(f"{store.path}: the kept head of {stream!r} does not fit its record ({err})") from None
+    if head_sha256(head) != prov["head_sha256"]:
+        raise StoreError(f"{store.path}: the kept head of {stream!r} is not the one its logits came from "
+                         "(sha256 differs); run `framesel head` again")
+    return head.eval()
 
 
 def apply_head(head: nn.Module, features, *, batch_size: int = 256, device="cpu") -> np.ndarray:

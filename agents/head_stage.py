@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from agents.from_store import rows_for_list
-from agents.head import HeadConfig, apply_head, build_head, train_head
+from agents.head import HeadConfig, apply_head, build_head, head_sha256, train_head
 from data.errors import InputError, StoreError
 from data.lists import read_list
 from data.space import is_full, write_error
@@ -61,7 +61,7 @@ def run_head(cfg: HeadStageConfig) -> dict:
                                         device=cfg.device, progress=show_progress(cfg.quiet),
                                         train_list_sha256=videos.sha256)
                 prov.update(by="framesel head", stream=stream, train_list=str(cfg.train_list),
-                            command=cfg.command, train_rows_sha256=rows_sha, head_sha256=_head_sha(head),
+                            command=cfg.command, train_rows_sha256=rows_sha, head_sha256=head_sha256(head),
                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
                 prov.pop("history", None)
                 _save_head(store, stream, head)    # before the logits, so a re-run can reuse it
@@ -98,16 +98,7 @@ def _recorded_head(store, stream, cfg: HeadConfig, list_sha, rows_sha, C):
     except (StoreError, RuntimeError):     # weights absent or of another shape: train again
         return None, None
     head.eval()
-    return (head, prov) if _head_sha(head) == prov.get("head_sha256") else (None, None)
-
-
-def _head_sha(head) -> str:
-    """sha256 of the head's weights (float32, in state_dict order)."""
-    digest = hashlib.sha256()
-    for name, value in head.state_dict().items():
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().numpy().astype(np.float32).tobytes())
-    return digest.hexdigest()
+    return (head, prov) if head_sha256(head) == prov.get("head_sha256") else (None, None)
 
 
 def _write_logits(store, stream, head, prov, device, rows, chunk=256) -> None:

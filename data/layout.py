@@ -15,6 +15,9 @@ STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 # it that is an execution fact (wall seconds): never compared between stores.
 COST_PREFIX = "cost/"
 TIMING_NODES = ("cost/seconds",)
+# Which of K crops is the centre one (extract/crops.py's orders: 3 along the longer side,
+# 10 = four corners, centre, then their flips): what a cheap pass observes (``predict``).
+CENTRE_CROP = {1: 0, 3: 1, 10: 4}
 
 
 @dataclass(frozen=True)

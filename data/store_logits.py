@@ -58,6 +58,17 @@ class LogitsRecord:
                     out[stream] = prov
         return out
 
+    def head_weights(self, stream: str, names) -> dict[str, np.ndarray]:
+        """The ``framesel head`` weights kept for ``stream`` (``heads/<stream>/<name>``), float32
+        by parameter name; a missing one is a StoreError naming it."""
+        out = {}
+        for n in names:
+            key = f"heads/{stream}/{n}"
+            if not self.has(key):
+                raise StoreError(f"{self.path} keeps no head weights {key}; run `framesel head` again")
+            out[n] = np.asarray(self._read_all(key), np.float32)
+        return out
+
     def logits_written(self, stream: str) -> np.ndarray:
         """(V,) bool: done rows whose ``<stream>/logits`` hold real logits — every done row for
         the backbone's own logits (written with the video), the recorded rows for logits of

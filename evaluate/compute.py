@@ -217,6 +217,10 @@ class CostModel:
         fields = stacks * self.flow_stack
         return fields if self.flow_fields is None else min(fields, self.flow_fields)
 
+    def fields_for(self, stacks: float) -> float:
+        """Flow fields computed for ``stacks`` stacks: L each, at most what extraction computed."""
+        return self._fields(stacks)
+
     def pass_gflops(self, stream: str, positions: float, cells: float) -> dict:
         """Backbone on ``cells`` crops (+ flow on ``positions`` stacks for the flow stream)."""
         flow = self._price_flow(positions, self.flow_pair) if stream == "flow" else 0.0

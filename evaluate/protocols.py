@@ -24,12 +24,13 @@ Protocols (:data:`PROTOCOLS`):
   (:mod:`evaluate.dsn_protocol`).
 - ``fusion``: each stream alone and fused with explicit weights (scores before softmax,
   TSN 1 : 1.5 and 002's 1/3 : 2/3) for every method present on both streams.
+- ``select_classify``: select on one stream's centre crop, classify every stream at those
+  positions, TSN-fused: what ``framesel predict`` computes (:mod:`evaluate.select_classify`).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,16 +38,16 @@ import torch
 
 from agents.base import States
 from data.errors import InputError
-from evaluate import dsn_protocol, metrics, pairing
+from evaluate import dsn_protocol, metrics, pairing, select_classify
 from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
                               selector_observer, selector_seen)
 from evaluate.methods import (Method, MethodFailed, SelectionSummary, agent_label, baseline_method, build_methods,
                               same_classifier_method, select_in_blocks)
-from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seeds
+from evaluate.pairing import TSN_WEIGHTS, summarize_seeds
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion")
+PROTOCOLS = ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion", "select_classify")
 DEFAULT_MS = (4, 8, 12, 16, 20, 25)
 DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.3)
 TATTN_WEIGHTS = (("rgb", 1 / 3), ("flow", 2 / 3))
@@ -351,7 +352,8 @@ def _fusion(run: ProtocolRun):
 
 
 _PROTOCOL_FNS = {"accuracy_vs_m": _accuracy_vs_m, "frame_vs_region": _frame_vs_region, "alpha": _alpha,
-                 "state_ablation": _state_ablation, "dsn_mn": _dsn_mn, "fusion": _fusion}
+                 "state_ablation": _state_ablation, "dsn_mn": _dsn_mn, "fusion": _fusion,
+                 "select_classify": lambda run: select_classify.select_classify_rows(run, score_metrics, weights_label)}
 
 
 def check_states(states: dict) -> None:
@@ -389,55 +391,5 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
     return summarize_seeds([r for r in rows if "failed" not in r]) + failed
 
 
-# ----------------------------------------------------------------------------- splits
-
-GROUP_KEYS = ("protocol", "method", "seed", "stream", "m", "mode", "alpha", "fusion_weights", "state", "mn")
-MEAN_KEYS = ("top1", "top5", "mean_class", "map", "fraction_kept", "gflops_full", "gflops_deployable",
-             "seconds_full", "seconds_deployable") \
-    + tuple(ref_fields(r)[0] for r in REFERENCES) + tuple(f"vs_{r}_top1" for r in REFERENCES)
-
-
-def summarize_splits(rows: list[dict]) -> list[dict]:
-    """Mean ± std (ddof=1) over splits: one row per group (a seed, or the seed mean, is its
-    own group) with split="mean", ``<key>_std`` fields and ``num_splits``; per-split CIs and
-    p-values do not average and are null."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if r["split"] != "mean":
-            groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
-    out = []
-    for group in groups.values():
-        row = {**group[0], "split": "mean", "num_splits": len(group), "num_videos": sum(r["num_videos"] for r in group),
-               **{f: None for ref in REFERENCES for f in ref_fields(ref)[1:] if f in group[0]}}
-        for k in MEAN_KEYS:
-            if all(k not in r for r in group):
-                continue
-            vals = [r.get(k) for r in group]
-            if any(v is None for v in vals):
-                row[k], row[f"{k}_std"] = None, None
-                continue
-            mean, std = metrics.mean_std(vals)
-            row[k], row[f"{k}_std"] = mean, (None if math.isnan(std) else std)
-        out.append(row)
-    return out
-
-
-def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), costs=None,
-                    progress: bool = False) -> list[dict]:
-    """``splits``: name -> (states, methods). Every split's rows, then the mean rows.
-    ``progress``: a bar on stderr over splits × protocols, naming the split, protocol,
-    method and stream at work."""
-    from tqdm import tqdm
-
-    rows = []
-    with tqdm(total=len(splits) * len(config.protocols), desc="evaluate", unit="protocol",
-              disable=not progress, dynamic_ncols=True) as bar:
-        for name, (states, methods) in splits.items():
-            rows.extend(run_protocols(states, methods, split=name, config=config, bar=bar,
-                                      costs=costs.get(name) if isinstance(costs, dict) else costs))
-    ok = [r for r in rows if "failed" not in r]      # failed rows (MethodFailed) carry no metrics to average
-    return rows + (summarize_splits(ok) if len(splits) > 1 else [])
-
-
 __all__ = ["PROTOCOLS", "ProtocolConfig", "Method", "build_methods", "agent_label", "run_protocols",
-           "summarize_splits", "evaluate_splits", "score_metrics", "correct", "weights_label"]
+           "score_metrics", "correct", "weights_label"]

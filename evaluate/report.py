@@ -81,7 +81,7 @@ def _tables(rows, split):
                     ["method"] + [f"m={_fmt(m) if m is not None else 'var'}" for m in ms],
                     [[meth] + [mat[meth].get(m) for m in ms] for meth in sorted(mat)]))
     out.extend(dsn_protocol.report_tables(rows, split))
-    for protocol in ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion"):
+    for protocol in ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion", "select_classify"):
         sel = _select(rows, protocol, split)
         if sel:
             cols = _columns(sel)

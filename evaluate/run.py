@@ -25,8 +25,8 @@ from data.progress import show_progress
 from data.space import write_error
 from evaluate.compute import CostModel, selector_observer
 from evaluate.diagnostics import collect_diagnostics
-from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods,
-                                 evaluate_splits)
+from evaluate.protocols import TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods
+from evaluate.splits import evaluate_splits
 from evaluate.report import check_report_dir, write_report
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class EvaluateConfig:
     clamp_m: bool = False     # budgets above T are evaluated as T (and said so); else refused
     load: str = "auto"        # memory | stream | auto: where the test states live (data/store_rows.py)
     quiet: bool = False       # no progress bar (it is off too when the CI environment variable is set)
+    per_video: bool = False   # also write per_video.csv: select_classify's kept frames, class, score per video
     command: str = ""
 
 
@@ -78,6 +79,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             first, evaluated = first or (states, rows), evaluated + [rows]
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
                                       progress=show_progress(cfg.quiet))
+        per_video = per_video_rows(result_rows, store)
         states, rows = first
         thumbs = StoreRows(store, "thumbnails", rows, dtype=np.uint8) if store.has("thumbnails") else None
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
@@ -87,6 +89,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     failed = failures(result_rows)
     try:
         paths = write_report(cfg.out, [r for r in result_rows if "failed" not in r], {**meta, "failed": failed}, extras)
+        if cfg.per_video:
+            paths["per_video"] = write_per_video(Path(cfg.out) / "per_video.csv", per_video)
     except StoreError:
         raise
     except OSError as err:        # a full disk: name the report, not only "No space left on device"
@@ -156,6 +160,39 @@ def known_costs(costs: CostModel, streams, warn: bool = True) -> CostModel | Non
                     ", ".join(unknown))
         return None
     return costs
+
+
+PER_VIDEO_FIELDS = ("split", "protocol", "method", "seed", "stream", "m", "path", "predicted", "score", "kept_frames")
+
+
+def per_video_rows(rows: list[dict], store) -> list[dict]:
+    """Take every row's ``_per_video`` records (evaluate.select_classify) out of ``rows`` and
+    return them as flat records of :data:`PER_VIDEO_FIELDS`: the video's path, its class name,
+    the score and the kept positions as decoded frame indices (the store's ``frame_index``);
+    the seed-mean and split-mean rows' copies are dropped."""
+    out, classes, paths = [], store.attrs.get("classes") or [], None
+    for row in rows:
+        records = row.pop("_per_video", None)
+        if not records or row.get("seed") == "mean" or row.get("split") == "mean":
+            continue
+        frames = store.read_rows("frame_index", [r["row"] for r in records])
+        paths = paths or store.paths
+        for r, fi in zip(records, frames):
+            out.append({**{k: row.get(k) for k in PER_VIDEO_FIELDS[:6]}, "path": paths[r["row"]],
+                        "predicted": classes[r["predicted"]] if classes else r["predicted"],
+                        "score": r["score"], "kept_frames": " ".join(str(int(fi[p])) for p in r["positions"])})
+    return out
+
+
+def write_per_video(path: Path, records: list[dict]) -> Path:
+    """per_video.csv of :func:`per_video_rows`' records."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=PER_VIDEO_FIELDS)
+        writer.writeheader()
+        writer.writerows(records)
+    return path
 
 
 def attach_observers(store, rows, states: dict, methods) -> list:

@@ -32,6 +32,7 @@ from data.errors import NonFiniteError, VideoError
 from data.layout import COST_PREFIX, result_rows
 from data.store import VideoCost, VideoResult
 from extract import backbones, crops, flow
+from extract.flow_cost import FieldCosts
 from extract.prepare import Prepared
 from extract.resize import resize_flow, resize_frames
 
@@ -83,8 +84,11 @@ class DeviceStage:
     computing (synchronised on a GPU), ``runs`` the groups: busy / wall time is the fraction
     of a run the device worked."""
 
-    def __init__(self, settings, models):
-        self.settings, self.models = settings, models
+    def __init__(self, settings, models, price_flow: bool = True):
+        # price_flow False (``framesel predict``, which records no GFLOPs): the fields are
+        # counted but not priced, skipping OpenCV TV-L1's sampled count (a torch TV-L1 run on
+        # one pair a video, ~4 s at the fight settings on a shared 2-core machine)
+        self.settings, self.models, self.price_flow = settings, models, price_flow
         self.device = next(iter(models.runners.values())).device
         self.busy, self.runs = 0.0, 0
 
@@ -174,7 +178,8 @@ class DeviceStage:
         costs, seconds["flow_cost"], start = [], [], 0
         for p, a, b in zip(group, prevs, nxts):
             t1, u = time.perf_counter(), len(p.pairs)
-            costs.append(flow.field_costs(a, b, cfg, None if run is None else run[start:start + u]))
+            costs.append(flow.field_costs(a, b, cfg, None if run is None else run[start:start + u])
+                         if self.price_flow else FieldCosts(np.full(u, np.nan)))
             seconds["flow_cost"].append(self._elapsed(t1))
             start += u
         return out, costs

@@ -15,9 +15,10 @@ from pathlib import Path
 import click
 
 from pipeline import cli_files
-from pipeline.edge import command_line, domain_errors, os_error_line, quiet_option  # noqa: F401 (os_error_line: API)
+from pipeline.edge import command_line, device_option, domain_errors, load_option, quiet_option, shard_option
 from pipeline.options import (AgentPaths, SpreadCommand, backbones, checkpoints, flatten, fusion_weights, int_list,
                               slurm_extra)
+from pipeline.predict_cli import predict_command
 
 
 @click.group()
@@ -31,39 +32,6 @@ def main(verbose):
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-# One spelling for the light stage's choice of where a list's states live (data/store_rows.py).
-load_option = click.option("--load", default="auto", show_default=True,
-                           type=click.Choice(["auto", "memory", "stream"]),
-                           help="Hold the list's states in memory, or stream them from the store a "
-                                "mini-batch at a time (auto: stream when they would take over a quarter "
-                                "of the memory this process may use). Same results either way.")
-
-
-def _light_device(ctx, param, value):
-    """--device of head, train and evaluate: cuda needs a GPU torch can see, here."""
-    if value == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise click.BadParameter(f"cuda: torch {torch.__version__} sees no CUDA device on this machine "
-                                     f"(built for CUDA: {torch.version.cuda or 'no'}); use --device cpu")
-    return value
-
-
-def device_option(help_text: str):
-    return click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
-                        callback=_light_device, help=help_text)
-
-
-def _shard(ctx, param, value):
-    try:
-        k, n = (int(x) for x in value.split("/"))
-    except ValueError:
-        raise click.BadParameter("expected K/N, e.g. 3/10") from None
-    if not 1 <= k <= n:
-        raise click.BadParameter("K must be between 1 and N")
-    return k, n
 
 
 @main.command()
@@ -101,7 +69,7 @@ def _shard(ctx, param, value):
 @click.option("--streams", default="rgb,flow", show_default=True)
 @click.option("--feature-maps/--no-feature-maps", default=False, help="Also store conv maps (glimpse agent).")
 @click.option("--thumbnails/--no-thumbnails", default=True, help="Store small frames for reports.")
-@click.option("--shard", default="1/1", callback=_shard, help="Process shard K of N (array jobs).")
+@click.option("--shard", default="1/1", callback=shard_option, help="Process shard K of N (array jobs).")
 @click.option("--workers", default=1, show_default=True, help="Processes on this machine.")
 @click.option("--pipeline/--whole-videos", "pipeline", default=None,
               help="With --workers > 1: the workers decode ahead of this process, which runs flow and both "
@@ -261,10 +229,12 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
               help="Two-stream fusion weights on scores before softmax (default: 1:1.5 as TSN, and 1/3:2/3).")
 @click.option("--seed", default=0, show_default=True)
 @device_option("Where the selections run (the agents' networks, a block of test videos at a time).")
+@click.option("--per-video", is_flag=True, help="Also write per_video.csv (select_classify: kept frames, class, score).")
 @load_option
 @quiet_option
 @domain_errors
-def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, device, load, quiet):
+def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, device, load, quiet,
+             per_video):
     """Run the papers' protocols on STORE with the given agents and write a report."""
     from evaluate.protocols import ProtocolConfig
     from evaluate.run import EvaluateConfig, run_evaluate
@@ -278,7 +248,7 @@ def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, f
                          baselines=tuple(b for b in baselines.split(",") if b),
                          streams=tuple(s for s in streams.split(",") if s),
                          protocol=ProtocolConfig(**proto), clamp_m=not ms, load=load, quiet=quiet,
-                         command=command_line())
+                          per_video=per_video, command=command_line())
     paths = run_evaluate(cfg)
     click.echo(f"report: {paths.get('html', paths)}")
     for f in paths.get("failed", ()):
@@ -392,6 +362,7 @@ def _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_re
 
 main.add_command(cli_files.import_command)
 main.add_command(cli_files.export_command)
+main.add_command(predict_command(domain_errors, quiet_option, device_option, command_line))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -60,3 +60,35 @@ def os_error_line(err: OSError) -> str:
 # submit passes it on to its tasks with the other extract options).
 quiet_option = click.option("--quiet", is_flag=True,
                             help="No progress bars (they are off too when the CI environment variable is set).")
+# One spelling for the light stage's choice of where a list's states live (data/store_rows.py).
+load_option = click.option("--load", default="auto", show_default=True,
+                           type=click.Choice(["auto", "memory", "stream"]),
+                           help="Hold the list's states in memory, or stream them from the store a "
+                                "mini-batch at a time (auto: stream when they would take over a quarter "
+                                "of the memory this process may use). Same results either way.")
+
+
+def light_device(ctx, param, value):
+    """--device of head, train and evaluate: cuda needs a GPU torch can see, here."""
+    if value == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise click.BadParameter(f"cuda: torch {torch.__version__} sees no CUDA device on this machine "
+                                     f"(built for CUDA: {torch.version.cuda or 'no'}); use --device cpu")
+    return value
+
+
+def device_option(help_text: str):
+    return click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+                        callback=light_device, help=help_text)
+
+
+def shard_option(ctx, param, value):
+    """--shard K/N of extract and submit: (K, N) with 1 <= K <= N."""
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("expected K/N, e.g. 3/10") from None
+    if not 1 <= k <= n:
+        raise click.BadParameter("K must be between 1 and N")
+    return k, n

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("data", "extract", "agents", "evaluate", "pipeline")
 MAX_LINES = 400
 # Files still over MAX_LINES, each with the most lines it may have: the list only shrinks.
-OVER = {"evaluate/protocols.py": 443}
+OVER: dict[str, int] = {}
 
 
 def _modules() -> dict[str, Path]:

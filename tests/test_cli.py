@@ -244,7 +244,7 @@ def test_real_bugs_keep_their_traceback():
 
 
 def test_os_error_without_a_file_name_keeps_its_message():
-    from pipeline.cli import os_error_line
+    from pipeline.edge import os_error_line
 
     assert os_error_line(OSError("Unable to open file (truncated file)")) == "Unable to open file (truncated file)"
     assert os_error_line(OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b")) == \

@@ -1,5 +1,6 @@
 """The README's commands, end to end on a small demo: extract → info/check → head → train
 every agent → evaluate → report; and `framesel demo`'s own code path on a smaller dataset."""
+import csv
 import json
 import re
 import shlex
@@ -104,6 +105,15 @@ def test_run_demo_small(tmp_path):
         assert mean and all(r["num_seeds"] == 3 and r["partner"] == partner for r in mean), agent
     md = (tmp_path / "d" / "report" / "report.md").read_text()
     assert md.index("### Answer: stream rgb") < md.index("\n| ") < md.index("## Plots")
+    # the README's `framesel predict` against the demo's store and an agent the demo trained
+    d, pred = tmp_path / "d", tmp_path / "pred.csv"
+    r = CliRunner().invoke(main, ["predict", result["store"], "--agent", str(d / "agents" / "dsn-rgb-seed0.pt"),
+                                  "--videos", str(d / "data" / "test.txt"), "--root", str(d / "data"), "--m", "2",
+                                  "--out", str(pred), "--quiet"])
+    assert r.exit_code == 0, r.output
+    got = list(csv.DictReader(pred.open()))
+    assert len(got) == len((d / "data" / "test.txt").read_text().splitlines()) > 0
+    assert all(not g["error"] and g["predicted"] and len(g["kept_frames"].split()) == 2 for g in got), got
 
 
 def readme_commands():

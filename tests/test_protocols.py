@@ -12,7 +12,8 @@ from evaluate import metrics
 from evaluate.compute import CostModel
 from evaluate.diagnostics import collect_diagnostics
 from evaluate.protocols import (PROTOCOLS, ROW_FIELDS, ProtocolConfig, build_methods, check_states,
-                                run_protocols, summarize_splits, weights_label)
+                                run_protocols, weights_label)
+from evaluate.splits import summarize_splits
 
 T, K, C = 10, 2, 6
 
@@ -156,8 +157,12 @@ def test_k1_skips_region_and_one_stream_skips_fusion():
     st = {"rgb": _states(K_=1)["rgb"]}
     methods = build_methods(["uniform"], [KeyFinder("rgb", key=st["rgb"].key_mask)], st)
     rows = run_protocols(st, methods, config=ProtocolConfig(ms=(3,), bootstrap=200), costs=None)
-    assert {r["protocol"] for r in rows} == {"accuracy_vs_m", "alpha", "state_ablation"}
+    assert {r["protocol"] for r in rows} == {"accuracy_vs_m", "alpha", "state_ablation", "select_classify"}
     assert all(r["gflops_full"] is None for r in rows)
+    # one stream, one crop: select_classify is the stream's own selection and classification
+    for r in _get(rows, protocol="select_classify"):
+        same = _get(rows, protocol="accuracy_vs_m", method=r["method"], m=r["m"])
+        assert same and same[0]["top1"] == pytest.approx(r["top1"]), r["method"]
 
 
 def test_dsn_checkpoint_rows_carry_mn():

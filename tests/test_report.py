@@ -14,7 +14,8 @@ from agents.synthetic import planted_states
 from data.errors import InputError
 from evaluate.compute import CONVENTION, CostModel
 from evaluate.diagnostics import collect_diagnostics
-from evaluate.protocols import ProtocolConfig, build_methods, run_protocols, summarize_splits
+from evaluate.protocols import ProtocolConfig, build_methods, run_protocols
+from evaluate.splits import summarize_splits
 from evaluate.report import verdicts, write_report
 
 TORCH_THREADS = 1  # tiny tensors (tests/conftest.py: _torch_threads)
