@@ -9,6 +9,7 @@ from conftest import moving_texture, shared_data, write_video
 from data.compose import ComposeConfig, compose, count_frames, decode_segment, plan, reuse_counts
 from data.errors import InputError
 from data.lists import read_list
+from data.truth import read_truth
 from extract.decode import decode
 
 SMALL = dict(size=(64, 48), fps=25.0, segments=(3, 4), targets=(1, 2))
@@ -91,6 +92,7 @@ def test_composites_decode_to_their_truth(made):
             assert s["end"] - s["start"] == EXPECTED_FRAMES[s["source"]]
     assert record["num_positive"] == 2 and record["failed_sources"] == {}
     assert sum(record["reuse"].values()) == sum(len(t["segments"]) for t in truth.values())
+    assert len(read_truth(out / "truth.json")) == 4              # the reader's checks pass
 
 
 def test_compose_is_deterministic_and_idempotent(made, tmp_path):
