@@ -180,7 +180,8 @@ class SelectionSummary:
     video_scores: (V, C) float32 class scores, as the selection's; positions: (V,) int32
     positions with any crop kept; cells: (V,) int32 cells kept; num_kept: (V,) int64, the
     selection's own count; frame_scores: (V, T) float32 importance as the crop mean of the
-    selection's scores, or None unless asked for (the report's diagnostics)."""
+    selection's scores, or None unless asked for (the report's diagnostics); kept: (V, T)
+    bool positions with any crop kept (the key-precision columns, evaluate/keys.py)."""
 
     video_scores: torch.Tensor
     positions: torch.Tensor
@@ -188,6 +189,7 @@ class SelectionSummary:
     num_kept: torch.Tensor
     mode: str = "frame"
     frame_scores: torch.Tensor | None = None
+    kept: torch.Tensor | None = None
 
 
 def summarize(sel: Selection, frame_scores: bool = False) -> SelectionSummary:
@@ -197,7 +199,7 @@ def summarize(sel: Selection, frame_scores: bool = False) -> SelectionSummary:
     keep = sel.keep
     return SelectionSummary(sel.video_scores.cpu(), keep.any(2).sum(1).int().cpu(), keep.sum((1, 2)).int().cpu(),
                             sel.num_kept.cpu(), sel.mode,
-                            sel.scores.float().mean(2).cpu() if frame_scores else None)
+                            sel.scores.float().mean(2).cpu() if frame_scores else None, keep.any(2).cpu())
 
 
 def _concat(parts: list):
@@ -224,7 +226,7 @@ def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha:
     (``evaluate --device cuda``): each block and the selector's network go there for the
     call, the selection comes back to the CPU (so the protocols and reports never see it).
     ``summary``: return each block's :func:`summarize` (with ``frame_scores``), joined: a
-    :class:`SelectionSummary` of O(V·C) memory instead of the (V, T, K) mask and scores."""
+    :class:`SelectionSummary` of O(V·(C + T)) memory instead of the (V, T, K) mask and scores."""
     V, T, K, D, C = states.shape
     block = block or max(1, BLOCK_BYTES // (4 * T * K * (D + C)))
     reuse = scores is not None and flow is None and type(selector).select is Selector.select
@@ -266,8 +268,10 @@ def on_device(selector, device):
 
 def reads_features(selector) -> bool:
     """Whether ``selector`` reads the features: every learned agent and its same-classifier
-    baselines; the head's baselines read logits (and motion) only."""
-    return bool(getattr(selector, "learned", False)) or isinstance(selector, SameClassifier)
+    baselines, and a baseline that says so (``uses_features``: ``cut``); the head's other
+    baselines read logits (and motion) only."""
+    return bool(getattr(selector, "learned", False) or getattr(selector, "uses_features", False)) \
+        or isinstance(selector, SameClassifier)
 
 
 __all__ = ["BLOCK_BYTES", "Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "SelectionSummary", "agent_label",
