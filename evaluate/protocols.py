@@ -35,7 +35,7 @@ import torch
 
 from agents.base import States, selector_class
 from data.errors import InputError
-from evaluate import dsn_protocol, metrics, pairing
+from evaluate import dsn_protocol, keys, metrics, pairing
 from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
                               selector_observer, selector_seen)
 from evaluate.methods import (Method, SelectionSummary, agent_label, build_methods, same_classifier_method,
@@ -115,9 +115,12 @@ class _Run:
     score (T·K float32, reused across budgets, modes and alphas: ``_scores``)."""
 
     def __init__(self, states: dict, methods, cfg: ProtocolConfig, costs: CostModel | None, split: str,
-                 bar=None):
+                 bar=None, clusters=None):
         first = next(iter(states.values()))
         self.states, self.methods, self.cfg, self.costs, self.split = states, methods, cfg, costs, str(split)
+        # untrimmed truth (evaluate/keys.py): (V, T) key mask, (V, G) source-clip memberships
+        self.key = None if first.key is None else first.key.cpu().numpy()
+        self.clusters = clusters
         self.bar, self.protocol = bar, ""
         self.V, self.T, self.K = first.shape[:3]
         self.labels = first.labels.cpu().numpy()
@@ -156,9 +159,9 @@ class _Run:
     def selection(self, method: Method, stream: str, m, mode="frame", alpha=0.0, *,
                   frame_scores: bool = False) -> SelectionSummary:
         """The method's selection on ``stream`` at (m, mode, alpha), summarised per video
-        (class scores and counts: what the rows need; ``frame_scores``: also the (V, T) crop
-        mean of its scores, for the diagnostics), selected once and cached. The (V, T, K)
-        mask and scores are not kept: memory grows by O(V·C) a selection, not O(V·T·K)."""
+        (class scores, counts and kept positions: what the rows need; ``frame_scores``: also
+        the (V, T) crop mean of its scores, for the diagnostics), selected once and cached. The
+        (V, T, K) mask and scores are not kept: memory grows by O(V·(C + T)) a selection."""
         key = (method.uid, stream, m, mode, alpha)
         have = self._sel.get(key)
         if have is None or (frame_scores and have.frame_scores is None):
@@ -220,6 +223,7 @@ def _row(run: _Run, protocol, method: Method, stream, m, mode="frame", alpha=0.0
            "fraction_kept": frac, "learned": method.learned, "num_videos": run.V,
            "flops_convention": CONVENTION, "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None,
            "mcnemar_p": None, **extra}
+    row.update(keys.key_fields(run, method, stream, m, mode, pair))
     if compare and method.label not in ("uniform", "random"):
         row.update(pairing.compare(run, method, scores, stream, m, mode, weights, frac))
     return row
@@ -322,22 +326,25 @@ def check_states(states: dict) -> None:
 
 
 def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = ProtocolConfig(),
-                  costs: CostModel | None = None, bar=None) -> list[dict]:
+                  costs: CostModel | None = None, bar=None, clusters=None) -> list[dict]:
     """Flat result rows of every protocol in ``config.protocols`` for one split.
 
     states: stream -> States (V, T, K, ·); methods: :class:`Method` s (:func:`build_methods`);
     costs: per-video GFLOPs model, or None to leave the GFLOPs fields null; bar: a tqdm
-    bar advanced by one per protocol (and told the method and stream at work), or None.
+    bar advanced by one per protocol (and told the method and stream at work), or None;
+    clusters: (V, G) source-clip memberships of the videos (untrimmed truth, evaluate/keys.py)
+    for a cluster bootstrap of every paired difference, or None. States with a ``key`` mask
+    give every row key precision and recall.
     """
     check_states(states)
-    run = _Run(states, list(methods), config, costs, split, bar)
+    run = _Run(states, list(methods), config, costs, split, bar, clusters)
     rows = []
     for name in config.protocols:
         run.protocol = name
         rows.extend(_PROTOCOL_FNS[name](run))
         if bar is not None:
             bar.update(1)
-    return summarize_seeds(rows, n=config.bootstrap, seed=config.seed)
+    return summarize_seeds(rows, n=config.bootstrap, seed=config.seed, clusters=clusters)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -373,10 +380,10 @@ def summarize_splits(rows: list[dict]) -> list[dict]:
 
 
 def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), costs=None,
-                    progress: bool = False) -> list[dict]:
+                    progress: bool = False, clusters: dict | None = None) -> list[dict]:
     """``splits``: name -> (states, methods). Every split's rows, then the mean rows.
     ``progress``: a bar on stderr over splits × protocols, naming the split, protocol,
-    method and stream at work."""
+    method and stream at work; ``clusters``: split name -> (V, G) memberships (run_protocols)."""
     from tqdm import tqdm
 
     rows = []
@@ -384,7 +391,8 @@ def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), 
               disable=not progress, dynamic_ncols=True) as bar:
         for name, (states, methods) in splits.items():
             rows.extend(run_protocols(states, methods, split=name, config=config, bar=bar,
-                                      costs=costs.get(name) if isinstance(costs, dict) else costs))
+                                      costs=costs.get(name) if isinstance(costs, dict) else costs,
+                                      clusters=(clusters or {}).get(name)))
     return rows + (summarize_splits(rows) if len(splits) > 1 else [])
 
 

@@ -20,6 +20,7 @@ from data.lists import read_list
 from data.store import open_store
 from data.stream import StoreRows
 from data.progress import show_progress
+from evaluate import keys
 from evaluate.compute import CostModel, selector_observer
 from evaluate.diagnostics import collect_diagnostics
 from evaluate.protocols import (TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods,
@@ -43,6 +44,7 @@ class EvaluateConfig:
     load: str = "auto"        # memory | stream | auto: where the test states live (data/stream.py)
     quiet: bool = False       # no progress bar (it is off too when the CI environment variable is set)
     command: str = ""
+    truth: str | None = None  # segment truth of the test videos (untrimmed composites): evaluate/keys.py
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
@@ -60,24 +62,45 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         check_fusion(cfg.protocol.fusion, streams, store.streams)
         cfg = dataclasses.replace(cfg, protocol=dataclasses.replace(
             cfg.protocol, ms=fit_budgets(cfg.protocol.ms, store.T, clamp=cfg.clamp_m)))
-        baselines = cfg.baselines or tuple(selector_names(learned=False))
+        baselines = choose_baselines(cfg.baselines, truth=cfg.truth is not None)
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
-        splits, first = {}, None
+        splits, first, clusters, truths = {}, None, {}, {}
         for list_path in cfg.test_lists:
             rows = rows_for_list(store, read_list(list_path))
             states = {s: load_states(store, s, rows, feature_maps=maps, load=cfg.load) for s in streams}
+            name = Path(list_path).stem
+            if cfg.truth is not None:
+                truths[name] = keys.load_truth(store, rows, cfg.truth)
+                states, clusters[name] = keys.with_key(states, truths[name]["key"]), truths[name]["members"]
             methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
-            splits[Path(list_path).stem] = (states, methods)
+            splits[name] = (states, methods)
             first = first or (states, rows)
         costs = CostModel.from_attrs(store.attrs)     # each agent's observer: protocols._gflops
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
-                                      progress=show_progress(cfg.quiet))
+                                      progress=show_progress(cfg.quiet), clusters=clusters or None)
         states, rows = first
         thumbs = StoreRows(store, "thumbnails", rows, dtype=np.uint8) if store.has("thumbnails") else None
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         meta = _meta(cfg, store, agents, costs, streams)
+        if truths:
+            meta["truth"] = {name: keys.truth_meta(t, splits[name][0]) for name, t in truths.items()}
     return write_report(cfg.out, result_rows, meta, extras)
+
+
+def choose_baselines(named, *, truth: bool) -> tuple[str, ...]:
+    """The baselines to run: those ``named``, or every registered one; without a truth file
+    those that need the key mask (``key_oracle``) are left out of the default and refused
+    when named."""
+    from agents.base import selector_class
+
+    if not named:
+        return tuple(b for b in selector_names(learned=False) if truth or not getattr(selector_class(b), "needs_key",
+                                                                                      False))
+    needy = [b for b in named if getattr(selector_class(b), "needs_key", False)]
+    if needy and not truth:
+        raise InputError(f"--baselines {','.join(named)}: {', '.join(needy)} needs the segment truth: add --truth FILE")
+    return tuple(named)
 
 
 def attach_observers(store, rows, states: dict, methods) -> list:

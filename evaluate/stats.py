@@ -153,6 +153,10 @@ def cluster_bootstrap_ci(correct_a, correct_b, members, *, n: int = 10000, alpha
       interval is at most ~√n wider than needed when clips carry no effect). Weighting a
       video by the *mean* of its clips' draws instead would divide the shared effects by n
       and understate the variance about n-fold, so it is not used.
+
+    The resample is linear (a video whose clips were all left out weighs below zero), so
+    with few videos its quantiles can pass ±1; the bounds are clipped to [−1, 1], the range
+    of an accuracy difference.
     """
     a = np.atleast_2d(np.asarray(correct_a))
     b = np.asarray(correct_b)
@@ -180,7 +184,7 @@ def cluster_bootstrap_ci(correct_a, correct_b, members, *, n: int = 10000, alpha
         seed_w = rng.multinomial(S, np.full(S, 1.0 / S), size=k) / S               # (k, S)
         draws = rng.multinomial(G, np.full(G, 1.0 / G), size=k)                    # (k, G)
         diffs.append((seed_w * cluster_resample(d, m, draws)).sum(1))
-    lo, hi = np.quantile(np.concatenate(diffs), [alpha / 2, 1 - alpha / 2])
+    lo, hi = np.clip(np.quantile(np.concatenate(diffs), [alpha / 2, 1 - alpha / 2]), -1.0, 1.0)
     return float(d.mean()), float(lo), float(hi)
 
 
