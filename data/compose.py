@@ -27,8 +27,11 @@ Decisions (each is recorded in ``compose.json`` beside the videos):
   them (evaluate/stats.py).
 * **No leakage** is the caller's: compose the train list and the test list separately
   (the composer only ever reads the clips of the list it is given).
-* A source clip that does not decode is recorded in ``compose.json`` (``failed``) and left
-  out of the pools before planning; the rest goes on.
+* A source clip that does not decode is recorded in ``compose.json`` (``failed_sources``)
+  and replaced in its composite by the least-used clip of its class (no pass over every clip
+  before planning: on real data none fails, and a decode of every source costs as much as
+  the composites of a quick run); a composite that still cannot be made is recorded in
+  ``failed_composites``; the rest goes on.
 """
 from __future__ import annotations
 
@@ -206,9 +209,18 @@ def encoder_args(cfg: ComposeConfig) -> list[str]:
             "-f", "mp4"]
 
 
+class SourceFailed(VideoError):
+    """A source clip of a composite did not decode; ``index``: its place in the plan."""
+
+    def __init__(self, path, reason, index: int = 0):
+        super().__init__(path, reason)
+        self.index = index
+
+
 def render(p: Plan, videos: VideoList, root: Path, out: Path, cfg: ComposeConfig) -> dict:
     """Write composite ``p`` under ``out`` and return its truth entry
-    ``{"num_frames", "segments": [{"source", "class", "start", "end"}]}``."""
+    ``{"num_frames", "segments": [{"source", "class", "start", "end"}]}``. A source that
+    does not decode raises :class:`SourceFailed` (nothing is left behind)."""
     dest = out / p.path
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
@@ -217,17 +229,20 @@ def render(p: Plan, videos: VideoList, root: Path, out: Path, cfg: ComposeConfig
         proc = subprocess.Popen([_ffmpeg(), *encoder_args(cfg), str(part)], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=err)
         try:
-            for s in p.sources:
-                frames = decode_segment(root / videos.paths[s], cfg)
+            for k, s in enumerate(p.sources):
+                try:
+                    frames = decode_segment(root / videos.paths[s], cfg)
+                except VideoError as err:
+                    raise SourceFailed(err.path, err.reason, k) from None
                 proc.stdin.write(frames.tobytes())
                 cls = videos.classes[int(videos.labels[s])]
                 segments.append({"source": videos.paths[s], "class": cls, "start": start, "end": start + len(frames)})
                 start += len(frames)
-        except (BrokenPipeError, VideoError) as exc:
+        except (BrokenPipeError, SourceFailed) as exc:
             proc.kill()
             proc.wait()
             part.unlink(missing_ok=True)
-            if isinstance(exc, VideoError):
+            if isinstance(exc, SourceFailed):
                 raise
         else:
             proc.stdin.close()
@@ -246,15 +261,34 @@ def render(p: Plan, videos: VideoList, root: Path, out: Path, cfg: ComposeConfig
 
 # ----------------------------------------------------------------------------- the whole set
 
-def check_sources(videos: VideoList, root: Path, cfg: ComposeConfig) -> dict[str, str]:
-    """Source path -> why it cannot be a segment, for every clip that does not decode."""
-    failed = {}
-    for path in videos.paths:
+def substitute(p: Plan, k: int, videos: VideoList, plans: list[Plan], failed) -> Plan | None:
+    """``p`` with its k-th clip (which failed) replaced by the least-used clip of the same
+    class (ties: list order) that has not failed and is not in ``p``, or None
+    when there is none. Usage counts are those of ``plans``."""
+    used = np.zeros(len(videos), np.int64)
+    for q in plans:
+        used[list(q.sources)] += 1
+    labels = np.asarray(videos.labels)
+    same = labels == labels[p.sources[k]]
+    pool = [i for i in np.flatnonzero(same) if videos.paths[i] not in failed and i not in p.sources]
+    if not pool:
+        return None
+    best = min(pool, key=lambda i: (used[i], i))
+    return dataclasses.replace(p, sources=p.sources[:k] + (int(best),) + p.sources[k + 1:])
+
+
+def _render_or_substitute(p: Plan, videos, root, out, cfg, plans, failed) -> tuple[Plan, dict]:
+    """Render ``p``; each source that fails is recorded in ``failed`` and substituted
+    (:func:`substitute`) until the composite renders. VideoError when it cannot."""
+    while True:
         try:
-            decode_segment(root / path, cfg)
-        except VideoError as err:
-            failed[path] = err.reason
-    return failed
+            return p, render(p, videos, root, out, cfg)
+        except SourceFailed as err:
+            failed[videos.paths[p.sources[err.index]]] = err.reason
+            q = substitute(p, err.index, videos, plans, failed)
+            if q is None:
+                raise VideoError(out / p.path, f"no usable clip left to stand in for {err.path}") from None
+            p = q
 
 
 def compose(list_path, root, out, cfg: ComposeConfig = ComposeConfig(), *, classes=None,
@@ -276,14 +310,13 @@ def compose(list_path, root, out, cfg: ComposeConfig = ComposeConfig(), *, class
         have = json.loads(record_path.read_text())
         if {k: have.get(k) for k in settings} == json.loads(json.dumps(settings)):
             return have
-    failed = check_sources(videos, root, cfg)
-    plans = plan(videos, cfg, usable=[p not in failed for p in videos.paths])
-    truth, bad = {}, {}
-    for p in tqdm(plans, desc="compose", unit="video", disable=not progress):
+    plans = plan(videos, cfg)
+    truth, bad, failed = {}, {}, {}
+    for i in tqdm(range(len(plans)), desc="compose", unit="video", disable=not progress):
         try:
-            truth[p.path] = render(p, videos, root, out, cfg)
+            plans[i], truth[plans[i].path] = _render_or_substitute(plans[i], videos, root, out, cfg, plans, failed)
         except VideoError as err:      # recorded, the rest goes on
-            bad[p.path] = str(err)
+            bad[plans[i].path] = str(err)
     kept = [p for p in plans if p.path in truth]
     if not kept:
         raise VideoError(out, f"no composite could be written; first failure: {next(iter(bad.values()))}")
@@ -314,5 +347,5 @@ def summary(record: dict) -> str:
             f"{len(record['failed_composites'])} composites failed")
 
 
-__all__ = ["ComposeConfig", "Plan", "FORMAT", "compose", "count_frames", "decode_segment", "encoder_args",
-           "plan", "pools", "render", "reuse_counts", "segment_filter", "summary"]
+__all__ = ["ComposeConfig", "Plan", "FORMAT", "SourceFailed", "compose", "count_frames", "decode_segment", "encoder_args",
+           "plan", "pools", "render", "reuse_counts", "segment_filter", "substitute", "summary"]

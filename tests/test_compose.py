@@ -144,9 +144,12 @@ def test_a_broken_source_is_recorded_and_left_out(tmp_path):
     (tmp_path / "noFight" / "bad.mp4").write_bytes(b"not a video")
     (tmp_path / "noFight" / "n5.mp4").write_bytes((tmp_path / "noFight" / "n4.mp4").read_bytes())
     lst.write_text(lst.read_text() + "noFight/bad.mp4 0\nnoFight/n5.mp4 0\n")
-    record = compose(lst, tmp_path, tmp_path / "out", ComposeConfig(videos=2, seed=0, **SMALL), classes=classes)
-    assert list(record["failed_sources"]) == ["noFight/bad.mp4"]
-    assert record["reuse"]["noFight/bad.mp4"] == 0 and record["num_videos"] == 2
+    # 4 composites hold at least 8 noFight segments: least used first, every one of the 7 is planned
+    record = compose(lst, tmp_path, tmp_path / "out", ComposeConfig(videos=4, seed=0, **SMALL), classes=classes)
+    assert list(record["failed_sources"]) == ["noFight/bad.mp4"] and record["failed_composites"] == {}
+    assert record["reuse"]["noFight/bad.mp4"] == 0 and record["num_videos"] == 4      # stood in for
+    truth = json.loads((tmp_path / "out" / "truth.json").read_text())
+    assert all(3 <= len(t["segments"]) <= 4 for t in truth.values())
 
 
 def test_real_fight_composites(tmp_path):
