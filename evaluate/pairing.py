@@ -81,7 +81,7 @@ def _has(method, stream, weights) -> bool:
 
 SEED_GROUP_KEYS = ("split", "protocol", "method", "stream", "m", "mode", "alpha", "fusion_weights", "state", "mn")
 SEED_MEAN_KEYS = ("top1", "top5", "mean_class", "map", "fraction_kept", "gflops_full", "gflops_deployable",
-                  "uniform_m") + tuple(f"vs_{r}_top1" for r in REFERENCES)
+                  "uniform_m") + tuple(f"vs_{r}_top1" for r in REFERENCES) + keys.KEY_COLUMNS
 
 
 def summarize_seeds(rows: list[dict], *, n: int = 2000, seed: int = 0, clusters=None) -> list[dict]:

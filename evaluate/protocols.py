@@ -351,7 +351,7 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
 
 GROUP_KEYS = ("protocol", "method", "seed", "stream", "m", "mode", "alpha", "fusion_weights", "state", "mn")
 MEAN_KEYS = ("top1", "top5", "mean_class", "map", "fraction_kept", "gflops_full", "gflops_deployable") \
-    + tuple(ref_fields(r)[0] for r in REFERENCES) + tuple(f"vs_{r}_top1" for r in REFERENCES)
+    + tuple(ref_fields(r)[0] for r in REFERENCES) + tuple(f"vs_{r}_top1" for r in REFERENCES) + keys.KEY_COLUMNS
 
 
 def summarize_splits(rows: list[dict]) -> list[dict]:
