@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.compose import ComposeConfig, compose, summary
+from data.errors import FrameselError
 from data.progress import show_progress
 
 FIGHT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fight"
@@ -232,11 +233,14 @@ def measure(args) -> dict:
 
 def main(argv=None):
     args = parse(argv)
-    if args.compose_only:
-        return compose_only(args)
-    if args.measure:
-        return measure(args)
-    return run_benchmark(args, run_settings(args))
+    try:
+        if args.compose_only:
+            return compose_only(args)
+        if args.measure:
+            return measure(args)
+        return run_benchmark(args, run_settings(args))
+    except FrameselError as err:        # bad input: one line naming the file and the cause
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

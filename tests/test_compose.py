@@ -166,3 +166,32 @@ def test_real_fight_composites(tmp_path):
         _check_segments(out, fight, entry, path, (340, 256))
         assert count_frames(out / path, (34, 26)) == entry["num_frames"]
         assert 6 <= len(entry["segments"]) <= 12
+
+
+def test_compose_only_command(made, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import shutil
+
+    root = made[0]
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "untrimmed.py"
+    out = tmp_path / "cli"
+    args = [sys.executable, str(script), "--compose-only", "--list", str(tmp_path / "list.txt"), "--root", str(root),
+            "--classes", str(root / "classes.txt"), "--out", str(out), "--videos", "2", "--seed", "4",
+            "--target-class", "fight", "--quiet"]
+    (tmp_path / "list.txt").write_text((root / "list.txt").read_text())
+    proc = subprocess.run(args, capture_output=True, text=True)      # 5 noFight clips: 12 segments need 12
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "needs as many distinct" in proc.stderr
+    lines = (root / "list.txt").read_text()
+    for k in range(5, 12):               # copies: distinct files of the noFight pool
+        shutil.copy(root / "noFight" / f"n{k % 5}.mp4", root / "noFight" / f"m{k}.mp4")
+        lines += f"noFight/m{k}.mp4 0\n"
+    (tmp_path / "list.txt").write_text(lines)
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "2 composites (1 positive)" in proc.stdout
+    for name in ("list.txt", "classes.txt", "truth.json", "compose.json"):
+        assert (out / name).is_file()
+    assert len(read_truth(out / "truth.json")) == 2 and len(list((out / "videos").glob("*.mp4"))) == 2
