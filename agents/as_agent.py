@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from agents.base import MODES, Agent, States, aggregate, aggregate_probabilities, register, top_m_mask
+from agents.base import MODES, Agent, States, aggregate, register, top_m_mask
 from agents.options import check_ranges
 from agents.together import StackedParameters, stacked_linear, stacked_lstm
 from agents.rl import MovingAverageBaseline, bernoulli_entropy, bernoulli_log_prob, multistep_lr, reinforce_loss
@@ -216,6 +216,13 @@ class ASAgent(Agent):
 
     Config = ASConfig
     streams_training = True
+    # eq. 3: p¹ is the (α-weighted, eq. 10) mean of the per-frame probabilities over the kept
+    # cells (Algorithm 2 line 6); video scores are log p¹ (multi-label: logit p¹)
+    consensus = "prob_mean"
+
+    def trained_budget(self) -> int:
+        """L_sampling (eq. 9) trains the policy towards keeping m of the T positions."""
+        return int(self.config.m)
 
     def build(self) -> nn.Module:
         c = self.config
@@ -244,11 +251,6 @@ class ASAgent(Agent):
         V, T, K, _, _ = states.shape
         scores = torch.cat(out) if out else torch.zeros(0, T, K)
         return scores.to(states.logits.device)
-
-    def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
-        """(V, C) float32: log p¹ of eq. 3 (multi-label: logit p¹), p¹ the α-weighted (eq. 10)
-        mean of the per-frame probabilities over the kept cells (Algorithm 2 line 6)."""
-        return aggregate_probabilities(states.logits, keep, alpha, states.multilabel)
 
     # -- training -------------------------------------------------------------------------
     def _step(self, batches, opt, gens, baselines, device, stack=None) -> dict:

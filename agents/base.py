@@ -226,12 +226,40 @@ def aggregate_probabilities(logits: torch.Tensor, keep: torch.Tensor, alpha: flo
     return (log_mean(torch.sigmoid(x)) - log_mean(torch.sigmoid(-x))).float()
 
 
+# How per-frame logits of the kept cells become a video's class scores (GUIDE §4: one rule
+# everywhere, named in the report). A selector names its rule in ``consensus``; evaluate
+# computes every head baseline a method is compared with under the method's rule.
+CONSENSUS_RULES = {"logit_mean": "mean of the per-frame logits, then softmax (TSN)",
+                   "prob_mean": "mean of the per-frame probabilities (000 eq. 3)"}
+
+
+def consensus_scores(rule: str, logits: torch.Tensor, keep: torch.Tensor, alpha: float = 0.0,
+                     multilabel: bool = False) -> torch.Tensor:
+    """(V, C) float32 video scores in logit space of the kept cells under consensus ``rule``
+    (:data:`CONSENSUS_RULES`): :func:`aggregate` or :func:`aggregate_probabilities`.
+    logits: (V, T, K, C); keep: (V, T, K) bool."""
+    if rule == "logit_mean":
+        return aggregate(logits, keep, alpha)
+    if rule == "prob_mean":
+        return aggregate_probabilities(logits, keep, alpha, multilabel)
+    raise InputError(f"unknown consensus rule {rule!r}; available: {', '.join(CONSENSUS_RULES)}")
+
+
+def consensus_of(selector) -> str:
+    """The rule a selector's predictions follow: ``own:<name>`` for one that predicts with its
+    own network (``own_classifier``), else its head consensus (:data:`CONSENSUS_RULES`)."""
+    return f"own:{selector.name}" if getattr(selector, "own_classifier", False) else selector.consensus
+
+
 class Selector:
     """Base of every selection method. Subclasses implement :meth:`score`."""
 
     name: ClassVar[str] = ""
     learned: ClassVar[bool] = False
     variable_m: ClassVar[bool] = False   # True when the method decides how many it keeps
+    # The consensus of :meth:`video_scores` (CONSENSUS_RULES); an instance may set its own
+    # (evaluate builds the head baselines under each rule a compared method uses).
+    consensus: str = "logit_mean"
 
     def score(self, states: States) -> torch.Tensor:
         """(V, T, K) float32 importance of every cell."""
@@ -253,9 +281,9 @@ class Selector:
         return Selection(scores, keep, video_scores, per.long(), mode)
 
     def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
-        """(V, C) float32 class scores from the kept cells: the mean of the per-frame logits
-        (TSN's consensus); agents whose paper averages probabilities override this."""
-        return aggregate(states.logits, keep, alpha)
+        """(V, C) float32 class scores from the kept cells under the selector's ``consensus``
+        (TSN's mean of logits by default; ``as`` averages probabilities, 000 eq. 3)."""
+        return consensus_scores(self.consensus, states.logits, keep, alpha, states.multilabel)
 
 
 class Agent(Selector):
@@ -275,6 +303,10 @@ class Agent(Selector):
     # True when N seeds can train in one batched pass (agents/together.py: the agent gives
     # ``stack(agents)`` and ``train_epoch_together``): `framesel train --seeds N --together`
     trains_seeds_together: ClassVar[bool] = False
+    # False for agents that never read the per-frame logits (they predict with their own
+    # network from the features): evaluate then does not require the logits they were
+    # trained beside (agents/stage.check_agent_matches)
+    reads_logits: ClassVar[bool] = True
 
     def __init__(self, config, *, num_classes: int, feature_dim: int, seed: int = 0):
         self.config = config
@@ -287,6 +319,11 @@ class Agent(Selector):
 
     def build(self) -> torch.nn.Module:
         raise NotImplementedError
+
+    def trained_budget(self) -> int | None:
+        """The budget m the agent was trained to select (``as``'s m, dsn's M sections), or
+        None when training does not fix one; evaluate marks rows at other budgets."""
+        return None
 
     def fit(self, train: States, *, device="cpu", log_path=None, checkpoint_path=None,
             progress=False, val: States | None = None, **inputs) -> list[dict]:

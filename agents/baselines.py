@@ -14,14 +14,15 @@ import math
 import numpy as np
 import torch
 
-from agents.base import Selection, Selector, States, aggregate, register, top_m_mask
+from agents.base import Selection, Selector, States, register, top_m_mask
 from data.errors import InputError
 
 
-def _selection(states: States, scores: torch.Tensor, keep: torch.Tensor, mode: str,
+def _selection(selector: Selector, states: States, scores: torch.Tensor, keep: torch.Tensor, mode: str,
                alpha: float) -> Selection:
-    """Package a rule-made keep mask (V, T, K) bool like :meth:`Selector.select` does."""
-    video_scores = aggregate(states.logits, keep, alpha)
+    """Package a rule-made keep mask (V, T, K) bool like :meth:`Selector.select` does (video
+    scores under the selector's consensus)."""
+    video_scores = selector.video_scores(states, keep, alpha)
     per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
     return Selection(scores, keep, video_scores, per.long(), mode)
 
@@ -84,7 +85,7 @@ class Uniform(Selector):
             keep[:, evenly_spaced(T, m).to(keep.device), :] = True
             scores = keep.float()
         with torch.no_grad():
-            return _selection(states, scores, keep, mode, alpha)
+            return _selection(self, states, scores, keep, mode, alpha)
 
 
 @register("random")
@@ -100,7 +101,7 @@ class Random(Selector):
     def select(self, states, m, *, mode="frame", alpha=0.0) -> Selection:
         scores = self.score(states, mode)
         with torch.no_grad():
-            return _selection(states, scores, top_m_mask(scores, m, mode), mode, alpha)
+            return _selection(self, states, scores, top_m_mask(scores, m, mode), mode, alpha)
 
 
 @register("constant")
@@ -132,7 +133,7 @@ class Constant(Selector):
             empty = ~keep.flatten(1).any(dim=1)
             keep[empty] = True
         with torch.no_grad():
-            return _selection(states, scores, keep, mode, alpha)
+            return _selection(self, states, scores, keep, mode, alpha)
 
 
 @register("max_response")
@@ -234,7 +235,7 @@ class KeyOracle(Selector):
                 frame[v, key_positions(key, m)] = True
             keep = frame[:, :, None].expand(V, T, K).to(scores.device).clone()
         with torch.no_grad():
-            return _selection(states, keep.float(), keep, mode, alpha)
+            return _selection(self, states, keep.float(), keep, mode, alpha)
 
 
 def key_positions(key: torch.Tensor, m: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 from torch.torch_version import TorchVersion
 
 from data.errors import InputError
+from data.identity import differences
 from data.torchfile import load_torch_data
 
 FORMAT = 2
@@ -105,8 +106,29 @@ def read_checkpoint(path, *, map_location="cpu") -> dict:
         raise InputError(f"agent checkpoint {path} is damaged: {err}") from None
 
 
-# The store identity keys a resumed run must share with its checkpoint (when both have them).
-_SAME_STORE = ("config_sha256", "stream", "observer", "train_list_sha256")
+# What an agent's training read (its checkpoint's ``store`` record, agents/stage.py), in the
+# keys a resumed run and the seeds of one method must share: the stream(s), the training list,
+# the features (data/identity.features_identity) and the logits (logits_identity) it read.
+# Checkpoints written before the features were recorded compare their settings hash instead.
+TRAINING_IDENTITY = ("stream", "observer", "second_stream", "train_list_sha256", "features", "logits")
+
+
+def training_identity(store_record: dict) -> dict:
+    """The keys of :data:`TRAINING_IDENTITY` a checkpoint's store record holds (an older
+    record without ``features``: its ``config_sha256`` and ``schema`` instead)."""
+    rec = store_record or {}
+    out = {k: rec[k] for k in TRAINING_IDENTITY if k in rec}
+    if "features" not in rec:
+        out.update({k: rec[k] for k in ("config_sha256", "schema") if k in rec})
+    return out
+
+
+def training_differences(old: dict, new: dict) -> list[str]:
+    """Differences (data.identity.differences) between two store records' training
+    identities, over the keys both record."""
+    a, b = training_identity(old), training_identity(new)
+    common = set(a) & set(b)
+    return differences({k: a[k] for k in common}, {k: b[k] for k in common})
 
 
 def trained_config(Config: type, ck: dict) -> dict:
@@ -135,9 +157,8 @@ def check_resumable(agent, ck: dict, path) -> None:
     for key in ("seed", "num_classes", "feature_dim"):
         if ck[key] != getattr(agent, key):
             diffs.append(f"{key} {ck[key]!r} (this run: {getattr(agent, key)!r})")
-    old, new = ck.get("store") or {}, agent.store_identity or {}
-    diffs += [f"store {k} {old[k]!r} (this run: {new[k]!r})" for k in _SAME_STORE
-              if k in old and k in new and old[k] != new[k]]
+    diffs += [f"store {d} (checkpoint vs this run)"
+              for d in training_differences(ck.get("store") or {}, agent.store_identity or {})]
     if diffs:
         raise InputError(f"{path} was trained with " + ", ".join(diffs) + "; resuming needs the same "
                          "config, seed and store (only epochs may change); use another --out")

@@ -229,6 +229,10 @@ class DSN(Agent):
 
     Config = DSNConfig
 
+    def trained_budget(self) -> int:
+        """DSN trains with M sections, one clip each: a budget of M clips (§IV-B)."""
+        return int(self.config.sections)
+
     def build(self) -> nn.Module:
         obs_dim = self.config.observer_dim or self.feature_dim
         return DSNModule(obs_dim, self.config.hidden, self.feature_dim, self.num_classes,

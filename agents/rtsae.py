@@ -129,6 +129,7 @@ class RTSAEAgent(Agent):
         per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
         return Selection(scores, keep, video_scores, per.long(), mode)
 
+    reads_logits = False     # features only (the head's logits are never read)
     own_classifier = True    # predicts with its own gated sequence classifier (evaluate pairs it with itself)
 
     def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0,

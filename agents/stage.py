@@ -20,6 +20,7 @@ from agents.options import make_config
 from agents.together import fit_together
 from agents.training import load_training
 from data.errors import InputError, StoreError
+from data.identity import backbone_files, features_identity, require_same, store_logits_identity
 from data.lists import read_list
 from data.store import DONE, open_store
 from data.stream import StoreRows, float32_bytes, stream_by_default
@@ -247,8 +248,11 @@ def _training_inputs(cls, config, cfg: TrainStageConfig):
                              feature_maps=getattr(cls, "needs_feature_maps", False), load=load)
         second = _second_stream(config, cfg.stream, store)
         flow = None if second is None else load_states(store, second, rows, load=load)
+        read = [cfg.stream] + ([second] if second is not None else [])
         identity = dict(store.identity(), stream=cfg.stream, observer=cfg.observer,
-                        train_list=str(cfg.train_list), train_list_sha256=videos.sha256)
+                        train_list=str(cfg.train_list), train_list_sha256=videos.sha256,
+                        features=features_identity(store.attrs), backbone_files=backbone_files(store.attrs),
+                        logits=store_logits_identity(store, read))
         if second is not None:
             identity["second_stream"] = second
         yield states, flow, identity
@@ -351,8 +355,10 @@ def _make_parent(out: Path) -> None:
 
 
 def check_agent_matches(agent: Agent, store) -> None:
-    """An agent for another class count or feature size, or trained on another store (other
-    backbone, settings or schema), is refused."""
+    """Refuse an agent for another class count or feature size, one trained on features that
+    mean something else (other backbone weights, settings or schema: data/identity.py), and,
+    for an agent that reads the per-frame logits, one trained against other logits (a re-run
+    `framesel head`); every message names both sides."""
     mine = agent.store_identity or {}
     classes = len(store.attrs.get("classes", []))
     if classes and agent.num_classes != classes:
@@ -363,11 +369,27 @@ def check_agent_matches(agent: Agent, store) -> None:
         if agent.feature_dim != D:
             raise InputError(f"agent {agent.name} reads {stream} features of size {agent.feature_dim}, "
                              f"{store.path} has {D}")
-    theirs = store.identity()
-    for key in ("schema", "config_sha256"):
-        if mine.get(key) != theirs.get(key):
-            raise InputError(f"agent {agent.name} was trained on a store with {key} {mine.get(key)!r}, "
-                             f"{store.path} has {theirs.get(key)!r}")
+    theirs = dict(store.identity(), features=features_identity(store.attrs))
+    if "features" in mine:
+        files = mine.get("backbone_files") or {}
+        now = backbone_files(store.attrs)
+        named = "; ".join(f"{s}: trained on {files.get(s)}, {store.path} has {now.get(s)}"
+                          for s in sorted(set(files) | set(now)) if files.get(s) != now.get(s))
+        require_same(mine["features"], theirs["features"],
+                     what=f"agent {agent.name} was trained on features that mean something else than "
+                          f"{store.path}'s: they" + (f" ({named})" if named else ""),
+                     fix="evaluate it on a store made with the same weights and settings, or retrain it")
+    else:                                      # checkpoints from before the features identity
+        for key in ("schema", "config_sha256"):
+            if mine.get(key) != theirs.get(key):
+                raise InputError(f"agent {agent.name} was trained on a store with {key} {mine.get(key)!r}, "
+                                 f"{store.path} has {theirs.get(key)!r}")
+    if getattr(agent, "reads_logits", True) and mine.get("logits"):
+        now = store_logits_identity(store, list(mine["logits"]))
+        require_same(mine["logits"], now,
+                     what=f"agent {agent.name} was trained against per-frame logits that {store.path} no "
+                          "longer holds (`framesel head` was re-run?): recorded vs the store's",
+                     fix="retrain the agent on the store's current logits, or restore the head it was trained against")
 
 
 __all__ = ["HeadStageConfig", "run_head", "TrainStageConfig", "run_train", "run_train_seeds", "seed_checkpoint",

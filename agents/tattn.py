@@ -245,6 +245,7 @@ class TAttn(Agent):
     def _keep(self, scores: torch.Tensor, m: int | None, mode: str) -> torch.Tensor:
         return top_m_mask(scores, m, mode)
 
+    reads_logits = False     # features only (the head's logits are never read)
     own_classifier = True    # predicts with its LSTM's W_y, not the head (evaluate pairs it with itself)
 
     def video_scores(self, states: States, keep: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from data.errors import StoreError
+from data.identity import differences, features_identity
 from data.space import SLACK, reserve, short_error
 from data.store import DONE, FAILED, Layout, Store, per_video_arrays
 
@@ -316,31 +317,18 @@ def shard_path(path, shard: int, num_shards: int) -> Path:
     return path.with_name(f"{path.stem}.shard-{shard}-of-{num_shards}{path.suffix}")
 
 
-# What determines a store's features (and so whether two stores' rows may be mixed); never
-# the command line, creation time or shard, which differ between the shards of one job.
-_IDENTITY = ("schema_version", "config_sha256", "classes", "multilabel", "T", "crops",
-             "flow_stack", "streams", "arrays")
-
-
-def feature_identity(store: Store) -> dict:
-    """The attrs that decide what a row means: schema, settings hash, classes, shapes,
-    streams, each stream's backbone weights (sha256) and the flow algorithm and parameters."""
-    a = store.attrs
-    out = {k: a.get(k) for k in _IDENTITY}
-    out["backbone_sha256"] = {s: (d or {}).get("sha256") for s, d in (a.get("backbone") or {}).items()}
-    flow = a.get("flow") or {}
-    out["flow"] = {k: flow.get(k) for k in ("algorithm", "bound", "quantize", "params")} if flow else None
-    return out
+def merge_identity(store: Store) -> dict:
+    """What decides whether two stores' rows may be merged: the features identity
+    (data/identity.py: settings, classes, shapes, each stream's weights by sha256, flow
+    algorithm and parameters; never the command line, creation time, shard or execution
+    settings, which differ between the shards of one job) plus the streams and arrays."""
+    return {**features_identity(store.attrs), "streams": store.attrs.get("streams"),
+            "arrays": store.attrs.get("arrays")}
 
 
 def _differences(a: Store, b: Store) -> list[str]:
-    """Names of the identity keys (and, for settings, the settings) where ``a`` and ``b`` differ."""
-    ia, ib = feature_identity(a), feature_identity(b)
-    diff = [k for k in ia if ia[k] != ib[k]]
-    if "config_sha256" in diff:
-        sa, sb = a.attrs.get("settings") or {}, b.attrs.get("settings") or {}
-        diff += [f"settings.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
-    return diff
+    """Every difference between the merge identities of ``a`` and ``b``."""
+    return differences(merge_identity(a), merge_identity(b))
 
 
 def _row_map(src: Store, dest_paths: dict, dest_labels: np.ndarray) -> np.ndarray:
@@ -364,7 +352,7 @@ def _row_map(src: Store, dest_paths: dict, dest_labels: np.ndarray) -> np.ndarra
 def merge_stores(sources, dest) -> dict:
     """Copy every done or failed video of each source into ``dest`` (created from the first
     source's layout if missing), mapping rows by video path. Every source must have the
-    destination's :func:`feature_identity`; everything is checked before anything is
+    destination's :func:`merge_identity`; everything is checked before anything is
     written. Returns {"done": n, "failed": m}."""
     from data.store import open_store  # noqa: avoid import cycle at module load
 
@@ -400,7 +388,7 @@ def _plan(srcs: list[Store], ref: Store) -> list[np.ndarray]:
         diff = _differences(s, ref)
         if diff:
             raise StoreError(f"{s.path} was made with other settings than {ref.path} "
-                             f"(differ: {', '.join(diff)}); cannot merge")
+                             f"(differ: {'; '.join(diff)}); cannot merge")
         maps.append(_row_map(s, dest_paths, dest_labels))
     return maps
 

@@ -1,124 +1,32 @@
-"""The answer a report leads with: per stream, each agent against the baselines that share
-its classifier and against the head's uniform, max_response and oracle, with CIs and a
-verdict corrected for the m × stream family and held across training seeds.
-
-The rule (``holds``): for one method and one reference, the family is every paired test of
-that method against that reference in ``accuracy_vs_m`` (every split, stream and m) of one
-training seed; Holm's step-down adjustment (:func:`evaluate.stats.holm`) is applied within
-it. A gain (or a loss) at a (split, stream, m) counts only when it is significant after Holm
-at level :data:`SIGNIFICANCE` in the same direction for **every** seed the method was trained
-with (an intersection-union test, so no further correction over seeds is needed).
+"""The answer a report leads with, read in 30 seconds: per stream one table (method × m, the
+best marked, each agent's paired verdict against the baseline that shares its classifier,
+with its CI), one paragraph of findings; then, as details, each agent against every
+reference (:func:`detail_tables`). Verdicts follow :mod:`evaluate.verdicts` (one Holm
+correction over the report's whole family, held across training seeds).
 """
 from __future__ import annotations
 
 from evaluate.pairing import ref_fields
-from evaluate.stats import holm
+from evaluate.verdicts import fmt, fmt_m, holds, stream_order, summary_split, tested, verdict_family
 
-SIGNIFICANCE = 0.05
-VERDICT_REFS = ("same_uniform", "uniform", "random", "partner")
-REF_WORDS = {"same_uniform": "its own classifier on uniform-m", "uniform": "uniform", "random": "random",
-             "max_response": "max_response", "same_all": "its own classifier on all positions"}
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-    return str(v)
+LEGEND = ("Cells: top-1 (± std over training seeds) · Δ against the agent's own classifier on the evenly "
+          "spaced m positions, with its 95% interval · ▲ / ▼ significantly better / worse after Holm over the "
+          "report's {size} verdict tests, in every training seed · ★ the best agent at that m · "
+          "† trained for another budget (the number follows) · =U kept exactly uniform-m's positions in every "
+          "video. Reference rows are the head's baselines under the consensus rule named beside them "
+          "(each agent's Δ and verdict use its own rule); 'oracle (label)' cheats with the true class.")
 
 
-def summary_split(rows) -> str:
-    """Show the mean over splits when there are several, else the only split."""
-    splits = {r["split"] for r in rows}
-    return "mean" if "mean" in splits else sorted(splits)[0]
-
-
-def stream_order(stream: str) -> tuple:
-    """rgb, flow, fused, then any other stream by name."""
-    return ({"rgb": 0, "flow": 1, "fused": 2}.get(stream, 3), stream)
-
-
-def _tested(rows) -> list[dict]:
-    """Per-split, per-seed accuracy_vs_m rows of learned methods: the tests the rule counts."""
-    return [r for r in rows if r["split"] != "mean" and r.get("seed") != "mean"
-            and r["protocol"] == "accuracy_vs_m" and r["learned"]]
-
-
-def holds(rows, method: str, ref: str) -> dict:
-    """Cells where ``method`` beats / loses to ``ref`` under the rule of the module docstring.
-
-    Returns {"wins": {(split, stream, m): max Holm-adjusted p over seeds}, "losses": {...},
-    "family": tests per seed (the largest), "seeds": number of seeds}."""
-    f_diff, _, _, f_p = ref_fields(ref)
-    mine = [r for r in _tested(rows) if r["method"] == method and r.get(f_p) is not None]
-    by_seed: dict = {}
-    for r in mine:
-        by_seed.setdefault(r.get("seed"), []).append(r)
-    signs: dict = {}          # cell -> [(sign, adjusted p) per seed]
-    for seed_rows in by_seed.values():
-        for r, p in zip(seed_rows, holm([r[f_p] for r in seed_rows])):
-            sign = 0 if p >= SIGNIFICANCE or r[f_diff] == 0 else (1 if r[f_diff] > 0 else -1)
-            signs.setdefault((r["split"], r["stream"], r["m"]), []).append((sign, float(p)))
-    n_seeds = len(by_seed)
-    out = {"wins": {}, "losses": {}, "seeds": n_seeds,
-           "family": max((len(v) for v in by_seed.values()), default=0)}
-    for cell, got in signs.items():
-        if len(got) == n_seeds and all(s == 1 for s, _ in got):
-            out["wins"][cell] = max(p for _, p in got)
-        elif len(got) == n_seeds and all(s == -1 for s, _ in got):
-            out["losses"][cell] = max(p for _, p in got)
-    return out
-
-
-def _cells(cells, streams_shown) -> str:
-    many_splits = len({c[0] for c in cells}) > 1
-    return ", ".join((f"{c[0]}/" if many_splits else "") + (f"{c[1]} " if streams_shown else "") + f"m={_fmt(c[2])}"
-                     for c in sorted(cells, key=lambda c: (c[0], c[1], c[2] is None, c[2] or 0)))
-
-
-def verdicts(rows) -> list[str]:
-    """One sentence per learned method and stream: does it beat the baseline that shares its
-    classifier, uniform, random (and its partner), under the rule of the module docstring?"""
-    tested = _tested(rows)
-    out = []
-    keys = sorted({(r["method"], r["stream"]) for r in tested}, key=lambda k: (k[0], stream_order(k[1])))
-    for method, stream in keys:
-        mine = [r for r in tested if (r["method"], r["stream"]) == (method, stream)]
-        partner = next((r.get("partner") for r in mine if r.get("partner")), None)
-        parts = []
-        for ref in VERDICT_REFS:
-            if ref == "partner" and partner is None:
-                continue
-            h = holds(rows, method, ref)
-            own = f"its classifier ({mine[0].get('classifier', 'head')})"
-            name = partner if ref == "partner" else REF_WORDS[ref].replace("its own classifier", own)
-            wins = [c for c in h["wins"] if c[1] == stream]
-            losses = [c for c in h["losses"] if c[1] == stream]
-            if wins:
-                parts.append(f"beats {name} significantly at {_cells(wins, False)}")
-            else:
-                parts.append(f"does NOT beat {name} at any m (no significant paired gain)")
-            if losses:
-                parts.append(f"is significantly worse than {name} at {_cells(losses, False)}")
-        h = holds(rows, method, "uniform")
-        seeds = f"{h['seeds']} training seeds, every one" if h["seeds"] > 1 else "1 training seed"
-        out.append(f"**{method}** on {stream} (classifier {mine[0].get('classifier', 'head')}): " + "; ".join(parts)
-                   + f". Holm-corrected over its {h['family']} m × stream tests per reference, {seeds}.")
-    return out
-
-
-# ----------------------------------------------------------------------------- table
-
-ANSWER_HEADER = ("agent", "classifier", "seeds", "m", "top-1", "no selection (same classifier)",
-                 "same classifier, uniform-m", "Δ vs same-classifier uniform-m [95% CI]", "uniform",
-                 "Δ vs uniform [95% CI]", "max_response", "oracle", "verdict")
+def shown_rows(rows, split) -> list[dict]:
+    """accuracy_vs_m rows of ``split`` one per (method, stream, m): a method's seed mean when
+    it has several seeds, else its only row."""
+    acc = [r for r in rows if r["protocol"] == "accuracy_vs_m" and r["split"] == split and not r.get("failed")]
+    multi = {r["method"] for r in acc if r.get("seed") == "mean"}
+    return [r for r in acc if (r.get("seed") == "mean") == (r["method"] in multi)]
 
 
 def _pm(row, key) -> str:
-    v, sd = row.get(key), row.get(f"{key}_std")
+    v, sd = (row or {}).get(key), (row or {}).get(f"{key}_std")
     if v is None:
         return "–"
     return f"{v:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
@@ -132,66 +40,150 @@ def _delta(row, ref) -> str:
     return f"{row[f_diff]:+.3f}{ci}"
 
 
-def _shown(rows, split) -> list[dict]:
-    """accuracy_vs_m rows of ``split`` one per (method, stream, m): a method's seed mean when
-    it has several seeds, else its only row."""
-    acc = [r for r in rows if r["protocol"] == "accuracy_vs_m" and r["split"] == split]
-    multi = {r["method"] for r in acc if r.get("seed") == "mean"}
-    return [r for r in acc if (r.get("seed") == "mean") == (r["method"] in multi)]
+class _Held:
+    """holds() of every (method, reference), computed once from one family."""
+
+    def __init__(self, rows, family):
+        self.rows, self.family, self.memo = rows, family, {}
+        self.splits = sorted({r["split"] for r in tested(rows)})
+
+    def __call__(self, method, ref) -> dict:
+        if (method, ref) not in self.memo:
+            self.memo[method, ref] = holds(self.rows, method, ref, self.family)
+        return self.memo[method, ref]
+
+    def sign(self, method, ref, cell) -> int:
+        """+1 / -1 when ``method`` beats / loses to ``ref`` at cell (split, stream, m); split
+        "mean" needs it in every split."""
+        h = self(method, ref)
+        where = self.splits if cell[0] == "mean" else [cell[0]]
+        if where and all((s, *cell[1:]) in h["wins"] for s in where):
+            return 1
+        if where and all((s, *cell[1:]) in h["losses"] for s in where):
+            return -1
+        return 0
 
 
-def _cell_verdict(held, method, cell, partner, splits) -> str:
-    """Words for one (split, stream, m) cell; split "mean" needs the result in every split."""
+def _agent_cell(r, held, split, best) -> str:
+    cell = _pm(r, "top1")
+    if r["m"] is None:
+        cell += f" (keeps {fmt(r.get('uniform_m'))})"
+    cell += f" · Δ {_delta(r, 'same_uniform')}"
+    sign = held.sign(r["method"], "same_uniform", (split, r["stream"], r["m"]))
+    marks = ({1: " ▲", -1: " ▼"}.get(sign, "") + (" ★" if best else "")
+             + (f" †{r['trained_m']}" if r.get("trained_m") is not None else "")
+             + (" =U" if r.get("equals_uniform") else ""))
+    return cell + marks
+
+
+REFERENCE_ROWS = (("uniform", "uniform"), ("max_response", "max_response"), ("oracle", "oracle (label)"))
+
+
+def answer_tables(rows, family: dict | None = None) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, body) per stream: each agent (best first: highest mean top-1 over its
+    budgets) by budget m, then the head's uniform, max_response and label oracle under each
+    consensus rule the agents use; strings, ready to print."""
+    split = summary_split(rows)
+    shown = shown_rows(rows, split)
+    held = _Held(rows, family or verdict_family(rows))
+    out = []
+    for stream in sorted({r["stream"] for r in shown if r["learned"]}, key=stream_order):
+        agents = [r for r in shown if r["learned"] and r["stream"] == stream]
+        ms = sorted({r["m"] for r in agents}, key=lambda m: (m is None, m or 0))
+        top = {m: max((r["top1"] for r in agents if r["m"] == m), default=None) for m in ms}
+        mean = {meth: sum(r["top1"] for r in agents if r["method"] == meth) / sum(r["method"] == meth for r in agents)
+                for meth in {r["method"] for r in agents}}
+        body = []
+        for meth in sorted(mean, key=lambda x: (-mean[x], x)):
+            mine = {r["m"]: r for r in agents if r["method"] == meth}
+            first = next(iter(mine.values()))
+            body.append([meth, f"{first.get('classifier', 'head')}, {first.get('consensus', 'logit_mean')}",
+                         str(first.get("num_seeds") or 1)]
+                        + [_agent_cell(mine[m], held, split, mine[m]["top1"] == top[m] and m is not None)
+                           if m in mine else "" for m in ms])
+        for rule in sorted({r.get("head_consensus") or "logit_mean" for r in agents}):
+            by_m = {m: next((r for r in agents if r["m"] == m and (r.get("head_consensus") or "logit_mean") == rule),
+                            None) for m in ms}
+            for ref, name in REFERENCE_ROWS:
+                body.append([name, f"head, {rule}", "–"]
+                            + [_pm({"top1": (by_m[m] or {}).get(f"vs_{ref}_top1")}, "top1") if m is not None else ""
+                               for m in ms])
+        out.append((f"Answer: stream {stream} (split {split})", ["method", "classifier, consensus", "seeds"]
+                    + [f"m={fmt_m(m)}" for m in ms], body))
+    return out
+
+
+def findings(rows, family: dict | None = None, chance: float | None = None) -> str:
+    """One paragraph: how many verdicts found a gain, and per stream the best agent beside
+    uniform, the label oracle and the floor max(chance, random, uniform) its gain is over."""
+    family = family or verdict_family(rows)
+    split = summary_split(rows)
+    shown = shown_rows(rows, split)
+    held = _Held(rows, family)
+    agents = [r for r in shown if r["learned"]]
+    if not agents:
+        return "No learned agent was evaluated: the report holds baselines only."
+    wins = {k for k, c in family["cells"].items() if c["adjusted"] < 0.05 and c["sign"] > 0}
+    losses = {k for k, c in family["cells"].items() if c["adjusted"] < 0.05 and c["sign"] < 0}
+    words = [f"Of the report's {family['size']} verdict tests (Holm, every training seed), {len(wins)} find a "
+             f"significant gain and {len(losses)} a significant loss."]
+    for stream in sorted({r["stream"] for r in agents}, key=stream_order):
+        mine = [r for r in agents if r["stream"] == stream and r["m"] is not None]
+        if not mine:
+            continue
+        b = max(mine, key=lambda r: r["top1"])
+        floor = max(v for v in (chance, b.get("vs_random_top1"), b.get("vs_uniform_top1")) if v is not None)
+        sign = held.sign(b["method"], "same_uniform", (split, stream, b["m"]))
+        verdict = {1: "significantly above", -1: "significantly below"}.get(sign, "not significantly different from")
+        words.append(f"On {stream}, the best agent is {b['method']} at m={b['m']}: top-1 {b['top1']:.3f}, "
+                     f"{b['top1'] - floor:+.3f} over the best trivial level {floor:.3f} "
+                     f"(max of chance{'' if chance is None else f' {chance:.3f}'}, random, uniform), "
+                     f"{verdict} its own classifier on uniform-m ({_delta(b, 'same_uniform')}); the label oracle "
+                     f"reaches {fmt(b.get('vs_oracle_top1'))}.")
+    if not wins:
+        words.append("No agent beats any of its references at any budget: on this data, choosing frames "
+                     "adds nothing measurable over evenly spaced ones.")
+    return " ".join(words)
+
+
+DETAIL_HEADER = ("agent", "classifier", "seeds", "m", "top-1", "no selection (same classifier)",
+                 "same classifier, uniform-m", "Δ vs same-classifier uniform-m [95% CI]", "uniform",
+                 "Δ vs uniform [95% CI]", "max_response", "oracle", "budget", "verdict")
+
+
+def _cell_verdict(held, method, cell, partner) -> str:
     words = []
     for ref, short in (("same_uniform", "same-classifier uniform-m"), ("uniform", "uniform"), ("partner", partner)):
         if ref == "partner" and partner is None:
             continue
-        h = held(method, ref)
-        where = splits if cell[0] == "mean" else [cell[0]]
-        if all((s, *cell[1:]) in h["wins"] for s in where):
-            words.append(f"beats {short}")
-        elif all((s, *cell[1:]) in h["losses"] for s in where):
-            words.append(f"worse than {short}")
+        sign = held.sign(method, ref, cell)
+        if sign:
+            words.append(f"{'beats' if sign > 0 else 'worse than'} {short}")
     return "; ".join(words) or "no significant difference"
 
 
-def answer_tables(rows) -> list[tuple[str, list[str], list[list]]]:
-    """(title, header, body) per stream: every agent (best first: highest mean top-1 over its
-    budgets; the best marked) at each m, against its same-classifier baselines and the
-    head's uniform, max_response and oracle at the same m; strings, ready to print."""
+def detail_tables(rows, family: dict | None = None) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, body) per stream: every agent at each m against every reference that
+    shares its classifier and the head's uniform, max_response and label oracle (its rule)."""
     split = summary_split(rows)
-    shown = _shown(rows, split)
-    splits = sorted({r["split"] for r in _tested(rows)})
-    memo: dict = {}
-
-    def held(method, ref):
-        if (method, ref) not in memo:
-            memo[method, ref] = holds(rows, method, ref)
-        return memo[method, ref]
-
-    oracle = {(r["stream"], r["m"]): r for r in shown if r["method"] == "oracle"}
+    shown = shown_rows(rows, split)
+    held = _Held(rows, family or verdict_family(rows))
     out = []
     for stream in sorted({r["stream"] for r in shown if r["learned"]}, key=stream_order):
-        agents = [r for r in shown if r["learned"] and r["stream"] == stream]
-        mean_top1 = {m: sum(r["top1"] for r in agents if r["method"] == m) / sum(r["method"] == m for r in agents)
-                     for m in {r["method"] for r in agents}}
-        order = sorted(mean_top1, key=lambda m: (-mean_top1[m], m))
+        agents = sorted((r for r in shown if r["learned"] and r["stream"] == stream),
+                        key=lambda r: (r["method"], r["m"] is None, r["m"] or 0))
         body = []
-        for rank, method in enumerate(order):
-            for r in sorted((r for r in agents if r["method"] == method), key=lambda r: (r["m"] is None, r["m"] or 0)):
-                partner = r.get("partner")
-                orc = oracle.get((stream, r["m"] if r["m"] is not None else round(r.get("uniform_m") or 0)))
-                seeds = r.get("num_seeds") or 1
-                best = rank == 0 and not any(b[0].startswith(method) for b in body)
-                body.append([method + (" (best)" if best else ""), r.get("classifier", "head"), str(seeds),
-                             _fmt(r["m"]) if r["m"] is not None else f"var ({_fmt(r.get('uniform_m'))})",
-                             _pm(r, "top1"), _pm(r, "vs_same_all_top1"), _pm(r, "vs_same_uniform_top1"),
-                             _delta(r, "same_uniform"), _pm(r, "vs_uniform_top1"), _delta(r, "uniform"),
-                             _pm(r, "vs_max_response_top1"), _pm(orc, "top1") if orc else "–",
-                             _cell_verdict(held, method, (split, stream, r["m"]), partner, splits)
-                             + (f" (vs {partner}: {_delta(r, 'partner')})" if partner else "")])
-        out.append((f"Answer: stream {stream} (split {split})", list(ANSWER_HEADER), body))
+        for r in agents:
+            partner = r.get("partner")
+            body.append([r["method"], r.get("classifier", "head"), str(r.get("num_seeds") or 1),
+                         fmt(r["m"]) if r["m"] is not None else f"var ({fmt(r.get('uniform_m'))})",
+                         _pm(r, "top1"), _pm(r, "vs_same_all_top1"), _pm(r, "vs_same_uniform_top1"),
+                         _delta(r, "same_uniform"), _pm(r, "vs_uniform_top1"), _delta(r, "uniform"),
+                         _pm(r, "vs_max_response_top1"), _pm(r, "vs_oracle_top1"), r.get("budget_note") or "",
+                         _cell_verdict(held, r["method"], (split, stream, r["m"]), partner)
+                         + (f" (vs {partner}: {_delta(r, 'partner')})" if partner else "")])
+        out.append((f"Details: stream {stream} (split {split})", list(DETAIL_HEADER), body))
     return out
 
 
-__all__ = ["SIGNIFICANCE", "answer_tables", "holds", "summary_split", "verdicts"]
+__all__ = ["DETAIL_HEADER", "LEGEND", "answer_tables", "detail_tables", "findings", "shown_rows"]

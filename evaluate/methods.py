@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agents.base import Selection, Selector, States, selector_class
+from agents.base import Selection, Selector, States, consensus_of, selector_class, selector_names
+from agents.checkpoint import training_identity
 from data.errors import InputError
+from data.identity import differences
 from data.stream import prefetch
 
 # Bytes of float32 states a selector sees at once in evaluate (select_in_blocks): memory
@@ -53,6 +55,7 @@ class Method:
     inputs: dict = field(default_factory=dict)
     seed: int | None = None
     partner: "Method | None" = None
+    note: str | None = None
 
     @property
     def name(self) -> str:
@@ -67,6 +70,31 @@ class Method:
     def classifier(self) -> str:
         """"head" or "own:<agent>" — what the method's predictions come from."""
         return classifier_name(next(iter(self.selectors.values()))) if self.learned else "head"
+
+    @property
+    def consensus(self) -> str:
+        """The rule its predictions follow (agents.base.consensus_of): logit_mean, prob_mean
+        or own:<agent>."""
+        return consensus_of(next(iter(self.selectors.values())))
+
+    @property
+    def head_consensus(self) -> str:
+        """The rule of the head baselines this method is compared with: its own head rule, or
+        the head's TSN logit mean for a method with its own classifier."""
+        rule = self.consensus
+        return "logit_mean" if rule.startswith("own:") else rule
+
+
+def baseline_method(name: str, streams, rule: str = "logit_mean", *, seed: int = 0) -> Method:
+    """Baseline ``name`` on ``streams`` under consensus ``rule``; labelled ``name`` under the
+    head's default (logit_mean), ``name@rule`` under another (each row names its rule)."""
+    def make():
+        sel = selector_class(name)(**({"seed": seed} if name == "random" else {}))
+        sel.consensus = rule
+        return sel
+    cls = selector_class(name)
+    return Method(name if rule == "logit_mean" else f"{name}@{rule}", {s: make() for s in streams}, False,
+                  cls.variable_m)
 
 
 def classifier_name(selector) -> str:
@@ -133,25 +161,33 @@ def build_methods(baselines, agents, streams) -> list[Method]:
 
     An agent's stream is ``agent.store_identity["stream"]`` (or the only stream). Agents with
     the same label on rgb and flow form one method, so they are fused as a pair. Agents of
-    one label, stream and config that differ in ``seed`` are that method's seeds; another
-    config (or the same seed twice) is another method, ``label#2``.
+    one label, stream, config and training identity (the training list and the features and
+    logits they read: agents.checkpoint.training_identity) that differ in ``seed`` are that
+    method's seeds; another config or training identity (or the same seed twice) is another
+    method, ``label#2``, whose ``note`` says what differs.
     """
     streams = list(streams)
     out = [Method(b.name, {s: b for s in streams}, False, b.variable_m)
            for b in (selector_class(x)() if isinstance(x, str) else x for x in baselines)]
     by_key: dict[tuple, Method] = {}          # (label, seed) -> Method
-    configs: dict[tuple, dict] = {}           # (label, stream) -> the config its seeds share
+    kinds: dict[tuple, tuple] = {}            # (label, stream) -> (config, identity) its seeds share
     for agent in agents:
         cfg, stream, seed = _config(agent), _agent_stream(agent, streams), getattr(agent, "seed", None)
+        kind = (cfg, _seed_identity(agent))
         base = label = agent_label(agent)
-        n = 2
-        while (label, stream) in configs and (configs[label, stream] != cfg or stream in
-                                              getattr(by_key.get((label, seed)), "selectors", {})):
+        n, note = 2, None
+        while (label, stream) in kinds and (kinds[label, stream] != kind or stream in
+                                            getattr(by_key.get((label, seed)), "selectors", {})):
+            note = note or _what_differs(kinds[label, stream], kind, base)
             label, n = f"{base}#{n}", n + 1
-        configs.setdefault((label, stream), cfg)
+        kinds.setdefault((label, stream), kind)
         meth = by_key.setdefault((label, seed), Method(label, {}, True, agent.variable_m, cfg, seed=seed))
         meth.selectors[stream] = agent
+        meth.note = meth.note or note
     learned = list(by_key.values())
+    rules = sorted({m.head_consensus for m in learned} - {"logit_mean"})
+    registered = set(selector_names(learned=False))
+    out += [baseline_method(m.name, streams, rule) for rule in rules for m in list(out) if m.name in registered]
     seeds = {}
     for m in learned:
         seeds.setdefault(m.label, set()).add(m.seed)
@@ -160,6 +196,26 @@ def build_methods(baselines, agents, streams) -> list[Method]:
             m.seed = None          # one seed: rows are the method's own, no seed mean
     _pair_partners(learned)
     return out + learned
+
+
+def _seed_identity(agent) -> dict:
+    """What the seeds of one method must share besides the config: the training identity
+    without the stream (rgb and flow checkpoints of one label are fused as a pair)."""
+    ident = training_identity(getattr(agent, "store_identity", None) or {})
+    ident.pop("stream", None)
+    if isinstance(ident.get("logits"), dict):    # each stream's own logits: compared per stream
+        ident["logits"] = None
+    return ident
+
+
+def _what_differs(first: tuple, other: tuple, label: str) -> str:
+    """The note of a checkpoint kept apart from ``label``'s seeds: what differs."""
+    if first[0] != other[0]:
+        keys = sorted(k for k in set(first[0]) | set(other[0]) if first[0].get(k) != other[0].get(k))
+        return f"not averaged with {label}: another config ({', '.join(keys)})"
+    diff = differences(first[1], other[1])
+    return (f"not averaged with {label}: trained on " + "; ".join(diff)) if diff else \
+        f"not averaged with {label}: the same seed twice"
 
 
 def _pair_partners(methods: list[Method]) -> None:
@@ -179,9 +235,9 @@ class SelectionSummary:
 
     video_scores: (V, C) float32 class scores, as the selection's; positions: (V,) int32
     positions with any crop kept; cells: (V,) int32 cells kept; num_kept: (V,) int64, the
-    selection's own count; frame_scores: (V, T) float32 importance as the crop mean of the
-    selection's scores, or None unless asked for (the report's diagnostics); kept: (V, T)
-    bool positions with any crop kept (the key-precision columns, evaluate/keys.py)."""
+    selection's own count; kept: (V, T) bool, the positions with any crop kept (budget marks,
+    key precision); frame_scores: (V, T) float32 importance as the crop mean of the
+    selection's scores, or None unless asked for (the report's diagnostics)."""
 
     video_scores: torch.Tensor
     positions: torch.Tensor
@@ -197,9 +253,10 @@ def summarize(sel: Selection, frame_scores: bool = False) -> SelectionSummary:
     counts (and, with ``frame_scores``, to (V, T) crop means). Each value is computed per
     video, so summaries of blocks concatenate to the summary of the whole."""
     keep = sel.keep
-    return SelectionSummary(sel.video_scores.cpu(), keep.any(2).sum(1).int().cpu(), keep.sum((1, 2)).int().cpu(),
+    kept = keep.any(2)
+    return SelectionSummary(sel.video_scores.cpu(), kept.sum(1).int().cpu(), keep.sum((1, 2)).int().cpu(),
                             sel.num_kept.cpu(), sel.mode,
-                            sel.scores.float().mean(2).cpu() if frame_scores else None, keep.any(2).cpu())
+                            sel.scores.float().mean(2).cpu() if frame_scores else None, kept.cpu())
 
 
 def _concat(parts: list):
@@ -226,7 +283,7 @@ def select_in_blocks(selector, states: States, m, *, mode: str = "frame", alpha:
     (``evaluate --device cuda``): each block and the selector's network go there for the
     call, the selection comes back to the CPU (so the protocols and reports never see it).
     ``summary``: return each block's :func:`summarize` (with ``frame_scores``), joined: a
-    :class:`SelectionSummary` of O(V·(C + T)) memory instead of the (V, T, K) mask and scores."""
+    :class:`SelectionSummary` of O(V·C) memory instead of the (V, T, K) mask and scores."""
     V, T, K, D, C = states.shape
     block = block or max(1, BLOCK_BYTES // (4 * T * K * (D + C)))
     reuse = scores is not None and flow is None and type(selector).select is Selector.select

@@ -12,7 +12,8 @@ matplotlib.use("Agg")   # headless; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from evaluate.answer import _fmt, _shown, stream_order  # noqa: E402
+from evaluate.answer import shown_rows  # noqa: E402
+from evaluate.verdicts import fmt, stream_order  # noqa: E402
 from evaluate.published import LABEL as PUBLISHED_LABEL, published_points  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def _matrix(rows, stream):
 
 
 def _plot_accuracy_vs_m(rows, split):
-    acc = [r for r in _shown(rows, split) if r["m"] is not None]
+    acc = [r for r in shown_rows(rows, split) if r["m"] is not None]
     streams = sorted({r["stream"] for r in acc}, key=stream_order)
     if not streams:
         return None
@@ -62,7 +63,7 @@ def _plot_accuracy_vs_m(rows, split):
 
 
 def _plot_accuracy_vs_gflops(rows, split):
-    acc = [r for r in _shown(rows, split) if r.get("gflops_deployable") is not None]
+    acc = [r for r in shown_rows(rows, split) if r.get("gflops_deployable") is not None]
     if not acc:
         return None
     fig, (ax, axp) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -94,7 +95,7 @@ def _plot_per_class(extras):
         ax.bar(x, np.nan_to_num(gain), color=["tab:green" if g > 0 else "tab:red" for g in np.nan_to_num(gain)])
         ax.axhline(0, color="k", lw=0.8)
         ax.set(title=f"per-class top-1 gain over its classifier ({it.get('classifier', 'head')}) on uniform-m: "
-                     f"{it['method']} at m={_fmt(it['m']) if it['m'] is not None else 'its own'}", ylabel="gain")
+                     f"{it['method']} at m={fmt(it['m']) if it['m'] is not None else 'its own'}", ylabel="gain")
         if classes is not None and len(classes) <= 40:
             ax.set_xticks(x, classes, rotation=60, fontsize=6)
     return fig

@@ -33,13 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.base import States, selector_class
+from agents.base import States
 from data.errors import InputError
 from evaluate import dsn_protocol, keys, metrics, pairing
 from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
                               selector_observer, selector_seen)
-from evaluate.methods import (Method, SelectionSummary, agent_label, build_methods, same_classifier_method,
-                              select_in_blocks)
+from evaluate.methods import (Method, SelectionSummary, agent_label, baseline_method, build_methods,
+                              same_classifier_method, select_in_blocks)
 from evaluate.pairing import REFERENCES, TSN_WEIGHTS, ref_fields, summarize_seeds
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ PROTOCOLS = ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn
 DEFAULT_MS = (4, 8, 12, 16, 20, 25)
 DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.3)
 TATTN_WEIGHTS = (("rgb", 1 / 3), ("flow", 2 / 3))
-ROW_FIELDS = ("split", "protocol", "method", "classifier", "seed", "stream", "m", "mode", "alpha",
+ROW_FIELDS = ("split", "protocol", "method", "classifier", "consensus", "seed", "stream", "m", "mode", "alpha",
               "fusion_weights", "top1", "top5", "mean_class", "map", "gflops_full", "gflops_deployable",
               "fraction_kept", "vs_uniform_diff", "ci_lo", "ci_hi", "mcnemar_p", "learned", "num_videos")
 
@@ -125,16 +125,16 @@ class _Run:
         self.V, self.T, self.K = first.shape[:3]
         self.labels = first.labels.cpu().numpy()
         self.multilabel = bool(first.multilabel)
-        # the references of the paired tests (GUIDE §5: trivial baselines next to every agent)
-        self._baselines = {name: Method(name, {s: selector_class(name)(**({"seed": cfg.seed} if name == "random"
-                                                                          else {})) for s in states})
-                           for name in ("uniform", "random", "max_response")}
-        self.uniform = self._baselines["uniform"]
+        self._baselines: dict = {}       # (name, consensus) -> Method: the paired tests' references
+        self.uniform = self.baseline("uniform")
         self._sel, self._agent_flops, self._refs, self._scores = {}, {}, {}, {}
 
-    def baseline(self, name: str) -> Method:
-        """The head baseline ``name`` (uniform, random, max_response) the paired tests use."""
-        return self._baselines[name]
+    def baseline(self, name: str, rule: str = "logit_mean") -> Method:
+        """The head baseline ``name`` (uniform, random, max_response, oracle) under consensus
+        ``rule``, as the paired tests use it (GUIDE §5: trivial baselines beside every agent)."""
+        if (name, rule) not in self._baselines:
+            self._baselines[name, rule] = baseline_method(name, list(self.states), rule, seed=self.cfg.seed)
+        return self._baselines[name, rule]
 
     def reference(self, method: Method, which: str) -> Method:
         """``method``'s same-classifier baseline (same_uniform, same_all), built once."""
@@ -217,16 +217,38 @@ def _row(run: _Run, protocol, method: Method, stream, m, mode="frame", alpha=0.0
     scores = run.scores(method, stream, m, mode, alpha, weights)
     _, _, frac = run.kept(method, ("rgb", "flow") if pair else (stream,), m, mode)
     row = {"split": run.split, "protocol": protocol, "method": method.label, "classifier": method.classifier,
-           "seed": method.seed, "stream": stream, "m": m,
+           "consensus": method.consensus, "seed": method.seed, "stream": stream, "m": m,
            "mode": mode, "alpha": alpha, "fusion_weights": weights_label(weights) if weights else None,
            **score_metrics(scores, run.labels, run.multilabel), **_gflops(run, method, stream, m, mode, pair),
            "fraction_kept": frac, "learned": method.learned, "num_videos": run.V,
            "flops_convention": CONVENTION, "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None,
            "mcnemar_p": None, **extra}
     row.update(keys.key_fields(run, method, stream, m, mode, pair))
-    if compare and method.label not in ("uniform", "random"):
+    if method.note:
+        row["note"] = method.note
+    if method.learned:
+        row.update(budget_marks(run, method, stream, m, mode, weights))
+    if compare and method.name not in ("uniform", "random"):
         row.update(pairing.compare(run, method, scores, stream, m, mode, weights, frac))
     return row
+
+
+def budget_marks(run: _Run, method: Method, stream: str, m, mode: str, weights) -> dict:
+    """Rows whose budget is not the method's own (issue 25 item 5): ``trained_m``, the budget
+    the agent trained for (as's m, dsn's M) when it is another than the row's, and
+    ``equals_uniform`` when its kept positions are uniform-m's in every video (dsn at m >= 13
+    of 25 takes every section's only candidate); ``budget_note`` says both in words."""
+    sel = next(iter(method.selectors.values()))
+    trained = sel.trained_budget() if hasattr(sel, "trained_budget") else None
+    out = {"trained_m": trained if trained is not None and m is not None and trained != m else None,
+           "equals_uniform": None}
+    if m is not None and m < run.T and mode == "frame" and weights is None and stream in run.states:
+        mine, uni = run.selection(method, stream, m, mode).kept, run.selection(run.uniform, stream, m, mode).kept
+        out["equals_uniform"] = bool(torch.equal(mine, uni))
+    notes = ([f"trained at m = {out['trained_m']}"] if out["trained_m"] is not None else []) \
+        + (["= uniform"] if out["equals_uniform"] else [])
+    out["budget_note"] = ", ".join(notes) or None
+    return out
 
 
 def _gflops(run: _Run, method: Method, stream: str, m, mode: str, pair: bool) -> dict:
@@ -344,7 +366,7 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
         rows.extend(_PROTOCOL_FNS[name](run))
         if bar is not None:
             bar.update(1)
-    return summarize_seeds(rows, n=config.bootstrap, seed=config.seed, clusters=clusters)
+    return summarize_seeds(rows, clusters=clusters, n=config.bootstrap, seed=config.seed)
 
 
 # ----------------------------------------------------------------------------- splits

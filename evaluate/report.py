@@ -25,20 +25,22 @@ import numpy as np
 
 from data.errors import InputError
 from evaluate import dsn_protocol, keys
-from evaluate.answer import SIGNIFICANCE, _fmt, answer_tables, stream_order, summary_split, verdicts
+from evaluate.answer import LEGEND, answer_tables, detail_tables, findings
+from evaluate.verdicts import SIGNIFICANCE, fmt as _fmt, stream_order, summary_split, verdict_family, verdicts
 from evaluate.compute import CONVENTION
 from evaluate.plots import _matrix, sections as plot_sections
 from evaluate.published import LABEL as PUBLISHED_LABEL, published_points
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ("method", "classifier", "seed", "num_seeds", "stream", "m", "mode", "alpha", "fusion_weights",
+TABLE_COLUMNS = ("method", "classifier", "consensus", "seed", "num_seeds", "stream", "m", "mode", "alpha", "fusion_weights",
                  "top1", "top1_std", "top5", "mean_class", "map", "gflops_full", "gflops_deployable",
                  "fraction_kept", "vs_same_uniform_diff", "vs_same_uniform_p", "vs_same_all_diff",
                  "vs_same_all_p", "vs_uniform_diff", "ci_lo", "ci_hi", "mcnemar_p", "vs_random_diff",
-                 "vs_random_p", "vs_max_response_diff", "vs_max_response_p", "partner", "vs_partner_diff",
-                 "vs_partner_p")
+                 "vs_random_p", "vs_max_response_diff", "vs_max_response_p", "vs_oracle_top1", "partner",
+                 "vs_partner_diff", "vs_partner_p", "budget_note", "note")
 _SKIP = set(TABLE_COLUMNS) | {"split", "protocol", "learned", "num_videos", "flops_convention", "uniform_m",
+                              "head_consensus", "trained_m", "equals_uniform",
                               "num_splits", "seeds"}
 
 
@@ -139,12 +141,13 @@ def check_report_dir(out_dir) -> Path:
     return out
 
 
-RULE = (f"How to read: Δ = agent top-1 − reference top-1 on the same test videos, with its paired bootstrap 95% CI "
-        f"(several training seeds: mean ± std over seeds, CI from a seeds × videos bootstrap). A verdict "
-        f"counts a gain only when McNemar's p, Holm-corrected over the method's m × stream family of tests "
-        f"against that reference, is below {SIGNIFICANCE} for every training seed. 'no selection' and "
+RULE = (f"How to read: Δ = agent top-1 − reference top-1 on the same test videos, with its paired 95% interval "
+        f"(one seed: a paired bootstrap over videos; several: mean ± std over seeds and an interval holding both "
+        f"the seed and the video variance). A verdict counts a gain only when McNemar's p, Holm-corrected once over "
+        f"every verdict test of the report, is below {SIGNIFICANCE} for every training seed. 'no selection' and "
         f"'uniform-m' with the same classifier are the agent's own prediction on every position and on the "
-        f"evenly spaced m positions; uniform, max_response and oracle use the head's logits.")
+        f"evenly spaced m positions; uniform, max_response and oracle use the head's logits under the agent's "
+        f"consensus rule.")
 
 
 def write_report(out_dir, rows, meta: dict, extras: dict | None = None) -> dict:
@@ -154,10 +157,21 @@ def write_report(out_dir, rows, meta: dict, extras: dict | None = None) -> dict:
     out = check_report_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     split = summary_split(rows)
+    family = verdict_family(rows)
+    classes = meta.get("classes") or []
+    chance = 1.0 / len(classes) if classes else None
     meta = {**meta, "flops_convention": CONVENTION,
-            "fusion_weights": sorted({r["fusion_weights"] for r in rows if r.get("fusion_weights")})}
+            "fusion_weights": sorted({r["fusion_weights"] for r in rows if r.get("fusion_weights")}),
+            "correction": {"method": "Holm", "level": SIGNIFICANCE, "family_size": family["size"],
+                           "family": "every accuracy_vs_m test of a learned method against same_uniform, "
+                                     "uniform, random and its partner, over splits, streams and budgets; a "
+                                     "cell's p is the largest over the method's training seeds",
+                           "seeds": family["seeds"]},
+            "chance_top1": chance}
     (out / "results.json").write_text(json.dumps(_jsonable({"meta": meta, "rows": rows}), indent=1, allow_nan=False))
-    doc = {"answer": answer_tables(rows), "words": verdicts(rows), "sections": plot_sections(rows, extras, split),
+    doc = {"answer": answer_tables(rows, family), "legend": LEGEND.format(size=family["size"]),
+           "findings": findings(rows, family, chance), "details": detail_tables(rows, family),
+           "words": verdicts(rows, family), "sections": plot_sections(rows, extras, split),
            "notes": _notes(rows, meta), "tables": _tables(rows, split), "meta": _meta_lines(meta),
            "published": _published_table(), "keys": keys.truth_section(rows, meta)}
     (out / "report.md").write_text(_markdown(doc))
@@ -181,8 +195,12 @@ KEYS_TITLE = "Key positions (segment truth)"
 
 
 def _markdown(doc) -> str:
-    md = ["# framesel evaluation report", "", "## The answer", "", RULE, ""]
+    md = ["# framesel evaluation report", "", "## The answer", ""]
     for title, header, body in doc["answer"]:
+        md += [f"### {title}", "", _md_table(header, body), ""]
+    md += [doc["legend"], "", "### Findings", "", doc["findings"], ""]
+    md += ["## Details", "", RULE, ""]
+    for title, header, body in doc["details"]:
         md += [f"### {title}", "", _md_table(header, body), ""]
     md += ["### Verdicts", ""] + ([f"- {w}" for w in doc["words"]] or [f"- {NO_AGENT}"]) + [""]
     if doc.get("keys"):
@@ -203,34 +221,50 @@ def _markdown(doc) -> str:
 _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1500px}table{border-collapse:collapse;font-size:12px;"
         "margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
         "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-        "table.answer td{white-space:nowrap}"
-        "table.answer td:last-child{text-align:left;white-space:normal;min-width:16em}"
-        "td.win{background:#e3f6e3}td.loss{background:#fbe3e3}"
-        "p.rule{max-width:1100px;color:#333}img{max-width:100%;display:block;margin:0.5em 0}.note{color:#a60}"
+        "table.answer td{white-space:nowrap}table.answer{font-size:13px}"
+        "table.detail td:last-child{text-align:left;white-space:normal;min-width:16em}"
+        "td.win{background:#e3f6e3}td.loss{background:#fbe3e3}td.best{font-weight:bold}"
+        "tr.ref td{color:#555;background:#fafafa}p.findings{max-width:1100px;font-size:15px}"
+        "p.rule,p.legend{max-width:1100px;color:#333}img{max-width:100%;display:block;margin:0.5em 0}.note{color:#a60}"
         "code{font-size:11px;word-break:break-all}div.wide{overflow-x:auto;max-width:100%}"
         "tr.group td{border-top:2px solid #888}")
 
 
 def _answer_html(header, body) -> str:
-    """The answer table, its verdict cells coloured (green: beats, red: worse)."""
+    """The answer table: a cell green when the agent beats its reference (▲), red when worse
+    (▼), bold when it is the best agent at that m (★); reference rows greyed."""
+    def td(v):
+        cls = " ".join(c for c, mark in (("win", "▲"), ("loss", "▼"), ("best", "★")) if mark in v)
+        return f"<td class='{cls}'>{html.escape(v)}</td>" if cls else f"<td>{html.escape(v)}</td>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    trs = "".join(("<tr class='ref'>" if row[2] == "–" else "<tr>") + "".join(td(v) for v in row) + "</tr>"
+                  for row in body)
+    return f"<div class='wide'><table class='answer'><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>"
+
+
+def _detail_html(header, body) -> str:
+    """A details table, its verdict cells coloured (green: beats, red: worse)."""
     def td(v, last):
         cls = "" if not last else (" class='loss'" if "worse" in v else " class='win'" if v.startswith("beats") else "")
         return f"<td{cls}>{html.escape(v)}</td>"
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    agent = lambda row: row[0].removesuffix(" (best)")  # noqa: E731
-    trs = "".join(("<tr class='group'>" if i and agent(row) != agent(body[i - 1]) else "<tr>")
+    trs = "".join(("<tr class='group'>" if i and row[0] != body[i - 1][0] else "<tr>")
                   + "".join(td(v, j == len(row) - 1) for j, v in enumerate(row)) + "</tr>"
                   for i, row in enumerate(body))
-    return f"<div class='wide'><table class='answer'><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>"
+    return f"<div class='wide'><table class='detail'><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>"
 
 
 def _html(doc) -> str:
     bold = lambda s: re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(s))  # noqa: E731
     h = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>framesel report</title><style>{_CSS}</style>"
-         "</head><body><h1>framesel evaluation report</h1><h2>The answer</h2>",
-         f"<p class='rule'>{html.escape(RULE)}</p>"]
+         "</head><body><h1>framesel evaluation report</h1><h2>The answer</h2>"]
     for title, header, body in doc["answer"]:
         h += [f"<h3>{html.escape(title)}</h3>", _answer_html(header, body)]
+    h += [f"<p class='legend'>{html.escape(doc['legend'])}</p>", "<h3>Findings</h3>",
+          f"<p class='findings'>{html.escape(doc['findings'])}</p>",
+          "<h2>Details</h2>", f"<p class='rule'>{html.escape(RULE)}</p>"]
+    for title, header, body in doc["details"]:
+        h += [f"<h3>{html.escape(title)}</h3>", _detail_html(header, body)]
     h += ["<h3>Verdicts</h3><ul>"] + ([f"<li>{bold(w)}</li>" for w in doc["words"]] or [f"<li>{NO_AGENT}</li>"])
     h.append("</ul>")
     if doc.get("keys"):

@@ -9,7 +9,7 @@ a time (the 10-crop flow input of one video would be 500 MB at once).
 Batching across videos: a group's flow pairs are solved together and its crops fill the
 backbone's batches across video boundaries, so a GPU sees full batches at cheap settings
 (1 crop, T = 10) too. On the CPU a group is one video: batch composition changes the
-backbone's float rounding (at most one float16 step, see ``extract.video.NOT_DETERMINING``),
+backbone's float rounding (at most one float16 step, see ``extract.video``'s note on execution settings),
 and the CPU gains nothing from bigger batches, so the rows equal the sequential path's.
 """
 from __future__ import annotations

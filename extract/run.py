@@ -16,7 +16,7 @@ Guarantees (each tested for real in tests/test_extract_run.py):
   a run that stops (SIGTERM, a full disk) writes what was computed first;
 - a store is resumed or joined only with the settings that determine its features and the
   same list and root; batch size, device, workers and threads may change (they do not
-  determine the rows beyond float rounding, see ``extract.video.NOT_DETERMINING``).
+  determine the rows beyond float rounding, see ``data.identity.EXECUTION_SETTINGS``).
 """
 from __future__ import annotations
 
@@ -35,12 +35,13 @@ import numpy as np
 
 from data import __version__
 from data.errors import InputError, StoreError
+from data.identity import backbone_files, differences, features_identity
 from data.lists import VideoList, read_hmdb51_split, read_list
 from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_for
 from data.progress import show_progress
 from extract import pipeline
 from extract.lock import shard_lock
-from extract.video import NOT_DETERMINING, Models, VideoSettings, determining
+from extract.video import Models, VideoSettings
 
 log = logging.getLogger(__name__)
 
@@ -334,24 +335,22 @@ def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:
 
 def _check_compatible(store, cfg: ExtractConfig, videos: VideoList, describe: dict) -> None:
     """Resuming or joining a store made with other settings, another list, another root or
-    other weights (the same checkpoint path holding another file) would mix rows. Stores
-    made before batch size left the hash carry it in config_sha256: for them (and any sha
-    mismatch) the recorded settings decide, minus NOT_DETERMINING."""
-    a = store.attrs
-    for stream, d in (a.get("backbone") or {}).items():
-        ours = describe.get(stream, {}).get("sha256")
-        if ours is not None and d.get("sha256") not in (None, ours):
-            raise StoreError(f"{store.path}: its {stream} features came from weights with sha256 {d['sha256'][:12]}…, "
-                             f"this run's are {ours[:12]}… ({describe[stream]['file']}); use another --out")
-    theirs, ours = a.get("settings"), cfg.settings.record()
-    if a.get("config_sha256") != cfg.settings.sha256() and (
-            not isinstance(theirs, dict) or determining(theirs) != determining(ours)):
-        theirs = theirs if isinstance(theirs, dict) else {}
-        diff = sorted(k for k in set(theirs) | set(ours)
-                      if k not in NOT_DETERMINING and theirs.get(k) != ours.get(k))
-        raise StoreError(f"{store.path} was made with other settings (differ: {', '.join(diff) or 'all'}); "
+    other weights would mix rows: the store's features identity (data/identity.py) must be
+    this run's; execution settings (batch size, flow device and batch) may differ."""
+    ours = dict(_attrs(cfg, videos, describe), schema_version=store.attrs.get("schema_version"),
+                T=cfg.settings.frames)
+    theirs = features_identity(store.attrs)
+    if theirs["backbone_sha256"] != features_identity(ours)["backbone_sha256"]:
+        files = backbone_files(store.attrs)
+        raise StoreError(f"{store.path}: its features came from other weights ("
+                         + "; ".join(f"{s}: {files.get(s)} sha256 {str(h)[:12]}… vs this run's {describe[s]['file']} "
+                                     f"sha256 {describe[s]['sha256'][:12]}…" for s, h in theirs["backbone_sha256"].items()
+                                     if s in describe and describe[s]["sha256"] != h) + "); use another --out")
+    diff = differences(theirs, features_identity(ours))
+    if diff:
+        raise StoreError(f"{store.path} was made with other settings (differ: {'; '.join(diff)}); "
                          "use another --out or the same options")
-    if a.get("list_sha256") != videos.sha256:
+    if store.attrs.get("list_sha256") != videos.sha256:
         raise StoreError(f"{store.path} was made from another video list; use another --out")
     _check_same_root(store, cfg, videos)
 

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from data.errors import InputError, VideoError
+from data.identity import settings_identity
 from data.store import VideoResult
 from extract import backbones, flow
 from extract.device import DeviceStage
@@ -22,10 +23,9 @@ EXTRACTED_STREAMS = ("rgb", "flow")   # what extract_video produces
 # How a video is processed, not what comes out: batch size changes only how many crops the
 # backbone sees at once (eval mode: rows differ by float rounding of the kernels chosen,
 # measured at most one float16 step, 0.00098 for |f| < 5.4, batch 16 vs 5 vs 1 on CPU).
-# Recorded in the store, left out of its settings hash, so a resume on a smaller GPU is not
-# refused; a bit-identical resume needs the same batch size. (Device, workers and threads,
-# which round alike, were never settings.)
-NOT_DETERMINING = ("batch_size",)
+# Such execution settings (data.identity.EXECUTION_SETTINGS, and the flow algorithms'
+# device/batch/compile parameters) are recorded in the store and left out of its identity,
+# so a resume on a smaller GPU is not refused; a bit-identical resume needs the same ones.
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,9 @@ class VideoSettings:
         return json.loads(json.dumps(d))
 
     def sha256(self) -> str:
-        """Identifies a compatible store: the record without the NOT_DETERMINING keys."""
-        return hashlib.sha256(json.dumps(determining(self.record()), sort_keys=True).encode()).hexdigest()
+        """Identifies a compatible store: the hash of the record's identity (data/identity.py:
+        without execution settings and checkpoint paths; weights are identified by sha256)."""
+        return hashlib.sha256(json.dumps(settings_identity(self.record()), sort_keys=True).encode()).hexdigest()
 
     def check(self) -> None:
         """InputError for streams extraction does not produce (none, unknown, twice) and for
@@ -81,11 +82,6 @@ class VideoSettings:
             if stream in seen:
                 raise InputError(f"--checkpoint: two checkpoints for stream {stream!r}")
             seen.add(stream)
-
-
-def determining(record: dict) -> dict:
-    """A settings record without the keys that do not determine the features."""
-    return {k: v for k, v in record.items() if k not in NOT_DETERMINING}
 
 
 class Models:

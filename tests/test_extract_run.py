@@ -339,7 +339,7 @@ def test_resume_ignores_batch_size_but_not_another_root(video_dir, monkeypatch):
     assert r.exit_code == 1 and "(0 processed" in r.output, r.output
     # ...but what determines the features still counts, in old and new stores alike
     refused(CliRunner().invoke(main, ["extract", *args, "--root", str(root), "--frames", "5"]),
-            "other settings (differ: frames);")      # batch size is not among them
+            "other settings (differ: T 4 vs 5; settings.frames 4 vs 5);")      # batch size is not among them
     # a relative --root naming the same directory is the same root
     monkeypatch.chdir(video_dir)
     r = extract([*args, "--root", "./videos/"])

@@ -60,7 +60,7 @@ class Thresholded(Selector):
         from agents.baselines import _selection
         keep = _states()["rgb"].key_mask[torch.as_tensor(states.video_ids)]
         keep = keep[:, :, None].expand(*states.shape[:3]).clone()
-        return _selection(states, keep.float(), keep, mode, alpha)
+        return _selection(self, states, keep.float(), keep, mode, alpha)
 
 
 def _states(seed=0, V=60, K_=K):

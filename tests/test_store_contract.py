@@ -220,8 +220,8 @@ def test_merge_refuses_other_settings_naming_them(tmp_path):
     from data.store_hdf5 import merge_stores
     a = _write(tmp_path / "a.h5", shard_layout(), [0])
     b = _write(tmp_path / "b.h5", shard_layout(flow="dis"), [1])
-    with pytest.raises(StoreError, match=r"b\.h5 was made with other settings .*config_sha256.*"
-                                         r"settings\.flow.*cannot merge"):
+    with pytest.raises(StoreError, match=r"b\.h5 was made with other settings .*"
+                                         r"settings\.flow\.algorithm 'dis' vs 'tvl1'.*cannot merge"):
         merge_stores([a, b], tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists()
 
@@ -298,5 +298,5 @@ def test_cli_made_hdf5_shards_merge_and_other_settings_are_named(video_dir, monk
     before = final.read_bytes()
     r = CliRunner().invoke(main, ["merge", str(dis), "--out", str(final)])
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
-    assert "other settings" in r.output and "config_sha256" in r.output and "settings.flow" in r.output
+    assert "other settings" in r.output and "settings.flow.algorithm" in r.output
     assert final.read_bytes() == before

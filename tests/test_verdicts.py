@@ -1,6 +1,7 @@
-"""Fair verdicts (issue 11 item 4): Holm over the m × stream family, gains held across
-training seeds, each agent paired with the baseline that shares its classifier (tattn with
-its own LSTM on uniform-m, and with tattn_noatt), and `train --seeds N` → mean ± std."""
+"""Fair verdicts (issue 11 item 4, issue 25 item 6): Holm once over the report's whole family
+of verdicts, gains held across training seeds, each agent paired with the baseline that
+shares its classifier (tattn with its own LSTM on uniform-m, and with tattn_noatt), and
+`train --seeds N` → mean ± std."""
 import json
 
 import numpy as np
@@ -13,7 +14,8 @@ from agents.baselines import evenly_spaced
 from agents.synthetic import planted_states
 from data.errors import InputError
 from evaluate import metrics
-from evaluate.answer import answer_tables, holds, verdicts
+from evaluate.answer import answer_tables, detail_tables
+from evaluate.verdicts import holds, verdict_family, verdicts
 from evaluate.protocols import ProtocolConfig, build_methods, run_protocols
 from evaluate.stats import bootstrap_ci, bootstrap_ci_seeds, holm
 from pipeline.cli import main
@@ -45,12 +47,13 @@ def test_one_p_of_004_among_ten_tests_is_not_a_gain():
     rows = [_row(m, s, 0.04 if (m, s) == (2, "rgb") else 0.5) for m in (1, 2, 4, 8, 16) for s in ("rgb", "flow")]
     words = " ".join(verdicts(rows))
     assert "beats uniform" not in words and "does NOT beat uniform at any m" in words
-    assert "over its 10 m × stream tests" in words
+    assert "over the report's 10 verdict tests" in words
     assert holds(rows, "agent", "uniform")["wins"] == {}
     # a p small enough to survive the correction still counts
     rows[2]["mcnemar_p"] = 0.001                         # m=2 rgb: Holm 0.01
     assert holds(rows, "agent", "uniform")["wins"] == {("1", "rgb", 2): pytest.approx(0.01)}
-    assert "**agent** on rgb (classifier own:agent): does NOT beat its classifier" in " ".join(verdicts(rows))
+    assert "**agent** on rgb (classifier own:agent, consensus logit_mean): does NOT beat its classifier" \
+        in " ".join(verdicts(rows))
 
 
 def test_a_gain_must_hold_for_every_training_seed():
@@ -120,13 +123,65 @@ def test_tattn_is_paired_with_its_own_classifier_and_with_tattn_noatt():
 def test_answer_table_pairs_each_agent_with_its_classifier():
     st = {"rgb": planted_states(V=40, T=T, K=1, D=8, C=C, n_key=2, seed=3)}
     rows = run_protocols(st, build_methods(["uniform", "max_response", "oracle"], [_tattn("tattn")], st),
-                         config=ProtocolConfig(ms=(2,), protocols=("accuracy_vs_m",), bootstrap=200))
+                         config=ProtocolConfig(ms=(2, 4), protocols=("accuracy_vs_m",), bootstrap=200))
     (title, header, body), = answer_tables(rows)
-    assert title == "Answer: stream rgb (split 1)" and body[0][:4] == ["tattn (best)", "own:tattn", "1", "2"]
-    row = next(r for r in rows if r["method"] == "tattn")
-    cells = dict(zip(header, body[0]))
+    assert title == "Answer: stream rgb (split 1)" and header == ["method", "classifier, consensus", "seeds",
+                                                                  "m=2", "m=4"]
+    row = next(r for r in rows if r["method"] == "tattn" and r["m"] == 2)
+    assert body[0][:3] == ["tattn", "own:tattn, own:tattn", "1"]
+    assert body[0][3].startswith(f"{row['top1']:.3f} · Δ {row['vs_same_uniform_diff']:+.3f} "
+                                 f"[{row['vs_same_uniform_ci_lo']:+.3f}, {row['vs_same_uniform_ci_hi']:+.3f}]")
+    assert "★" in body[0][3] and "★" in body[0][4]                 # the only agent is the best at each m
+    refs = {r[0]: r for r in body[1:]}
+    assert set(refs) == {"uniform", "max_response", "oracle (label)"}
+    oracle = next(r for r in rows if r["method"] == "oracle" and r["m"] == 2)["top1"]
+    assert refs["oracle (label)"][1] == "head, logit_mean" and refs["oracle (label)"][3] == f"{oracle:.3f}"
+    (dtitle, dheader, dbody), = detail_tables(rows)
+    cells = dict(zip(dheader, dbody[0]))
+    assert dtitle == "Details: stream rgb (split 1)"
     assert cells["same classifier, uniform-m"] == f"{row['vs_same_uniform_top1']:.3f}"
-    assert cells["oracle"] == f"{next(r for r in rows if r['method'] == 'oracle')['top1']:.3f}"
+    assert cells["oracle"] == f"{oracle:.3f}"
+
+
+def test_holm_runs_once_over_the_whole_report():
+    # two methods x two references x 3 budgets = 12 verdict tests: a p of 0.01 survives a
+    # per-(method, reference) family of 3 (0.03) but not the report's 12 (0.12)
+    rows = []
+    for method in ("a", "b"):
+        for m in (1, 2, 3):
+            r = _row(m, "rgb", 0.01 if (method, m) == ("a", 1) else 0.5, method=method)
+            r.update(vs_same_uniform_diff=0.1, vs_same_uniform_p=0.5)
+            rows.append(r)
+    family = verdict_family(rows)
+    assert family["size"] == 12 and family["seeds"] == {"a": 1, "b": 1}
+    assert holds(rows, "a", "uniform")["wins"] == {} and holds(rows, "a", "uniform")["family"] == 12
+    rows[0]["mcnemar_p"] = 0.001                                        # 0.012 after Holm over 12
+    assert holds(rows, "a", "uniform")["wins"] == {("1", "rgb", 1): pytest.approx(0.012)}
+
+
+def test_a_cell_whose_seeds_disagree_in_direction_is_no_verdict():
+    rows = [_row(2, "rgb", 0.001, seed=0, diff=0.2), _row(2, "rgb", 0.001, seed=1, diff=-0.2)]
+    cell = verdict_family(rows)["cells"][("agent", "uniform", "1", "rgb", 2)]
+    assert cell["sign"] == 0 and cell["adjusted"] == 1.0
+    assert holds(rows, "agent", "uniform") == {"wins": {}, "losses": {}, "family": 1, "seeds": 2}
+
+
+def test_the_seed_interval_holds_seed_and_video_variance():
+    from evaluate.stats import seeds_videos_ci
+    g = np.random.default_rng(0)
+    b = g.random(200) < 0.5
+    same = np.stack([g.random(200) < 0.7] * 3)
+    spread = np.stack([g.random(200) < p for p in (0.5, 0.7, 0.9)])
+    d, lo, hi = seeds_videos_ci(same, b)
+    assert d == pytest.approx(float(same[0].mean() - b.mean())) and lo < d < hi
+    d1, lo1, hi1 = seeds_videos_ci(same[:1], b)                 # one seed: a paired t over videos
+    diff = same[0].astype(float) - b
+    half = 1.9720 * diff.std(ddof=1) / np.sqrt(200)             # t_{0.975, 199}
+    assert (lo1, hi1) == (pytest.approx(d1 - half, abs=1e-3), pytest.approx(d1 + half, abs=1e-3))
+    _, lo_s, hi_s = seeds_videos_ci(spread, b)                  # seeds that disagree: a t over 2 df widens it
+    assert hi_s - lo_s > 2.5 * (hi - lo)
+    with pytest.raises(InputError):
+        seeds_videos_ci(same, b[:10])
 
 
 # ----------------------------------------------------------------------------- seeds via the CLI
@@ -154,7 +209,7 @@ def test_train_seeds_2_writes_two_checkpoints_and_evaluate_gives_mean_and_std(tm
     assert mean["vs_same_uniform_ci_lo"] is not None and mean["vs_same_uniform_p"] is None
     md = (tmp_path / "rep" / "report.md").read_text()
     answer = md.split("### Answer: stream rgb")[1].split("###")[0]
-    assert f"| tattn (best) | own:tattn | 2 | 2 | {mean['top1']:.3f} ± {mean['top1_std']:.3f} |" in answer
+    assert f"| tattn | own:tattn, own:tattn | 2 | {mean['top1']:.3f} ± {mean['top1_std']:.3f} · Δ" in answer
 
 
 def test_seeds_must_be_positive(tmp_path):
