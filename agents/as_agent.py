@@ -54,6 +54,14 @@ class ASConfig:
     (the paper never states N; 8), ``baseline_momentum`` of the moving average b, ``proj``
     (optional linear projection of the state before the BiLSTM, 0 = none).
 
+    The baseline b of eq. 8 is "the moving average of rewards experienced so far for each
+    video", updated at Algorithm 1 line 13, after line 12's step; 000 never says what b is
+    before a video's first update, so that update uses b = 0 (R itself, in {−Ω, −1, 0, 1, Ω}):
+    a video's first update is unbaselined. Line 13 then sets b to that visit's mean reward,
+    and every later visit moves it by ``baseline_momentum`` (agents/rl.py
+    :class:`MovingAverageBaseline`). A departure only where 000 is silent; listed in the
+    report (``ASAgent.departures``).
+
     ``precision`` ``bfloat16`` (not the paper's; ours, for speed) runs the BiLSTM's matmuls
     under bf16 autocast, in training and at test time, with the keep probabilities, rewards,
     losses and Adam in float32; ``benchmarks/stream.py`` measures its speed and whether it
@@ -223,6 +231,16 @@ class ASAgent(Agent):
     def trained_budget(self) -> int:
         """L_sampling (eq. 9) trains the policy towards keeping m of the T positions."""
         return int(self.config.m)
+
+    departures = (
+        "the moving-average baseline b (eq. 8, Algorithm 1 line 13) is 0 at a video's first update: 000 "
+        "does not say how b starts and updates it after the step (line 12), so the first visit's update "
+        "is unbaselined; later visits use that video's moving average (momentum 0.9, ours)",
+        "000 does not state the number of episodes N (8 here), the BiLSTM's size (256 a direction) or b's "
+        "momentum (0.9): ours",
+        "on a multi-label store the reward's p_c (eqs. 2–4) is the mean probability of the true classes "
+        "and a top-1 is right when it is one of them (000 is single-label)",
+    )
 
     def build(self) -> nn.Module:
         c = self.config

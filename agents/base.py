@@ -308,6 +308,19 @@ class Agent(Selector):
     # trained beside (agents/stage.check_agent_matches)
     reads_logits: ClassVar[bool] = True
 
+    # The paper's separately trained no-selection model of the same network, by registered
+    # name (agents/papers.py): `framesel train` trains it too, evaluate pairs them. None when
+    # the agent predicts with the head, whose baselines share its classifier already.
+    partner: ClassVar[str | None] = None
+    # Where this implementation departs from its paper, each naming the section (the report
+    # lists them: agents.papers.departures_of).
+    departures: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def partner_for(cls, config) -> str | None:
+        """The partner of an agent of this class trained with ``config`` (:attr:`partner`)."""
+        return cls.partner
+
     def __init__(self, config, *, num_classes: int, feature_dim: int, seed: int = 0):
         self.config = config
         self.num_classes, self.feature_dim, self.seed = num_classes, feature_dim, seed

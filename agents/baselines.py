@@ -65,6 +65,19 @@ def evenly_spaced(T: int, m: int) -> torch.Tensor:
     return torch.floor((i + 0.5) * T / m).long()
 
 
+def uniform_keep(shape: tuple[int, int, int], m: int | None, device=None) -> torch.Tensor:
+    """TSN's m evenly spaced positions, every crop of them: (V, T, K) bool; m=None or m >= T
+    keeps every position (the same in frame and region mode: no cell is ranked)."""
+    V, T, K = shape
+    if m is None or m >= T:
+        return torch.ones(V, T, K, dtype=torch.bool, device=device)
+    if m < 1:
+        raise InputError(f"m must be >= 1, not {m}")
+    keep = torch.zeros(V, T, K, dtype=torch.bool, device=device)
+    keep[:, evenly_spaced(T, m).to(keep.device), :] = True
+    return keep
+
+
 @register("uniform")
 class Uniform(Selector):
     """Evenly spaced m positions (TSN); m=None keeps every position (the dense baseline)."""
@@ -74,15 +87,9 @@ class Uniform(Selector):
         return torch.ones(V, T, K, dtype=torch.float32, device=states.logits.device)
 
     def select(self, states, m, *, mode="frame", alpha=0.0) -> Selection:
-        V, T, K, _, _ = states.shape
         scores = self.score(states)
-        if m is None or m >= T:
-            keep = torch.ones_like(scores, dtype=torch.bool)
-        elif m < 1:
-            raise InputError(f"m must be >= 1, not {m}")
-        else:
-            keep = torch.zeros_like(scores, dtype=torch.bool)
-            keep[:, evenly_spaced(T, m).to(keep.device), :] = True
+        keep = uniform_keep(tuple(scores.shape), m, scores.device)
+        if not bool(keep.all()):
             scores = keep.float()
         with torch.no_grad():
             return _selection(self, states, scores, keep, mode, alpha)

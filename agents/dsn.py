@@ -228,6 +228,23 @@ class DSN(Agent):
     observer's argmax of each of m sections of N candidates (m=None: ``test_sections``)."""
 
     Config = DSNConfig
+    partner = "dsn_nosampler"    # 003 Table I's baseline classifier, here alternating DSN's head
+    departures = (
+        "the observation network is a 2-layer MLP on the cached features (or a cheap observer stream) "
+        "trained from scratch, standing in for 003 §V-B's Kinetics-pretrained ResNet2D-18; eq. 3's fc "
+        "over the N concatenated clips is one fc shared by every position (tied blocks), so any M : N works",
+        "a step takes min(batch_size, V // min_steps_per_epoch) videos (003 §V-B: 128 for ResNet3D-18): on "
+        "a few hundred videos 128 gives 2 updates an epoch and the observer barely moves (DSNConfig)",
+        "alternating DSN's classification module is a linear head on the frozen backbone's features, "
+        "started as the least-squares fit of the cached logits (003 §IV-A fine-tunes the pretrained "
+        "R3D-18), its lr scaled by the step's share of batch_size to keep the paper's step per video",
+        "γ of eq. 6 (1.0) and λ of eq. 5 (TSN's 5e-4) are not given in 003 and are ours",
+    )
+
+    @classmethod
+    def partner_for(cls, config) -> str | None:
+        """DSN-f predicts with the head (its baselines are the head's): no partner."""
+        return cls.partner if config.mode == "alternate" else None
 
     def trained_budget(self) -> int:
         """DSN trains with M sections, one clip each: a budget of M clips (§IV-B)."""
@@ -333,15 +350,7 @@ class DSN(Agent):
         best = pos.gather(-1, greedy[..., None]).squeeze(-1)
         head_loss = torch.zeros((), device=obs.device)
         if self.module.head is not None:
-            # Eq. 5 (Algorithm 1 line 8): cross-entropy of the average over the selected
-            # positions (eq. 4) of the head's logits, the sampler fixed.
-            cl = self.module.head(feats.float()).mean(2)                              # (B, T, C)
-            C = cl.shape[-1]
-            H = cl.gather(1, chosen.reshape(B, -1, 1).expand(-1, -1, C)).reshape(B, E, M, C).mean(2)
-            head_loss = nn.functional.cross_entropy(H.reshape(B * E, C), labels.repeat_interleave(E))
-            opt.zero_grad(set_to_none=True)
-            head_loss.backward()
-            opt.step()
+            head_loss = self._head_step(feats, chosen, labels, opt)
         with torch.no_grad():   # eq. 6 for every position, from the (just updated) classifier
             table = dsn_reward(self._class_logits(feats, logits).mean(2), labels, cfg.gamma)
         r_a = table.gather(1, chosen.reshape(B, -1)).reshape(B, E, M)
@@ -355,6 +364,20 @@ class DSN(Agent):
                 "reward": float(r_a.mean()), "reward_greedy": float(r_b.mean()),
                 "entropy": float(categorical_entropy(cand.detach()).mean()),
                 "agreement": float((act == greedy).float().mean())}
+
+    def _head_step(self, feats, chosen, labels, opt) -> torch.Tensor:
+        """Eq. 5 (Algorithm 1 line 8), the sampler fixed: one step of the head on the
+        cross-entropy of the mean over the chosen positions (eq. 4) of its logits.
+        feats (B, T, K, D), chosen (B, E, M) int64 positions, labels (B,) -> the loss, detached."""
+        B, E = chosen.shape[:2]
+        cl = self.module.head(feats.float()).mean(2)                                  # (B, T, C)
+        C = cl.shape[-1]
+        H = cl.gather(1, chosen.reshape(B, -1, 1).expand(-1, -1, C)).reshape(B, E, -1, C).mean(2)
+        loss = nn.functional.cross_entropy(H.reshape(B * E, C), labels.repeat_interleave(E))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
 
     # -- the training template's hooks (agents/training.py) ------------------------------
     def lr_at(self, epoch: int) -> float:

@@ -43,8 +43,8 @@ import torch
 from torch import nn
 
 from agents.base import Agent, Selection, States, register, top_m_mask
-from agents.glimpse_model import (GlimpseConfig, _GlimpseNet, attention_focus,
-                                  attention_penalty, classifier_gain, glimpse_reward)
+from agents.glimpse_model import (GlimpseConfig, _GlimpseNet, attention_focus, attention_penalty,
+                                  classifier_gain, glimpse_reward, step_cross_entropy)
 from agents.rl import categorical_entropy, categorical_log_prob, reinforce_loss, step_and_tally
 from data.errors import InputError
 
@@ -66,6 +66,23 @@ class GlimpseAgent(Agent):
 
     Config = GlimpseConfig
     needs_feature_maps = True     # the store must hold <stream>/feature_maps (extract --feature-maps)
+    soft = False                  # the LSTM reads the glimpsed slice (True: the soft partner's expectation)
+    partner = "glimpse_soft"      # 001 Tables I–II's "baseline attention model [11]" on this network
+    departures = (
+        "the attention regularisation is λ·mean_t (1 − Σ_i π_{t,i}²) (penalty=\"focus\"): 001 §II.C keeps "
+        "[11]'s \"doubly stochastic penalty\" but states the aim \"to focus on one region in time\", which "
+        "[11]'s form works against, and the equation is lost in our copy; the cross-entropy and the "
+        "penalty are averaged over t where 001 sums both (their ratio kept)",
+        "one glimpse (one cell) per position: 001 Fig. 1 takes \"m times jumping glimpse\" per time-step, "
+        "a number it does not fix; at test the location is the policy's argmax",
+        "framesel selects frames by each step's gain of the agent's own classifier; 001 attends to cells "
+        "and selects no frames (§II.C)",
+        "001 §III.B names Adam, weight decay, dropout and 10 epochs but no learning rate, batch size, "
+        "episodes (K of eq. 6) or η (eq. 7): 1e-3, 32, 4 and 0.5 are ours, as is the REINFORCE "
+        "baseline (the mean reward of the video's other episodes)",
+        "the cube is the store's feature maps of a frozen backbone (001 §III.B: GoogLeNet's 7×7×1024, "
+        "30 frames at a fixed fps)",
+    )
 
     @property
     def map_shape(self) -> tuple[int, int, int]:
@@ -107,7 +124,7 @@ class GlimpseAgent(Agent):
         with torch.no_grad():
             for i in range(0, V * K, chunk):
                 ks = None if keep_s is None else keep_s[i:i + chunk].to(dev)
-                pol, _, outs = self.module.rollout(cubes[i:i + chunk].to(dev), sample=False, keep=ks)
+                pol, _, outs = self.module.rollout(cubes[i:i + chunk].to(dev), sample=False, keep=ks, soft=self.soft)
                 conf.append(torch.softmax(pol, -1).amax(-1).cpu())
                 gain.append(classifier_gain(outs, self.module.prior(), states.multilabel).cpu())
                 final.append(outs[:, -1].cpu())
@@ -133,7 +150,7 @@ class GlimpseAgent(Agent):
         V, T, K = states.feature_maps.shape[:3]
         self.module.eval()
         with torch.no_grad():
-            _, locs, _ = self.module.rollout(cubes.to(self._device()), sample=False)
+            _, locs, _ = self.module.rollout(cubes.to(self._device()), sample=False, soft=self.soft)
         return locs.cpu().reshape(V, K, T).permute(0, 2, 1).contiguous()
 
     def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
@@ -160,12 +177,7 @@ class GlimpseAgent(Agent):
         (E·B, C). Returns the total loss and its parts (per-sequence means)."""
         cfg, E = self.config, self.config.episodes
         pol, locs, outs = self.module.rollout(cubes, sample=True, g=g)
-        T = outs.shape[1]
-        if multilabel:
-            ce = nn.functional.binary_cross_entropy_with_logits(
-                outs, y[:, None].expand(-1, T, -1), reduction="none").sum(-1).mean()
-        else:
-            ce = nn.functional.cross_entropy(outs.reshape(-1, outs.shape[-1]), y.repeat_interleave(T))
+        ce = step_cross_entropy(outs, y, multilabel)
         reward = glimpse_reward(outs[:, -1].detach(), y, multilabel, cfg).view(E, -1)     # (E, B)
         # Baseline: mean reward of the same sequence's other episodes (0 with one episode).
         base = (reward.sum(0, keepdim=True) - reward) / (E - 1) if E > 1 else torch.zeros_like(reward)
@@ -182,7 +194,7 @@ class GlimpseAgent(Agent):
 
     def _epoch(self, cubes: torch.Tensor, labels: torch.Tensor, K: int, multilabel: bool, opt, g, device) -> dict:
         V = labels.shape[0]
-        E, bs = self.config.episodes, self.config.batch_size
+        E, bs = getattr(self.config, "episodes", 1), self.config.batch_size   # the soft partner: one
         sums: dict[str, float] = {}
         perm, n, updates = torch.randperm(V, generator=g), 0, 0
         self.module.train()

@@ -98,6 +98,7 @@ class GlimpseConfig:
     penalty: str = "focus"
     # what a checkpoint written before a field existed was trained with (load_agent)
     BEFORE_THE_FIELD: ClassVar[dict] = {"penalty": "doubly_stochastic"}
+    DERIVED: ClassVar[tuple] = ("map_h", "map_w", "map_dim")   # set from the store (for_states)
     reinforce_weight: float = 1.0  # weight of the REINFORCE surrogate in the total loss
     map_h: int = 7                 # the cube is map_h × map_w × map_dim: GoogLeNet's 7×7×1024;
     map_w: int = 7                 # GlimpseAgent.for_states sets them from the store
@@ -163,13 +164,16 @@ class _GlimpseNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.Tanh(), nn.Linear(cfg.hidden, num_classes))
 
     def rollout(self, maps: torch.Tensor, *, sample: bool, g: torch.Generator | None = None,
-                keep: torch.Tensor | None = None):
+                keep: torch.Tensor | None = None, soft: bool = False):
         """Run the attention over B sequences of cubes.
 
         maps: (B, T, n, d) float32; keep: (B, T) bool or None — at positions not kept the
         LSTM does not step (its state is held), so the prediction comes from kept positions
-        only. -> policy logits (B, T, n), chosen cells (B, T) int64, class scores (B, T, C)
-        after each step (held at dropped positions).
+        only. ``soft``: the LSTM reads the expectation Σ_i π_{t,i} X_{t,i} over every slice
+        (001's "baseline attention" [11], differentiable; ``sample`` is then ignored and the
+        chosen cell is the argmax) instead of the chosen slice. -> policy logits (B, T, n),
+        chosen cells (B, T) int64, class scores (B, T, C) after each step (held at dropped
+        positions).
         """
         B, T, n, d = maps.shape
         L = self.lstm.num_layers
@@ -180,13 +184,15 @@ class _GlimpseNet(nn.Module):
         rows = torch.arange(B, device=maps.device)
         for t in range(T):
             logits = self.att_v(torch.tanh(ax[:, t] + self.att_h(h[-1])[:, None])).squeeze(-1)
-            if sample:
+            if sample and not soft:
                 u = torch.multinomial(torch.softmax(logits.detach(), -1).cpu(), 1, generator=g)
                 loc = u.squeeze(1).to(maps.device)
             else:
                 loc = logits.argmax(-1)
-            # The glimpse is the chosen slice only: no gradient reaches the location choice.
-            _, (h2, c2) = self.lstm(maps[rows, t, loc][:, None], (h, c))
+            # Hard: the chosen slice only, no gradient reaches the location choice; soft: the
+            # expectation over the slices, differentiable in π.
+            x = torch.einsum("bn,bnd->bd", torch.softmax(logits, -1), maps[:, t]) if soft else maps[rows, t, loc]
+            _, (h2, c2) = self.lstm(x[:, None], (h, c))
             if keep is not None:
                 k = keep[:, t].view(1, B, 1)
                 h2, c2 = torch.where(k, h2, h), torch.where(k, c2, c)
@@ -199,6 +205,17 @@ class _GlimpseNet(nn.Module):
     def prior(self) -> torch.Tensor:
         """Class scores (C,) before any step (the LSTM's zero state)."""
         return self.head(self.att_v.weight.new_zeros(self.lstm.hidden_size))
+
+
+def step_cross_entropy(outs: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """The cross-entropy of every step's class scores, averaged over steps and sequences
+    (001 §II.C sums it over t; the mean keeps its ratio to a penalty also averaged over t).
+    outs: (B, T, C) logits; y: (B,) int64 or (B, C) multi-hot (binary, summed over classes)."""
+    T = outs.shape[1]
+    if multilabel:
+        return nn.functional.binary_cross_entropy_with_logits(
+            outs, y[:, None].expand(-1, T, -1), reduction="none").sum(-1).mean()
+    return nn.functional.cross_entropy(outs.reshape(-1, outs.shape[-1]), y.repeat_interleave(T))
 
 
 def classifier_gain(outs: torch.Tensor, prior: torch.Tensor, multilabel: bool) -> torch.Tensor:

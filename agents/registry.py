@@ -17,7 +17,7 @@ from data.errors import UnknownNameError
 
 # Every module that registers selectors, imported on first use of the registry.
 SELECTOR_MODULES = ("agents.baselines", "agents.as_agent", "agents.dsn", "agents.tattn", "agents.rtsae",
-                    "agents.glimpse")
+                    "agents.rtsae_nogate", "agents.glimpse", "agents.glimpse_soft", "agents.dsn_nosampler")
 
 _REGISTRY: dict[str, type] = {}
 _loaded = False

@@ -73,8 +73,10 @@ class MovingAverageBaseline:
     """One exponential moving average of the reward per training video.
 
     b_v ← μ·b_v + (1−μ)·r̄_v after each visit, where r̄_v is the mean reward of the visit's N
-    episodes; the first visit sets b_v = r̄_v (an average over nothing is no baseline, and
-    starting from 0 would bias the early advantages). ``values``: (V,) float32.
+    episodes; the first visit sets b_v = r̄_v (an average over nothing is no baseline). The
+    update comes after the visit's step (000 Algorithm 1 lines 12–13), so that first step
+    reads b_v = 0, the value of an unseen video: 000 does not say how b starts.
+    ``values``: (V,) float32.
     """
 
     def __init__(self, num_videos: int, momentum: float = 0.9, device="cpu"):

@@ -50,12 +50,45 @@ def _sequences(states: States | None) -> torch.Tensor | None:
     return states.features.float().permute(0, 2, 1, 3).reshape(V * K, T, D)
 
 
+def classification_terms(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> dict[str, torch.Tensor]:
+    """Stage 3's cross-entropy ``ce`` of logits (B, C) against labels (B,) int64 (or (B, C)
+    multi-hot, binary cross-entropy) and the batch's ``train_top1`` (detached)."""
+    ce = (nn.functional.binary_cross_entropy_with_logits(logits, y) if multilabel
+          else nn.functional.cross_entropy(logits, y))
+    hit = (logits.argmax(1) == y) if not multilabel else ((logits > 0) == (y > 0.5)).all(1)
+    return {"ce": ce, "train_top1": hit.float().mean().detach()}
+
+
 @register("rtsae")
 class RTSAEAgent(Agent):
     """Paper 004's RTSAE attention with its own gated sequence classifier."""
 
     Config = RTSAEConfig
     variable_m = True
+    partner = "rtsae_nogate"     # 004 Table 3: the recognition network without the RTSAE
+    departures = (
+        "eq. 12 is taken per step in units that do not grow with the feature or hidden size, reconstructs "
+        "every step (004 sums over the attention moments only, where all-shut is a trivial minimum) and "
+        "takes μ's term as a gate-weighted mean over steps, not 004's sum over moments (§3.2, "
+        "RTSAEConfig)",
+        "stage 3 keeps eq. 12's ϕ‖ā‖_1 beside the cross-entropy (joint_sparsity; 004 §4.3 writes stage 3 "
+        "as fine-tuning with the decoder removed): without it every gate reopens",
+        "stage 3 uses Adam at lr 1e-2 (004 §4.3: lr 1e-3 fixed over 35K iterations, optimizer not "
+        "named): at 30 epochs of a few hundred videos SGD or Adam at 1e-3 learn nothing",
+        "temporal augmentation (§5.1.1 B) overwrites aug_frames positions with frames of the same or "
+        "another video, keeping T fixed, where 004 inserts them",
+        "temporal augmentation also shifts every training sequence circularly by a random offset "
+        "(aug_shift; 004 §5.1.1 B inserts frames and shifts nothing): the end of a video may precede its "
+        "start in training; --set aug_shift=false gives 004's",
+        "trains on one stream by default (two_stream=false): 004's results (Tables 3–5) are the "
+        "two-stream RTSAE-DSCNN, eqs. 15–17, which --set two_stream=true trains on rgb + the store's flow "
+        "(evaluate's \"fused\" rows)",
+        "the backbone is frozen (cached features): 004 §4.3's stage 1 trains the DSCNN and stage 3 "
+        "fine-tunes it with the RTSAE; gate_dim, gate_init (b_a) and the classifier's size are not given "
+        "in 004 and are ours",
+        "a video whose gate opens nowhere keeps its single most attended position (ours: eq. 14 would "
+        "leave it with nothing to classify)",
+    )
 
     def build(self) -> nn.Module:
         return _RTSAENet(self.config, self.feature_dim, self.num_classes)
@@ -74,7 +107,7 @@ class RTSAEAgent(Agent):
                              f"{tuple(states.features.shape)}; eq. 17 adds them position-wise")
 
     def _device(self) -> torch.device:
-        return self.module.proj.device
+        return self.module.fnet.weight.device
 
     # -- test time ----------------------------------------------------------------------
     def score(self, states: States, flow: States | None = None, chunk: int = 1024) -> torch.Tensor:
@@ -95,6 +128,7 @@ class RTSAEAgent(Agent):
                 chunk: int = 1024) -> torch.Tensor:
         """Class logits (V, C) of the classifier over the gated sequences, averaged over
         crops. gate: (V, T, K) float in [0, 1] (binary at test)."""
+        self._check(states, flow)
         V, T, K, _ = states.features.shape
         xs_all, xt_all = _sequences(states), _sequences(flow)
         g_all = gate.float().permute(0, 2, 1).reshape(V * K, T)
@@ -160,16 +194,11 @@ class RTSAEAgent(Agent):
         if stage == "pretrain":
             terms = rtsae_loss(x, net.decode(h, a), h, o, a, self.config)
         else:
-            logits = net.classify(net.fuse(xs, xt), a)
-            ce = (nn.functional.binary_cross_entropy_with_logits(logits, y) if multilabel
-                  else nn.functional.cross_entropy(logits, y))
             # joint multi-task stage 3 (004 §4.3): eq. 12's ϕ‖ā‖_1 stays in the loss, so the
             # keyframe fraction that reaches evaluate is set by ϕ against the cross-entropy
             terms = {"l1_a": self.config.phi * a.sum(1).mean() / a.shape[1]} if self.config.joint_sparsity else {}
-            terms["loss"] = terms.get("l1_a", 0.0) + ce
-            terms["ce"] = ce
-            hit = (logits.argmax(1) == y) if not multilabel else ((logits > 0) == (y > 0.5)).all(1)
-            terms["train_top1"] = hit.float().mean().detach()
+            terms.update(classification_terms(net.classify(net.fuse(xs, xt), a), y, multilabel))
+            terms["loss"] = terms.get("l1_a", 0.0) + terms["ce"]
         terms["entropy"] = bernoulli_entropy(a).mean().detach()
         terms["fraction_kept"] = (a > self.config.gate_threshold).float().mean().detach()
         return terms

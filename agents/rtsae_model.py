@@ -61,7 +61,25 @@ class RTSAEConfig:
       SGD-momentum or Adam at 1e-3 learn nothing (top-1 0.09–0.17, chance 0.125);
     - stage 2 (Adadelta, 004's ρ, ε) on a few hundred videos barely trains the decoder
       (reconstruction 0.96–0.99 of the energy after 10 epochs), so on temporally independent
-      positions its gate is set by ϕ against μ, not by what reconstructs the sequence.
+      positions its gate is set by ϕ against μ, not by what reconstructs the sequence;
+    - temporal augmentation (§5.1.1 B: "We randomly insert the same frames from the current
+      video or confusing frames from other examples to the original sequences") overwrites
+      ``aug_frames`` positions instead of inserting them, so T stays fixed, and also shifts
+      every training sequence circularly by a random offset (``aug_shift``), which 004 does
+      not: the end of a video may then precede its start. ``aug_shift=false`` is 004's way;
+      the default stays on because every number in this docstring and benchmarks/README.md
+      was measured with it. On planted states, whose positions are independent draws, it
+      changes nothing beyond seed noise (tests/test_rtsae.py's small network, ϕ 0.2, 128 +
+      128 videos, T = 12, seeds 0/1/2: gated top-1 0.555/0.422/0.711 with the shift,
+      0.609/0.680/0.414 without; no-gate 0.234/0.180/0.367 and 0.242/0.227/0.156); on real
+      videos, whose order matters, it is untested;
+    - one stream by default (``two_stream`` false: a store may hold one); 004's results
+      (Tables 3–5) are the two-stream RTSAE-DSCNN, eqs. 15–17, which ``two_stream=true``
+      trains on rgb with the store's flow (evaluate's "fused" rows).
+
+    Every departure is also in ``RTSAEAgent.departures``, which the report lists. The partner
+    ``rtsae_nogate`` (agents/rtsae_nogate.py) is this network's recognition part trained
+    without the RTSAE.
     """
 
     proj_dim: int = 128            # sparse random projection size [§4.2.3]
@@ -161,56 +179,20 @@ class _ALSTMLayer(nn.Module):
         return torch.stack(hs, 1), torch.stack(os_, 1)
 
 
-class _RTSAENet(nn.Module):
-    """Encoder (stacked aLSTM + attention gate), decoder, F-Net and sequence classifier."""
+class _Recogniser(nn.Module):
+    """The recognition network the RTSAE gates: F-Net fusion (eqs. 15–16) and the gated
+    sequence classifier (eqs. 13–14). Shared by :class:`_RTSAENet` and the no-gate partner
+    (agents/rtsae_nogate.py); ``cfg`` needs ``fusion_dim`` and ``classifier_hidden``."""
 
-    def __init__(self, cfg: RTSAEConfig, feature_dim: int, num_classes: int):
-        super().__init__()
-        self.register_buffer("proj", sparse_projection(cfg.proj_dim, feature_dim, cfg.projection_seed))
-        dims = [cfg.proj_dim] + [cfg.hidden] * cfg.layers
-        self.encoder = nn.ModuleList(_ALSTMLayer(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.gate = nn.Linear(cfg.hidden, cfg.gate_dim)                       # W_a, b_a (eq. 6)
-        # Gates start half open (ā ≈ gate_init): a closed p-ψ has zero gradient (two-sided
-        # suppression), so a gate that starts shut can never learn to open.
-        with torch.no_grad():
-            norm = math.sqrt(-cfg.sigma_init * math.log(1.0 - cfg.gate_init))
-            self.gate.bias.fill_(norm / math.sqrt(cfg.gate_dim))
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(cfg.sigma_init)))
-        self.decoder = nn.LSTM(cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True)
-        self.readout = nn.Linear(cfg.hidden, cfg.proj_dim)                   # k_t
+    def _add_recogniser(self, cfg, feature_dim: int, num_classes: int) -> None:
         self.log_wf = nn.Parameter(torch.zeros(()))                          # w_f = 1 at start
         self.fnet = nn.Linear(feature_dim, cfg.fusion_dim)
         self.cls_cell = nn.LSTMCell(cfg.fusion_dim, cfg.classifier_hidden)
         self.cls_out = nn.Linear(cfg.classifier_hidden, num_classes)
 
     @property
-    def sigma(self) -> torch.Tensor:
-        return self.log_sigma.exp()
-
-    @property
     def wf(self) -> torch.Tensor:
         return self.log_wf.exp()
-
-    def project(self, xs: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
-        """Eq. 17: x_f = R (x_s + x_t) / (2 x_max); single stream: R x_s / x_max.
-        x_max is the largest magnitude in the position's vectors. (B, T, D) -> (B, T, P)."""
-        if xt is None:
-            return max_normalise(xs) @ self.proj.T
-        xmax = torch.maximum(xs.abs().amax(-1, keepdim=True), xt.abs().amax(-1, keepdim=True))
-        return ((xs + xt) / (2 * xmax.clamp_min(1e-6))) @ self.proj.T
-
-    def encode(self, x: torch.Tensor):
-        """x: (B, T, P) -> h (B, T, H), o (B, T, H) top-layer output gates, ā (B, T) (eq. 6)."""
-        h = x
-        for layer in self.encoder:
-            h, o = layer(h)
-        a = p_psi(self.gate(o).norm(dim=-1), self.sigma)
-        return h, o, a
-
-    def decode(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Reconstruction k (B, T, P) from the gated code ā_t·h_t (B, T, H)."""
-        out, _ = self.decoder(h * a[..., None])
-        return self.readout(out)
 
     def fuse(self, xs: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
         """Eqs. 15–16: ReLU(F-Net(x̄_s/(1+w_f) + w_f x̄_t/(1+w_f))). (B, T, D) -> (B, T, F)."""
@@ -233,6 +215,50 @@ class _RTSAENet(nn.Module):
             h, c = g * h2 + (1 - g) * h, g * c2 + (1 - g) * c
         return self.cls_out(h)
 
+
+class _RTSAENet(_Recogniser):
+    """Encoder (stacked aLSTM + attention gate), decoder, F-Net and sequence classifier."""
+
+    def __init__(self, cfg: RTSAEConfig, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("proj", sparse_projection(cfg.proj_dim, feature_dim, cfg.projection_seed))
+        dims = [cfg.proj_dim] + [cfg.hidden] * cfg.layers
+        self.encoder = nn.ModuleList(_ALSTMLayer(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.gate = nn.Linear(cfg.hidden, cfg.gate_dim)                       # W_a, b_a (eq. 6)
+        # Gates start half open (ā ≈ gate_init): a closed p-ψ has zero gradient (two-sided
+        # suppression), so a gate that starts shut can never learn to open.
+        with torch.no_grad():
+            norm = math.sqrt(-cfg.sigma_init * math.log(1.0 - cfg.gate_init))
+            self.gate.bias.fill_(norm / math.sqrt(cfg.gate_dim))
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(cfg.sigma_init)))
+        self.decoder = nn.LSTM(cfg.hidden, cfg.hidden, num_layers=cfg.layers, batch_first=True)
+        self.readout = nn.Linear(cfg.hidden, cfg.proj_dim)                   # k_t
+        self._add_recogniser(cfg, feature_dim, num_classes)     # after the rest: seeds give the same weights
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def project(self, xs: torch.Tensor, xt: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 17: x_f = R (x_s + x_t) / (2 x_max); single stream: R x_s / x_max.
+        x_max is the largest magnitude in the position's vectors. (B, T, D) -> (B, T, P)."""
+        if xt is None:
+            return max_normalise(xs) @ self.proj.T
+        xmax = torch.maximum(xs.abs().amax(-1, keepdim=True), xt.abs().amax(-1, keepdim=True))
+        return ((xs + xt) / (2 * xmax.clamp_min(1e-6))) @ self.proj.T
+
+    def encode(self, x: torch.Tensor):
+        """x: (B, T, P) -> h (B, T, H), o (B, T, H) top-layer output gates, ā (B, T) (eq. 6)."""
+        h = x
+        for layer in self.encoder:
+            h, o = layer(h)
+        a = p_psi(self.gate(o).norm(dim=-1), self.sigma)
+        return h, o, a
+
+    def decode(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Reconstruction k (B, T, P) from the gated code ā_t·h_t (B, T, H)."""
+        out, _ = self.decoder(h * a[..., None])
+        return self.readout(out)
 
 def nuclear_norm(O: torch.Tensor) -> torch.Tensor:
     """‖O‖_* = Σ singular values (eq. 9) per sequence. O: (B, T, H) -> (B,)."""

@@ -17,6 +17,7 @@ from agents.from_store import load_states, rows_for_list
 from agents.checkpoint import check_resumable, read_checkpoint
 from agents.head import HeadConfig, apply_head, build_head, train_head
 from agents.options import make_config
+from agents.papers import partner_overrides
 from agents.together import fit_together
 from agents.training import load_training
 from data.errors import InputError, StoreError
@@ -176,10 +177,39 @@ def seed_checkpoint(out, seed: int, seeds: int) -> Path:
     return out if seeds == 1 else out.with_name(f"{out.stem}-seed{seed}{out.suffix}")
 
 
-def run_train_seeds(cfg: TrainStageConfig, seeds: int = 1, together: bool = False) -> list[Agent]:
+def partner_checkpoint(out, partner: str) -> Path:
+    """Where the partner ``partner`` of the agent trained to ``out`` saves: ``OUT.partner-
+    NAME.pt`` beside it (its seeds, :func:`seed_checkpoint` of that: ``OUT.partner-NAME-seedS.pt``)."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partner-{partner}{out.suffix}")
+
+
+def partner_config(cfg: TrainStageConfig) -> TrainStageConfig | None:
+    """The train config of the agent's partner (agents/papers.py), or None when it has none:
+    the same store, list, stream, seed and device, the ``--set`` items its Config also has,
+    no observer (it chooses nothing), its checkpoint :func:`partner_checkpoint`."""
+    cls = selector_class(cfg.agent)
+    name = cls.partner_for(make_config(cls.Config, cfg.overrides, owner=cfg.agent)) if cls.learned else None
+    if name is None:
+        return None
+    return dataclasses.replace(cfg, agent=name, out=str(partner_checkpoint(cfg.out, name)), observer=None,
+                               overrides=partner_overrides(name, cfg.overrides))
+
+
+def train_outputs(cfg: TrainStageConfig, seeds: int = 1, partner: bool = True) -> list[Path]:
+    """The checkpoints :func:`run_train_seeds` writes: the agent's seeds, then its partner's."""
+    cfgs = [cfg] + ([p] if partner and (p := partner_config(cfg)) is not None else [])
+    return [seed_checkpoint(c.out, s, seeds) for c in cfgs for s in range(cfg.seed, cfg.seed + seeds)]
+
+
+def run_train_seeds(cfg: TrainStageConfig, seeds: int = 1, together: bool = False,
+                    partner: bool = True) -> list[Agent]:
     """Train ``seeds`` agents, seeds ``cfg.seed`` … ``cfg.seed + seeds - 1``, each with its
-    own checkpoint (:func:`seed_checkpoint`; each resumes as :func:`run_train` does).
-    ``framesel evaluate`` treats checkpoints that differ only in seed as one method.
+    own checkpoint (:func:`seed_checkpoint`; each resumes as :func:`run_train` does), then,
+    with ``partner``, the agent's partner (its paper's no-selection model, agents/papers.py)
+    at each of those seeds (:func:`partner_config`). ``framesel evaluate`` treats
+    checkpoints that differ only in seed as one method, and pairs each with its partner.
+    Every returned agent's ``checkpoint_path`` says where it is saved.
 
     ``together``: train the seeds in one batched pass (agents/together.py; agents with
     ``trains_seeds_together``) instead of one after another. Off by default: on a CPU it is
@@ -191,11 +221,15 @@ def run_train_seeds(cfg: TrainStageConfig, seeds: int = 1, together: bool = Fals
     if together and not getattr(cls, "trains_seeds_together", False):
         raise InputError(f"--together: {cfg.agent} trains its seeds one after another (agents that "
                          f"train seeds together: {', '.join(_capable('trains_seeds_together'))})")
+    partner_cfg = partner_config(cfg) if partner else None      # before any training: bad --set fails first
     per_seed = [dataclasses.replace(cfg, seed=s, out=str(seed_checkpoint(cfg.out, s, seeds)))
                 for s in range(cfg.seed, cfg.seed + seeds)]
-    if together and seeds > 1:
-        return _train_together(cls, per_seed)
-    return [run_train(c) for c in per_seed]
+    agents = _train_together(cls, per_seed) if together and seeds > 1 else [run_train(c) for c in per_seed]
+    if partner_cfg is not None:
+        agents += [run_train(dataclasses.replace(partner_cfg, seed=c.seed, out=str(seed_checkpoint(partner_cfg.out,
+                                                                                                   c.seed, seeds))))
+                   for c in per_seed]
+    return agents
 
 
 def run_train(cfg: TrainStageConfig) -> Agent:
@@ -268,7 +302,7 @@ def _new_agent(cls, config, cfg: TrainStageConfig, states, identity: dict, exist
     else:
         agent = cls(config, num_classes=C, feature_dim=D, seed=cfg.seed)
     agent.store_identity = identity
-    agent.epochs_before, agent.finished = 0, False
+    agent.epochs_before, agent.finished, agent.checkpoint_path = 0, False, Path(cfg.out)
     if existing is not None:
         out = Path(cfg.out)
         check_resumable(agent, existing, out)
@@ -393,4 +427,5 @@ def check_agent_matches(agent: Agent, store) -> None:
 
 
 __all__ = ["HeadStageConfig", "run_head", "TrainStageConfig", "run_train", "run_train_seeds", "seed_checkpoint",
+           "partner_checkpoint", "partner_config", "train_outputs",
            "check_agent_matches", "load_agent"]

@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from agents.base import Agent, Selection, States, register, top_m_mask
-from agents.baselines import evenly_spaced
 from agents.options import check_ranges
+from agents.papers import NoSelection
 from agents.training import mean_rows
 from data.errors import InputError
 
@@ -195,6 +195,18 @@ class TAttn(Agent):
 
     Config = TAttnConfig
     attention = True
+    partner = "tattn_noatt"      # 002 §3.3, Table 1: the same LSTM fed the plain mean of the features
+    departures = (
+        "Adadelta's ε is 1e-4, not Zeiler's 1e-6 (002 §3.2 names only \"Adadelta [22]\"): at 1e-6 the "
+        "attention did not learn planted key positions (TAttnConfig); ρ 0.95, lr 1.0, weight decay (γ of "
+        "eq. 8), dropout 0.5, epochs and batch size are not given in 002 and are ours",
+        "each weight matrix's learning rate is scaled by min(1, base_width / fan_in) (μP for adaptive "
+        "optimisers, not in 002 §3.2): at 002's 512 cells plain Adadelta diverged to chance",
+        "every crop is its own sequence and the video averages the crops' probabilities (TSN's crop "
+        "averaging; 002 §3.2 tests 30-step samples of one view)",
+        "framesel selects frames by the iteration-averaged attention α and re-runs the model on the m kept "
+        "positions (attention renormalised over them); 002 attends softly and selects none",
+    )
 
     def build(self) -> nn.Module:
         return TAttnModule(self.feature_dim, self.num_classes, self.config, self.attention)
@@ -257,7 +269,7 @@ class TAttn(Agent):
         """m=None: the agent's own prediction over every position; m: top-m cells by α, the
         model re-run seeing only those (attention renormalised over them)."""
         video_scores, scores = self._predict(states, None)
-        keep = self._keep(scores, m, mode)
+        keep = top_m_mask(scores, m, mode)
         if not bool(keep.all()):
             video_scores = self._predict(states, keep)[0]
         per = keep.any(dim=2).sum(1) if mode == "frame" else keep.sum(dim=(1, 2))
@@ -303,21 +315,15 @@ class TAttn(Agent):
 
 
 @register("tattn_noatt")
-class TAttnNoAtt(TAttn):
-    """The paper's no-attention baseline (§3.3): x_t = mean of the features every iteration.
+class TAttnNoAtt(NoSelection, TAttn):
+    """The paper's no-attention baseline (§3.3): x_t = mean of the features every iteration;
+    tattn's partner (agents/papers.py), trained by ``framesel train --agent tattn`` too.
 
     Its weights are uniform (score = 1/T everywhere), so ``select(m)`` keeps m evenly spaced
     positions (TSN) and the model averages those; region mode keeps all crops of them.
     """
 
     attention = False
-
-    def _keep(self, scores: torch.Tensor, m: int | None, mode: str) -> torch.Tensor:
-        V, T, K = scores.shape
-        if m is None or m >= T:
-            return torch.ones_like(scores, dtype=torch.bool)
-        if m < 1:
-            raise InputError(f"m must be >= 1, not {m}")
-        keep = torch.zeros_like(scores, dtype=torch.bool)
-        keep[:, evenly_spaced(T, m).to(keep.device), :] = True
-        return keep
+    partner_of = "tattn"
+    departures = TAttn.departures[:3] + (
+        "at a budget m it averages TSN's m evenly spaced positions (002 §3.3's baseline averages all)",)

@@ -20,9 +20,11 @@ feature agreement (torch vs OpenCV TV-L1, beside OpenCV on perturbed input).
     python -m benchmarks.extract --quick            # ~6-8 min on 2 cores
     python -m benchmarks.extract --device cuda      # ~5-6 min on one H100 (--budget-s caps it)
     python -m benchmarks.extract --device cuda --only tvl1,pipeline
+    python -m benchmarks.extract --only cost        # issue 25: what recording flow's cost costs
 
 Sections: rates, sparse (the CPU measurements above; by default on cpu only), tvl1, backbone,
-pipeline, breakdown, features.
+pipeline, breakdown, features; cost (benchmarks/extract_cost.py: the counting overhead of
+tvl1-torch, A/B, and the per-video cost records of each flow algorithm; only with --only).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import extract_gpu as gpu
+from benchmarks import extract_cost, extract_gpu as gpu
 from extract import backbones, decode, flow, sampling
 from extract.prepare import flow_pairs
 from extract.video import Models, VideoSettings, extract_video
@@ -121,8 +123,9 @@ def sparse_section(args, paths) -> None:
               + ("  (dense timed on 300 pairs, extrapolated)" if capped else ""))
 
 
-SECTIONS = ("rates", "sparse", "tvl1", "backbone", "pipeline", "breakdown", "features")
+SECTIONS = ("rates", "sparse", "tvl1", "backbone", "pipeline", "breakdown", "features", "cost")
 CPU_ONLY = ("rates", "sparse")   # OpenCV/CPU measurements: run on cuda only when named in --only
+NAMED_ONLY = ("cost",)           # run only when named in --only
 
 
 def ints(text: str) -> list[int]:
@@ -145,6 +148,9 @@ def parse_args(argv=None):
     ap.add_argument("--cv-pairs", type=int, default=None, help="pairs OpenCV computes (rate, EPE reference)")
     ap.add_argument("--compile", action="store_true",
                     help="tvl1-torch compile=true in the pipeline, breakdown and features sections")
+    ap.add_argument("--cost-reps", type=int, default=None, help="cost: A/B repetitions of the counting")
+    ap.add_argument("--cost-clips", type=int, default=None, help="cost: fight clips per store")
+    ap.add_argument("--cost-rounds", type=int, default=None, help="cost: alternations of epsilon 0.05 / 0.01")
     args = ap.parse_args(argv)
     _defaults(args, torch.device(args.device))
     return args
@@ -156,7 +162,7 @@ def _defaults(args, device: torch.device) -> None:
     gpu, q = device.type == "cuda", args.quick
     cores = os.cpu_count() or 2
     args.sections = [x for x in args.only.split(",") if x] or [
-        x for x in SECTIONS if gpu is False or x not in CPU_ONLY]
+        x for x in SECTIONS if (gpu is False or x not in CPU_ONLY) and x not in NAMED_ONLY]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"--only: unknown section(s) {sorted(unknown)}; sections: {', '.join(SECTIONS)}")
@@ -172,6 +178,9 @@ def _defaults(args, device: torch.device) -> None:
     args.backbone_batches = [16, 64, 128] if gpu else [16]
     args.breakdown_clips = 8 if gpu else 2
     args.feature_clips = 4 if gpu else 1 if q else 2
+    args.cost_reps = args.cost_reps or (2 if q else 4)
+    args.cost_clips = args.cost_clips or (1 if q else 2)
+    args.cost_rounds = args.cost_rounds or (1 if q else 2)
 
 
 def run_sections(args, device: torch.device) -> None:
@@ -183,7 +192,8 @@ def run_sections(args, device: torch.device) -> None:
                 "backbone": lambda: gpu.backbone_section(args, device),
                 "pipeline": lambda: gpu.pipeline_section(args, device, Path(tmp)),
                 "breakdown": lambda: gpu.breakdown_section(args, device),
-                "features": lambda: gpu.features_section(args, device)}
+                "features": lambda: gpu.features_section(args, device),
+                "cost": lambda: extract_cost.cost_section(args, device, Path(tmp))}
         for name in args.sections:
             elapsed = time.perf_counter() - start
             print(f"\n=== {name} " + "=" * (60 - len(name)), flush=True)

@@ -1,8 +1,9 @@
 """The real end-to-end benchmark: the whole pipeline on the Surveillance Camera Fight dataset
 (../shared/data/fight: 132 train / 62 test real CCTV clips, 2 classes).
 
-extract (train + test into one store) → head → train every agent (and tattn_noatt) on RGB
-and on flow, --seeds training seeds each → evaluate (accuracy vs m for every method, each
+extract (train + test into one store) → head → train every agent (and its paper's partner:
+tattn_noatt, rtsae_nogate, glimpse_soft, dsn_nosampler) on RGB and on flow, --seeds training
+seeds each → evaluate (accuracy vs m for every method, each
 stream and fused; each agent paired with the baseline that shares its classifier, and with
 uniform, random, max_response on the head; Holm over m × stream, gains held on every seed)
 → report. Prints the report's answer tables; the full report lands in --out.
@@ -41,7 +42,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/framesel-fight")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--agents", default="as,dsn,tattn,tattn_noatt,rtsae,glimpse")
+    ap.add_argument("--agents", default="as,dsn,tattn,rtsae,glimpse",
+                    help="each trained with its paper's partner (tattn_noatt, rtsae_nogate, ...)")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per agent (mean ± std in the report)")
     ap.add_argument("--keep-trained", action="store_true",
                     help="keep finished agent checkpoints of the same config in --out (resume an interrupted "

@@ -155,8 +155,9 @@ def main(argv=None) -> None:
             sets = [x for s in QUICK_SETS[a] for x in ("--set", s)] if args.quick else []
             # a finished checkpoint already in --out is kept (train is idempotent): its time is
             # its epochs' own, from its history
+            # one seed, no partner: tattn_noatt is a row of its own here, and rtsae's bar is its no-gate row
             wall = framesel("train", store, "--agent", a, "--train", train, "--out", out, "--seed", args.seed,
-                            "--quiet", *sets, threads=args.threads)
+                            "--seeds", "1", "--no-partner", "--quiet", *sets, threads=args.threads)
             times[a] = max(wall, sum(r.get("seconds", 0.0) for r in load_agent(out).history))
             print(f"train {a}: {times[a]:.0f} s", flush=True)
             ckpts.append(out)

@@ -230,7 +230,8 @@ def memory_table(root: Path, store: Path, lists: dict, limit: int,
             return ["head", str(store), "--train", str(train), "--epochs", "1", "--seed", str(seed)], train
         if name == "train":
             return ["train", str(store), "--agent", "as", "--train", str(train), "--out",
-                    str(root / f"as-{size}-{load}.pt"), "--set", "epochs=1", "--set", "batch_size=16"], train
+                    str(root / f"as-{size}-{load}.pt"), "--seeds", "1", "--set", "epochs=1",
+                    "--set", "batch_size=16"], train
         return ["evaluate", str(store), "--test", str(test), "--agents", str(ck), "--m", "4",
                 "--baselines", "uniform,random,max_response", "--out", str(root / f"report-{size}-{load}")], test
 
@@ -260,7 +261,7 @@ def evaluate_table(root: Path, store: Path, lists: dict, limit: int) -> list[str
     if not (root / "as-small-stream.pt").exists():
         print("  (training the as checkpoint on the small list)", flush=True)
         peak_rss(["train", str(store), "--agent", "as", "--train", str(lists["small"]), "--out",
-                  str(root / "as-small-stream.pt"), "--set", "epochs=1", "--set", "batch_size=16",
+                  str(root / "as-small-stream.pt"), "--seeds", "1", "--set", "epochs=1", "--set", "batch_size=16",
                   "--load", "stream"], limit, root / "train-for-evaluate.log")
     lines = memory_table(root, store, lists, limit, names=("evaluate",))
     cells = [line.split("|") for line in lines[2:4]]          # the small and large rows, --load stream

@@ -33,7 +33,8 @@ from data.errors import FrameselError
 from data.progress import show_progress
 
 FIGHT = Path(__file__).resolve().parents[2] / "shared" / "data" / "fight"
-AGENTS = ("as", "dsn", "tattn", "tattn_noatt", "rtsae", "glimpse")
+# each agent trains its paper partner in the same call (tattn_noatt, rtsae_nogate, dsn_nosampler, glimpse_soft)
+AGENTS = ("as", "dsn", "tattn", "rtsae", "glimpse")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class RunSettings:
     flow_params: tuple = ()
     agents: tuple[str, ...] = AGENTS
     seeds: int = 3
-    agent_overrides: tuple = ()          # (agent, ((name, value), ...)) on top of the demo's sizes
+    agent_overrides: tuple = ()          # (agent, ((name, value), ...)); none: each agent at its defaults
     head_epochs: int = 60
     ms: tuple[int, ...] = (1, 3, 5)
     bootstrap: int = 2000
@@ -137,7 +138,7 @@ def run_benchmark(args, run: RunSettings) -> dict:
     from evaluate.protocols import ProtocolConfig
     from evaluate.run import EvaluateConfig, run_evaluate
     from extract.run import ExtractConfig, run_extraction
-    from pipeline.demo import DEMO_AGENTS, train_agents
+    from pipeline.demo import train_agents
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,10 +160,10 @@ def run_benchmark(args, run: RunSettings) -> dict:
                              head=HeadConfig(epochs=run.head_epochs, seed=args.seed), quiet=args.quiet,
                              command=command))
     stage("head")
-    overrides = {**DEMO_AGENTS, **{name: tuple({**dict(DEMO_AGENTS.get(name, ())), **dict(extra)}.items())
-                                   for name, extra in run.agent_overrides}}
-    ckpts = train_agents(store, out / "train.txt", out / "agents", run.agents, overrides, settings.streams,
-                         seed=args.seed, seeds=run.seeds, quiet=args.quiet, command=command, stage=stage)
+    # fresh=False: a rerun keeps the finished checkpoints of the same config and resumes the rest
+    ckpts = train_agents(store, out / "train.txt", out / "agents", run.agents, dict(run.agent_overrides),
+                         settings.streams, seed=args.seed, seeds=run.seeds, quiet=args.quiet, command=command,
+                         stage=stage, fresh=False)
     paths = run_evaluate(EvaluateConfig(store=store, test_lists=(str(out / "test.txt"),), out=str(out / "report"),
                                         agents=tuple(ckpts), truth=str(out / "truth.json"), quiet=args.quiet,
                                         protocol=ProtocolConfig(ms=run.ms, seed=args.seed, bootstrap=run.bootstrap),

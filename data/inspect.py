@@ -44,10 +44,27 @@ def summarize(store: Store) -> dict:
                                                 "layout", "preset")}
                      for s, d in a.get("backbone", {}).items()},
         "flow": (a.get("flow") or {}).get("algorithm"), "settings": a.get("settings", {}),
+        "cost": attempt(lambda: cost_summary(store, status), None) if status is not None else None,
         "logits_provenance": attempt(store.logits_provenance, {}),
         "versions": a.get("versions", {}), "created": a.get("created"), "command": a.get("command"),
         "failures": failures, "broken": broken,
     }
+
+
+def cost_summary(store: Store, status: np.ndarray) -> dict | None:
+    """Mean over the done videos of the measured seconds per stage and of the flow's GFLOPs
+    and iterations per video (with what the GFLOPs are: counted, estimated, upper bound);
+    None for a store without ``cost/*`` (made before it was recorded)."""
+    stages = store.attrs.get("cost_stages")
+    if not stages or not store.has("cost/seconds"):
+        return None
+    done = np.flatnonzero(status == DONE)
+    kind = ((store.attrs.get("cost") or {}).get("flow_gflops") or {}).get("kind")
+    out = {"videos": int(len(done)), "seconds": dict.fromkeys(stages), "flow_gflops": None, "flow_kind": kind}
+    if len(done):
+        out["seconds"] = dict(zip(stages, np.mean(store.read_rows("cost/seconds", done), axis=0).tolist()))
+        out["flow_gflops"] = float(np.mean(store.read_rows("cost/flow_gflops", done)))
+    return out
 
 
 def format_summary(info: dict, *, max_failures: int = 20) -> str:
@@ -64,6 +81,13 @@ def format_summary(info: dict, *, max_failures: int = 20) -> str:
                      + (f", {b['layout']} layout, preset {b['preset']['name']}" if b.get("preset") else ""))
     for name, shape in sorted(info["arrays"].items()):
         lines.append(f"  {name:24s} {tuple(shape)}")
+    cost = info.get("cost")
+    if cost and cost["videos"]:
+        per = ", ".join(f"{n} {v:.3g}" for n, v in cost["seconds"].items())
+        lines.append(f"measured seconds per video (mean of {cost['videos']} done): {per}; "
+                     f"flow {cost['flow_gflops']:.4g} GFLOPs per video ({cost['flow_kind']})")
+    elif "cost" in info and cost is None:
+        lines.append("cost per video: not recorded (a store made before seconds and flow GFLOPs were recorded)")
     for stream, prov in info["logits_provenance"].items():
         lines.append(f"logits of {stream}: {prov.get('by', '?')} ({prov.get('created', '')})")
     lines.append(f"created {info['created']} by: {info['command']}")
@@ -164,4 +188,6 @@ def _check_video(store, i, arrays, error) -> list[str]:
         if (name.split("/")[-1] in ("features", "logits", "feature_maps") or name == "motion") \
                 and not np.isfinite(x).all():
             out.append(f"video {i} ({store.paths[i]}): {name} holds NaN or inf")
+        if name in ("cost/seconds", "cost/flow_gflops", "cost/flow_fields") and not (np.isfinite(x).all() and (x >= 0).all()):
+            out.append(f"video {i} ({store.paths[i]}): {name} holds a negative or non-finite value")
     return out

@@ -2,9 +2,15 @@
 video's extraction result (shapes as in :mod:`data.store`'s table; V dropped per video)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# The per-video cost record (optional: stores written before it have none), and the part of
+# it that is an execution fact (wall seconds): never compared between stores.
+COST_PREFIX = "cost/"
+TIMING_NODES = ("cost/seconds",)
 
 
 @dataclass(frozen=True)
@@ -28,10 +34,28 @@ class Layout:
     streams: tuple[StreamSpec, ...]
     thumbnail_size: tuple[int, int] | None = None   # (h, w)
     attrs: dict = field(default_factory=dict)
+    cost_stages: tuple[str, ...] | None = None       # names of cost/seconds' columns; None: no cost/*
 
     @property
     def num_videos(self) -> int:
         return len(self.paths)
+
+
+@dataclass
+class VideoCost:
+    """What extracting one video cost (the ``cost/*`` rows).
+
+    seconds:         (S,) float32 wall seconds per stage, in ``Layout.cost_stages`` order
+    flow_gflops:     GFLOPs of every flow field computed for the video (each distinct pair once)
+    flow_fields:     how many fields that is
+    flow_iterations: mean primal-dual iterations per field (NaN where the algorithm has none
+                     or they are only bounded)
+    """
+
+    seconds: np.ndarray
+    flow_gflops: float = 0.0
+    flow_fields: int = 0
+    flow_iterations: float = math.nan
 
 
 @dataclass
@@ -44,6 +68,7 @@ class VideoResult:
     motion: np.ndarray                       # (T,) float32
     streams: dict[str, dict[str, np.ndarray]]  # name -> {"features", "logits"?, "feature_maps"?}
     thumbnails: np.ndarray | None = None     # (T, h, w, 3) uint8
+    cost: VideoCost | None = None            # None: not measured (a store without cost/*)
 
 
 def per_video_arrays(layout: Layout) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -59,6 +84,9 @@ def per_video_arrays(layout: Layout) -> dict[str, tuple[tuple[int, ...], str]]:
             out[f"{s.name}/feature_maps"] = ((T, s.crops, *s.map_shape), "float16")
     if layout.thumbnail_size:
         out["thumbnails"] = ((T, *layout.thumbnail_size, 3), "uint8")
+    if layout.cost_stages:
+        out.update({"cost/seconds": ((len(layout.cost_stages),), "float32"), "cost/flow_gflops": ((), "float32"),
+                    "cost/flow_fields": ((), "int32"), "cost/flow_iterations": ((), "float32")})
     return out
 
 
@@ -73,4 +101,8 @@ def result_rows(result: VideoResult) -> dict[str, np.ndarray]:
                 rows[f"{name}/{key}"] = value
     if result.thumbnails is not None:
         rows["thumbnails"] = result.thumbnails
+    if result.cost is not None:
+        c = result.cost
+        rows.update({"cost/seconds": np.asarray(c.seconds, np.float32), "cost/flow_gflops": np.float32(c.flow_gflops),
+                     "cost/flow_fields": np.int32(c.flow_fields), "cost/flow_iterations": np.float32(c.flow_iterations)})
     return rows

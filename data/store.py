@@ -24,7 +24,14 @@ heads/<stream>/<param>      the head's weights (float32)             by `head`, 
 <stream>/feature_maps       (V, T, K, h, w, d) float16 (optional)    per video
 motion                      (V, T) float32                           per video
 thumbnails                  (V, T, h, w, 3) uint8 (optional)         per video
+cost/seconds                (V, S) float32 seconds per stage (names: per video (optional, as
+                            root attr ``cost_stages``)                all cost/*: older stores lack it)
+cost/flow_gflops, _fields   (V,) float32 GFLOPs; (V,) int32 fields    per video (optional)
+cost/flow_iterations        (V,) float32 per field, NaN: not known    per video (optional)
 ==========================  =======================================  ===========================
+
+Root attr ``cost`` says what each cost number is (measured, counted, estimated, upper bound);
+seconds are an execution fact that :func:`compare_stores` leaves out (``TIMING_NODES``).
 
 Every per-video array is chunked one video per chunk, so writers of different videos never
 touch the same chunk (safe for concurrent shards on Zarr). ``videos/status`` is written after
@@ -45,7 +52,8 @@ import numpy as np
 
 from data.errors import FrameselError, SchemaError, StoreError, UnknownNameError
 # The layout types live in data.layout; data.store stays the one front door for them.
-from data.layout import Layout, StreamSpec, VideoResult, per_video_arrays, result_rows  # noqa: F401
+from data.layout import (COST_PREFIX, TIMING_NODES, Layout, StreamSpec, VideoCost, VideoResult,  # noqa: F401
+                         per_video_arrays, result_rows)
 from data.space import check_room, write_error
 from data.store_logits import LogitsRecord
 
@@ -130,7 +138,7 @@ class Store(LogitsRecord):
                         for s in a.get("streams", []))
         return Layout(paths=tuple(self.paths), labels=self.labels, T=int(a["T"]), streams=streams,
                       thumbnail_size=tuple(a["thumbnail_size"]) if a.get("thumbnail_size") else None,
-                      attrs=dict(a))
+                      attrs=dict(a), cost_stages=tuple(a["cost_stages"]) if a.get("cost_stages") else None)
 
     def status(self) -> np.ndarray:
         """(V,) uint8: 0 pending, 1 done, 2 failed."""
@@ -230,10 +238,13 @@ class Store(LogitsRecord):
         self._guard(i, lambda: self._write_rows(i, rows, note))
 
     def _checked_rows(self, i: int, rows: dict) -> dict[str, np.ndarray]:
-        """Rows cast to the layout's dtypes; StoreError for unknown, misshapen or missing ones."""
+        """Rows cast to the layout's dtypes; StoreError for unknown, misshapen or missing ones.
+        Cost rows are dropped for a store made without ``cost/*`` (one resumed from before)."""
         expected = self.attrs["arrays"]
         out = {}
         for name, value in rows.items():
+            if name not in expected and name.startswith(COST_PREFIX):
+                continue
             if name not in expected:
                 raise StoreError(f"{self.path}: no array {name!r} in this store's layout")
             value = np.asarray(value, dtype=expected[name][1])
@@ -352,6 +363,8 @@ class Store(LogitsRecord):
                               for s in layout.streams],
                      thumbnail_size=list(layout.thumbnail_size) if layout.thumbnail_size else None,
                      arrays={k: [list(v[0]), v[1]] for k, v in arrays.items()})
+        if layout.cost_stages:
+            attrs["cost_stages"] = list(layout.cost_stages)
         self.set_attrs(json.loads(json.dumps(attrs, default=_jsonable)))
 
     def _write_all(self, name, values) -> None: raise NotImplementedError
@@ -410,10 +423,12 @@ def create_store(path, layout: Layout, *, format: str | None = None, exist_ok: b
     return _backend(format_for(path, format)).create(Path(path), layout, exist_ok=exist_ok)
 
 
-def compare_stores(a: Store, b: Store, *, atol: float = 0.0) -> list[str]:
-    """Differences between two stores, array for array (empty list = equal)."""
+def compare_stores(a: Store, b: Store, *, atol: float = 0.0, ignore=TIMING_NODES) -> list[str]:
+    """Differences between two stores, array for array (empty list = equal), leaving out the
+    arrays named in ``ignore`` (by default the measured seconds: how long a video took is
+    not what the store holds)."""
     diffs = []
-    names_a, names_b = set(a.array_names()), set(b.array_names())
+    names_a, names_b = set(a.array_names()) - set(ignore), set(b.array_names()) - set(ignore)
     if names_a != names_b:
         diffs.append(f"arrays differ: only in a {sorted(names_a - names_b)}, only in b {sorted(names_b - names_a)}")
     for name in sorted(names_a & names_b):

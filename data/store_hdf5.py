@@ -2,6 +2,7 @@
 file per shard (``<stem>.shard-K-of-N.h5``) and ``framesel merge`` joins them."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import json
@@ -424,5 +425,4 @@ def _copy_layout(src: Store, dest: Path) -> Store:
 
     layout = src.layout()
     attrs = {k: v for k, v in layout.attrs.items() if k != "shard"}
-    return create_store(dest, Layout(layout.paths, layout.labels, layout.T, layout.streams,
-                                     layout.thumbnail_size, attrs))
+    return create_store(dest, dataclasses.replace(layout, attrs=attrs))

@@ -9,9 +9,13 @@ Terms of one video (T positions, K crops, L flow fields per stack):
 
 - backbone: ``gflops_per_frame`` (store attrs ``backbone[stream]``, counted at extraction
   with FlopCounterMode, head included) × the crops it actually sees;
-- flow: GFLOPs per flow field × the fields computed (T·L for a full pass, kept positions·L
-  when deploying); see :func:`tvl1_gflops_per_pair` — an **estimate** from the algorithm's
-  parameters and the frame size, not a count;
+- flow: GFLOPs per flow field × the fields computed. Per field is what the extraction
+  recorded (``cost/flow_gflops`` / ``cost/flow_fields`` of the evaluated videos, priced by the
+  flow algorithm's registry entry and labelled there: counted, estimated or upper bound,
+  root attr ``cost``); a store made before that record has "not recorded" and counts 0.
+  Fields: min(stacks·L, the fields the extraction computed per video) — a full pass computed
+  each distinct pair once (fewer than T·L when stacks overlap), a deployed pass its kept
+  stacks' L fields each, never more than the full pass;
 - agent: FlopCounterMode on the selector's real ``select`` at the row's budget and mode
   (:func:`selector_gflops`): every forward pass it makes (tattn re-runs its model on the
   kept cells, rtsae runs its gate, fusion and classifier, an agent's own classifier), not
@@ -21,6 +25,14 @@ Terms of one video (T positions, K crops, L flow fields per stack):
 - observer (dsn with a cheap stream): that stream's backbone on the cells it sees (dsn under
   003's test scheme: its M·N candidates of each crop, :func:`selector_seen`), and the flow of
   those stacks when the observer is the flow stream, in both views.
+
+Seconds (:meth:`CostModel.video_seconds`, ``seconds_full`` / ``seconds_deployable`` of a row):
+**measured per-unit seconds × units**, from the extraction's ``cost/seconds`` of the evaluated
+videos: decode (always the whole video) + flow seconds per computed field × the view's fields
++ each backbone's seconds per crop × the view's crops (an observer stream's too). A
+deployable pass was not itself timed; an agent's own selection time is not included (its
+GFLOPs are); a store without the record, or without seconds for a stream a view needs, has
+none (None). Fusion shares decode and flow, as it shares the flow's GFLOPs.
 
 Two views (:meth:`CostModel.video_gflops`):
 
@@ -38,9 +50,11 @@ Two views (:meth:`CostModel.video_gflops`):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -49,74 +63,17 @@ from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
+NOT_RECORDED = "not recorded"
+SECONDS_CONVENTION = ("measured per-unit seconds x units: the extraction's wall seconds per video and stage, "
+                      "per computed flow field and per backbone crop, times what the view computes (a "
+                      "deployable pass was not itself timed; selection time not included)")
+_SHARED = ("flow", "observer", "decode")   # computed once per video when streams are fused
 CONVENTION = "GFLOPs per video; FLOPs = 2 x MACs (torch.utils.flop_counter convention)"
 NEEDS = ("none", "motion", "observer", "full")
 # What a baseline must compute before it can choose (module docstring). Selectors may
 # declare ``needs`` themselves; anything unknown defaults to "full" (never undercount).
 BASELINE_NEEDS = {"uniform": "none", "random": "none", "fixed_order": "none", "constant": "none",
                   "motion": "motion", "max_response": "full", "entropy": "full", "oracle": "full"}
-
-# TV-L1 per-pixel FLOP counts, read off OpenCV's tvl1flow.cpp loops (one float add, mul,
-# div or sqrt = 1 FLOP; comparisons, medians and memory moves = 0):
-TVL1_INNER = 54   # estimateV 10, 2 divergences 6, estimateU 10, 2 forward gradients 4, dual update 24
-TVL1_WARP = 160   # flow map 2, three bicubic remaps (16 taps + weights) 150, gradient/rho 8
-TVL1_SCALE = 40   # centred gradient 4, pyramid down-sampling of both frames 16, flow up-sampling 20
-# Farneback per-pixel counts (rough): polynomial expansion of both frames (poly_n taps,
-# separable, 6 coefficients) and per iteration the matrix update, Gaussian window blur of 5
-# channels (winsize taps, separable) and the flow solve.
-FARNEBACK_ITER_FIXED = 50
-
-
-def tvl1_gflops_per_pair(params: dict, frame_size) -> float:
-    """Estimated GFLOPs of one TV-L1 flow field between two frames of ``frame_size`` (w, h).
-
-    Formula (an **estimate**, the upper bound without early stopping)::
-
-        FLOPs = sum_{s < nscales} N * q^(2 s) * (TVL1_SCALE + warps * (TVL1_WARP
-                + outer_iterations * inner_iterations * TVL1_INNER))
-
-    N = w·h, q = scale_step. OpenCV stops the inner loop once the squared update falls below
-    epsilon²·N, so a large epsilon runs fewer iterations than this (GUIDE §7: epsilon 0.05 is
-    ~10× faster than the default 0.01). With OpenCV's defaults at 340×256 this gives ~17.7
-    GFLOPs; 1.56 s single-threaded (GUIDE §7) is ~11 GFLOP/s, plausible for SIMD code, so the
-    default run is close to the bound.
-    """
-    w, h = (int(v) for v in frame_size)
-    try:
-        q, scales = float(params["scale_step"]), int(params["nscales"])
-        warps, inner, outer = int(params["warps"]), int(params["inner_iterations"]), int(params["outer_iterations"])
-    except KeyError as err:
-        raise InputError(f"TV-L1 parameters lack {err}; the store's flow attrs should record every parameter") from err
-    per_px = TVL1_SCALE + warps * (TVL1_WARP + outer * inner * TVL1_INNER)
-    area = sum(q ** (2 * s) for s in range(scales))
-    return w * h * area * per_px / 1e9
-
-
-def farneback_gflops_per_pair(params: dict, frame_size) -> float:
-    """Estimated GFLOPs of one Farneback field (a rough estimate, see the constants)."""
-    w, h = (int(v) for v in frame_size)
-    n, win, iters = int(params["poly_n"]), int(params["winsize"]), int(params["iterations"])
-    levels, q = int(params["levels"]), float(params["pyr_scale"])
-    poly = 2 * 2 * (2 * n + 1) * 6           # two frames, separable, 6 coefficients
-    per_iter = 5 * 2 * 2 * win + FARNEBACK_ITER_FIXED
-    area = sum(q ** (2 * s) for s in range(levels))   # OpenCV: levels counts the initial image
-    return w * h * area * (poly + iters * per_iter) / 1e9
-
-
-FLOW_ESTIMATORS = {"tvl1": tvl1_gflops_per_pair, "farneback": farneback_gflops_per_pair}
-
-
-def flow_gflops_per_pair(flow_attrs: dict | None, frame_size) -> float | None:
-    """GFLOPs per flow field from the store's ``flow`` attrs; None when there is no flow
-    or no estimate for the algorithm (logged: the report then says flow is not counted)."""
-    if not flow_attrs:
-        return None
-    algo = flow_attrs.get("algorithm")
-    if algo not in FLOW_ESTIMATORS:
-        log.warning("no FLOP estimate for flow algorithm %r: flow cost is not counted", algo)
-        return None
-    return FLOW_ESTIMATORS[algo](flow_attrs.get("params", {}), frame_size)
-
 
 # ----------------------------------------------------------------------------- agents
 
@@ -196,9 +153,13 @@ def selector_needs(selector) -> str:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Per-video cost terms of one store. ``backbone``: stream -> GFLOPs per crop forward;
-    ``flow_pair``: GFLOPs per flow field (None: not estimated); ``observer``: the cheap
-    stream's name (DSN), whose backbone cost is in ``backbone``."""
+    """Per-video cost terms of one store's evaluated videos. ``backbone``: stream -> GFLOPs
+    per crop forward; ``flow_pair``: GFLOPs per flow field (None: not recorded);
+    ``flow_fields``: distinct fields the extraction computed per video (None: not recorded,
+    the views then count T·L); ``flow_kind``/``flow_how``: what the flow numbers are;
+    ``seconds``: measured per-unit seconds {"decode", "flow_field", "flow_cost", "backbone":
+    {stream: per crop}, "per_video": {stage: mean}} or None; ``observer``: the cheap stream's
+    name (DSN), whose backbone cost is in ``backbone``."""
 
     T: int
     crops: int
@@ -207,31 +168,84 @@ class CostModel:
     flow_pair: float | None = None
     flow_algorithm: str | None = None
     observer: str | None = None
+    flow_fields: float | None = None
+    flow_kind: str = NOT_RECORDED
+    flow_how: str = ""
+    flow_iterations: float | None = None
+    seconds: dict | None = None
+    videos: int = 0
 
     @classmethod
     def from_attrs(cls, attrs: dict, *, observer: str | None = None) -> "CostModel":
-        """From a store's root attrs (``Store.attrs``)."""
+        """From a store's root attrs (``Store.attrs``) alone: backbones, no per-video record."""
         bb = attrs.get("backbone") or {}
         backbone = {s: float(d["gflops_per_frame"]) for s, d in bb.items()
                     if d and d.get("gflops_per_frame") is not None}
-        size = attrs.get("frame_size") or (340, 256)
-        flow = attrs.get("flow")
         return cls(T=int(attrs["T"]), crops=int(attrs.get("crops", 1)), flow_stack=int(attrs.get("flow_stack", 5)),
-                   backbone=backbone, flow_pair=flow_gflops_per_pair(flow, size),
-                   flow_algorithm=(flow or {}).get("algorithm"), observer=observer)
+                   backbone=backbone, flow_algorithm=(attrs.get("flow") or {}).get("algorithm"), observer=observer)
+
+    @classmethod
+    def from_store(cls, store, rows=None, *, observer: str | None = None) -> "CostModel":
+        """From a store and its per-video ``cost/*`` record of ``rows`` (done videos; None:
+        every done one): flow GFLOPs and seconds are the evaluated videos'. A store made
+        before the record opens as :meth:`from_attrs` ("not recorded")."""
+        base = cls.from_attrs(store.attrs, observer=observer)
+        stages = store.attrs.get("cost_stages")
+        rows = store.done() if rows is None else np.asarray(rows, np.int64)
+        if not stages or not store.has("cost/seconds") or not len(rows):
+            return base
+        rec = {n: store.read_rows(f"cost/{n}", rows).astype(np.float64)
+               for n in ("seconds", "flow_gflops", "flow_fields", "flow_iterations")}
+        label = (store.attrs.get("cost") or {}).get("flow_gflops") or {}
+        fields = rec["flow_fields"].sum()
+        its = rec["flow_iterations"][np.isfinite(rec["flow_iterations"])]
+        flow = base.flow_algorithm is not None and fields > 0
+        return dataclasses.replace(
+            base, flow_pair=rec["flow_gflops"].sum() / fields if flow else None,
+            flow_fields=rec["flow_fields"].mean() if flow else None, flow_kind=label.get("kind", NOT_RECORDED),
+            flow_how=label.get("how", ""), flow_iterations=float(its.mean()) if len(its) else None,
+            seconds=_unit_seconds(rec["seconds"], list(stages), fields, len(rows) * base.T * base.crops),
+            videos=len(rows))
 
     def _stream(self, stream: str) -> float:
         if stream not in self.backbone:
             raise InputError(f"no backbone cost for stream {stream!r}; known: {', '.join(sorted(self.backbone))}")
         return self.backbone[stream]
 
-    def _flow(self, stacks: float) -> float:
-        return 0.0 if self.flow_pair is None else stacks * self.flow_stack * self.flow_pair
+    def _fields(self, stacks: float) -> float:
+        """Flow fields computed for ``stacks`` stacks (module docstring)."""
+        fields = stacks * self.flow_stack
+        return fields if self.flow_fields is None else min(fields, self.flow_fields)
 
     def pass_gflops(self, stream: str, positions: float, cells: float) -> dict:
         """Backbone on ``cells`` crops (+ flow on ``positions`` stacks for the flow stream)."""
-        flow = self._flow(positions) if stream == "flow" else 0.0
+        flow = self._price_flow(positions, self.flow_pair) if stream == "flow" else 0.0
         return {"backbone": self._stream(stream) * cells, "flow": flow}
+
+    def _price_flow(self, stacks: float, per_field: float | None) -> float:
+        return 0.0 if per_field is None or not stacks else self._fields(stacks) * per_field
+
+    def _units(self, stream: str, need: str, positions: float, cells: float, seen) -> dict:
+        """What each view computes: {view: {"cells" of ``stream``, flow "stacks",
+        "observer_cells"}} (see :meth:`video_gflops`)."""
+        if need not in NEEDS:
+            raise InputError(f"need must be one of {NEEDS}, not {need!r}")
+        T, K = self.T, self.crops
+        seen = T if seen is None else min(float(seen), T)
+        observed = need == "observer" and self.observer in self.backbone
+        everything = need == "full" or (need == "observer" and not observed)
+        kept = (seen, seen * K) if everything else (positions, cells)
+        views = {}
+        for view, (pos, cel) in (("full", (T, T * K)), ("deployable", kept)):
+            stacks = pos if stream == "flow" else 0.0
+            # motion is the mean magnitude of every stack; a flow observer sees every stack it
+            # looks at (the kept stacks of a flow stream are among them, computed once)
+            if need == "motion":
+                stacks = T
+            elif observed and self.observer == "flow":
+                stacks = max(stacks, seen)
+            views[view] = {"cells": cel, "stacks": stacks, "observer_cells": seen * K if observed else 0.0}
+        return views
 
     def video_gflops(self, stream: str, need: str, *, positions: float, cells: float,
                      agent: float = 0.0, seen: float | None = None) -> dict:
@@ -246,36 +260,54 @@ class CostModel:
         views: the agent reads it. A ``full`` need computes the stream on the seen positions
         to choose, the kept ones among them.
         """
-        if need not in NEEDS:
-            raise InputError(f"need must be one of {NEEDS}, not {need!r}")
-        T, K = self.T, self.crops
-        seen = T if seen is None else min(float(seen), T)
-        observed = need == "observer" and self.observer in self.backbone
-        full = {**self.pass_gflops(stream, T, T * K), "observer": 0.0, "agent": agent}
-        if need == "full" or (need == "observer" and not observed):
-            deploy = {**self.pass_gflops(stream, seen, seen * K), "observer": 0.0, "agent": agent}
-        else:
-            deploy = {**self.pass_gflops(stream, positions, cells), "observer": 0.0, "agent": agent}
-        for view in (full, deploy):
-            # motion is the mean magnitude of every stack; a flow observer sees every stack it
-            # looks at (the kept stacks of a flow stream are among them, computed once)
-            if need == "motion":
-                view["flow"] = self._flow(T)
-            elif observed and self.observer == "flow":
-                view["flow"] = max(view["flow"], self._flow(seen))
-            if observed:                      # the observer's backbone on every cell it sees
-                view["observer"] = self._stream(self.observer) * seen * K
-        return _result({"full": full, "deployable": deploy}, self.flow_pair is not None)
+        parts = {}
+        for view, u in self._units(stream, need, positions, cells, seen).items():
+            parts[view] = {"backbone": self._stream(stream) * u["cells"],
+                           "flow": self._price_flow(u["stacks"], self.flow_pair),
+                           "observer": self._stream(self.observer) * u["observer_cells"] if u["observer_cells"] else 0.0,
+                           "agent": agent}
+        return _result(parts, self.flow_pair is not None)
+
+    def video_seconds(self, stream: str, need: str, *, positions: float, cells: float,
+                      seen: float | None = None) -> dict | None:
+        """Both views in measured seconds (:data:`SECONDS_CONVENTION`), arguments as
+        :meth:`video_gflops`: {"full", "deployable", "parts": {view: {decode, backbone, flow,
+        observer}}}; None when the store did not record what a view needs."""
+        sec = self.seconds
+        if sec is None:
+            return None
+        parts = {}
+        for view, u in self._units(stream, need, positions, cells, seen).items():
+            crops = {stream: u["cells"], self.observer: u["observer_cells"]}
+            if any(n and s not in sec["backbone"] for s, n in crops.items()) or (u["stacks"] and sec["flow_field"] is None):
+                return None
+            parts[view] = {"decode": sec["decode"], "backbone": sec["backbone"][stream] * u["cells"],
+                           "flow": self._price_flow(u["stacks"], sec["flow_field"]),
+                           "observer": sec["backbone"][self.observer] * u["observer_cells"] if u["observer_cells"] else 0.0}
+        return _result(parts, self.flow_pair is not None)
 
     def describe(self) -> dict:
         """What the report prints about the accounting."""
         return {"convention": CONVENTION, "T": self.T, "crops": self.crops, "flow_stack": self.flow_stack,
                 "backbone_gflops_per_frame": dict(self.backbone), "flow_algorithm": self.flow_algorithm,
-                "flow_gflops_per_pair": self.flow_pair,
-                "flow_note": "estimate from the algorithm's parameters and frame size (upper bound "
-                             "without early stopping), not a count" if self.flow_pair is not None
-                else "flow cost not counted (no flow, or no estimate for the algorithm)",
-                "observer": self.observer}
+                "flow_gflops_per_pair": self.flow_pair, "flow_kind": self.flow_kind, "flow_how": self.flow_how,
+                "flow_fields_per_video": self.flow_fields, "flow_iterations_per_field": self.flow_iterations,
+                "flow_note": (f"{self.flow_kind}: {self.flow_how}" if self.flow_pair is not None else
+                              "flow cost not recorded (no flow, or a store made before the flow cost was "
+                              "recorded per video): not counted"),
+                "seconds": self.seconds, "seconds_note": SECONDS_CONVENTION if self.seconds else NOT_RECORDED,
+                "videos": self.videos, "observer": self.observer}
+
+
+def _unit_seconds(seconds: np.ndarray, stages: list[str], fields: float, crops: int) -> dict:
+    """Per-unit seconds from the (V, S) measured seconds of V videos: decode and flow_cost per
+    video, flow per computed field (``fields`` in all), each backbone per crop (``crops``)."""
+    total = dict(zip(stages, seconds.sum(0)))
+    per_video = {k: v / len(seconds) for k, v in total.items()}
+    return {"per_video": per_video, "decode": per_video.get("decode", 0.0),
+            "flow_cost": per_video.get("flow_cost", 0.0),
+            "flow_field": total["flow"] / fields if fields and "flow" in total else None,
+            "backbone": {k.split(":", 1)[1]: v / crops for k, v in total.items() if k.startswith("backbone:")}}
 
 
 def _result(parts: dict, flow_counted: bool) -> dict:
@@ -285,16 +317,16 @@ def _result(parts: dict, flow_counted: bool) -> dict:
 
 
 def fuse_gflops(costs: list[dict]) -> dict:
-    """Cost of running several streams' selections on one video (two-stream fusion).
+    """Cost of running several streams' selections on one video (two-stream fusion), in
+    GFLOPs or seconds (the parts of :meth:`CostModel.video_gflops` or ``video_seconds``).
 
-    Backbones and agents add up; the flow and the observer are computed once per video and
-    shared, so their largest need counts (all T stacks when any stream needs them all).
+    Backbones and agents add up; the flow, the observer and the decode are computed once per
+    video and shared, so their largest need counts (all T stacks when any stream needs them all).
     """
     if not costs:
         raise InputError("no stream costs to fuse")
     parts = {}
     for view in ("full", "deployable"):
         ps = [c["parts"][view] for c in costs]
-        parts[view] = {"backbone": sum(p["backbone"] for p in ps), "agent": sum(p["agent"] for p in ps),
-                       "flow": max(p["flow"] for p in ps), "observer": max(p["observer"] for p in ps)}
+        parts[view] = {k: (max if k in _SHARED else sum)(p[k] for p in ps) for k in ps[0]}
     return _result(parts, all(c["flow_counted"] for c in costs))

@@ -10,8 +10,10 @@ sides use the same classifier).
   spaced m positions (``same_uniform``, TSN's uniform-m) and every position (``same_all``,
   no selection). For a head agent these are the head on uniform-m / all positions with the
   agent's own consensus (eq. 3's mean of probabilities for ``as``).
-- A **partner** is a separately trained no-selection model of the same paper: ``tattn`` is
-  paired with ``tattn_noatt`` (002 §3.3) when both are evaluated, seed with seed when they can.
+- A **partner** is a separately trained no-selection model of the same paper (the agent
+  class's ``partner_for(config)``, agents/papers.py: ``tattn`` → ``tattn_noatt``, ``rtsae``
+  → ``rtsae_nogate``, ``glimpse`` → ``glimpse_soft``, alternating ``dsn`` →
+  ``dsn_nosampler``): paired when both are evaluated, seed with seed when they can.
 - **Seeds**: checkpoints with the same label, stream and config that differ only in their
   training seed are one method, evaluated per seed (``Method.seed``); the rows then carry
   mean ± std over the seeds (:func:`evaluate.pairing.summarize_seeds`).
@@ -34,7 +36,6 @@ from data.stream import prefetch
 # Bytes of float32 states a selector sees at once in evaluate (select_in_blocks): memory
 # holds two blocks (the one selected and the one read ahead), not the split's states.
 BLOCK_BYTES = 256 * 2 ** 20
-PARTNERS = {"tattn": "tattn_noatt"}      # agent name -> its paper's no-selection model
 SAME_CLASSIFIER = ("same_uniform", "same_all")
 
 
@@ -217,13 +218,20 @@ def _what_differs(first: tuple, other: tuple, label: str) -> str:
     return (f"not averaged with {label}: trained on " + "; ".join(diff)) if diff else \
         f"not averaged with {label}: the same seed twice"
 
+def partner_name(method: Method) -> str | None:
+    """The registered name of a learned method's partner (its agent class's ``partner_for``
+    of its config), or None (also for a learned selector outside the Agent class tree)."""
+    agent = next(iter(method.selectors.values()))
+    partner_for = getattr(type(agent), "partner_for", None)
+    return partner_for(agent.config) if method.learned and partner_for is not None else None
+
 
 def _pair_partners(methods: list[Method]) -> None:
-    """Give each agent with a partner (PARTNERS) the partner method sharing a stream with it
-    (rows on a stream the partner lacks carry no partner comparison): the one of the same
-    seed if there is one, else the first."""
+    """Give each agent with a partner (:func:`partner_name`) the partner method sharing a
+    stream with it (rows on a stream the partner lacks carry no partner comparison): the one
+    of the same seed if there is one, else the first."""
     for meth in methods:
-        want = PARTNERS.get(meth.name)
+        want = partner_name(meth)
         cands = [p for p in methods if p.name == want and set(meth.selectors) & set(p.selectors)]
         if cands:
             meth.partner = next((p for p in cands if p.seed == meth.seed), cands[0])
@@ -331,6 +339,6 @@ def reads_features(selector) -> bool:
         or isinstance(selector, SameClassifier)
 
 
-__all__ = ["BLOCK_BYTES", "Method", "PARTNERS", "SAME_CLASSIFIER", "SameClassifier", "SelectionSummary", "agent_label",
-           "build_methods", "classifier_name", "on_device", "reads_features", "same_classifier_method",
+__all__ = ["BLOCK_BYTES", "Method", "SAME_CLASSIFIER", "SameClassifier", "SelectionSummary", "agent_label",
+           "build_methods", "classifier_name", "on_device", "partner_name", "reads_features", "same_classifier_method",
            "select_in_blocks", "summarize"]

@@ -88,6 +88,7 @@ def _has(method, stream, weights) -> bool:
 
 SEED_GROUP_KEYS = ("split", "protocol", "method", "stream", "m", "mode", "alpha", "fusion_weights", "state", "mn")
 SEED_MEAN_KEYS = ("top1", "top5", "mean_class", "map", "fraction_kept", "gflops_full", "gflops_deployable",
+                  "seconds_full", "seconds_deployable",
                   "uniform_m") + tuple(f"vs_{r}_top1" for r in REFERENCES) + keys.KEY_COLUMNS
 
 

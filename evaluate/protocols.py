@@ -11,7 +11,7 @@ Protocols (:data:`PROTOCOLS`):
   capped at T; methods that choose how many they keep (``variable_m``) run once with m=None.
   Each row carries its paired comparisons (:mod:`evaluate.pairing`): with uniform, random
   and max_response on the head, and, for an agent, with its own classifier on uniform-m and
-  on every position and with its paper's no-selection partner (``tattn_noatt``). Every row
+  on every position and with its paper's no-selection partner (agents/papers.py). Every row
   names its ``classifier`` ("head" or "own:<agent>") and its training ``seed`` (a method
   with several seeds also gets ``seed = "mean"`` rows: mean ± std over the seeds).
 - ``frame_vs_region``: frame- and region-based selection over the K crops (000 Table 3);
@@ -50,7 +50,7 @@ DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.3)
 TATTN_WEIGHTS = (("rgb", 1 / 3), ("flow", 2 / 3))
 ROW_FIELDS = ("split", "protocol", "method", "classifier", "consensus", "seed", "stream", "m", "mode", "alpha",
               "fusion_weights", "top1", "top5", "mean_class", "map", "gflops_full", "gflops_deployable",
-              "fraction_kept", "vs_uniform_diff", "ci_lo", "ci_hi", "mcnemar_p", "learned", "num_videos")
+              "seconds_full", "seconds_deployable", "fraction_kept", "vs_uniform_diff", "ci_lo", "ci_hi", "mcnemar_p", "learned", "num_videos")
 
 
 @dataclass(frozen=True)
@@ -252,27 +252,31 @@ def budget_marks(run: _Run, method: Method, stream: str, m, mode: str, weights) 
 
 
 def _gflops(run: _Run, method: Method, stream: str, m, mode: str, pair: bool) -> dict:
-    """GFLOPs per video of one row: one stream, a fused pair (each stream's own selection),
+    """GFLOPs and measured seconds per video of one row (compute.CostModel: seconds None
+    where the store recorded none): one stream, a fused pair (each stream's own selection),
     or a two-stream agent (one selection, both streams' backbones)."""
     if run.costs is None:
-        return {"gflops_full": None, "gflops_deployable": None}
+        return {"gflops_full": None, "gflops_deployable": None, "seconds_full": None, "seconds_deployable": None}
     if pair:
         parts = [("rgb", "rgb"), ("flow", "flow")]      # (cost of stream, selection of stream)
     elif stream == "fused":
         parts = [("rgb", "fused"), ("flow", "fused")]
     else:
         parts = [(stream, stream)]
-    per = []
+    per, secs = [], []
     for i, (cost_stream, sel_stream) in enumerate(parts):
         pos, cells, _ = run.kept(method, [sel_stream], m, mode)
         agent = run.agent_gflops(method, sel_stream, m, mode) if (sel_stream != "fused" or i == 0) else 0.0
         sel = method.selectors[sel_stream]
         # each agent's own observer stream (none: a dsn without one reads the full pass)
         costs = dataclasses.replace(run.costs, observer=selector_observer(sel)) if method.learned else run.costs
-        per.append(costs.video_gflops(cost_stream, selector_needs(sel), positions=pos, cells=cells, agent=agent,
-                                      seen=selector_seen(sel, run.T, m)))
+        units = {"positions": pos, "cells": cells, "seen": selector_seen(sel, run.T, m)}
+        per.append(costs.video_gflops(cost_stream, selector_needs(sel), agent=agent, **units))
+        secs.append(costs.video_seconds(cost_stream, selector_needs(sel), **units))
     c = fuse_gflops(per)
-    return {"gflops_full": c["full"], "gflops_deployable": c["deployable"]}
+    t = fuse_gflops(secs) if all(secs) else {"full": None, "deployable": None}
+    return {"gflops_full": c["full"], "gflops_deployable": c["deployable"], "seconds_full": t["full"],
+            "seconds_deployable": t["deployable"]}
 
 
 def _streams(method: Method, run: _Run) -> list[str]:
@@ -372,7 +376,8 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
 # ----------------------------------------------------------------------------- splits
 
 GROUP_KEYS = ("protocol", "method", "seed", "stream", "m", "mode", "alpha", "fusion_weights", "state", "mn")
-MEAN_KEYS = ("top1", "top5", "mean_class", "map", "fraction_kept", "gflops_full", "gflops_deployable") \
+MEAN_KEYS = ("top1", "top5", "mean_class", "map", "fraction_kept", "gflops_full", "gflops_deployable",
+             "seconds_full", "seconds_deployable") \
     + tuple(ref_fields(r)[0] for r in REFERENCES) + tuple(f"vs_{r}_top1" for r in REFERENCES) + keys.KEY_COLUMNS
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("method", "classifier", "consensus", "seed", "num_seeds", "stream", "m", "mode", "alpha", "fusion_weights",
                  "top1", "top1_std", "top5", "mean_class", "map", "gflops_full", "gflops_deployable",
+                 "seconds_full", "seconds_deployable",
                  "fraction_kept", "vs_same_uniform_diff", "vs_same_uniform_p", "vs_same_all_diff",
                  "vs_same_all_p", "vs_uniform_diff", "ci_lo", "ci_hi", "mcnemar_p", "vs_random_diff",
                  "vs_random_p", "vs_max_response_diff", "vs_max_response_p", "vs_oracle_top1", "partner",
@@ -115,13 +116,39 @@ def _notes(rows, meta) -> list[str]:
                                                           "no fusion rows (a single stream was evaluated)"),
              "Accuracies are fractions. Paired tests (bootstrap 95% CI of the accuracy difference, McNemar p) at "
              "the same m on the same videos: against uniform, random and max_response on the head, and for an "
-             "agent against its own classifier on uniform-m and on every position (and tattn against "
-             "tattn_noatt); each row names its classifier (head, or own:<agent>)."]
+             "agent against its own classifier on uniform-m and on every position (and against its paper's "
+             "separately trained no-selection partner, e.g. tattn against tattn_noatt); each row names its "
+             "classifier (head, or own:<agent>)."]
     costs = meta.get("compute")
     if costs:
-        notes.append(f"Flow cost: {costs.get('flow_note')} ({_fmt(costs.get('flow_gflops_per_pair'))} GFLOPs per "
-                     f"field, {costs.get('flow_algorithm')}). Backbone GFLOPs/frame: {costs.get('backbone_gflops_per_frame')}.")
+        notes += _compute_notes(costs)
     return notes
+
+
+def _compute_notes(costs: dict) -> list[str]:
+    """The compute note: the flow's GFLOPs and what they are (counted, estimated, upper
+    bound or not recorded), the backbones', and the measured seconds per stage."""
+    its = costs.get("flow_iterations_per_field")
+    notes = [f"Flow cost ({costs.get('flow_algorithm')}): {_fmt(costs.get('flow_gflops_per_pair'))} GFLOPs per "
+             f"field, {_fmt(costs.get('flow_fields_per_video'))} fields per video"
+             + (f", {_fmt(its)} primal-dual iterations per field" if its is not None else "")
+             + f" — {costs.get('flow_note')}. Backbone GFLOPs/frame (counted): "
+             f"{costs.get('backbone_gflops_per_frame')}."]
+    sec = costs.get("seconds")
+    if not sec:
+        notes.append("Measured seconds: not recorded (a store made before seconds per stage were recorded); "
+                     "seconds_full / seconds_deployable are empty.")
+        return notes
+    stages = ", ".join(f"{k} {_fmt(v)}" for k, v in sec["per_video"].items())
+    notes.append(f"Measured seconds per video (extraction, mean of {costs.get('videos')} evaluated videos): {stages}. "
+                 f"seconds_full / seconds_deployable = {costs.get('seconds_note')}; per unit: flow "
+                 f"{_fmt(sec.get('flow_field'))} s per field, backbone s per crop {_fmt_map(sec.get('backbone'))}; "
+                 "flow_cost (pricing the flow) is accounting overhead and in neither.")
+    return notes
+
+
+def _fmt_map(d) -> str:
+    return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in (d or {}).items()) + "}"
 
 
 def check_report_dir(out_dir) -> Path:
@@ -173,7 +200,8 @@ def write_report(out_dir, rows, meta: dict, extras: dict | None = None) -> dict:
            "findings": findings(rows, family, chance), "details": detail_tables(rows, family),
            "words": verdicts(rows, family), "sections": plot_sections(rows, extras, split),
            "notes": _notes(rows, meta), "tables": _tables(rows, split), "meta": _meta_lines(meta),
-           "published": _published_table(), "keys": keys.truth_section(rows, meta)}
+           "published": _published_table(), "departures": meta.get("departures") or {},
+           "keys": keys.truth_section(rows, meta)}
     (out / "report.md").write_text(_markdown(doc))
     (out / "report.html").write_text(_html(doc))
     return {"json": out / "results.json", "md": out / "report.md", "html": out / "report.html"}
@@ -209,6 +237,7 @@ def _markdown(doc) -> str:
     md += ["## Plots", ""]
     md += [f"- {t}: " + (f"skipped — {note}" if note else "in report.html") for t, _, note in doc["sections"]] + [""]
     md += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    md += departures_markdown(doc["departures"])
     md += ["## Full results", ""]
     for title, header, body in doc["tables"]:
         md += [f"### {title}", "", _md_table(header, body), ""]
@@ -277,6 +306,7 @@ def _html(doc) -> str:
         h.append(f"<p class='note'>Skipped: {html.escape(note)}</p>" if note else
                  f"<img class='plot' alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     h += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in doc["notes"]] + ["</ul>"]
+    h += departures_html(doc["departures"])
     h.append("<h2>Full results</h2>")
     for title, header, body in doc["tables"]:
         h += [f"<h3>{html.escape(title)}</h3>", _html_table(header, body)]
@@ -286,3 +316,30 @@ def _html(doc) -> str:
     h += [f"<li><b>{html.escape(k)}</b>: <code>{html.escape(v)}</code></li>" for k, v in doc["meta"]]
     h.append("</ul></body></html>")
     return "\n".join(h)
+
+
+# ----------------------------------------------------------------------------- departures
+
+DEPARTURES_TITLE = "Departures from the papers"
+
+
+def departures_markdown(departures: dict) -> list[str]:
+    """The report's departures section (``meta["departures"]``: {agent: [lines]}, evaluate/run.py)
+    as markdown lines; [] when no agent was evaluated."""
+    if not departures:
+        return []
+    md = [f"## {DEPARTURES_TITLE}", ""]
+    for agent, lines in departures.items():
+        md += [f"- **{agent}**"] + [f"  - {line}" for line in lines or ["none recorded"]]
+    return md + [""]
+
+
+def departures_html(departures: dict) -> list[str]:
+    """:func:`departures_markdown` as HTML."""
+    if not departures:
+        return []
+    h = [f"<h2>{DEPARTURES_TITLE}</h2><ul>"]
+    for agent, lines in departures.items():
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in lines or ["none recorded"])
+        h.append(f"<li><b>{html.escape(agent)}</b><ul>{items}</ul></li>")
+    return h + ["</ul>"]

@@ -13,6 +13,7 @@ import torch
 
 from agents.base import load_agent, selector_names
 from agents.from_store import head_logits_ok, load_states, rows_for_list
+from agents.papers import departures_of
 from agents.stage import check_agent_matches
 from data import __version__
 from data.errors import InputError
@@ -64,7 +65,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             cfg.protocol, ms=fit_budgets(cfg.protocol.ms, store.T, clamp=cfg.clamp_m)))
         baselines = choose_baselines(cfg.baselines, truth=cfg.truth is not None)
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
-        splits, first, clusters, truths = {}, None, {}, {}
+        splits, first, costs, evaluated, clusters, truths = {}, None, {}, [], {}, {}
         for list_path in cfg.test_lists:
             rows = rows_for_list(store, read_list(list_path))
             states = {s: load_states(store, s, rows, feature_maps=maps, load=cfg.load) for s in streams}
@@ -74,15 +75,16 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                 states, clusters[name] = keys.with_key(states, truths[name]["key"]), truths[name]["members"]
             methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
             splits[name] = (states, methods)
-            first = first or (states, rows)
-        costs = CostModel.from_attrs(store.attrs)     # each agent's observer: protocols._gflops
+            # the split's videos' cost record; each agent's observer: protocols._gflops
+            costs[name] = CostModel.from_store(store, rows)
+            first, evaluated = first or (states, rows), evaluated + [rows]
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
                                       progress=show_progress(cfg.quiet), clusters=clusters or None)
         states, rows = first
         thumbs = StoreRows(store, "thumbnails", rows, dtype=np.uint8) if store.has("thumbnails") else None
         extras = collect_diagnostics(states, next(iter(splits.values()))[1], m=diagnostic_m(cfg.protocol.ms, store.T),
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
-        meta = _meta(cfg, store, agents, costs, streams)
+        meta = _meta(cfg, store, agents, CostModel.from_store(store, np.unique(np.concatenate(evaluated))), streams)
         if truths:
             meta["truth"] = {name: keys.truth_meta(t, splits[name][0]) for name, t in truths.items()}
     return write_report(cfg.out, result_rows, meta, extras)
@@ -196,8 +198,20 @@ def _meta(cfg: EvaluateConfig, store, agents, costs: CostModel, streams) -> dict
                               for s, p in store.logits_provenance().items()},
         "streams": list(streams), "classes": store.attrs.get("classes"),
         "compute": costs.describe(),
+        "departures": agent_departures(agents),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def agent_departures(agents) -> dict[str, list[str]]:
+    """{agent name: where it departs from its paper} for the evaluated agents (agents/papers.py
+    :func:`departures_of`: its class's list and its checkpoints' non-default settings), each
+    line once per name in first-seen order: the report's "Departures from the papers"."""
+    out: dict[str, list[str]] = {}
+    for agent in agents:
+        lines = out.setdefault(agent.name, [])
+        lines += [d for d in departures_of(agent) if d not in lines]
+    return out
 
 
 def json_ready(x):

@@ -11,6 +11,10 @@ backbone's batches across video boundaries, so a GPU sees full batches at cheap 
 (1 crop, T = 10) too. On the CPU a group is one video: batch composition changes the
 backbone's float rounding (at most one float16 step, see ``extract.video``'s note on execution settings),
 and the CPU gains nothing from bigger batches, so the rows equal the sequential path's.
+
+Cost: each video's rows carry what it cost (:class:`data.store.VideoCost`): wall seconds per
+stage (:func:`cost_stages`, :data:`SECONDS_NOTE`) and its flow fields' GFLOPs and iterations,
+priced by the flow algorithm's registry entry (:func:`extract.flow.field_costs`).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import numpy as np
 import torch
 
 from data.errors import VideoError
-from data.store import VideoResult
+from data.store import VideoCost, VideoResult
 from extract import backbones, crops, flow
 from extract.prepare import Prepared
 
@@ -31,6 +35,22 @@ log = logging.getLogger(__name__)
 # OpenCV's RGB2GRAY for 8-bit images: BT.601 weights in 15-bit fixed point, rounded. Equal
 # to cv2.cvtColor on all 2^24 colours (tests/test_device.py).
 _GRAY_WEIGHTS, _GRAY_SHIFT = (9798, 19235, 3735), 15
+
+SECONDS_NOTE = ("wall seconds per video and stage (time.perf_counter; on a GPU synchronised at the end "
+                "of each stage): decode = decoding, sampling and picking frames (in the process that "
+                "decodes); flow = greyscale, the flow fields and their stacks; flow_cost = pricing the "
+                "flow (OpenCV TV-L1's sampled count; accounting overhead, not flow); backbone:<stream> = "
+                "crops, preprocessing and the network. Videos run together as a group (GPU) share its "
+                "flow and backbone seconds in proportion to their pairs and crops. Copies to the device "
+                "and the store write are in no stage.")
+
+
+def cost_stages(settings) -> tuple[str, ...]:
+    """Names of the ``cost/seconds`` columns for these VideoSettings: decode; flow and
+    flow_cost when flow is computed (for the flow stream or the motion cue); then
+    backbone:<stream> per stream (see :data:`SECONDS_NOTE`)."""
+    flow_stages = ("flow", "flow_cost") if settings.flow is not None else ()
+    return ("decode", *flow_stages, *(f"backbone:{s}" for s in settings.streams))
 
 
 def grayscale(frames: torch.Tensor) -> torch.Tensor:
@@ -89,21 +109,32 @@ class DeviceStage:
 
     def _run(self, group: list[Prepared]) -> list:
         s = self.settings
+        seconds = {"decode": [p.seconds for p in group]}
         frames = [self._to_device(p.frames) for p in group]
-        stacks = self._flow(group, frames) if s.flow is not None else [None] * len(group)
+        if s.flow is not None:
+            stacks, fields = self._flow(group, frames, seconds)
+        else:
+            stacks, fields = [None] * len(group), [None] * len(group)
         streams = [{} for _ in group]
         if "rgb" in s.streams:
             sources = [f[p.rgb_slot] for p, f in zip(group, frames)]          # (T, H, W, 3) uint8 each
-            self._backbone("rgb", sources, streams)
+            seconds["backbone:rgb"] = self._backbone("rgb", sources, streams)
         if "flow" in s.streams:
-            self._backbone("flow", stacks, streams)                          # (T, L, H, W, 2) each
+            seconds["backbone:flow"] = self._backbone("flow", stacks, streams)  # (T, L, H, W, 2) each
         out = []
-        for p, st, rows in zip(group, stacks, streams):
+        for i, (p, st, rows) in enumerate(zip(group, stacks, streams)):
             motion = (flow.motion_magnitude(st).cpu().numpy() if st is not None
                       else np.zeros(s.frames, np.float32))
-            out.append((VideoResult(num_frames=p.num_frames, fps=p.fps, frame_index=p.frame_index,
-                                    motion=motion, streams=rows, thumbnails=p.thumbnails), list(p.notes)))
+            cost = _video_cost([seconds[k][i] for k in cost_stages(s)], fields[i])
+            out.append((VideoResult(num_frames=p.num_frames, fps=p.fps, frame_index=p.frame_index, motion=motion,
+                                    streams=rows, thumbnails=p.thumbnails, cost=cost), list(p.notes)))
         return out
+
+    def _elapsed(self, t0: float) -> float:
+        """Seconds since ``t0`` once the device has finished what was queued."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(a)
@@ -111,23 +142,33 @@ class DeviceStage:
             return t.pin_memory().to(self.device, non_blocking=True)
         return t
 
-    def _flow(self, group: list[Prepared], frames: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Each video's (T, L, H, W, 2) float32 stacks; the group's pairs solved together."""
+    def _flow(self, group: list[Prepared], frames: list[torch.Tensor], seconds: dict):
+        """Each video's (T, L, H, W, 2) float32 stacks and its fields' FieldCosts; the group's
+        pairs solved together. Fills ``seconds["flow"]`` and ``["flow_cost"]`` per video."""
+        cfg, t0 = self.settings.flow, time.perf_counter()
         grays = [grayscale(f) for f in frames]
-        prev = torch.cat([g[p.pairs[:, 0]] for p, g in zip(group, grays)])
-        nxt = torch.cat([g[p.pairs[:, 1]] for p, g in zip(group, grays)])
-        fields = flow.compute_pairs(prev, nxt, self.settings.flow)             # (ΣU, H, W, 2)
+        prevs = [g[p.pairs[:, 0]] for p, g in zip(group, grays)]
+        nxts = [g[p.pairs[:, 1]] for p, g in zip(group, grays)]
+        fields, run = flow.solve_pairs(torch.cat(prevs), torch.cat(nxts), cfg)   # (ΣU, H, W, 2)
         out, start = [], 0
         for p in group:
             u = len(p.pairs)
             out.append(fields[start:start + u][torch.from_numpy(p.pair_slot).to(fields.device)])
             start += u
-        return out
+        seconds["flow"] = _share(self._elapsed(t0), [len(p.pairs) for p in group])
+        costs, seconds["flow_cost"], start = [], [], 0
+        for p, a, b in zip(group, prevs, nxts):
+            t1, u = time.perf_counter(), len(p.pairs)
+            costs.append(flow.field_costs(a, b, cfg, None if run is None else run[start:start + u]))
+            seconds["flow_cost"].append(self._elapsed(t1))
+            start += u
+        return out, costs
 
-    def _backbone(self, stream: str, sources: list[torch.Tensor], streams: list[dict]) -> None:
+    def _backbone(self, stream: str, sources: list[torch.Tensor], streams: list[dict]) -> list[float]:
         """Run ``stream``'s backbone over every crop of every video of the group; fills
-        ``streams[i][stream]`` with {"features" (T,K,D) f16, "logits" (T,K,C) f32?, maps?}."""
-        runner = self.models.runners[stream]
+        ``streams[i][stream]`` with {"features" (T,K,D) f16, "logits" (T,K,C) f32?, maps?}.
+        Returns each video's share of the seconds it took (by crops)."""
+        t0, runner = time.perf_counter(), self.models.runners[stream]
         bb, s = runner.backbone, self.settings
         S, K = bb.spec.input_size, s.crops
         boxes = crops.crop_boxes(s.size[0], s.size[1], S, K)
@@ -148,6 +189,22 @@ class DeviceStage:
                 out["feature_maps"] = maps[sl].reshape(T, K, *maps.shape[1:]).astype(np.float16)
             streams[i][stream] = out
             start += len(r)
+        return _share(self._elapsed(t0), [len(r) for r in rows])
+
+
+def _share(seconds: float, units: list[int]) -> list[float]:
+    """A group's seconds split over its videos in proportion to their units (pairs, crops)."""
+    total = sum(units)
+    return [seconds * u / total if total else seconds / len(units) for u in units]
+
+
+def _video_cost(seconds: list[float], fields) -> VideoCost:
+    """One video's VideoCost from its seconds per stage and its fields' FieldCosts (None: no flow)."""
+    if fields is None:
+        return VideoCost(np.asarray(seconds, np.float32))
+    its = fields.iterations
+    return VideoCost(np.asarray(seconds, np.float32), float(fields.gflops.sum()), len(fields.gflops),
+                     float(its.mean()) if its is not None and len(its) else float("nan"))
 
 
 class _CropRows:

@@ -1,7 +1,8 @@
 """Dense optical flow for the flow stream: OpenCV TV-L1 (CPU or CUDA), Farneback, DIS, torch TV-L1.
 
-Every algorithm sits in one explicit registry (``_ALGORITHMS``) filled by ``@register_flow``;
-``compute_stacks`` is the single entry point the extractor calls. Conventions (GUIDE §4):
+Every algorithm sits in one explicit registry (``_ALGORITHMS``) filled by ``@register_flow``,
+each entry with its cost model (:mod:`extract.flow_cost`); ``compute_pairs`` is the entry
+point the extractor calls, ``field_costs`` prices what it computed. Conventions (GUIDE §4):
 
 - flow channel 0 is x (columns, rightwards), channel 1 is y (rows, downwards), in pixels of
   the frames given, such that ``frame1[y + v, x + u] ~ frame0[y, x]``;
@@ -25,7 +26,8 @@ import torch
 
 from data.errors import InputError, UnknownNameError
 from extract.arrays import as_tensor
-from extract import flow_params
+from extract import flow_cost, flow_params
+from extract.flow_cost import FieldCosts, FlowCost
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ __all__ = [
     "FlowConfig",
     "compute_pairs",
     "compute_stacks",
+    "cost_label",
+    "field_costs",
+    "solve_pairs",
     "flow_algorithms",
     "motion_magnitude",
     "opencv_version",
@@ -56,30 +61,36 @@ class _Algorithm:
     ``describe(params)`` returns the effective parameters to record (defaults to ``params``);
     ``rules`` maps each parameter to its allowed range (:mod:`extract.flow_params`);
     ``tensors``: ``compute`` takes and returns torch tensors on their device (a GPU algorithm
-    reads frames where the device stage holds them), not numpy arrays.
+    reads frames where the device stage holds them), not numpy arrays;
+    ``cost``: what a field costs (:class:`extract.flow_cost.FlowCost`, priced from the
+    effective parameters); ``reports``: ``compute`` returns ``(flow, run)``, ``run`` being
+    what the cost model reads of the run (tvl1-torch: its iterations), else the flow alone.
     """
 
     name: str
     defaults: Callable[[], dict]
     compute: PairFn
+    cost: FlowCost
     describe: Callable[[dict], dict] | None = None
     rules: dict = field(default_factory=dict)
     tensors: bool = False
+    reports: bool = False
 
 
 _ALGORITHMS: dict[str, _Algorithm] = {}
 
 
-def register_flow(name: str, defaults: Callable[[], dict], describe=None, rules=None, tensors=False):
-    """Decorator registering ``fn(prev, next, params)`` as flow algorithm ``name``;
-    ``rules``: parameter name -> :class:`extract.flow_params.Rule` (its allowed range);
-    ``tensors``: fn maps (N, H, W) uint8 tensors to an (N, H, W, 2) float32 tensor on their
-    device, instead of numpy arrays to a numpy array."""
+def register_flow(name: str, defaults: Callable[[], dict], *, cost: FlowCost, describe=None, rules=None,
+                  tensors=False, reports=False):
+    """Decorator registering ``fn(prev, next, params)`` as flow algorithm ``name`` (the
+    arguments as the fields of :class:`_Algorithm`; every algorithm has a cost model)."""
 
     def deco(fn: PairFn) -> PairFn:
         if name in _ALGORITHMS:
             raise ValueError(f"flow algorithm {name!r} is already registered")
-        _ALGORITHMS[name] = _Algorithm(name, defaults, fn, describe, dict(rules or {}), tensors)
+        if not isinstance(cost, FlowCost):
+            raise ValueError(f"flow algorithm {name!r} needs a cost model (extract.flow_cost.FlowCost)")
+        _ALGORITHMS[name] = _Algorithm(name, defaults, fn, cost, describe, dict(rules or {}), tensors, reports)
         return fn
 
     return deco
@@ -184,7 +195,7 @@ def _tvl1_create(params: dict):
     return cv2.optflow.DualTVL1OpticalFlow_create(**kwargs)
 
 
-@register_flow("tvl1", tvl1_defaults, rules=flow_params.TVL1)
+@register_flow("tvl1", tvl1_defaults, cost=flow_cost.TVL1_OPENCV, rules=flow_params.TVL1)
 def _tvl1(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     # One object per call, not per pair and not per process: calc() permanently lowers the
     # object's scale count when an image is too small for it, so a process-wide cache could
@@ -200,7 +211,7 @@ def _farneback_defaults() -> dict:
             "poly_n": 5, "poly_sigma": 1.2, "flags": 0}
 
 
-@register_flow("farneback", _farneback_defaults, rules=flow_params.FARNEBACK)
+@register_flow("farneback", _farneback_defaults, cost=flow_cost.FARNEBACK, rules=flow_params.FARNEBACK)
 def _farneback(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     p = params
     out = np.empty(prev.shape + (2,), np.float32)
@@ -241,7 +252,7 @@ def _dis_describe(params: dict) -> dict:
     return out
 
 
-@register_flow("dis", lambda: {"preset": "medium"}, describe=_dis_describe,
+@register_flow("dis", lambda: {"preset": "medium"}, cost=flow_cost.DIS, describe=_dis_describe,
                rules={"preset": flow_params.one_of(*_DIS_PRESETS)})
 def _dis(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     return _pairwise(_dis_create(params).calc, prev, nxt)
@@ -263,8 +274,8 @@ def _tvl1_torch_describe(params: dict) -> dict:
     return {**params, "device": str(resolve_device(params["device"]))}
 
 
-@register_flow("tvl1-torch", _tvl1_torch_defaults, describe=_tvl1_torch_describe,
-               rules=flow_params.TVL1_TORCH, tensors=True)
+@register_flow("tvl1-torch", _tvl1_torch_defaults, cost=flow_cost.TVL1_TORCH,
+               describe=_tvl1_torch_describe, rules=flow_params.TVL1_TORCH, tensors=True, reports=True)
 def _tvl1_torch(prev, nxt, params: dict):
     from extract.flow_torch import tvl1_tensors
 
@@ -300,8 +311,8 @@ def _tvl1_cuda_describe(params: dict) -> dict:
     return {**params, "cuda_device": cv2.cuda.DeviceInfo(params["device_id"]).name()}
 
 
-@register_flow("tvl1-cuda", _tvl1_cuda_defaults, describe=_tvl1_cuda_describe,
-               rules=flow_params.TVL1_CUDA)
+@register_flow("tvl1-cuda", _tvl1_cuda_defaults, cost=flow_cost.TVL1_CUDA,
+               describe=_tvl1_cuda_describe, rules=flow_params.TVL1_CUDA)
 def _tvl1_cuda(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
     _require_opencv_cuda()
     cv2.cuda.setDevice(params["device_id"])
@@ -348,23 +359,43 @@ def compute_pairs(prev: torch.Tensor, nxt: torch.Tensor, cfg: FlowConfig) -> tor
     any device -> (N, H, W, 2) float32 on that device, clipped to ±cfg.bound and
     quantised+dequantised when cfg.quantize. A numpy algorithm (OpenCV's) gets the frames
     copied to the CPU and its flow copied back; a tensor one (tvl1-torch) reads them in place."""
+    return solve_pairs(prev, nxt, cfg)[0]
+
+
+def solve_pairs(prev: torch.Tensor, nxt: torch.Tensor, cfg: FlowConfig):
+    """:func:`compute_pairs` and what the algorithm reported of its run (for
+    :func:`field_costs`; None when it reports nothing): ``(flow, run)``."""
     algo = _get_algorithm(cfg.algorithm)
     old_threads = cv2.getNumThreads()
     if cfg.threads > 0:  # 0 keeps OpenCV's default (cv2.setNumThreads(0) would disable threads)
         cv2.setNumThreads(cfg.threads)
     try:
         if algo.tensors:
-            flow = algo.compute(prev, nxt, dict(cfg.params)).to(prev.device, torch.float32)
+            out = algo.compute(prev, nxt, dict(cfg.params))
         else:
             out = algo.compute(prev.cpu().numpy(), nxt.cpu().numpy(), dict(cfg.params))
-            flow = torch.from_numpy(out).to(prev.device)
     finally:
         if cfg.threads > 0:
             cv2.setNumThreads(old_threads)
-    flow = flow.clamp_(-cfg.bound, cfg.bound)
+    out, run = out if algo.reports else (out, None)
+    flow = torch.as_tensor(out).to(prev.device, torch.float32).clamp_(-cfg.bound, cfg.bound)
     if cfg.quantize:
         flow = dequantize_flow(quantize_flow(flow, cfg.bound), cfg.bound)
-    return flow
+    return flow, run
+
+
+def field_costs(prev: torch.Tensor, nxt: torch.Tensor, cfg: FlowConfig, run=None) -> FieldCosts:
+    """GFLOPs (and iterations, where known) of the N fields :func:`solve_pairs` computed from
+    these (N, H, W) uint8 frames (``run``: its report for them), by the algorithm's cost model
+    from its effective parameters."""
+    algo, params = _get_algorithm(cfg.algorithm), dict(cfg.params)
+    return algo.cost.fields(algo.describe(params) if algo.describe else params, prev, nxt, run)
+
+
+def cost_label(cfg: FlowConfig) -> tuple[str, str]:
+    """(kind, how) of cfg's flow cost numbers: counted, estimated or upper bound, and a sentence."""
+    algo, params = _get_algorithm(cfg.algorithm), dict(cfg.params)
+    return algo.cost.label(algo.describe(params) if algo.describe else params)
 
 
 def compute_stacks(gray: np.ndarray, cfg: FlowConfig) -> np.ndarray:

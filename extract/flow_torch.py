@@ -17,6 +17,13 @@ Batching: the stopping rule is applied per pair with a mask, so every pair gets 
 iterations OpenCV would give it; the loop only ends early when all pairs have stopped.
 Only ``gamma == 0`` (OpenCV's default, no illumination term) is implemented.
 
+Counting: with ``return_iterations`` every pair's primal-dual steps are counted per pyramid
+level and warp as they run: one element-wise add on a (B,) tensor per step, no extra host
+sync (its cost, measured beside the uncounted solver: benchmarks/README.md).
+A pair counts the steps it was active for (what OpenCV would run for it), not the masked
+steps a batch computes while waiting for its slowest pair. :mod:`extract.flow_cost` turns
+the counts into FLOPs.
+
 Speed: each primal-dual step is one function (``_step``); ``compile=True`` runs it through
 ``torch.compile``, which fuses its ~70 element-wise operations into a few kernels.
 """
@@ -35,7 +42,7 @@ from data.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TVL1Params", "resolve_device", "tvl1_batch", "tvl1_tensors"]
+__all__ = ["TVL1Params", "pyramid_sizes", "resolve_device", "tvl1_batch", "tvl1_tensors"]
 
 # How often (inner iterations) the loop asks whether every pair has stopped. Asking forces a
 # GPU sync; the per-pair masks keep the result exact whatever this is.
@@ -207,19 +214,23 @@ def _step_fn(compile: bool):
     return _COMPILED["step"]
 
 
-def _inner_steps(st: dict, data: tuple, active, n: int, prm: TVL1Params, eps: float, step):
-    """Up to ``n`` primal-dual steps on the pairs still ``active`` (B,) bool; returns active."""
+def _inner_steps(st: dict, data: tuple, active, n: int, prm: TVL1Params, eps: float, step, ran):
+    """Up to ``n`` primal-dual steps on the pairs still ``active`` (B,) bool; returns active.
+    ``ran`` (B,) int32 counts, in place, the steps each pair was active for (None: no count)."""
     l_t, taut = prm.lambda_ * prm.theta, prm.tau / prm.theta
     for _ in range(n):
         *state, err = step(*(st[k] for k in _STATE), *data, active[:, None, None], l_t, taut,
                            prm.theta)
         st.update(zip(_STATE, state))
+        if ran is not None:
+            ran += active
         active = active & (err > eps)
     return active
 
 
-def _warp_pass(st: dict, i0, i1_stack, prm: TVL1Params, step):
-    """One warping: linearise I1 around the current flow, then the outer/inner loops."""
+def _warp_pass(st: dict, i0, i1_stack, prm: TVL1Params, step, ran):
+    """One warping: linearise I1 around the current flow, then the outer/inner loops;
+    ``ran`` (B,) int32 receives each pair's primal-dual steps."""
     b, _, h, w = i1_stack.shape
     i1w, i1wx, i1wy = warp_bicubic(i1_stack, st["u1"], st["u2"]).unbind(1)
     grad = i1wx * i1wx + i1wy * i1wy
@@ -234,31 +245,40 @@ def _warp_pass(st: dict, i0, i1_stack, prm: TVL1Params, step):
             st["u2"] = torch.where(m, median_filter(st["u2"], prm.median_filtering), st["u2"])
         for start in range(0, prm.inner_iterations, _CHECK_EVERY):
             n = min(_CHECK_EVERY, prm.inner_iterations - start)
-            active = _inner_steps(st, data, active, n, prm, eps, step)
+            active = _inner_steps(st, data, active, n, prm, eps, step, ran)
             if not bool(active.any()):
                 return
 
 
-def _one_scale(i0, i1, u1, u2, prm: TVL1Params, step):
-    """Flow at one pyramid level: (B, H, W) images and initial flow -> refined (u1, u2)."""
+def _one_scale(i0, i1, u1, u2, prm: TVL1Params, step, ran):
+    """Flow at one pyramid level: (B, H, W) images and initial flow -> refined (u1, u2);
+    ``ran`` (B, warps) int32 receives each pair's primal-dual steps per warp."""
     i1x, i1y = centered_gradient(i1)
     i1_stack = torch.stack([i1, i1x, i1y], dim=1)  # warped together in one grid_sample
     zeros = torch.zeros_like(i0)
     st = {"u1": u1, "u2": u2, "p11": zeros, "p12": zeros, "p21": zeros, "p22": zeros}
-    for _ in range(prm.warps):
-        _warp_pass(st, i0, i1_stack, prm, step)
+    for w in range(prm.warps):
+        _warp_pass(st, i0, i1_stack, prm, step, None if ran is None else ran[:, w])
     return st["u1"], st["u2"]
+
+
+def pyramid_sizes(h: int, w: int, prm: TVL1Params) -> list[tuple[int, int]]:
+    """(h, w) of each pyramid level, finest first, as OpenCV sizes them: each level is the
+    previous one times ``scale_step``, rounded; levels under 16 px are dropped."""
+    sizes = [(int(h), int(w))]
+    for _ in range(1, prm.nscales):
+        size = (round(sizes[-1][0] * prm.scale_step), round(sizes[-1][1] * prm.scale_step))
+        if size[0] < 16 or size[1] < 16:  # OpenCV checks after resizing; same outcome
+            break
+        sizes.append(size)
+    return sizes
 
 
 def _pyramid(i0, i1, prm: TVL1Params):
     """Lists of (B, h, w) levels, finest first, built as OpenCV builds them."""
     i0s, i1s = [i0], [i1]
-    for _ in range(1, prm.nscales):
-        h, w = i0s[-1].shape[1:]
-        size = (round(h * prm.scale_step), round(w * prm.scale_step))
-        if size[0] < 16 or size[1] < 16:  # OpenCV checks after resizing; same outcome
-            break
-        step = (prm.scale_step, prm.scale_step)
+    step = (prm.scale_step, prm.scale_step)
+    for size in pyramid_sizes(*i0.shape[1:], prm)[1:]:
         i0s.append(resize_linear(i0s[-1], size, step))
         i1s.append(resize_linear(i1s[-1], size, step))
     return i0s, i1s
@@ -266,7 +286,7 @@ def _pyramid(i0, i1, prm: TVL1Params):
 
 @torch.no_grad()
 def tvl1_batch(i0: torch.Tensor, i1: torch.Tensor, prm: TVL1Params = TVL1Params(), *,
-               compile: bool = False):
+               compile: bool = False, return_iterations: bool = False):
     """TV-L1 flow from i0 to i1.
 
     i0, i1: (B, H, W) grey levels in 0..255, uint8 or float32 (float64 also works), on any
@@ -274,6 +294,9 @@ def tvl1_batch(i0: torch.Tensor, i1: torch.Tensor, prm: TVL1Params = TVL1Params(
     ``compile``: run the primal-dual step through ``torch.compile`` (fused kernels; 1.6x on
     this project's CPU, see benchmarks/README.md). Needs a C++ compiler on the CPU, Triton on
     CUDA; the first call per process and image size pays the compilation (seconds).
+    ``return_iterations``: return ``(flow, iterations)`` instead, iterations (B, S, warps)
+    int32 on the same device: the primal-dual steps each pair ran at each of the S pyramid
+    levels (finest first, :func:`pyramid_sizes`) and warps (0 past the last).
     """
     if i0.shape != i1.shape or i0.ndim != 3 or min(i0.shape[1:]) < 3:
         raise InputError(f"expected two (B, H, W) image batches, got {tuple(i0.shape)}, "
@@ -281,11 +304,13 @@ def tvl1_batch(i0: torch.Tensor, i1: torch.Tensor, prm: TVL1Params = TVL1Params(
     dtype = i0.dtype if i0.is_floating_point() else torch.float32  # float64 for studies
     step = _step_fn(compile)
     i0s, i1s = _pyramid(i0.to(dtype), i1.to(dtype), prm)
+    ran = (torch.zeros((i0.shape[0], len(i0s), prm.warps), dtype=torch.int32, device=i0.device)
+           if return_iterations else None)
     u1 = torch.zeros_like(i0s[-1])
     u2 = torch.zeros_like(i0s[-1])
     for s in range(len(i0s) - 1, -1, -1):
         try:
-            u1, u2 = _one_scale(i0s[s], i1s[s], u1, u2, prm, step)
+            u1, u2 = _one_scale(i0s[s], i1s[s], u1, u2, prm, step, None if ran is None else ran[:, s])
         except torch._dynamo.exc.BackendCompilerFailed as err:  # only with compile=True
             raise InputError(f"tvl1-torch compile=true failed on {i0.device.type} (a C++ "
                              f"compiler is needed on the CPU, Triton on CUDA); use compile=false: "
@@ -296,13 +321,15 @@ def tvl1_batch(i0: torch.Tensor, i1: torch.Tensor, prm: TVL1Params = TVL1Params(
         inv = (size[0] / u1.shape[1], size[1] / u1.shape[2])
         u1 = resize_linear(u1, size, inv) * (1.0 / prm.scale_step)
         u2 = resize_linear(u2, size, inv) * (1.0 / prm.scale_step)
-    return torch.stack([u1, u2], dim=-1)
+    flow = torch.stack([u1, u2], dim=-1)
+    return (flow, ran) if return_iterations else flow
 
 
-def tvl1_tensors(prev: torch.Tensor, nxt: torch.Tensor, params: dict) -> torch.Tensor:
-    """extract.flow's backend: (N, H, W) uint8 pairs on any device -> (N, H, W, 2) float32 on
-    the same device, solved in batches of ``params['batch_size']`` on ``params['device']``
-    (frames already there are not copied), compiled when ``params['compile']``."""
+def tvl1_tensors(prev: torch.Tensor, nxt: torch.Tensor, params: dict):
+    """extract.flow's backend: (N, H, W) uint8 pairs on any device -> ((N, H, W, 2) float32 on
+    the same device, iterations (N, S, warps) int32 numpy: see :func:`tvl1_batch`), solved in
+    batches of ``params['batch_size']`` on ``params['device']`` (frames already there are not
+    copied), compiled when ``params['compile']``."""
     prm = TVL1Params.from_dict(params)
     device = resolve_device(params.get("device", "auto"))
     batch = int(params.get("batch_size", 64))
@@ -310,9 +337,14 @@ def tvl1_tensors(prev: torch.Tensor, nxt: torch.Tensor, params: dict) -> torch.T
         raise InputError(f"batch_size must be >= 1, got {batch}")
     compile = bool(params.get("compile", False))
     out = torch.empty((*prev.shape, 2), dtype=torch.float32, device=prev.device)
+    ran = []
     for s in range(0, prev.shape[0], batch):
         a, b = prev[s:s + batch].to(device), nxt[s:s + batch].to(device)
-        out[s:s + batch] = tvl1_batch(a, b, prm, compile=compile).to(out.device)
+        flow, iters = tvl1_batch(a, b, prm, compile=compile, return_iterations=True)
+        out[s:s + batch] = flow.to(out.device)
+        ran.append(iters)
     log.debug("tvl1-torch: %d pairs on %s in %d batches", prev.shape[0], device,
               math.ceil(prev.shape[0] / batch))
-    return out
+    levels = len(pyramid_sizes(*prev.shape[1:], prm))
+    iters = torch.cat(ran).cpu().numpy() if ran else np.zeros((0, levels, prm.warps), np.int32)
+    return out, iters

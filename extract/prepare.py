@@ -8,6 +8,7 @@ GPU never waits on this work when several workers prepare ahead of it.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -26,6 +27,7 @@ class Prepared:
     rgb_slot:   (T,) int64, the row of ``frames`` of each position
     pairs:      (U, 2) int64, rows of ``frames`` of each distinct flow pair (first, next)
     pair_slot:  (T, L) int64, the row of ``pairs`` of each slot of each flow stack
+    seconds:    wall seconds this record took to make (decode, sample, pick, thumbnails)
     """
 
     path: str
@@ -38,6 +40,7 @@ class Prepared:
     pair_slot: np.ndarray
     thumbnails: np.ndarray | None       # (T, h, w, 3) uint8
     notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def nbytes(self) -> int:
@@ -80,6 +83,7 @@ def prepare_video(path: str, settings) -> Prepared:
 
     Raises VideoError(path, cause) for anything that makes the video unusable.
     """
+    t0 = time.perf_counter()
     settings = PrepareSettings.of(settings) if not isinstance(settings, PrepareSettings) else settings
     video = decode.decode(path, settings.size, max_frames=settings.max_frames)
     n = video.frames.shape[0]
@@ -97,7 +101,7 @@ def prepare_video(path: str, settings) -> Prepared:
                     pairs=inverse[T:].reshape(-1, 2).astype(np.int64),
                     pair_slot=pair_slot.astype(np.int64),
                     thumbnails=_thumbnails(video.frames[samp.frame_index], settings.thumbnail_size),
-                    notes=notes)
+                    notes=notes, seconds=time.perf_counter() - t0)
 
 
 def _thumbnails(frames: np.ndarray, size) -> np.ndarray | None:

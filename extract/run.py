@@ -40,6 +40,8 @@ from data.lists import VideoList, read_hmdb51_split, read_list
 from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_for
 from data.progress import show_progress
 from extract import pipeline
+from extract.device import SECONDS_NOTE, cost_stages
+from extract.flow import cost_label
 from extract.lock import shard_lock
 from extract.video import Models, VideoSettings
 
@@ -305,7 +307,8 @@ def _layout(cfg: ExtractConfig, videos: VideoList, describe: dict) -> Layout:
         classes = d["num_classes"] if d["logits_stored"] else 0
         specs.append(StreamSpec(stream, s.crops, d["feature_dim"], classes, maps))
     return Layout(paths=tuple(videos.paths), labels=videos.labels, T=s.frames, streams=tuple(specs),
-                  thumbnail_size=s.thumbnail_size, attrs=_attrs(cfg, videos, describe))
+                  thumbnail_size=s.thumbnail_size, attrs=_attrs(cfg, videos, describe),
+                  cost_stages=cost_stages(s))
 
 
 def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:
@@ -317,7 +320,7 @@ def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:
     return {
         "classes": list(videos.classes), "multilabel": bool(videos.multilabel),
         "flow_stack": s.flow_stack, "crops": s.crops, "frame_size": list(s.size),
-        "backbone": describe, "flow": s.flow.as_dict() if s.flow else None,
+        "backbone": describe, "flow": s.flow.as_dict() if s.flow else None, "cost": _cost_attrs(s),
         "sampling": {"rule": "TSN test: centre of each of T equal segments of the valid start range",
                      "short_video": "positions repeat; flow stacks are clamped to the last frames",
                      "last_position": "a stack needs L+1 frames; n decoded frames give n-1 flow fields"},
@@ -331,6 +334,14 @@ def _attrs(cfg: ExtractConfig, videos: VideoList, describe: dict) -> dict:
         "command": cfg.command or " ".join(sys.argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _cost_attrs(s: VideoSettings) -> dict:
+    """What the ``cost/*`` rows are: the seconds' stages and how they were measured, and
+    whether the flow's GFLOPs are counted, estimated or an upper bound (its registry entry)."""
+    kind, how = cost_label(s.flow) if s.flow is not None else ("counted", "no flow is computed")
+    return {"seconds": SECONDS_NOTE, "flow_gflops": {"kind": kind, "how": how},
+            "flops_convention": "FLOPs (2 x multiply-accumulates); see extract.flow_cost"}
 
 
 def _check_compatible(store, cfg: ExtractConfig, videos: VideoList, describe: dict) -> None:

@@ -248,7 +248,8 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, truth, devic
 
 @main.command()
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
-@click.option("--agent", "agent_name", required=True, help="as | dsn | tattn | rtsae | glimpse")
+@click.option("--agent", "agent_name", required=True,
+              help="as | dsn | tattn | rtsae | glimpse (or a partner alone: tattn_noatt, rtsae_nogate, ...)")
 @click.option("--train", "train_list", required=True, type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(), help="Checkpoint to write (resumed if present).")
 @click.option("--stream", default="rgb", show_default=True)
@@ -256,9 +257,13 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, truth, devic
 @click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Override an agent option (default: the paper's), e.g. --set epochs=10.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Train N seeds (--seed, --seed+1, ...), each saved as OUT-seedS.pt beside --out "
                    "(N = 1: --out itself); evaluate reports them as one method, mean ± std over seeds.")
+@click.option("--partner/--no-partner", default=True, show_default=True,
+              help="Also train the agent's paper's no-selection partner (tattn: tattn_noatt, rtsae: "
+                   "rtsae_nogate, glimpse: glimpse_soft, dsn: dsn_nosampler) at the same seeds, saved as "
+                   "OUT.partner-NAME[-seedS].pt; evaluate pairs them (vs_partner_*).")
 @click.option("--together/--apart", default=False, show_default=True,
               help="--seeds N: train the N seeds in one batched pass (as), or one after another. "
                    "Meant for GPUs (not yet measured there); on a CPU it is slower.")
@@ -266,24 +271,28 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, truth, devic
 @load_option
 @quiet_option
 @domain_errors
-def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, seeds, together, device,
-          load, quiet):
-    """Train a selection agent on the cached states of STORE."""
-    from agents.stage import TrainStageConfig, run_train_seeds, seed_checkpoint
+def train(store_path, agent_name, train_list, out, stream, observer, overrides, seed, seeds, together, partner,
+          device, load, quiet):
+    """Train a selection agent on the cached states of STORE (and its paper's partner)."""
+    from agents.stage import TrainStageConfig, run_train_seeds
     from pipeline.config import parse_assignments
 
     cfg = TrainStageConfig(store=store_path, agent=agent_name, train_list=train_list, out=out,
                            stream=stream, observer=observer,
                            overrides=parse_assignments(overrides, "--set", underscores=True),
                            seed=seed, device=device, load=load, quiet=quiet, command=_command_line())
-    for agent in run_train_seeds(cfg, seeds, together):
-        path = seed_checkpoint(out, agent.seed, seeds)
+    agents = run_train_seeds(cfg, seeds, together, partner)
+    for agent in agents:
+        path = agent.checkpoint_path
         if agent.epochs_before == len(agent.history):
             click.echo(f"{path} is already trained for {agent.epochs_before} epochs; nothing to do")
             continue
         last = agent.history[-1] if agent.history else {}
-        click.echo(f"{agent_name} ({stream}, seed {agent.seed}) trained: {len(agent.history)} epochs, last "
+        click.echo(f"{agent.name} ({stream}, seed {agent.seed}) trained: {len(agent.history)} epochs, last "
                    + ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float)) + f"; saved {path}")
+    partners = sorted({a.name for a in agents} - {agent_name})
+    click.echo(f"{agent_name}: {seeds} seed(s)" + (f", with its paper's partner {', '.join(partners)}" if partners
+                                                   else ", no partner trained") + f" ({len(agents)} checkpoints)")
 
 
 @main.command(cls=SpreadCommand, spread=("--agents",))

@@ -1,8 +1,10 @@
 """``framesel demo``: the whole pipeline on the embedded demo dataset, in minutes on a CPU.
 
 generate videos → extract (decode, TV-L1, EfficientNet-Lite0 on RGB and flow) → head →
-train every agent (and tattn_noatt, tattn's paired baseline), two training seeds each →
-evaluate → report (the answer table first). Everything lands under one directory.
+train every agent, three training seeds each, each agent with its own classifier together
+with its paper's no-selection partner (tattn_noatt, rtsae_nogate, glimpse_soft,
+dsn_nosampler; agents/papers.py) at the same seeds → evaluate → report (the answer table
+first). Everything lands under one directory.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.head import HeadConfig
-from agents.stage import HeadStageConfig, TrainStageConfig, run_head, run_train_seeds, seed_checkpoint
+from agents.stage import HeadStageConfig, TrainStageConfig, run_head, run_train_seeds, train_outputs
 from data.demo import DemoConfig, make_demo_dataset
 from data.progress import show_progress
 from evaluate.protocols import ProtocolConfig
@@ -36,7 +38,8 @@ DEMO_AGENTS: dict[str, tuple[tuple[str, object], ...]] = {
     "rtsae": (("pretrain_epochs", 10), ("epochs", 40), ("batch_size", 16)),
     "glimpse": (("epochs", 15), ("batch_size", 16)),
 }
-DEMO_AGENTS["tattn_noatt"] = DEMO_AGENTS["tattn"]   # 002's no-attention baseline: the same LSTM, trained alike
+# Each agent's partner is trained in the same call with the overrides its Config shares
+# (agents/stage.py partner_config): tattn_noatt as tattn, rtsae_nogate with rtsae's epochs and batch.
 
 # Demo extraction: the papers' pipeline at a laptop's scale. T = 8 positions over ~4 s
 # clips, L = 2 flow pairs, 1 centre crop, TV-L1 with a looser stopping threshold (epsilon
@@ -50,12 +53,12 @@ class DemoRunConfig:
     out: str = "framesel-demo"
     data: DemoConfig = field(default_factory=DemoConfig)
     settings: VideoSettings = DEMO_SETTINGS
-    agents: tuple[str, ...] = ("as", "dsn", "tattn", "tattn_noatt", "rtsae", "glimpse")
+    agents: tuple[str, ...] = ("as", "dsn", "tattn", "rtsae", "glimpse")   # and their partners
     overrides: dict = field(default_factory=lambda: dict(DEMO_AGENTS))
     ms: tuple[int, ...] = (1, 2, 3, 4, 8)
     workers: int = 1
     seed: int = 0
-    seeds: int = 2            # training seeds per agent: the report's mean ± std and the seed rule
+    seeds: int = 3            # training seeds per agent (GUIDE §4: >= 3): mean ± std and the seed rule
     quiet: bool = False
     command: str = "framesel demo"
 
@@ -97,21 +100,22 @@ def run_demo(cfg: DemoRunConfig, echo=print) -> dict:
 
 
 def train_agents(store, train_list, agent_dir, agents, overrides, streams, *, seed=0, seeds=1, quiet=False,
-                 command="", stage=lambda name: None, fresh=True) -> list[str]:
+                 command="", stage=lambda name: None, fresh=True, partner=True) -> list[str]:
     """Train each agent on each stream, ``seeds`` training seeds each (``NAME-STREAM.pt``, or
-    ``NAME-STREAM-seedS.pt`` with several); returns the checkpoint paths. ``fresh``: start
-    over (earlier checkpoints at those paths go); else a finished checkpoint of the same
-    config is kept and an unfinished one resumed (``framesel train``'s rules)."""
+    ``NAME-STREAM-seedS.pt`` with several) and, with ``partner``, its paper's partner at
+    those seeds (``NAME-STREAM.partner-P[-seedS].pt``), as ``framesel train`` does; returns
+    the checkpoint paths. ``fresh``: start over (earlier checkpoints at those paths go); else
+    a finished checkpoint of the same config is kept and an unfinished one resumed."""
     checkpoints = []
     for name in agents:
         for stream in streams:
-            path = Path(agent_dir) / f"{name}-{stream}.pt"
-            paths = [seed_checkpoint(path, s, seeds) for s in range(seed, seed + seeds)]
+            cfg = TrainStageConfig(store=store, agent=name, train_list=str(train_list),
+                                   out=str(Path(agent_dir) / f"{name}-{stream}.pt"), stream=stream,
+                                   overrides=tuple(overrides.get(name, ())), seed=seed, quiet=quiet, command=command)
+            paths = train_outputs(cfg, seeds, partner)
             for old in (p for ck in paths for p in (ck, ck.with_suffix(".jsonl")) if fresh):
                 old.unlink(missing_ok=True)      # a fresh run, not a resume of an older one
-            run_train_seeds(TrainStageConfig(store=store, agent=name, train_list=str(train_list), out=str(path),
-                                             stream=stream, overrides=tuple(overrides.get(name, ())), seed=seed,
-                                             quiet=quiet, command=command), seeds)
+            run_train_seeds(cfg, seeds, partner=partner)
             checkpoints += [str(p) for p in paths]
         stage(f"train {name}")
     return checkpoints

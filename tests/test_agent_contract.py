@@ -48,11 +48,14 @@ SHRINK = {"epochs": 3, "pretrain_epochs": 1, "hidden": 4, "layers": 1, "iteratio
 # reaches 0.387 at hidden 64, 0.192 at its 512 with plain Adadelta, 0.237 with base_width 64). Epochs, lr, batch, optimizer, layers and loss weights stay the papers'.
 SMALLER = {"as": {}, "dsn": {},    # at their full defaults: 62 s and 8 s (as at hidden 64: 0.062)
            "tattn": {"hidden": 64}, "tattn_noatt": {"hidden": 64},
-           "glimpse": {"hidden": 32},
+           "glimpse": {"hidden": 32}, "glimpse_soft": {"hidden": 32},
+           "rtsae_nogate": {"fusion_dim": 64, "classifier_hidden": 64},
            "rtsae": {"hidden": 32, "proj_dim": 32, "gate_dim": 8, "fusion_dim": 64, "classifier_hidden": 64,
                      "phi": 0.2}}   # at 004's phi 0.8 a network this narrow shuts every gate (RTSAEConfig)
 FULL = os.environ.get("FRAMESEL_FULL_DEFAULTS") == "1"
-NO_SELECTION = {"tattn_noatt"}      # baselines registered as agents: they must learn their classifier
+# the papers' no-selection partners (agents/papers.py): they must learn their classifier
+NO_SELECTION = {n for n in AGENTS if getattr(selector_class(n), "partner_of", "")}
+PER_FRAME = {"dsn_nosampler"}       # of those, the one that averages per-frame class scores
 
 
 def _cls(name):
@@ -168,13 +171,19 @@ def _learn(name, overrides):
     agent.fit(train)
     acc = {n: _top1(selector_class(n)().select(test, 4), test) for n in ("uniform", "max_response")}
     acc.update(agent=_top1(agent.select(test, 4), test), agent_all=_top1(agent.select(test, None), test))
+    if name in NO_SELECTION:    # its own network on the key positions alone
+        keys = st.key_mask[240:, :, None].expand(test.features.shape[:3])
+        with torch.no_grad():
+            acc["agent_keys"] = float((agent.video_scores(test, keys).argmax(1) == test.labels).float().mean())
     print(name, overrides, {k: round(v, 3) for k, v in acc.items()})
     return acc
 
 
 def _assert_learns(name, acc):
     if name in NO_SELECTION:     # no selection to learn: its classifier must beat chance (1/8) clearly
-        assert acc["agent_all"] >= 1 / 8 + 0.15, acc
+        # over every position; a per-frame classifier on the keys, since averaging every planted
+        # position is wrong by construction (the head's own dense accuracy)
+        assert acc["agent_keys" if name in PER_FRAME else "agent_all"] >= 1 / 8 + 0.15, acc
         return
     assert acc["agent"] >= acc["uniform"] + 0.15, acc
     assert acc["agent"] > acc["max_response"], acc
@@ -190,6 +199,9 @@ OPEN = {
     # glimpse at hidden 32: 0.108 (bar 0.208); no batch size (32, 8, 4, 2) fixes it; at its
     # full width it passes on seed 0 (0.217) but not seed 1 (0.158) on D = 64 maps
     "glimpse": "glimpse 0.108 at m = 4 vs bar 0.208: under-trained in 001's 10 epochs on 240 videos",
+    # its soft partner likewise (measured 2026-12: 0.108 over all positions, on the keys alone
+    # too, bar 0.275); on 512 videos at hidden 64, one layer, lr 1e-2 it learns (tests/test_glimpse.py)
+    "glimpse_soft": "glimpse_soft 0.108 over all positions vs bar 0.275: under-trained as glimpse is",
 }
 
 

@@ -80,4 +80,4 @@ def test_a_resume_with_other_weights_under_the_same_path_is_refused(video_dir):
     assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
     save_mmaction2(trained_looking(3, 1).state_dict(), ck)
     r = CliRunner().invoke(main, args[:-1] + ["2/2"], catch_exceptions=False)
-    assert r.exit_code != 0 and "weights with sha256" in r.output and "own.pth" in r.output
+    assert r.exit_code != 0 and "came from other weights" in r.output and "own.pth sha256" in r.output

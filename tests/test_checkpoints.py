@@ -31,6 +31,9 @@ TINY = {"as": ["epochs=1", "m=2", "hidden=4", "batch_size=8"],
                   "classifier_hidden=4", "batch_size=8"],
         "glimpse": ["epochs=1", "hidden=4", "layers=1", "batch_size=8", "episodes=2"]}
 TINY["tattn_noatt"] = TINY["tattn"]
+TINY["rtsae_nogate"] = ["epochs=1", "fusion_dim=4", "classifier_hidden=4", "batch_size=8"]
+TINY["glimpse_soft"] = ["epochs=1", "hidden=4", "layers=1", "batch_size=8"]
+TINY["dsn_nosampler"] = ["epochs=1", "batch_size=8"]
 
 
 def make_store(root, name="s.zarr", *, classes=C, dim=D, seed=0):
@@ -69,9 +72,10 @@ def cli(*args):
 
 
 def train(store, lst, out, agent="as", sets=None, *extra):
+    """One seed of ``agent`` to ``out`` itself, without its partner (tests/test_partners.py)."""
     sets = TINY[agent] if sets is None else sets
     return cli("train", store, "--agent", agent, "--train", lst, "--out", out,
-               *[a for s in sets for a in ("--set", s)], "--quiet", *extra)
+               *[a for s in sets for a in ("--set", s)], "--seeds", "1", "--no-partner", "--quiet", *extra)
 
 
 def assert_clean_error(r, *needles):

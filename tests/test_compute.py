@@ -10,42 +10,8 @@ from torch import nn
 from agents.base import Selector
 from agents.synthetic import planted_states
 from data.errors import InputError
-from evaluate.compute import (CONVENTION, TVL1_INNER, TVL1_SCALE, TVL1_WARP, CostModel, count_gflops,
-                              flow_gflops_per_pair, fuse_gflops, selector_gflops, selector_needs,
-                              tvl1_gflops_per_pair)
-
-# OpenCV 5.0's TV-L1 defaults (what extract.flow.tvl1_defaults reads back)
-OPENCV_TVL1 = {"tau": 0.25, "lambda": 0.15, "theta": 0.3, "nscales": 5, "warps": 5, "epsilon": 0.01,
-               "inner_iterations": 30, "outer_iterations": 10, "scale_step": 0.8, "gamma": 0.0,
-               "median_filtering": 5}
-
-
-def test_tvl1_formula_by_hand():
-    p = dict(OPENCV_TVL1, nscales=1, warps=1, inner_iterations=1, outer_iterations=1)
-    assert tvl1_gflops_per_pair(p, (10, 10)) == pytest.approx(100 * (TVL1_SCALE + TVL1_WARP + TVL1_INNER) / 1e9)
-    p = dict(p, nscales=2, scale_step=0.5, warps=2, inner_iterations=3, outer_iterations=2)
-    per_px = TVL1_SCALE + 2 * (TVL1_WARP + 6 * TVL1_INNER)
-    assert tvl1_gflops_per_pair(p, (20, 10)) == pytest.approx(200 * 1.25 * per_px / 1e9)
-
-
-def test_tvl1_defaults_at_tsn_size_are_about_18_gflops():
-    # 87040 px * (1 + .64 + .41 + .26 + .17) * (40 + 5 * (160 + 300 * 54)) = 17.66e9
-    g = tvl1_gflops_per_pair(OPENCV_TVL1, (340, 256))
-    assert g == pytest.approx(340 * 256 * sum(0.64 ** s for s in range(5)) * 81840 / 1e9)
-    assert 15 < g < 20
-    assert tvl1_gflops_per_pair(dict(OPENCV_TVL1, epsilon=0.05), (340, 256)) == g   # upper bound ignores epsilon
-
-
-def test_flow_estimate_by_algorithm():
-    assert flow_gflops_per_pair(None, (340, 256)) is None
-    assert flow_gflops_per_pair({"algorithm": "dis", "params": {}}, (340, 256)) is None   # not estimated
-    far = flow_gflops_per_pair({"algorithm": "farneback", "params": {"pyr_scale": 0.5, "levels": 3, "winsize": 15,
-                                                                     "iterations": 3, "poly_n": 5, "poly_sigma": 1.2,
-                                                                     "flags": 0}}, (340, 256))
-    assert 0 < far < tvl1_gflops_per_pair(OPENCV_TVL1, (340, 256)) / 10
-    with pytest.raises(InputError, match="lack"):
-        tvl1_gflops_per_pair({"nscales": 5}, (340, 256))
-
+from evaluate.compute import (CONVENTION, NOT_RECORDED, CostModel, count_gflops, fuse_gflops, selector_gflops,
+                              selector_needs)
 
 @pytest.fixture
 def model():
@@ -108,14 +74,76 @@ def test_bad_inputs(model):
 def test_from_store_attrs():
     attrs = {"T": 25, "crops": 10, "flow_stack": 5, "frame_size": [340, 256],
              "backbone": {"rgb": {"gflops_per_frame": 0.8}, "flow": {"gflops_per_frame": 0.9}},
-             "flow": {"algorithm": "tvl1", "params": OPENCV_TVL1}}
+             "flow": {"algorithm": "tvl1", "params": {"epsilon": 0.01}}}
     m = CostModel.from_attrs(attrs)
     assert m.backbone == {"rgb": 0.8, "flow": 0.9} and m.T == 25 and m.crops == 10
-    assert m.flow_pair == pytest.approx(tvl1_gflops_per_pair(OPENCV_TVL1, (340, 256)))
+    # the flow's cost is recorded per video at extraction; attrs alone do not price it
+    assert m.flow_pair is None and m.flow_kind == NOT_RECORDED and m.seconds is None
     d = m.describe()
-    assert d["convention"] == CONVENTION and "FLOPs = 2 x MACs" in CONVENTION and "estimate" in d["flow_note"]
+    assert d["convention"] == CONVENTION and "FLOPs = 2 x MACs" in CONVENTION and "not recorded" in d["flow_note"]
     # TSN 25 x 10 crops, full pass of the rgb stream: 250 forwards of 0.8 GFLOPs
     assert m.video_gflops("rgb", "full", positions=25, cells=250)["full"] == pytest.approx(200.0)
+    assert m.video_seconds("rgb", "full", positions=25, cells=250) is None
+
+
+def _recorded_store(path, with_cost=True):
+    """A 3-video store (T 4, 2 crops) whose cost/* rows hold hand-made numbers; video 2 failed."""
+    from data.store import Layout, StreamSpec, VideoCost, VideoResult, create_store
+
+    layout = Layout(paths=("a.mp4", "b.mp4", "c.mp4"), labels=np.zeros(3, np.int32), T=4,
+                    streams=(StreamSpec("rgb", 2, 3), StreamSpec("flow", 2, 3)),
+                    attrs={"crops": 2, "flow_stack": 2, "flow": {"algorithm": "tvl1-torch"},
+                           "cost": {"flow_gflops": {"kind": "counted", "how": "by hand"}},
+                           "backbone": {"rgb": {"gflops_per_frame": 1.0}, "flow": {"gflops_per_frame": 2.0}}},
+                    cost_stages=("decode", "flow", "flow_cost", "backbone:rgb", "backbone:flow") if with_cost else None)
+    feats = {s: {"features": np.ones((4, 2, 3), np.float16)} for s in ("rgb", "flow")}
+    costs = [VideoCost(np.array([1.0, 8.0, 0.5, 4.0, 8.0]), 16.0, 8, 100.0),     # 2 GFLOPs, 1 s per field
+             VideoCost(np.array([3.0, 12.0, 0.5, 4.0, 8.0]), 12.0, 6, 50.0)]     # short: 6 distinct fields
+    with create_store(path, layout) as s:
+        for i, c in enumerate(costs):
+            s.write_video(i, VideoResult(10, 25.0, np.arange(4, dtype=np.int32), np.zeros(4, np.float32), feats,
+                                         cost=c))
+        s.mark_failed(2, "broken")
+    return path
+
+
+def test_from_store_reads_the_recorded_cost_of_the_evaluated_videos(tmp_path):
+    from data.store import open_store
+
+    with open_store(_recorded_store(tmp_path / "s.zarr")) as s:
+        m = CostModel.from_store(s)                                   # every done video
+        one = CostModel.from_store(s, [0])
+    assert m.videos == 2 and m.flow_kind == "counted" and m.flow_how == "by hand"
+    assert m.flow_pair == pytest.approx(28 / 14) and m.flow_fields == pytest.approx(7.0)
+    assert m.flow_iterations == pytest.approx(75.0) and one.flow_iterations == pytest.approx(100.0)
+    sec = m.seconds
+    assert sec["per_video"] == pytest.approx({"decode": 2.0, "flow": 10.0, "flow_cost": 0.5, "backbone:rgb": 4.0,
+                                              "backbone:flow": 8.0})
+    assert sec["flow_field"] == pytest.approx(20 / 14)
+    assert sec["backbone"] == pytest.approx({"rgb": 8 / 16, "flow": 16 / 16})   # 2 videos x T 4 x K 2 crops
+    # flow stream, full pass: backbone 8 crops x 2, flow min(4 x 2, 7 fields) x 2 GFLOPs = the recorded mean
+    c = m.video_gflops("flow", "none", positions=2, cells=4)
+    assert c["full"] == pytest.approx(16 + 14) and c["deployable"] == pytest.approx(8 + 4 * 2)
+    t = m.video_seconds("flow", "none", positions=2, cells=4)
+    assert t["full"] == pytest.approx(2.0 + 8 * 1.0 + 7 * 20 / 14)     # decode + crops + fields
+    assert t["deployable"] == pytest.approx(2.0 + 4 * 1.0 + 4 * 20 / 14)
+    assert t["parts"]["deployable"]["decode"] == 2.0                     # decode: always the whole video
+    rgb = m.video_seconds("rgb", "motion", positions=2, cells=4)
+    both = fuse_gflops([rgb, t])
+    assert both["full"] == pytest.approx(2.0 + 8 * 0.5 + 8 * 1.0 + 10.0)  # decode and flow once
+    assert m.describe()["seconds"]["per_video"]["flow_cost"] == 0.5
+
+
+def test_a_store_without_the_record_is_not_recorded(tmp_path):
+    from data.store import open_store
+
+    with open_store(_recorded_store(tmp_path / "old.zarr", with_cost=False)) as s:
+        assert not s.has("cost/seconds")
+        m = CostModel.from_store(s)
+    assert m.flow_pair is None and m.seconds is None and m.flow_kind == NOT_RECORDED
+    assert m.video_seconds("flow", "none", positions=2, cells=4) is None
+    assert not m.video_gflops("flow", "none", positions=2, cells=4)["flow_counted"]
+    assert "not recorded" in m.describe()["flow_note"] and m.describe()["seconds_note"] == NOT_RECORDED
 
 
 class _LinearPolicy(Selector):

@@ -88,8 +88,11 @@ def test_device_pipeline_with_two_decode_workers_equals_the_sequential_store(fig
     assert "device busy" in r.output
     with open_store(runs["seq"]) as a, open_store(runs["pipe"]) as b:
         assert a.status().tolist() == [DONE, DONE, DONE, DONE, FAILED, FAILED]
-        assert compare_stores(a, b) == []          # atol 0: array for array
+        assert compare_stores(a, b) == []          # atol 0: array for array (cost/seconds left out)
         assert b.attrs["run"]["device_pipeline"] is True
+        for store in (a, b):                       # seconds per stage, measured either way
+            sec = store.read_rows("cost/seconds", store.done())
+            assert (sec[:, [0, 1, 3, 4]] > 0).all(), sec
         assert "noise.mp4" in b.errors()[4] and "not-there.mp4" in b.errors()[5]
 
 
@@ -104,8 +107,13 @@ def test_a_cross_video_group_gives_each_video_its_own_rows(fight_clips):
     alone = [extract_video(p, settings, models)[0] for p in paths]
     stage = DeviceStage(settings, models)
     together = stage._run(prepared)
-    for one, (res, _) in zip(alone, together):
+    for one, (res, _), p in zip(alone, together, prepared):
         assert np.array_equal(one.motion, res.motion) and np.array_equal(one.frame_index, res.frame_index)
+        # a group's flow and backbone seconds are split over its videos by pairs and crops;
+        # the flow GFLOPs are each video's own fields
+        assert res.cost.flow_fields == one.cost.flow_fields == len(p.pairs)
+        assert res.cost.flow_gflops == pytest.approx(one.cost.flow_gflops)
+        assert (np.delete(res.cost.seconds, 2) > 0).all() and res.cost.seconds[0] == pytest.approx(p.seconds)
         for s in ("rgb", "flow"):
             np.testing.assert_allclose(res.streams[s]["features"].astype(np.float32),
                                        one.streams[s]["features"].astype(np.float32), atol=2e-3)

@@ -209,7 +209,8 @@ def test_evaluate_cli_writes_fig4_and_table2(tmp_path):
     lst.write_text("".join(f"{p} {int(y)}\n" for p, y in zip(paths, st.labels)))
     for name, M in (("a", 1), ("b", 3)):
         r = _cli("train", tmp_path / "s.zarr", "--agent", "dsn", "--train", lst, "--out", tmp_path / f"{name}.pt",
-                 "--set", "epochs=1", "--set", "hidden=4", "--set", "batch_size=8", "--set", f"sections={M}", "--quiet")
+                 "--set", "epochs=1", "--set", "hidden=4", "--set", "batch_size=8", "--set", f"sections={M}", "--quiet",
+                 "--seeds", "1", "--no-partner")
         assert r.exit_code == 0, r.output
     r = _cli("evaluate", tmp_path / "s.zarr", "--test", lst, "--out", tmp_path / "rep", "--baselines", "uniform",
              "--m", "2", "--agents", tmp_path / "a.pt", tmp_path / "b.pt", "--quiet")

@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
     lst.write_text("".join(f"{p} {int(y)}\n" for p, y in zip(paths, st.labels)))
     for name, extra in (("with", ["--observer", "obs"]), ("without", [])):
         r = cli("train", root / "s.zarr", "--agent", "dsn", "--train", lst, "--out", root / f"{name}.pt",
-                *[a for s in DSN for a in ("--set", s)], "--quiet", *extra)
+                *[a for s in DSN for a in ("--set", s)], "--quiet", "--seeds", "1", "--no-partner", *extra)
         assert r.exit_code == 0, r.output
     return root, lst
 

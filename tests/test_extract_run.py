@@ -22,6 +22,19 @@ def extract(args, **kw):
     return CliRunner().invoke(main, ["extract", *args], catch_exceptions=False, **kw)
 
 
+def assert_cost_recorded(store) -> None:
+    """Every done video has its cost record: seconds > 0 for each stage that works (the
+    flow's pricing may take no measurable time), and its flow fields priced."""
+    done = store.done()
+    stages = store.attrs["cost_stages"]
+    assert stages == ["decode", "flow", "flow_cost", "backbone:rgb", "backbone:flow"]
+    sec = store.read_rows("cost/seconds", done)
+    work = [i for i, n in enumerate(stages) if n != "flow_cost"]
+    assert sec.shape == (len(done), len(stages)) and (sec[:, work] > 0).all() and (sec >= 0).all(), sec
+    assert (store.read_rows("cost/flow_gflops", done) > 0).all()
+    assert (store.read_rows("cost/flow_fields", done) > 0).all()
+
+
 def test_extract_records_failures_and_goes_on(video_dir):
     out = video_dir / "s.zarr"
     r = extract([str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), "--out", str(out), *FAST])
@@ -48,11 +61,14 @@ def test_extract_records_failures_and_goes_on(video_dir):
         assert a["backbone"]["rgb"]["gflops_per_frame"] > 0.3
         assert a["backbone"]["flow"]["in_channels"] == 4
         assert len(a["list_sha256"]) == 64 and a["versions"]["ffmpeg"]
+        assert_cost_recorded(s)                                       # the sequential way
+        assert a["cost"]["flow_gflops"]["kind"] == "counted" and "seconds" in a["cost"]
     # a second run does nothing new and still reports the failures
     r2 = extract([str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), "--out", str(out), *FAST])
     assert r2.exit_code == 1 and "(0 processed" in r2.output
     info = CliRunner().invoke(main, ["info", str(out)])
     assert info.exit_code == 0 and "done 4  failed 2  pending 0" in info.output
+    assert "measured seconds per video (mean of 4 done): decode" in info.output
     check = CliRunner().invoke(main, ["check", str(out)])
     assert check.exit_code == 0, check.output
 
@@ -163,7 +179,8 @@ def test_workers_give_the_same_store(video_dir):
     assert r.exit_code == 1 and "4/6 done, 2 failed" in r.output
     extract([*base, "--out", str(video_dir / "one.zarr")])
     with open_store(video_dir / "w.zarr") as a, open_store(video_dir / "one.zarr") as b:
-        assert compare_stores(a, b, atol=1e-2) == []
+        assert compare_stores(a, b, atol=1e-2) == []     # cost/seconds left out: execution facts
+        assert_cost_recorded(a)                           # whole-video workers
 
 
 def test_retry_failed_and_short_video_notes(video_dir):

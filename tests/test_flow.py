@@ -7,6 +7,7 @@ from skimage import data as skdata
 
 from data.errors import InputError, UnknownNameError
 from extract import flow as fl
+from extract import flow_cost
 from extract.flow import (
     FlowConfig,
     compute_stacks,
@@ -181,8 +182,8 @@ def test_dis_record_lists_preset_values():
 
 def test_registry():
     assert {"tvl1", "farneback", "dis", "tvl1-torch", "tvl1-cuda"} <= set(flow_algorithms())
-    with pytest.raises(ValueError):
-        fl.register_flow("tvl1", lambda: {})(lambda a, b, p: a)
+    with pytest.raises(ValueError, match="already registered"):
+        fl.register_flow("tvl1", lambda: {}, cost=flow_cost.FARNEBACK)(lambda a, b, p: a)
     torch_params = dict(FlowConfig("tvl1-torch").params)
     assert {k: v for k, v in torch_params.items() if k in fl.tvl1_defaults()} == fl.tvl1_defaults()
     assert "device" in torch_params

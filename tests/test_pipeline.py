@@ -47,16 +47,22 @@ def test_readme_commands_end_to_end(demo_store):
     for agent, sets in AGENTS.items():
         out = root / f"{agent}.pt"
         args = [a for s in sets for a in ("--set", s)]
-        r = cli("train", store, "--agent", agent, "--train", data / "train.txt", "--out", out, *args, "--quiet")
+        r = cli("train", store, "--agent", agent, "--train", data / "train.txt", "--out", out, *args, "--seeds", "1",
+                "--quiet")
         assert r.exit_code == 0, r.output
         assert out.exists() and out.with_suffix(".jsonl").read_text().count("\n") >= 2
-        ckpts += ["--agents", out]
+        ckpts += ["--agents", out, *root.glob(f"{agent}.partner-*.pt")]      # its paper's partner, same call
     r = cli("evaluate", store, "--test", data / "test.txt", *ckpts, "--out", root / "report", "--m", "1,2,3,6")
     assert r.exit_code == 0, r.output
     res = json.loads((root / "report" / "results.json").read_text())
     methods = {row["method"] for row in res["rows"]}
     assert {"uniform", "random", "oracle", "as", "tattn", "glimpse"} <= methods, methods
     assert any(m.startswith("dsn") for m in methods) and any(m.startswith("rtsae") for m in methods)
+    for agent, partner in (("tattn", "tattn_noatt"), ("rtsae", "rtsae_nogate"), ("glimpse", "glimpse_soft"),
+                           ("dsn", "dsn_nosampler")):
+        rows = [r for r in res["rows"] if r["classifier"] == f"own:{agent}" and r["protocol"] == "accuracy_vs_m"]
+        assert partner in methods and rows and all(r["partner"] == partner and r["vs_partner_p"] is not None
+                                                   for r in rows), agent
     assert res["meta"]["store"]["config_sha256"] and res["meta"]["versions"]["torch"]
     html = (root / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64") >= 3
@@ -73,29 +79,29 @@ def test_checkpoint_from_another_store_is_refused(demo_store, tmp_path):
         pytest.skip("runs after the end-to-end test")
     r = CliRunner().invoke(main, ["evaluate", str(other), "--test", str(data / "test.txt"), "--agents", str(ck),
                                   "--out", str(tmp_path / "rep")])
-    assert r.exit_code == 1 and "trained on a store" in r.output
+    assert r.exit_code == 1 and "trained on features that mean something else" in r.output and "'farneback' vs 'dis'" in r.output
 
 
 def test_run_demo_small(tmp_path):
     from pipeline.demo import DEMO_SETTINGS, DemoRunConfig, run_demo
 
     overrides = {k: tuple((s.split("=")[0], json.loads(s.split("=")[1])) for s in v) for k, v in AGENTS.items()}
-    overrides["tattn_noatt"] = overrides["tattn"]
-    cfg = DemoRunConfig(out=str(tmp_path / "d"), data=SMALL, agents=("dsn", "tattn", "tattn_noatt"),
+    cfg = DemoRunConfig(out=str(tmp_path / "d"), data=SMALL, agents=("dsn", "tattn"),
                         overrides=overrides, settings=replace(DEMO_SETTINGS, frames=6), ms=(1, 2, 6), quiet=True)
-    assert cfg.seeds == 2 and "tattn_noatt" in DemoRunConfig().agents
+    assert cfg.seeds == 3 and "tattn_noatt" not in DemoRunConfig().agents     # trained as tattn's partner
     lines = []
     result = run_demo(cfg, echo=lines.append)
     assert result["ok"] and Path(result["report"]).exists()
     assert any("extract done" in ln for ln in lines)
     assert set(result["seconds"]) >= {"dataset", "extract", "head", "train dsn", "train tattn", "evaluate"}
-    # two training seeds of every agent, reported as one method: mean ± std, tattn paired with tattn_noatt
-    assert {p.name for p in (tmp_path / "d" / "agents").glob("tattn-rgb-seed*.pt")} == {"tattn-rgb-seed0.pt",
-                                                                                       "tattn-rgb-seed1.pt"}
+    # three training seeds of every agent and of its partner, reported as one method: mean ± std,
+    # tattn paired with tattn_noatt and dsn with dsn_nosampler
+    assert {p.name for p in (tmp_path / "d" / "agents").glob("tattn-rgb*seed*.pt")} == {
+        f"tattn-rgb{p}-seed{s}.pt" for p in ("", ".partner-tattn_noatt") for s in (0, 1, 2)}
     rows = json.loads((tmp_path / "d" / "report" / "results.json").read_text())["rows"]
-    mean = [r for r in rows if r["protocol"] == "accuracy_vs_m" and r["method"] == "tattn" and r["seed"] == "mean"]
-    assert mean and all(r["num_seeds"] == 2 and r["partner"] == "tattn_noatt" and r["classifier"] == "own:tattn"
-                        for r in mean)
+    for agent, partner in (("tattn", "tattn_noatt"), ("dsn[1:3]", "dsn_nosampler")):
+        mean = [r for r in rows if r["protocol"] == "accuracy_vs_m" and r["method"] == agent and r["seed"] == "mean"]
+        assert mean and all(r["num_seeds"] == 3 and r["partner"] == partner for r in mean), agent
     md = (tmp_path / "d" / "report" / "report.md").read_text()
     assert md.index("### Answer: stream rgb") < md.index("\n| ") < md.index("## Plots")
 

@@ -164,35 +164,54 @@ TVL1 = {"tau": 0.25, "lambda": 0.15, "theta": 0.3, "nscales": 5, "warps": 5, "ep
         "inner_iterations": 30, "outer_iterations": 10, "scale_step": 0.8}
 
 
-def test_flow_cost_note_of_a_real_evaluate_on_a_store_with_flow(tmp_path):
+@pytest.mark.parametrize("recorded", [True, False])
+def test_flow_cost_note_of_a_real_evaluate_on_a_store_with_flow(tmp_path, recorded):
     # run_evaluate writes the cost model under meta["compute"]; the report used to read
-    # meta["costs"], so the flow-cost note never showed.
+    # meta["costs"], so the flow-cost note never showed. A store with the per-video cost
+    # record (cost/*) shows what the flow numbers are and the measured seconds; one made
+    # before it says "not recorded".
     from click.testing import CliRunner
 
-    from data.store import Layout, StreamSpec, VideoResult, create_store
+    from data.store import Layout, StreamSpec, VideoCost, VideoResult, create_store
     from pipeline.cli import main
 
     g, V, C, Tn = np.random.default_rng(0), 6, 3, 4
     paths = tuple(f"v{i}.mp4" for i in range(V))
+    stages = ("decode", "flow", "flow_cost", "backbone:rgb", "backbone:flow")
     layout = Layout(paths=paths, labels=np.arange(V, dtype=np.int32) % C, T=Tn,
                     streams=tuple(StreamSpec(s, 1, 8, C) for s in ("rgb", "flow")),
                     attrs={"classes": ["a", "b", "c"], "crops": 1, "flow_stack": 2, "frame_size": [340, 256],
                            "flow": {"algorithm": "tvl1", "params": TVL1},
-                           "backbone": {s: {"gflops_per_frame": 0.4} for s in ("rgb", "flow")}})
+                           "cost": {"flow_gflops": {"kind": "estimated", "how": "sampled pairs"}},
+                           "backbone": {s: {"gflops_per_frame": 0.4} for s in ("rgb", "flow")}},
+                    cost_stages=stages if recorded else None)
     with create_store(tmp_path / "s.zarr", layout) as store:
         for i in range(V):
             st = {s: {"features": g.normal(size=(Tn, 1, 8)).astype(np.float16),
                       "logits": g.normal(size=(Tn, 1, C)).astype(np.float32)} for s in ("rgb", "flow")}
             store.write_video(i, VideoResult(num_frames=20, fps=25.0, frame_index=np.arange(Tn, dtype=np.int32) * 5,
-                                             motion=g.random(Tn).astype(np.float32), streams=st))
+                                             motion=g.random(Tn).astype(np.float32), streams=st,
+                                             cost=VideoCost(np.array([0.1, 2.0, 0.2, 0.3, 0.4]), 16.0, 8, 900.0)))
     (tmp_path / "test.txt").write_text("".join(f"{p} {i % C}\n" for i, p in enumerate(paths)))
     r = CliRunner().invoke(main, ["evaluate", str(tmp_path / "s.zarr"), "--test", str(tmp_path / "test.txt"),
                                   "--out", str(tmp_path / "rep"), "--baselines", "uniform", "--m", "2", "--quiet"])
     assert r.exit_code == 0, r.output
     for name in ("report.md", "report.html"):
         text = html.unescape((tmp_path / "rep" / name).read_text())
-        assert "Flow cost: estimate from the algorithm's parameters" in text, name
-        assert "tvl1" in text and "GFLOPs per field" in text
+        assert "Flow cost (tvl1)" in text and "GFLOPs per field" in text, name
+        if recorded:
+            assert "estimated: sampled pairs" in text and "900 primal-dual iterations per field" in text
+            assert "Measured seconds per video (extraction, mean of 6 evaluated videos): decode 0.1, flow 2" in text
+        else:
+            assert "not recorded" in text and "Measured seconds: not recorded" in text
+    rows = json.loads((tmp_path / "rep" / "results.json").read_text())["rows"]
+    row = next(r for r in rows if r["protocol"] == "accuracy_vs_m" and r["stream"] == "flow" and r["m"] == 2)
+    if recorded:   # flow: 2 GFLOPs and 0.25 s per field, min(4 x 2, 8) fields; 0.4 s / 4 crops
+        assert row["gflops_full"] == pytest.approx(0.4 * 4 + 16.0)
+        assert row["seconds_full"] == pytest.approx(0.1 + 0.1 * 4 + 0.25 * 8, rel=1e-5)
+        assert row["seconds_deployable"] == pytest.approx(0.1 + 0.1 * 2 + 0.25 * 4, rel=1e-5)
+    else:
+        assert row["gflops_full"] == pytest.approx(0.4 * 4) and row["seconds_full"] is None
 
 
 def test_the_report_leads_with_the_answer_table(report):

@@ -46,7 +46,7 @@ def _store(root, streams=("rgb", "flow")):
 
 def _train(store, lst, out, *extra):
     return cli("train", store, "--agent", "rtsae", "--train", lst, "--out", out,
-               *[a for s in TINY for a in ("--set", s)], "--quiet", *extra)
+               *[a for s in TINY for a in ("--set", s)], "--seeds", "1", "--quiet", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,35 @@ def test_train_two_stream_records_flow_and_trains_on_it(two_stream):
     assert agent.history[-1]["w_f"] != 1.0                     # eq. 16's w_f saw the flow stream
     # re-running the same command is idempotent (the finished checkpoint is recognised)
     r = _train(store, lst, root / "two.pt", "--set", "two_stream=true")
-    assert r.exit_code == 0 and "nothing to do" in r.output, r.output
+    assert r.exit_code == 0 and r.output.count("nothing to do") == 2, r.output    # rtsae and its partner
+
+
+def test_the_two_stream_partner_is_trained_alike_and_paired_on_the_fused_rows(two_stream):
+    """004's two-stream model's partner is the two-stream recognition network without the
+    RTSAE (agents/rtsae_nogate.py), trained by the same call on rgb + flow; evaluate's
+    "fused" rows pair them."""
+    root, store, lst = two_stream
+    mate = load_agent(root / "two.partner-rtsae_nogate.pt")
+    assert mate.name == "rtsae_nogate" and mate.config.two_stream and mate.store_identity["second_stream"] == "flow"
+    assert mate.history[-1]["w_f"] != 1.0 and not hasattr(mate.module, "encoder")
+    out = root / "rep-partner"
+    r = cli("evaluate", store, "--test", lst, "--out", out, "--streams", "rgb,flow", "--baselines", "uniform",
+            "--m", "2", "--agents", root / "two.pt", root / "two.partner-rtsae_nogate.pt", "--quiet")
+    assert r.exit_code == 0, r.output
+    rows = [x for x in json.loads((out / "results.json").read_text())["rows"] if x["protocol"] == "accuracy_vs_m"]
+    fused = [x for x in rows if x["method"] == "rtsae"]
+    assert fused and {x["stream"] for x in fused} == {"fused"}
+    assert all(x["partner"] == "rtsae_nogate" and x["vs_partner_p"] is not None and x["vs_partner_diff"] is not None
+               for x in fused)
+    assert {x["stream"] for x in rows if x["method"] == "rtsae_nogate"} == {"fused"}
+    # the partner's own prediction from rgb + flow on the evenly spaced uniform_m positions
+    from agents.from_store import load_states
+    from data.store import open_store
+    with open_store(store) as s:
+        rgb, flow = load_states(s, "rgb", np.arange(V)), load_states(s, "flow", np.arange(V))
+    row = fused[0]
+    sel = mate.select(rgb, row["uniform_m"], flow=flow)
+    assert row["vs_partner_top1"] == pytest.approx(float((sel.video_scores.argmax(1) == rgb.labels).float().mean()))
 
 
 def test_evaluate_feeds_the_two_stream_agent_rgb_and_flow(two_stream):

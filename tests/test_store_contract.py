@@ -3,22 +3,23 @@ import numpy as np
 import pytest
 
 from data.errors import SchemaError, StoreError
-from data.store import (DONE, FAILED, PENDING, Layout, StreamSpec, VideoResult, compare_stores,
+from data.store import (DONE, FAILED, PENDING, Layout, StreamSpec, VideoCost, VideoResult, compare_stores,
                         create_store, open_store)
 
 T, K, D, C = 4, 2, 6, 3
+STAGES = ("decode", "flow", "flow_cost", "backbone:rgb", "backbone:flow")
 
 
-def make_layout(V=3, multilabel=False, maps=False, thumbs=False):
+def make_layout(V=3, multilabel=False, maps=False, thumbs=False, cost=False):
     labels = (np.eye(C, dtype=np.uint8)[np.arange(V) % C] | np.eye(C, dtype=np.uint8)[(np.arange(V) + 1) % C]
               if multilabel else (np.arange(V) % C).astype(np.int32))
     streams = (StreamSpec("rgb", K, D, C, (2, 2, 5) if maps else None), StreamSpec("flow", K, D, 0))
     return Layout(paths=tuple(f"class é/{i}.mp4" for i in range(V)), labels=labels, T=T, streams=streams,
-                  thumbnail_size=(8, 10) if thumbs else None,
+                  thumbnail_size=(8, 10) if thumbs else None, cost_stages=STAGES if cost else None,
                   attrs={"classes": ["a", "b", "c"], "multilabel": multilabel, "flow": {"bound": 20.0}})
 
 
-def make_result(seed, maps=False, thumbs=False):
+def make_result(seed, maps=False, thumbs=False, cost=False):
     g = np.random.default_rng(seed)
     streams = {"rgb": {"features": g.normal(size=(T, K, D)).astype(np.float16),
                        "logits": g.normal(size=(T, K, C)).astype(np.float32)},
@@ -27,7 +28,9 @@ def make_result(seed, maps=False, thumbs=False):
         streams["rgb"]["feature_maps"] = g.normal(size=(T, K, 2, 2, 5)).astype(np.float16)
     return VideoResult(num_frames=30 + seed, fps=25.0, frame_index=np.arange(T, dtype=np.int32) * 3 + seed,
                        motion=g.random(T).astype(np.float32), streams=streams,
-                       thumbnails=g.integers(0, 255, (T, 8, 10, 3), dtype=np.uint8) if thumbs else None)
+                       thumbnails=g.integers(0, 255, (T, 8, 10, 3), dtype=np.uint8) if thumbs else None,
+                       cost=VideoCost(g.random(len(STAGES)) + 0.1, 2.5 * (seed + 1), 7, float("nan") if seed else 42.0)
+                       if cost else None)
 
 
 class StoreContract:
@@ -142,6 +145,39 @@ class StoreContract:
             assert any("rgb/features" in d for d in compare_stores(x, y))
 
 
+    def test_cost_record(self, tmp_path):
+        """The optional cost/* nodes: written with the video's rows, read back, the stage
+        names in the attrs, rebuilt by layout(); measured seconds never make two stores
+        differ; a store without them takes a result that carries them (a resumed old store)."""
+        p, q = self.path(tmp_path, "a"), self.path(tmp_path, "b")
+        with create_store(p, make_layout(cost=True)) as s:
+            for i in range(2):
+                s.write_video(i, make_result(i, cost=True))
+        with open_store(p) as s:
+            assert s.attrs["cost_stages"] == list(STAGES) and s.layout().cost_stages == STAGES
+            assert s.shape("cost/seconds") == (3, len(STAGES)) and s.dtype("cost/seconds") == np.float32
+            r = make_result(1, cost=True).cost
+            np.testing.assert_allclose(s.read("cost/seconds", 1), r.seconds.astype(np.float32))
+            assert s.read_rows("cost/flow_gflops", [0, 1]).tolist() == [2.5, 5.0]
+            assert s.read_rows("cost/flow_fields", [0, 1]).tolist() == [7, 7]
+            its = s.read_rows("cost/flow_iterations", [0, 1])
+            assert its[0] == 42.0 and np.isnan(its[1])
+        with create_store(q, make_layout(cost=True)) as s:
+            for i in range(2):
+                other = make_result(i, cost=True)
+                other.cost.seconds = other.cost.seconds * 3          # another run's timing
+                s.write_video(i, other)
+        with open_store(p) as x, open_store(q) as y:
+            assert compare_stores(x, y) == []
+            assert any("cost/seconds" in d for d in compare_stores(x, y, ignore=()))
+        with create_store(self.path(tmp_path, "old"), make_layout()) as s:
+            s.write_video(0, make_result(0, cost=True))              # no cost/* here: dropped
+            assert not s.has("cost/seconds") and s.status()[0] == DONE
+        with create_store(self.path(tmp_path, "c"), make_layout(cost=True)) as s:
+            with pytest.raises(StoreError, match="cost/"):
+                s.write_video(0, make_result(0))                     # a store with them requires them
+
+
 class TestZarr(StoreContract):
     suffix, format = ".zarr", "zarr"
 
@@ -161,22 +197,27 @@ def test_zarr_and_hdf5_hold_the_same(tmp_path):
     assert stores[0].attrs == stores[1].attrs
 
 
-def test_hdf5_shards_merge(tmp_path):
+@pytest.mark.parametrize("cost", [False, True])
+def test_hdf5_shards_merge(tmp_path, cost):
     from data.store_hdf5 import merge_stores, shard_path
     final = tmp_path / "m.h5"
     parts = [shard_path(final, k, 2) for k in (1, 2)]
     assert parts[0].name == "m.shard-1-of-2.h5"
     for k, p in enumerate(parts):
-        with create_store(p, make_layout()) as s:
+        with create_store(p, make_layout(cost=cost)) as s:
             for i in range(k, 3, 2):
-                s.write_video(i, make_result(i))
+                s.write_video(i, make_result(i, cost=cost))
     counts = merge_stores(parts, final)
     assert counts == {"done": 3, "failed": 0}
-    ref = create_store(tmp_path / "ref.h5", make_layout())
+    ref = create_store(tmp_path / "ref.h5", make_layout(cost=cost))
     for i in range(3):
-        ref.write_video(i, make_result(i))
+        ref.write_video(i, make_result(i, cost=cost))
     with open_store(final) as m:
         assert compare_stores(m, ref) == []
+        assert m.has("cost/seconds") == cost
+        if cost:    # the merge carries the measured seconds too (compare_stores leaves them out)
+            assert compare_stores(m, ref, ignore=()) == []
+            assert m.attrs["cost_stages"] == list(STAGES)
 
 
 # -- merge (issue 10): what determines the features, rows by path, --out checked first ------

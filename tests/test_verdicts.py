@@ -193,7 +193,7 @@ def test_train_seeds_2_writes_two_checkpoints_and_evaluate_gives_mean_and_std(tm
     r = CliRunner().invoke(main, ["train", str(store), "--agent", "tattn", "--train", str(lst), "--out", str(out),
                                   *sets, "--seeds", "2", "--seed", "3", "--quiet"])
     assert r.exit_code == 0, r.output
-    paths = [tmp_path / "agents" / f"tattn-seed{s}.pt" for s in (3, 4)]
+    paths = [tmp_path / "agents" / f"tattn{p}-seed{s}.pt" for p in ("", ".partner-tattn_noatt") for s in (3, 4)]
     assert all(p.exists() and p.with_suffix(".jsonl").exists() for p in paths) and not out.exists()
     assert "seed 3" in r.output and "seed 4" in r.output
     r = CliRunner().invoke(main, ["evaluate", str(store), "--test", str(lst),
@@ -207,6 +207,7 @@ def test_train_seeds_2_writes_two_checkpoints_and_evaluate_gives_mean_and_std(tm
     assert mean["num_seeds"] == 2 and mean["top1"] == pytest.approx(np.mean(per))
     assert mean["top1_std"] == pytest.approx(np.std(per, ddof=1))
     assert mean["vs_same_uniform_ci_lo"] is not None and mean["vs_same_uniform_p"] is None
+    assert mean["partner"] == "tattn_noatt" and mean["vs_partner_ci_lo"] is not None    # trained by the same call
     md = (tmp_path / "rep" / "report.md").read_text()
     answer = md.split("### Answer: stream rgb")[1].split("###")[0]
     assert f"| tattn | own:tattn, own:tattn | 2 | {mean['top1']:.3f} ± {mean['top1_std']:.3f} · Δ" in answer
