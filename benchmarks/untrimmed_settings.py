@@ -12,6 +12,9 @@ here compare settings with one another, not with the full run's.
     python benchmarks/untrimmed_settings.py --run /tmp/untrimmed-full --out /tmp/untrimmed-settings \\
         [--train 12] [--test 10] [--only dis-1-lite0,tvl1-1-lite0]
 
+``--head-epochs-grid`` instead retrains the full run's head in memory at 5, 10, 20 and 60 epochs
+(the 80 train composites) and measures each on the 40 test composites (OUT/head_epochs.json).
+
 Writes OUT/<setting>.zarr and OUT/settings.json (per setting: AUC per stream, extraction wall
 and CPU seconds, the store's settings); a rerun resumes the stores and retrains nothing twice
 (the head reuses its recorded weights).
@@ -23,6 +26,8 @@ import json
 import os
 import time
 from pathlib import Path
+
+import numpy as np
 
 # name -> (flow, flow params, crops, backbone)
 SETTINGS = {
@@ -67,6 +72,40 @@ def head_auc_of(store_path: str, test_list: Path, truth: Path) -> dict:
         return {s: (None if v is None else round(float(v), 4)) for s, v in keys.head_auc(states, key).items()}
 
 
+def head_epochs_grid(store_path: str, train_list: Path, test_list: Path, truth: Path, epochs=(5, 10, 20, 60)) -> list:
+    """The head's test AUC (per stream and fused) by training epochs on one store's features:
+    trained in memory as ``head --truth`` trains it (the store is not written)."""
+    from agents.from_store import rows_for_list
+    from agents.head import HeadConfig, apply_head, train_head
+    from data.lists import read_list
+    from data.store import open_store
+    from data.truth import position_labels, read_truth
+    from evaluate import keys, metrics
+
+    out = []
+    with open_store(store_path) as store:
+        tr, te = (rows_for_list(store, read_list(str(p))) for p in (train_list, test_list))
+        classes = store.attrs.get("classes", [])
+        labels = position_labels(read_truth(truth), [store.paths[i] for i in tr], classes,
+                                 store.read_rows("frame_index", tr), store.read_rows("videos/num_frames", tr))
+        key = keys.load_truth(store, te, str(truth))["key"]
+        feats = {s: (store.read_rows(f"{s}/features", tr), store.read_rows(f"{s}/features", te)) for s in store.streams}
+        video_labels = store.labels[te]
+    for n in epochs:
+        logits = {}
+        for s, (a, b) in feats.items():
+            head, _ = train_head(a, labels, len(classes), HeadConfig(epochs=n, seed=0), per_position=True)
+            logits[s] = apply_head(head, b).astype(np.float64).mean(axis=2)
+        logits["fused"] = sum(w * logits[s] for s, w in keys.TSN_FUSION) / sum(w for _, w in keys.TSN_FUSION)
+        auc = {}
+        for s, x in logits.items():
+            margin, where = keys.target_margin(x, key, video_labels)
+            auc[s] = round(float(metrics.position_auc(margin[where], key[where])), 4)
+        out.append({"head_epochs": n, "head_auc": auc})
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def one_setting(name: str, run: Path, out: Path, lists, head_epochs: int, quiet: bool) -> dict:
     """Extract the subset at setting ``name``, train the head on its train half, measure the AUC."""
     from agents.head import HeadConfig
@@ -99,9 +138,17 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--test", type=int, default=10, help="test composites the AUC is measured on")
     ap.add_argument("--only", default=",".join(SETTINGS), help="comma-separated settings, in this order")
     ap.add_argument("--head-epochs", type=int, default=60, help="as the full run's head")
+    ap.add_argument("--head-epochs-grid", action="store_true",
+                    help="instead: the full run's store, its head retrained in memory at 5/10/20/60 epochs "
+                         "(train composites -> AUC on the test composites; OUT/head_epochs.json)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     run, out = Path(args.run), Path(args.out)
+    if args.head_epochs_grid:
+        out.mkdir(parents=True, exist_ok=True)
+        grid = head_epochs_grid(str(run / "untrimmed.zarr"), run / "train.txt", run / "test.txt", run / "truth.json")
+        (out / "head_epochs.json").write_text(json.dumps(grid, indent=1))
+        return grid
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in SETTINGS]
     if unknown or not (run / "truth.json").exists():
