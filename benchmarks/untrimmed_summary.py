@@ -17,14 +17,16 @@ import sys
 from pathlib import Path
 
 BASELINES = ("uniform", "random", "key_oracle", "oracle", "cut", "motion")
+TSN = "rgb:flow = 1:1.5"          # the fused rows shown: TSN's weights (protocol fusion)
 
 
 def mean_rows(rows) -> dict:
     """(method, stream, m) -> the seed-mean row of a learned method or the one row of a baseline
-    (split 'test', protocol accuracy_vs_m, frame mode)."""
+    (split 'test', protocol accuracy_vs_m; fused: protocol fusion at TSN's 1 : 1.5)."""
     out = {}
     for r in rows:
-        if r["split"] != "test" or r["protocol"] != "accuracy_vs_m" or r.get("failed"):
+        fused = r["stream"] == "fused" and r["protocol"] == "fusion" and r.get("fusion_weights") == TSN
+        if r["split"] != "test" or not (r["protocol"] == "accuracy_vs_m" or fused) or r.get("failed"):
             continue
         if r.get("seed") is None or r.get("seed") == "mean":
             out[(r["method"], r["stream"], r["m"])] = r
@@ -61,7 +63,7 @@ def summarize(run: Path) -> dict:
     out = {"wall_seconds": timings.get("seconds"), "total_seconds": timings.get("total_seconds"),
            "store_settings": timings.get("store_settings"), "truth": meta.get("truth"),
            "family_size": family["size"], "seeds": family["seeds"], "cells": []}
-    for (method, stream, m), r in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+    for (method, stream, m), r in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][2] if kv[0][2] is not None else 99, kv[0][0])):
         if method not in BASELINES and method not in agents:
             continue
         cell = {"method": method, "stream": stream, "m": m, "top1": r.get("top1"), "top1_std": r.get("top1_std"),
