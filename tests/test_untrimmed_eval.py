@@ -115,3 +115,26 @@ def test_seed_means_average_the_key_columns():
              "top1": 0.5, "key_precision": p, "key_recall": 0.5} for s, p in ((0, 0.2), (1, 0.4))]
     mean = [r for r in summarize_seeds(rows, n=10) if r["seed"] == "mean"][0]
     assert mean["key_precision"] == pytest.approx(0.3) and mean["key_precision_std"] == pytest.approx(0.1414, abs=1e-3)
+
+
+def test_untrimmed_summary_reads_the_report(planted, tmp_path):
+    """benchmarks/untrimmed_summary.py: the key oracle's cell as the report has it, and the
+    markdown names every stream the report holds."""
+    import importlib.util
+    from pathlib import Path
+
+    root, store, test, _ = planted
+    run = tmp_path / "run"
+    run_evaluate(EvaluateConfig(store=str(store), test_lists=(str(test),), out=str(run / "report"),
+                                baselines=("uniform", "key_oracle", "cut"),
+                                protocol=ProtocolConfig(ms=(1, 3), protocols=("accuracy_vs_m",), bootstrap=100),
+                                quiet=True, truth=str(root / "truth.json")))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "untrimmed_summary.py"
+    spec = importlib.util.spec_from_file_location("untrimmed_summary", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    s = mod.summarize(run)
+    cells = {(c["method"], c["stream"], c["m"]): c for c in s["cells"]}
+    assert cells["key_oracle", "rgb", 3]["key_precision"] == 1.0
+    assert cells["uniform", "rgb", 1]["top1"] is not None and s["truth"]["test"]["key_fraction"] > 0
+    assert "**rgb**" in mod.markdown(s) and "| key_oracle | 3 |" in mod.markdown(s)
