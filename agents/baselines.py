@@ -210,3 +210,67 @@ class Oracle(Selector):
             return probs.masked_fill(~truth, float("-inf")).max(dim=-1).values
         idx = states.labels.to(probs.device).long()[:, None, None, None]
         return probs.gather(-1, idx.expand(*probs.shape[:3], 1)).squeeze(-1)
+
+
+@register("key_oracle")
+class KeyOracle(Selector):
+    """What *finding the action* is worth (untrimmed videos with a truth file): in a video
+    with key positions (``states.key``: a positive's positions inside its target segments)
+    it keeps m of them, evenly spread over them (all of them, then evenly spaced others,
+    when there are fewer than m); in a video without any (a negative) it keeps uniform's
+    evenly spaced m. It reads the truth, not the classifier: unlike ``oracle``, which
+    keeps the frames scoring highest on the labelled class, it cannot pick a negative's
+    most negative-looking frame, so its gain over uniform comes from positives alone."""
+
+    needs = "none"          # chooses without computing anything (evaluate/compute.py)
+    needs_key = True        # evaluate offers it only with --truth
+
+    def score(self, states: States) -> torch.Tensor:
+        if states.key is None:
+            raise InputError("the 'key_oracle' baseline needs the key mask (states.key): evaluate with --truth FILE")
+        return _like(states, states.key.float())
+
+    def select(self, states, m, *, mode="frame", alpha=0.0) -> Selection:
+        scores = self.score(states)
+        V, T, K, _, _ = states.shape
+        if m is not None and m < 1:
+            raise InputError(f"m must be >= 1, not {m}")
+        if m is None or m >= T:
+            keep = torch.ones_like(scores, dtype=torch.bool)
+        else:
+            frame = torch.zeros(V, T, dtype=torch.bool)
+            for v, key in enumerate(states.key.cpu()):
+                frame[v, key_positions(key, m)] = True
+            keep = frame[:, :, None].expand(V, T, K).to(scores.device).clone()
+        with torch.no_grad():
+            return _selection(self, states, keep.float(), keep, mode, alpha)
+
+
+def key_positions(key: torch.Tensor, m: int) -> torch.Tensor:
+    """(m,) int64 positions :class:`KeyOracle` keeps of one video's (T,) bool key mask."""
+    inside, outside = torch.nonzero(key).flatten(), torch.nonzero(~key).flatten()
+    if not len(inside):
+        return evenly_spaced(len(key), m)
+    if len(inside) >= m:
+        return inside[evenly_spaced(len(inside), m)]
+    return torch.cat([inside, outside[evenly_spaced(len(outside), m - len(inside))]])
+
+
+@register("cut")
+class CutDetector(Selector):
+    """A shot-boundary detector on the cached features, no truth: the positions whose
+    features jump most from a neighbour first. score_t = max(δ(t−1, t), δ(t, t+1)), δ the
+    cosine distance of the crop-mean features of two adjacent positions (the first and last
+    position have one neighbour). On untrimmed composites it says whether the boundaries
+    between clips give the answer away (benchmarks/untrimmed.py's shortcut check)."""
+
+    uses_features = True    # evaluate reads the features for it (evaluate/methods.reads_features)
+
+    def score(self, states: States) -> torch.Tensor:
+        f = torch.nn.functional.normalize(states.features.float().mean(dim=2), dim=-1)   # (V, T, D)
+        V, T = f.shape[:2]
+        if T < 2:
+            return _like(states, torch.zeros(V, T))
+        jump = 1.0 - (f[:, 1:] * f[:, :-1]).sum(-1)                                       # (V, T-1)
+        pad = torch.full((V, 1), float("-inf"), device=jump.device)
+        return _like(states, torch.maximum(torch.cat([pad, jump], 1), torch.cat([jump, pad], 1)))

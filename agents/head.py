@@ -68,8 +68,8 @@ def build_head(feature_dim: int, num_classes: int, cfg: HeadConfig) -> nn.Module
                          nn.Linear(cfg.hidden, num_classes))
 
 
-def _check(features, labels, num_classes: int, multilabel: bool) -> np.ndarray:
-    """Validate shapes; return labels as int64 (V,) or float32 (V, C)."""
+def _check(features, labels, num_classes: int, multilabel: bool, per_position: bool = False) -> np.ndarray:
+    """Validate shapes; return labels as int64 (V,), int64 (V, T) per position, or float32 (V, C)."""
     if getattr(features, "ndim", None) != 4:
         raise InputError(f"features must be (V, T, K, D), got shape {getattr(features, 'shape', None)}")
     labels = np.asarray(labels)
@@ -78,6 +78,13 @@ def _check(features, labels, num_classes: int, multilabel: bool) -> np.ndarray:
         raise InputError("no training videos")
     if labels.shape[0] != V:
         raise InputError(f"{labels.shape[0]} labels for {V} videos")
+    if per_position:
+        if multilabel:
+            raise InputError("a head trained per position needs single-label classes")
+        if labels.shape != tuple(features.shape[:2]) or labels.min() < 0 or labels.max() >= num_classes:
+            raise InputError(f"per-position labels must be (V, T) = {tuple(features.shape[:2])} integers in "
+                             f"[0, {num_classes}), got {labels.shape}")
+        return labels.astype(np.int64)
     if multilabel:
         if labels.shape != (V, num_classes):
             raise InputError(f"multi-label labels must be (V, C) = ({V}, {num_classes}), got {labels.shape}")
@@ -98,8 +105,13 @@ def _batch(features, labels: np.ndarray, idx: np.ndarray, device):
     return x, torch.from_numpy(labels[idx]).to(device)
 
 
-def _consensus_loss(head: nn.Module, x: torch.Tensor, y: torch.Tensor, multilabel: bool):
-    """x: (B, T, K, D) -> (loss, video logits (B, C)): TSN average consensus, then CE/BCE."""
+def _consensus_loss(head: nn.Module, x: torch.Tensor, y: torch.Tensor, multilabel: bool, weight=None):
+    """x: (B, T, K, D) -> (loss, video logits (B, C)): TSN average consensus, then CE/BCE.
+    Per-position labels y (B, T): each position's crop-mean logits (B, T, C) against its own
+    label, cross-entropy weighted by ``weight`` (C,), returned as the (B, T, C) logits."""
+    if y.dim() == 2 and not multilabel:
+        frames = head(x).mean(dim=2)
+        return nn.functional.cross_entropy(frames.flatten(0, 1), y.flatten(), weight=weight), frames
     video = head(x).mean(dim=(1, 2))
     if multilabel:
         return nn.functional.binary_cross_entropy_with_logits(video, y), video
@@ -107,14 +119,17 @@ def _consensus_loss(head: nn.Module, x: torch.Tensor, y: torch.Tensor, multilabe
 
 
 def _hits(video: torch.Tensor, y: torch.Tensor, multilabel: bool) -> int:
-    """Top-1 hits; multi-label: the top-1 class is one of the true ones."""
+    """Top-1 hits; multi-label: the top-1 class is one of the true ones; per position
+    ((B, T, C) logits, (B, T) labels): the share of the video's positions right, summed."""
+    if video.dim() == 3:
+        return float((video.argmax(-1) == y).float().mean(1).sum())
     top = video.argmax(dim=1)
     if multilabel:
         return int(y.gather(1, top[:, None]).squeeze(1).gt(0).sum())
     return int((top == y).sum())
 
 
-def _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer=None):
+def _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer=None, weight=None):
     """One pass over the videos ``order``; trains when ``optimizer`` is given.
     Returns (mean loss, top-1 accuracy)."""
     head.train(optimizer is not None)
@@ -123,7 +138,7 @@ def _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer
     read = lambda part: _batch(features, labels, part, device)  # noqa: E731
     with torch.set_grad_enabled(optimizer is not None):
         for x, y in prefetch(read, parts, depth=4 if is_streamed(features) else 0):
-            loss, video = _consensus_loss(head, x, y, multilabel)
+            loss, video = _consensus_loss(head, x, y, multilabel, weight)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -154,9 +169,19 @@ def _labels_sha(labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def position_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C,) float32 class weights for per-position training: inverse frequency over the
+    positions (mean 1 over the classes present), so a class filling 8 % of the positions
+    (fight segments in composites) weighs as much in the loss as the rest; a class with no
+    position gets 0."""
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    return w.astype(np.float32)
+
+
 def train_head(features, labels, num_classes: int, cfg: HeadConfig = HeadConfig(), *,
                multilabel: bool = False, device="cpu", progress: bool = False,
-               train_list_sha256: str | None = None):
+               train_list_sha256: str | None = None, per_position: bool = False):
     """Train the classifier CL on cached features with TSN consensus.
 
     features: (V, T, K, D) float16/float32 numpy array (or any array supporting sorted
@@ -165,23 +190,31 @@ def train_head(features, labels, num_classes: int, cfg: HeadConfig = HeadConfig(
     ``device`` and a JSON-able dict with the config, seed, sha256 of the training list (or of
     the labels when no list sha is given), final train (and validation) loss/accuracy and the
     per-epoch history.
+
+    ``per_position``: labels are (V, T) int, each position's own class (an untrimmed video's
+    segment classes, ``framesel head --truth``): no consensus over positions; every position's
+    crop-mean logits meet its label in a cross-entropy weighted by :func:`position_weights`
+    (accuracies are then per position). A departure from the papers, which train CL on
+    trimmed clips with the clip's label: the segments are those trimmed clips, in place.
     """
-    labels = _check(features, labels, num_classes, multilabel)
+    labels = _check(features, labels, num_classes, multilabel, per_position)
     V, T, K, D = features.shape
     train_idx, val_idx = _split(V, cfg)
+    weights = position_weights(labels[train_idx], num_classes) if per_position else None
     t0, history = time.perf_counter(), []
     with torch.random.fork_rng(devices=[]):   # seed init/dropout without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         head = build_head(D, num_classes, cfg).to(device)
         optimizer = _optimizer(head, cfg)
         shuffle = np.random.default_rng(cfg.seed + 1)
+        w = None if weights is None else torch.from_numpy(weights).to(device)
         for epoch in tqdm(range(cfg.epochs), desc="head", disable=not progress):
             order = shuffle.permutation(train_idx)
-            loss, acc = _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer)
+            loss, acc = _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer, w)
             row = {"epoch": epoch + 1, "loss": loss, "accuracy": acc}
             if len(val_idx):
                 row["val_loss"], row["val_accuracy"] = _run_epoch(
-                    head, features, labels, val_idx, cfg, multilabel, device)
+                    head, features, labels, val_idx, cfg, multilabel, device, weight=w)
             history.append(row)
             log.debug("head epoch %d: %s", epoch + 1, row)
     head.eval()
@@ -192,7 +225,10 @@ def train_head(features, labels, num_classes: int, cfg: HeadConfig = HeadConfig(
         "train_list_sha256": train_list_sha256 or _labels_sha(labels),
         "train_list_sha256_source": "list file" if train_list_sha256 else "labels array",
         "final_train_loss": history[-1]["loss"], "final_train_accuracy": history[-1]["accuracy"],
-        "history": history, "seconds": time.perf_counter() - t0, "torch": torch.__version__}
+        "history": history, "seconds": time.perf_counter() - t0, "torch": torch.__version__,
+        "labels": "per position" if per_position else "per video"}
+    if per_position:
+        provenance["position_class_weights"] = weights.tolist()
     if len(val_idx):
         provenance["final_val_loss"] = history[-1]["val_loss"]
         provenance["final_val_accuracy"] = history[-1]["val_accuracy"]

@@ -34,6 +34,7 @@ class HeadStageConfig:
     load: str = "auto"                     # memory | stream | auto (data/store_rows.py)
     quiet: bool = False
     command: str = ""
+    truth: str | None = None               # a truth file: train per position on segment classes
 
 
 def run_head(cfg: HeadStageConfig) -> dict:
@@ -42,7 +43,11 @@ def run_head(cfg: HeadStageConfig) -> dict:
     {stream: provenance}.
 
     A re-run with the same settings, list and training rows as the recorded head reuses that
-    head (kept in the store) and only fills the videos extracted since, keeping its provenance."""
+    head (kept in the store) and only fills the videos extracted since, keeping its provenance.
+
+    ``cfg.truth``: a truth file (data/truth.py) of the training videos: the head learns each
+    position's segment class (agents/head.py ``per_position``), not the video's label, and
+    its provenance records the file's sha256."""
     videos = read_list(cfg.train_list)
     out = {}
     with open_store(cfg.store, "a") as store:
@@ -52,16 +57,18 @@ def run_head(cfg: HeadStageConfig) -> dict:
         rows = rows_for_list(store, videos)
         rows_sha = hashlib.sha256(np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest()
         multilabel = bool(store.attrs.get("multilabel"))
+        labels, truth_sha = _head_labels(store, rows, cfg.truth)
         for stream in cfg.streams or tuple(store.streams):
-            head, prov = _recorded_head(store, stream, cfg.head, videos.sha256, rows_sha, C)
+            head, prov = _recorded_head(store, stream, cfg.head, videos.sha256, rows_sha, C, truth_sha)
             todo = store.done()
             if head is None:
                 feats = _head_features(store, stream, rows, cfg.load)     # (V, T, K, D) float16
-                head, prov = train_head(feats, store.labels[rows], C, cfg.head, multilabel=multilabel,
+                head, prov = train_head(feats, labels, C, cfg.head, multilabel=multilabel,
                                         device=cfg.device, progress=show_progress(cfg.quiet),
-                                        train_list_sha256=videos.sha256)
+                                        train_list_sha256=videos.sha256, per_position=truth_sha is not None)
                 prov.update(by="framesel head", stream=stream, train_list=str(cfg.train_list),
                             command=cfg.command, train_rows_sha256=rows_sha, head_sha256=head_sha256(head),
+                            truth_file=cfg.truth, truth_sha256=truth_sha,
                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
                 prov.pop("history", None)
                 _save_head(store, stream, head)    # before the logits, so a re-run can reuse it
@@ -82,13 +89,27 @@ def _head_features(store, stream: str, rows, load: str):
     return store.read_rows(name, rows)
 
 
-def _recorded_head(store, stream, cfg: HeadConfig, list_sha, rows_sha, C):
+def _head_labels(store, rows, truth_path) -> tuple[np.ndarray, str | None]:
+    """(labels, truth sha256): the training rows' video labels, or with a truth file their
+    (V, T) per-position segment classes (data.truth.position_labels) and the file's sha256."""
+    if truth_path is None:
+        return store.labels[rows], None
+    from data.truth import position_labels, read_truth
+
+    truth = read_truth(truth_path)
+    paths = [store.paths[i] for i in rows]
+    labels = position_labels(truth, paths, store.attrs.get("classes", []), store.read_rows("frame_index", rows),
+                             store.read_rows("videos/num_frames", rows))
+    return labels, truth.sha256
+
+
+def _recorded_head(store, stream, cfg: HeadConfig, list_sha, rows_sha, C, truth_sha=None):
     """(head, provenance) of the head recorded for ``stream`` if it is the one these settings,
-    list and training rows would train (weights verified by sha256); else (None, None)."""
+    list, training rows and truth file would train (weights verified by sha256); else (None, None)."""
     prov = store.logits_provenance().get(stream)
     if not prov or prov.get("by") != "framesel head" or prov.get("config") != dataclasses.asdict(cfg) \
-            or (prov.get("train_list_sha256"), prov.get("train_rows_sha256"), prov.get("num_classes")) \
-            != (list_sha, rows_sha, C):
+            or (prov.get("train_list_sha256"), prov.get("train_rows_sha256"), prov.get("num_classes"),
+                prov.get("truth_sha256")) != (list_sha, rows_sha, C, truth_sha):
         return None, None
     head = build_head(int(prov["feature_dim"]), C, cfg)
     try:

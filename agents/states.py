@@ -19,7 +19,7 @@ MODES = ("frame", "region")
 
 
 # the States fields with one row per video (the rest: video_ids, multilabel)
-_PER_VIDEO = ("features", "logits", "labels", "motion", "feature_maps", "observer")
+_PER_VIDEO = ("features", "logits", "labels", "motion", "feature_maps", "observer", "key")
 
 
 @dataclass
@@ -30,7 +30,10 @@ class States:
     labels: (V,) int64, or (V, C) float32 multi-hot when ``multilabel``; motion: (V, T)
     float32 mean flow magnitude or None; feature_maps: (V, T, K, h, w, d) float32 or None;
     observer: (V, T, K, D') float32 features of a cheap stream (DSN's observation) or None;
-    video_ids: (V,) int64 rows of the store these came from.
+    video_ids: (V,) int64 rows of the store these came from; key: (V, T) bool positions
+    inside a segment of the video's class (untrimmed videos with a truth file, data/truth.py;
+    planted states), or None: evaluation's ground truth, which only the ``key_oracle``
+    baseline and the key-precision columns read, never an agent.
 
     features, logits, feature_maps and observer may instead be :class:`data.store_rows.StoreRows`
     views of the store (``load_states(load="stream")``): they index like tensors along the
@@ -45,6 +48,7 @@ class States:
     observer: torch.Tensor | None = None
     video_ids: np.ndarray | None = None
     multilabel: bool = False
+    key: torch.Tensor | None = None
 
     def __post_init__(self):
         V, T, K, _ = self.features.shape
@@ -52,8 +56,19 @@ class States:
             raise InputError(f"logits {tuple(self.logits.shape)} do not match features {tuple(self.features.shape)}")
         if self.labels.shape[0] != V:
             raise InputError(f"{self.labels.shape[0]} labels for {V} videos")
+        if self.key is not None and (tuple(self.key.shape) != (V, T) or self.key.dtype != torch.bool):
+            raise InputError(f"key must be a (V, T) = ({V}, {T}) bool mask, got {tuple(self.key.shape)} {self.key.dtype}")
         if self.video_ids is None:
             self.video_ids = np.arange(V, dtype=np.int64)
+
+    @property
+    def key_mask(self) -> torch.Tensor | None:
+        """The planted states' name for :attr:`key` (agents/synthetic.py, the tests)."""
+        return self.key
+
+    @key_mask.setter
+    def key_mask(self, value) -> None:
+        self.key = value
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:

@@ -54,8 +54,7 @@ def planted_states(V=256, T=25, K=1, D=64, C=8, *, n_key=5, strength=2.0, noise=
             maps[v, :, :, cell[v, 0], cell[v, 1], :] += feats[v] * 1.0
     st = States(features=torch.from_numpy(feats), logits=torch.from_numpy(logits),
                 labels=torch.from_numpy(labels.astype(np.int64)), motion=torch.from_numpy(motion),
-                feature_maps=None if maps is None else torch.from_numpy(maps))
-    st.key_mask = torch.from_numpy(key)   # ground truth for tests: (V, T) bool
+                feature_maps=None if maps is None else torch.from_numpy(maps), key=torch.from_numpy(key))
     return st
 
 

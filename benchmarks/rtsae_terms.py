@@ -11,12 +11,13 @@ core; ``--full`` instead trains the full default network once on 240 + 240 video
 
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.rtsae_terms [--epochs 6] [--pretrain-epochs 4]
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.rtsae_terms --full [--full-rows rtsae_nogate]
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.rtsae_terms --store S --stream rgb --train L --test L
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.rtsae_terms --store S --stream rgb --train L --test L [--truth F]
 
-``--store`` runs the same grid on a real store's features (e.g. ``framesel demo``'s): planted
+``--store`` runs the same grid on a real store's features (e.g. ``framesel demo``'s or the untrimmed
+composites', whose ``--truth`` gives key recall: the share of target-segment positions kept): planted
 positions are independent draws, so no position helps reconstruct another and stage 2's
-unsupervised gate has nothing to choose; consecutive positions of a real video do. Key recall
-is then unknown (``nan``).
+unsupervised gate has nothing to choose; consecutive positions of a real video do. Without
+``--truth`` key recall is unknown (``nan``).
 
 (as a module from the repository root: run as a script, benchmarks/agents.py would shadow
 the ``agents`` package).
@@ -80,15 +81,20 @@ def split(V, D):
     return train, test
 
 
-def from_store(path, stream, train_list, test_list):
-    """Train and test States of ``stream`` from a real store and two lists."""
+def from_store(path, stream, train_list, test_list, truth=None):
+    """Train and test States of ``stream`` from a real store and two lists; with ``truth`` (a
+    segment truth file, data/truth.py) the test States get ``key_mask`` (V, T) bool from it."""
     from agents.from_store import load_states, rows_for_list
     from data.lists import read_list
     from data.store import open_store
+    from evaluate.keys import load_truth
 
     with open_store(path) as store:
-        return tuple(load_states(store, stream, rows_for_list(store, read_list(lst)), require_logits=False)
-                     for lst in (train_list, test_list))
+        rows = [rows_for_list(store, read_list(lst)) for lst in (train_list, test_list)]
+        train, test = (load_states(store, stream, r, require_logits=False) for r in rows)
+        if truth:
+            test.key_mask = torch.from_numpy(load_truth(store, rows[1], truth)["key"])
+        return train, test
 
 
 def measure_partner(train, test, seed=0) -> dict:
@@ -133,12 +139,13 @@ def main(argv=None) -> None:
     ap.add_argument("--stream", default="rgb")
     ap.add_argument("--train", help="training list of --store's videos")
     ap.add_argument("--test", help="test list of --store's videos")
+    ap.add_argument("--truth", help="--store: segment truth of the test videos (untrimmed composites): key recall")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.full:
         return full(tuple(args.full_rows.split(",")))
     if args.store:
-        train, test = from_store(args.store, args.stream, args.train, args.test)
+        train, test = from_store(args.store, args.stream, args.train, args.test, args.truth)
         world = (f"{args.store} {args.stream}: {len(train.labels)} train / {len(test.labels)} test videos, "
                  f"T={train.features.shape[1]}, D={train.features.shape[-1]}")
     else:

@@ -353,8 +353,10 @@ def on_device(selector, device):
 
 def reads_features(selector) -> bool:
     """Whether ``selector`` reads the features: every learned agent and its same-classifier
-    baselines; the head's baselines read logits (and motion) only."""
-    return bool(getattr(selector, "learned", False)) or isinstance(selector, SameClassifier)
+    baselines, and a baseline that says so (``uses_features``: ``cut``); the head's other
+    baselines read logits (and motion) only."""
+    return bool(getattr(selector, "learned", False) or getattr(selector, "uses_features", False)) \
+        or isinstance(selector, SameClassifier)
 
 
 __all__ = ["BLOCK_BYTES", "Method", "MethodFailed", "SAME_CLASSIFIER", "SameClassifier", "SelectionSummary", "agent_label",

@@ -212,3 +212,91 @@ def mean_std(values, *, ddof: int = 1) -> tuple[float, float]:
         raise InputError(f"ddof must be 0 or 1, got {ddof!r}")
     std = float(v.std(ddof=ddof)) if v.size > ddof else math.nan
     return float(v.mean()), std
+
+
+# ----------------------------------------------------------------------------- key positions (untrimmed)
+
+def _check_masks(kept, key, positive) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(V, T) bool kept and key, (V,) bool positive (default: videos with a key position)."""
+    k, y = np.asarray(kept), np.asarray(key)
+    if k.ndim != 2 or k.shape != y.shape or k.size == 0:
+        raise InputError(f"kept and key must be non-empty (V, T) masks of one shape, got {k.shape} and {y.shape}")
+    for name, x in (("kept", k), ("key", y)):
+        if not (x.dtype == bool or np.issubdtype(x.dtype, np.number)) or not np.isin(x, (0, 1)).all():
+            raise InputError(f"{name} must be a boolean (V, T) mask")
+    k, y = k.astype(bool), y.astype(bool)
+    pos = y.any(1) if positive is None else np.asarray(positive)
+    if pos.shape != (k.shape[0],) or not np.isin(pos, (0, 1)).all():
+        raise InputError(f"positive must be a (V,) = ({k.shape[0]},) boolean mask, got shape {pos.shape}")
+    pos = pos.astype(bool)
+    if not pos.any():
+        raise InputError("no positive video: key precision and recall are undefined")
+    return k, y, pos
+
+
+def key_precision(kept, key, positive=None) -> float:
+    """Mean over positive videos of the share of their kept positions that are key.
+
+    kept: (V, T) bool positions a method kept; key: (V, T) bool positions inside a target
+    segment; positive: (V,) bool videos to average over (default: those with a key position).
+    A positive video that kept nothing counts 0. Chance level: :func:`key_fraction`."""
+    k, y, pos = _check_masks(kept, key, positive)
+    hits, n = (k & y)[pos].sum(1), k[pos].sum(1)
+    return float(np.where(n > 0, hits / np.maximum(n, 1), 0.0).mean())
+
+
+def key_recall(kept, key, positive=None) -> float:
+    """Mean over positive videos with a key position of the share of their key positions kept
+    (shapes as :func:`key_precision`); positives without one are left out (nothing to find)."""
+    k, y, pos = _check_masks(kept, key, positive)
+    pos = pos & y.any(1)
+    if not pos.any():
+        raise InputError("no positive video has a key position: key recall is undefined")
+    return float(((k & y)[pos].sum(1) / y[pos].sum(1)).mean())
+
+
+def key_fraction(key, positive=None) -> float:
+    """Mean over positive videos of the share of their positions that are key: the expected
+    key precision of positions drawn at random (the chance level). key: (V, T) bool."""
+    _, y, pos = _check_masks(np.asarray(key), key, positive)
+    return float(y[pos].mean(1).mean())
+
+
+def position_auc(score, inside) -> float:
+    """ROC AUC of a per-position ``score`` separating positions ``inside`` target segments
+    from the rest (scikit-learn's roc_auc_score; ties count half). score: any shape of
+    finite floats, e.g. (V, T) the head's target-class margin; inside: bool, same shape."""
+    from sklearn.metrics import roc_auc_score
+
+    s, y = np.asarray(score, np.float64).ravel(), np.asarray(inside).ravel()
+    if s.shape != y.shape or not np.isin(y, (0, 1)).all():
+        raise InputError(f"score and inside must be of one shape, inside boolean; got {np.shape(score)} "
+                         f"and {np.shape(inside)}")
+    if not np.isfinite(s).all():
+        raise InputError("score holds NaN or infinite values")
+    if y.all() or not y.any():
+        raise InputError("position_auc needs positions both inside and outside target segments")
+    return float(roc_auc_score(y.astype(bool), s))
+
+
+# ----------------------------------------------------------------------------- a row's scores
+
+def score_metrics(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> dict:
+    """top1, top5, mean_class, map (fractions) of (V, C) video scores."""
+    C = scores.shape[1]
+    if multilabel:
+        truth = np.asarray(labels) > 0
+        order = np.argsort(-scores, axis=1, kind="stable")
+        hit = lambda k: float(np.take_along_axis(truth, order[:, :k], 1).any(1).mean())  # noqa: E731
+        return {"top1": hit(1), "top5": hit(min(5, C)), "mean_class": None,
+                "map": mean_average_precision(scores, truth.astype(np.uint8))}
+    return {"top1": top_k_accuracy(scores, labels, 1), "top5": top_k_accuracy(scores, labels, min(5, C)),
+            "mean_class": mean_class_accuracy(scores, labels), "map": None}
+
+
+def correct(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> np.ndarray:
+    """(V,) bool per-video top-1 correctness for the paired tests. A tie for the top counts
+    as wrong (a bool cannot hold the 1/n expected hit the accuracy uses)."""
+    if multilabel:
+        return (np.asarray(labels) > 0)[np.arange(len(scores)), scores.argmax(1)]
+    return topk_hits(scores, labels, 1) >= 1.0

@@ -38,7 +38,8 @@ import torch
 
 from agents.base import States
 from data.errors import InputError
-from evaluate import dsn_protocol, metrics, pairing, select_classify
+from evaluate import dsn_protocol, keys, metrics, pairing, select_classify
+from evaluate.metrics import correct, score_metrics  # noqa: F401 (the protocols' scoring, re-exported)
 from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
                               selector_observer, selector_seen)
 from evaluate.methods import (Method, MethodFailed, SelectionSummary, agent_label, baseline_method, build_methods,
@@ -87,29 +88,6 @@ def weights_label(weights) -> str:
     return f"{':'.join(names)} = {':'.join(f'{v:.3g}' for v in values)}"
 
 
-# ----------------------------------------------------------------------------- scoring
-
-def score_metrics(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> dict:
-    """top1, top5, mean_class, map (fractions) of (V, C) video scores."""
-    C = scores.shape[1]
-    if multilabel:
-        truth = np.asarray(labels) > 0
-        order = np.argsort(-scores, axis=1, kind="stable")
-        hit = lambda k: float(np.take_along_axis(truth, order[:, :k], 1).any(1).mean())  # noqa: E731
-        return {"top1": hit(1), "top5": hit(min(5, C)), "mean_class": None,
-                "map": metrics.mean_average_precision(scores, truth.astype(np.uint8))}
-    return {"top1": metrics.top_k_accuracy(scores, labels, 1), "top5": metrics.top_k_accuracy(scores, labels, min(5, C)),
-            "mean_class": metrics.mean_class_accuracy(scores, labels), "map": None}
-
-
-def correct(scores: np.ndarray, labels: np.ndarray, multilabel: bool) -> np.ndarray:
-    """(V,) bool per-video top-1 correctness for the paired tests. A tie for the top counts
-    as wrong (a bool cannot hold the 1/n expected hit the accuracy uses)."""
-    if multilabel:
-        return (np.asarray(labels) > 0)[np.arange(len(scores)), scores.argmax(1)]
-    return metrics.topk_hits(scores, labels, 1) >= 1.0
-
-
 class ProtocolRun:
     """Selections, scores and costs of one split, cached by (method, stream, m, mode, alpha).
 
@@ -118,9 +96,12 @@ class ProtocolRun:
     score (T·K float32, reused across budgets, modes and alphas: ``_scores``)."""
 
     def __init__(self, states: dict, methods, cfg: ProtocolConfig, costs: CostModel | None, split: str,
-                 bar=None):
+                 bar=None, clusters=None):
         first = next(iter(states.values()))
         self.states, self.methods, self.cfg, self.costs, self.split = states, methods, cfg, costs, str(split)
+        # untrimmed truth (evaluate/keys.py): (V, T) key mask, (V, G) source-clip memberships
+        self.key = None if first.key is None else first.key.cpu().numpy()
+        self.clusters = clusters
         self.bar, self.protocol = bar, ""
         self.V, self.T, self.K = first.shape[:3]
         self.labels = first.labels.cpu().numpy()
@@ -160,9 +141,9 @@ class ProtocolRun:
     def selection(self, method: Method, stream: str, m, mode="frame", alpha=0.0, *,
                   frame_scores: bool = False) -> SelectionSummary:
         """The method's selection on ``stream`` at (m, mode, alpha), summarised per video
-        (class scores and counts: what the rows need; ``frame_scores``: also the (V, T) crop
-        mean of its scores, for the diagnostics), selected once and cached. The (V, T, K)
-        mask and scores are not kept: memory grows by O(V·C) a selection, not O(V·T·K)."""
+        (class scores, counts and kept positions: what the rows need; ``frame_scores``: also
+        the (V, T) crop mean of its scores, for the diagnostics), selected once and cached. The
+        (V, T, K) mask and scores are not kept: memory grows by O(V·(C + T)) a selection."""
         key = (method.uid, stream, m, mode, alpha)
         have = self._sel.get(key)
         if method.uid in self.failed:            # one cause for all of a method's rows
@@ -241,6 +222,7 @@ def _row(run: ProtocolRun, protocol, method: Method, stream, m, mode="frame", al
                **_gflops(run, method, stream, m, mode, pair), "fraction_kept": frac,
                "flops_convention": CONVENTION, "vs_uniform_diff": None, "ci_lo": None, "ci_hi": None,
                "mcnemar_p": None, **extra}
+        row.update(keys.key_fields(run, method, stream, m, mode, pair))
         if method.note:
             row["note"] = method.note
         if method.learned:
@@ -372,15 +354,18 @@ def check_states(states: dict) -> None:
 
 
 def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = ProtocolConfig(),
-                  costs: CostModel | None = None, bar=None) -> list[dict]:
+                  costs: CostModel | None = None, bar=None, clusters=None) -> list[dict]:
     """Flat result rows of every protocol in ``config.protocols`` for one split.
 
     states: stream -> States (V, T, K, ·); methods: :class:`Method` s (:func:`build_methods`);
     costs: per-video GFLOPs model, or None to leave the GFLOPs fields null; bar: a tqdm
-    bar advanced by one per protocol (and told the method and stream at work), or None.
+    bar advanced by one per protocol (and told the method and stream at work), or None;
+    clusters: (V, G) source-clip memberships of the videos (untrimmed truth, evaluate/keys.py)
+    for a cluster bootstrap of every paired difference, or None. States with a ``key`` mask
+    give every row key precision and recall.
     """
     check_states(states)
-    run = ProtocolRun(states, list(methods), config, costs, split, bar)
+    run = ProtocolRun(states, list(methods), config, costs, split, bar, clusters)
     rows = []
     for name in config.protocols:
         run.protocol = name
@@ -388,7 +373,8 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
         if bar is not None:
             bar.update(1)
     failed = [r for r in rows if "failed" in r]
-    return summarize_seeds([r for r in rows if "failed" not in r]) + failed
+    return summarize_seeds([r for r in rows if "failed" not in r], clusters=clusters, n=config.bootstrap,
+                           seed=config.seed) + failed
 
 
 __all__ = ["PROTOCOLS", "ProtocolConfig", "Method", "build_methods", "agent_label", "run_protocols",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from data.errors import InputError
 from data.jsonable import plain
-from evaluate import dsn_protocol
+from evaluate import dsn_protocol, keys
 from evaluate.answer import LEGEND, answer_tables, detail_tables, findings
 from evaluate.verdicts import SIGNIFICANCE, fmt as _fmt, stream_order, summary_split, verdict_family, verdicts
 from evaluate.compute import CONVENTION
@@ -188,15 +188,16 @@ def write_report(out_dir, rows, meta: dict, extras: dict | None = None) -> dict:
            "findings": findings(rows, family, chance), "details": detail_tables(rows, family),
            "words": verdicts(rows, family), "sections": plot_sections(rows, extras, split),
            "notes": _notes(rows, meta), "tables": _tables(rows, split), "meta": _meta_lines(meta),
-           "published": _published_table(), "departures": meta.get("departures") or {}}
+           "published": _published_table(), "departures": meta.get("departures") or {},
+           "keys": keys.truth_section(rows, meta)}
     (out / "report.md").write_text(_markdown(doc))
     (out / "report.html").write_text(_html(doc))
     return {"json": out / "results.json", "md": out / "report.md", "html": out / "report.html"}
 
 
 def _meta_lines(meta) -> list[tuple[str, str]]:
-    keys = ("command", "store", "seeds", "versions", "config")
-    return [(k, json.dumps(plain(meta[k]), sort_keys=True)) for k in keys if meta.get(k) is not None]
+    names = ("command", "store", "seeds", "versions", "config", "truth")
+    return [(k, json.dumps(plain(meta[k]), sort_keys=True)) for k in names if meta.get(k) is not None]
 
 
 def _published_table():
@@ -206,6 +207,7 @@ def _published_table():
 
 
 NO_AGENT = "no learned agent was evaluated: baselines only."
+KEYS_TITLE = "Key positions (segment truth)"
 
 
 def _markdown(doc) -> str:
@@ -217,6 +219,9 @@ def _markdown(doc) -> str:
     for title, header, body in doc["details"]:
         md += [f"### {title}", "", _md_table(header, body), ""]
     md += ["### Verdicts", ""] + ([f"- {w}" for w in doc["words"]] or [f"- {NO_AGENT}"]) + [""]
+    if doc.get("keys"):
+        lines, header, body = doc["keys"]
+        md += [f"## {KEYS_TITLE}", ""] + [f"- {x}" for x in lines] + ["", _md_table(header, body), ""]
     md += ["## Plots", ""]
     md += [f"- {t}: " + (f"skipped — {note}" if note else "in report.html") for t, _, note in doc["sections"]] + [""]
     md += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
@@ -278,7 +283,12 @@ def _html(doc) -> str:
     for title, header, body in doc["details"]:
         h += [f"<h3>{html.escape(title)}</h3>", _detail_html(header, body)]
     h += ["<h3>Verdicts</h3><ul>"] + ([f"<li>{bold(w)}</li>" for w in doc["words"]] or [f"<li>{NO_AGENT}</li>"])
-    h.append("</ul><h2>Plots</h2>")
+    h.append("</ul>")
+    if doc.get("keys"):
+        lines, header, body = doc["keys"]
+        h += [f"<h2>{KEYS_TITLE}</h2><ul>"] + [f"<li>{html.escape(x)}</li>" for x in lines] + ["</ul>"]
+        h.append(_html_table(header, body))
+    h.append("<h2>Plots</h2>")
     for title, png, note in doc["sections"]:
         h.append(f"<h3>{html.escape(title)}</h3>")
         h.append(f"<p class='note'>Skipped: {html.escape(note)}</p>" if note else

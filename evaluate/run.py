@@ -23,6 +23,7 @@ from data.store import open_store
 from data.store_rows import StoreRows
 from data.progress import show_progress
 from data.space import write_error
+from evaluate import keys
 from evaluate.compute import CostModel, selector_observer
 from evaluate.diagnostics import collect_diagnostics
 from evaluate.protocols import TATTN_WEIGHTS, TSN_WEIGHTS, ProtocolConfig, build_methods
@@ -47,6 +48,7 @@ class EvaluateConfig:
     quiet: bool = False       # no progress bar (it is off too when the CI environment variable is set)
     per_video: bool = False   # also write per_video.csv: select_classify's kept frames, class, score per video
     command: str = ""
+    truth: str | None = None  # segment truth of the test videos (untrimmed composites): evaluate/keys.py
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
@@ -65,12 +67,15 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         check_fusion(cfg.protocol.fusion, streams, store.streams)
         cfg = dataclasses.replace(cfg, protocol=dataclasses.replace(
             cfg.protocol, ms=fit_budgets(cfg.protocol.ms, store.T, clamp=cfg.clamp_m)))
-        baselines = pick_baselines(cfg.baselines, store)
+        baselines = pick_baselines(cfg.baselines, store, truth=cfg.truth is not None)
         maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
-        splits, first, costs, evaluated = {}, None, {}, []
+        splits, first, costs, evaluated, clusters, truths = {}, None, {}, [], {}, {}
         for name, list_path in zip(split_names(cfg.test_lists), cfg.test_lists):
             rows = rows_for_list(store, read_list(list_path))
             states = {s: load_states(store, s, rows, feature_maps=maps, load=cfg.load) for s in streams}
+            if cfg.truth is not None:
+                truths[name] = keys.load_truth(store, rows, cfg.truth)
+                states, clusters[name] = keys.with_key(states, truths[name]["key"]), truths[name]["members"]
             methods = attach_observers(store, rows, states, build_methods(baselines, agents, streams))
             splits[name] = (states, methods)
             # the split's videos' cost record; each agent's observer: protocols._gflops. None
@@ -78,7 +83,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             costs[name] = known_costs(CostModel.from_store(store, rows), streams)
             first, evaluated = first or (states, rows), evaluated + [rows]
         result_rows = evaluate_splits(splits, config=cfg.protocol, costs=costs,
-                                      progress=show_progress(cfg.quiet))
+                                      progress=show_progress(cfg.quiet), clusters=clusters or None)
         per_video = per_video_rows(result_rows, store)
         states, rows = first
         thumbs = StoreRows(store, "thumbnails", rows, dtype=np.uint8) if store.has("thumbnails") else None
@@ -86,6 +91,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
                                      sample=cfg.sample_videos, thumbnails=thumbs, classes=store.attrs.get("classes"))
         everything = CostModel.from_store(store, np.unique(np.concatenate(evaluated)))
         meta = _meta(cfg, store, agents, known_costs(everything, streams, warn=False), streams)
+        if truths:
+            meta["truth"] = {name: keys.truth_meta(t, splits[name][0]) for name, t in truths.items()}
     failed = failures(result_rows)
     try:
         paths = write_report(cfg.out, [r for r in result_rows if "failed" not in r], {**meta, "failed": failed}, extras)
@@ -133,16 +140,22 @@ def split_names(test_lists) -> list[str]:
         depth = [d + 1 if n in clash else d for n, d in zip(names, depth)]
 
 
-def pick_baselines(wanted, store) -> tuple[str, ...]:
+def pick_baselines(wanted, store, *, truth: bool = False) -> tuple[str, ...]:
     """The baselines to run: ``wanted``, or () = every registered one. A store without a
     ``motion`` node (no flow measured: ``--flow none``, imported features) leaves the motion
-    baseline out of the default set, and asking for it is an error saying why."""
+    baseline out of the default set; without a truth file those that need the key mask
+    (``key_oracle``) are left out of it. Asking for either is an error saying why."""
+    from agents.base import selector_class
+
     if "motion" in wanted and not store.has("motion"):
         raise InputError(f"--baselines motion: {store.path} has no `motion` node (mean flow magnitude; "
                          "extracted with --flow none, or imported features)")
+    needy = [b for b in wanted if getattr(selector_class(b), "needs_key", False)]
+    if needy and not truth:
+        raise InputError(f"--baselines {','.join(wanted)}: {', '.join(needy)} needs the segment truth: add --truth FILE")
     if wanted:
         return tuple(wanted)
-    names = tuple(selector_names(learned=False))
+    names = tuple(b for b in selector_names(learned=False) if truth or not getattr(selector_class(b), "needs_key", False))
     if not store.has("motion"):
         log.info("%s has no motion node: the motion baseline is left out", store.path)
         names = tuple(n for n in names if n != "motion")

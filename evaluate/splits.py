@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from evaluate import metrics
+from evaluate import keys, metrics
 from evaluate.pairing import REFERENCES, ref_fields
 from evaluate.protocols import ProtocolConfig, run_protocols
 
@@ -12,7 +12,7 @@ from evaluate.protocols import ProtocolConfig, run_protocols
 GROUP_KEYS = ("protocol", "method", "seed", "stream", "m", "mode", "alpha", "fusion_weights", "state", "mn")
 MEAN_KEYS = ("top1", "top5", "mean_class", "map", "fraction_kept", "gflops_full", "gflops_deployable",
              "seconds_full", "seconds_deployable") \
-    + tuple(ref_fields(r)[0] for r in REFERENCES) + tuple(f"vs_{r}_top1" for r in REFERENCES)
+    + tuple(ref_fields(r)[0] for r in REFERENCES) + tuple(f"vs_{r}_top1" for r in REFERENCES) + keys.KEY_COLUMNS
 
 
 def summarize_splits(rows: list[dict]) -> list[dict]:
@@ -41,10 +41,10 @@ def summarize_splits(rows: list[dict]) -> list[dict]:
 
 
 def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), costs=None,
-                    progress: bool = False) -> list[dict]:
+                    progress: bool = False, clusters: dict | None = None) -> list[dict]:
     """``splits``: name -> (states, methods). Every split's rows, then the mean rows.
     ``progress``: a bar on stderr over splits × protocols, naming the split, protocol,
-    method and stream at work."""
+    method and stream at work; ``clusters``: split name -> (V, G) memberships (run_protocols)."""
     from tqdm import tqdm
 
     rows = []
@@ -52,6 +52,7 @@ def evaluate_splits(splits: dict, *, config: ProtocolConfig = ProtocolConfig(), 
               disable=not progress, dynamic_ncols=True) as bar:
         for name, (states, methods) in splits.items():
             rows.extend(run_protocols(states, methods, split=name, config=config, bar=bar,
-                                      costs=costs.get(name) if isinstance(costs, dict) else costs))
+                                      costs=costs.get(name) if isinstance(costs, dict) else costs,
+                                      clusters=(clusters or {}).get(name)))
     ok = [r for r in rows if "failed" not in r]      # failed rows (MethodFailed) carry no metrics to average
     return rows + (summarize_splits(ok) if len(splits) > 1 else [])

@@ -168,3 +168,78 @@ def seeds_videos_ci(correct_a, correct_b, *, alpha: float = 0.05) -> tuple[float
     q = lambda df: float(student_t.ppf(1 - alpha / 2, df)) if df > 0 else 0.0  # noqa: E731
     half = math.sqrt(q(S - 1) ** 2 * A + q(N - 1) ** 2 * B)
     return mean, mean - half, mean + half
+
+
+def cluster_bootstrap_ci(correct_a, correct_b, members, *, n: int = 10000, alpha: float = 0.05,
+                         seed: int = 0, chunk: int = 500) -> tuple[float, float, float]:
+    """Paired bootstrap interval of accuracy(a) − accuracy(b) over *clusters* (source clips)
+    that videos share, each video holding several (untrimmed composites, data/compose.py).
+
+    correct_a: (N,) or (S, N) bool per-video correctness (S training seeds); correct_b: the
+    same shape, or (N,) for a reference that does not depend on the seed; members: (N, G)
+    count of each cluster's pieces in each video (data.truth.memberships). Returns
+    ``(diff, lo, hi)``: the observed (seed-mean) difference and the ``alpha/2``, ``1 −
+    alpha/2`` quantiles.
+
+    The scheme: each resample draws the G clusters with replacement (counts W_g, multinomial,
+    mean 1), gives video v the weight ``w_v = 1 + Σ_g members[v, g] (W_g − 1)``, i.e. it
+    moves with *every* cluster it holds, and takes ``d̄ + Σ_v (w_v − 1)(d_v − d̄) / N`` for
+    per-video differences d (with seeds: each seed's, weighted by drawn seeds as in
+    :func:`bootstrap_ci_seeds`). Its variance is Σ_g (Σ_v members[v, g](d_v − d̄))² / N²: the
+    cluster-robust variance with every video counted in each of its clusters. Consequences:
+
+    - each video its own cluster (members = I): exactly the paired video bootstrap;
+      disjoint clusters of equal size: exactly the classic cluster bootstrap;
+    - any dependence carried by a shared clip is in the interval, whatever its form (a
+      clip that fools the classifier in every composite it is in moves them together);
+    - conservative: a video holding n clips counts its own variance up to n times (the
+      interval is at most ~√n wider than needed when clips carry no effect). Weighting a
+      video by the *mean* of its clips' draws instead would divide the shared effects by n
+      and understate the variance about n-fold, so it is not used.
+
+    The resample is linear (a video whose clips were all left out weighs below zero), so
+    with few videos its quantiles can pass ±1; the bounds are clipped to [−1, 1], the range
+    of an accuracy difference.
+    """
+    a = np.atleast_2d(np.asarray(correct_a))
+    b = np.asarray(correct_b)
+    if b.ndim == 1 and b.shape[0] == a.shape[1]:
+        b = np.broadcast_to(b, a.shape)
+    if a.ndim != 2 or a.shape != np.atleast_2d(b).shape or a.size == 0:
+        raise InputError(f"correct_a (N,) or (S, N) and correct_b must agree, got {np.shape(correct_a)} and "
+                         f"{np.shape(correct_b)}")
+    for row_a, row_b in zip(a, np.atleast_2d(b)):
+        _check_pair(row_a, row_b)
+    m = np.asarray(members)
+    S, N = a.shape
+    if m.ndim != 2 or m.shape[0] != N or m.shape[1] == 0 or not np.issubdtype(m.dtype, np.integer) or (m < 0).any():
+        raise InputError(f"members must be (N, G) = ({N}, G) non-negative integer counts, got {m.shape} {m.dtype}")
+    if (m.sum(1) == 0).any():
+        raise InputError(f"{int((m.sum(1) == 0).sum())} videos belong to no cluster")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"n (bootstrap resamples) must be a positive integer, got {n!r}")
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must lie in (0, 1), got {alpha!r}")
+    d = a.astype(np.float64) - np.atleast_2d(b).astype(np.float64)        # (S, N)
+    G, rng, diffs = m.shape[1], np.random.default_rng(seed), []
+    for start in range(0, int(n), chunk):
+        k = min(chunk, int(n) - start)
+        seed_w = rng.multinomial(S, np.full(S, 1.0 / S), size=k) / S               # (k, S)
+        draws = rng.multinomial(G, np.full(G, 1.0 / G), size=k)                    # (k, G)
+        diffs.append((seed_w * cluster_resample(d, m, draws)).sum(1))
+    lo, hi = np.clip(np.quantile(np.concatenate(diffs), [alpha / 2, 1 - alpha / 2]), -1.0, 1.0)
+    return float(d.mean()), float(lo), float(hi)
+
+
+def cluster_resample(d, members, draws) -> np.ndarray:
+    """The resampled mean differences of :func:`cluster_bootstrap_ci` for given draws.
+
+    d: (S, N) float per-seed per-video differences; members: (N, G) counts; draws: (k, G)
+    how often each cluster was drawn in each of k resamples. Returns (k, S): per resample
+    and seed, ``d̄ + Σ_v (w_v − 1)(d_v − d̄) / N`` with ``w_v − 1 = Σ_g members[v, g](W_g − 1)``.
+    A linear (multiplier) resample: a video whose clusters were all left out weighs below
+    zero, so with a handful of videos a resample may leave [−1, 1]."""
+    d = np.atleast_2d(np.asarray(d, np.float64))
+    moved = (np.asarray(draws, np.float64) - 1.0) @ np.asarray(members, np.float64).T     # (k, N)
+    dev = d - d.mean(1, keepdims=True)
+    return d.mean(1)[None, :] + moved @ dev.T / d.shape[1]

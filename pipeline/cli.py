@@ -143,11 +143,14 @@ def merge(shards, out):
 @click.option("--epochs", default=30, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--truth", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Segment truth of the training videos (truth.json of untrimmed composites): train each "
+                   "position on its segment's class instead of the video's label.")
 @device_option("Where the head trains and writes the logits.")
 @load_option
 @quiet_option
 @domain_errors
-def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, load, quiet):
+def head(store_path, train_list, streams, hidden, epochs, lr, seed, truth, device, load, quiet):
     """Train the classifier CL on cached features and write per-frame logits into STORE."""
     from agents.head import HeadConfig
     from agents.head_stage import HeadStageConfig, run_head
@@ -155,10 +158,11 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, device, load
     cfg = HeadStageConfig(store=store_path, train_list=train_list,
                           streams=tuple(s for s in streams.split(",") if s),
                           head=HeadConfig(hidden=hidden, epochs=epochs, lr=lr, seed=seed),
-                          device=device, load=load, quiet=quiet, command=command_line())
+                          device=device, load=load, quiet=quiet, command=command_line(), truth=truth)
     for stream, prov in run_head(cfg).items():
         click.echo(f"{stream}: head trained on {prov['num_train']} videos, train accuracy "
-                   f"{prov['final_train_accuracy']:.3f}; logits written to {store_path}")
+                   f"{prov['final_train_accuracy']:.3f}" + (" per position" if prov.get("labels") == "per position" else "")
+                   + f"; logits written to {store_path}")
 
 
 @main.command()
@@ -228,13 +232,17 @@ def train(store_path, agent_name, train_list, out, stream, observer, overrides, 
 @click.option("--fusion", multiple=True, callback=fusion_weights, metavar="rgb=W,flow=W",
               help="Two-stream fusion weights on scores before softmax (default: 1:1.5 as TSN, and 1/3:2/3).")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--truth", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Segment truth of the test videos (truth.json of untrimmed composites): key precision and "
+                   "recall per row, the key_oracle baseline, cluster-bootstrap intervals over source clips, the "
+                   "head's per-position AUC.")
 @device_option("Where the selections run (the agents' networks, a block of test videos at a time).")
 @click.option("--per-video", is_flag=True, help="Also write per_video.csv (select_classify: kept frames, class, score).")
 @load_option
 @quiet_option
 @domain_errors
-def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, device, load, quiet,
-             per_video):
+def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, fusion, seed, truth, device, load,
+             quiet, per_video):
     """Run the papers' protocols on STORE with the given agents and write a report."""
     from evaluate.protocols import ProtocolConfig
     from evaluate.run import EvaluateConfig, run_evaluate
@@ -248,7 +256,7 @@ def evaluate(store_path, test_lists, agent_paths, out, ms, baselines, streams, f
                          baselines=tuple(b for b in baselines.split(",") if b),
                          streams=tuple(s for s in streams.split(",") if s),
                          protocol=ProtocolConfig(**proto), clamp_m=not ms, load=load, quiet=quiet,
-                          per_video=per_video, command=command_line())
+                         per_video=per_video, command=command_line(), truth=truth)
     paths = run_evaluate(cfg)
     click.echo(f"report: {paths.get('html', paths)}")
     for f in paths.get("failed", ()):

@@ -54,7 +54,7 @@ def world(tmp_path_factory):
     lst = root / "all.txt"
     lst.write_text("".join(f"c{i % C}/v{i}.mp4 {i % C}\n" for i in range(V)))
     zarr, h5 = make_store(root / "s.zarr"), make_store(root / "s.h5")
-    r = cli("train", zarr, "--agent", "as", "--train", lst, "--out", root / "as.pt", "--set", "epochs=1", "--quiet")
+    r = cli("train", zarr, "--agent", "as", "--seeds", "1", "--train", lst, "--out", root / "as.pt", "--set", "epochs=1", "--quiet")
     assert r.exit_code == 0, r.output
     (root / "videos" / "a").mkdir(parents=True)
     write_video(root / "videos" / "a" / "v0.mp4", moving_texture(12, seed=0))
@@ -104,7 +104,7 @@ def test_an_unreadable_store_is_one_line_and_left_as_it_was(world, tmp_path, kin
     before = sorted((p.relative_to(tmp_path), p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
     lst = world["list"]
     args = {"info": [store], "check": [store], "head": [store, "--train", lst, "--quiet"],
-            "train": [store, "--agent", "as", "--train", lst, "--out", tmp_path / "a.pt", "--quiet"],
+            "train": [store, "--agent", "as", "--seeds", "1", "--train", lst, "--out", tmp_path / "a.pt", "--quiet"],
             "evaluate": [store, "--test", lst, "--out", tmp_path / "rep", "--quiet"],
             "merge": [store, "--out", tmp_path / "m.h5"]}[command]
     one_line(cli(command, *args), store, STORES[kind])
@@ -124,7 +124,7 @@ def test_an_unreadable_list_is_one_line(world, tmp_path, kind, command):
     z = world["zarr"]
     args = {"extract": [lst, "--root", world["videos"], "--out", tmp_path / "x.zarr", *E],
             "head": [z, "--train", lst, "--quiet"],
-            "train": [z, "--agent", "as", "--train", lst, "--out", tmp_path / "a.pt", "--quiet"],
+            "train": [z, "--agent", "as", "--seeds", "1", "--train", lst, "--out", tmp_path / "a.pt", "--quiet"],
             "evaluate": [z, "--test", lst, "--out", tmp_path / "rep", "--quiet"]}[command]
     one_line(cli(command, *args), lst, words)
     check_ok(z)
@@ -153,7 +153,7 @@ def test_an_unreadable_agent_checkpoint_is_one_line_and_left_untouched(world, tm
     before = ck.read_bytes()
     one_line(cli("evaluate", world["zarr"], "--test", world["list"], "--agents", ck, "--out", tmp_path / "rep",
                  "--quiet"), ck, AGENTS[kind])
-    one_line(cli("train", world["zarr"], "--agent", "as", "--train", world["list"], "--out", ck, "--quiet"),
+    one_line(cli("train", world["zarr"], "--agent", "as", "--seeds", "1", "--train", world["list"], "--out", ck, "--quiet"),
              ck, AGENTS[kind], "left untouched")
     assert ck.read_bytes() == before
     check_ok(world["zarr"])
@@ -241,7 +241,7 @@ def test_read_only_places_are_one_line(world, tmp_path):
             one_line(cli("head", ro / name, "--train", lst, "--quiet"), ro / name)
         r = cli("evaluate", ro / "s.zarr", "--test", lst, "--out", tmp_path / "rep", "--quiet")
         assert r.exit_code == 0, r.output
-        one_line(cli("train", z, "--agent", "as", "--train", lst, "--out", ro / "a.pt", "--quiet"), ro / "a.pt")
+        one_line(cli("train", z, "--agent", "as", "--seeds", "1", "--train", lst, "--out", ro / "a.pt", "--quiet"), ro / "a.pt")
         one_line(cli("evaluate", z, "--test", lst, "--out", ro / "rep", "--quiet"), ro / "rep")
         one_line(cli("extract", world["vlist"], "--root", world["videos"], "--out", ro / "x.zarr", *E), ro / "x.zarr")
         one_line(cli("merge", world["h5"], "--out", ro / "m.h5"), ro / "m.h5", "not a writable directory")
@@ -257,7 +257,7 @@ def test_dev_full_enospc_when_saving_a_checkpoint_and_a_report(world, tmp_path):
     on device" without the file."""
     out = tmp_path / "a.pt"
     (tmp_path / "a.pt.tmp").symlink_to("/dev/full")
-    one_line(cli("train", world["zarr"], "--agent", "as", "--train", world["list"], "--out", out, "--set", "epochs=1",
+    one_line(cli("train", world["zarr"], "--agent", "as", "--seeds", "1", "--train", world["list"], "--out", out, "--set", "epochs=1",
                  "--quiet"), "disk full writing agent checkpoint", out, "No space left on device")
     assert not out.exists() and not (tmp_path / "a.pt.tmp").exists()
     rep = tmp_path / "rep"
@@ -304,7 +304,7 @@ def test_a_full_disk_stops_every_writer_with_one_line(world, full_disk):
                  f"disk full writing the rgb head and logits to {mnt / name}", "make room")
         check_ok(mnt / name)                          # untouched: refused before any write
     fill()
-    one_line(cli("train", world["zarr"], "--agent", "as", "--train", world["list"], "--out", mnt / "a.pt",
+    one_line(cli("train", world["zarr"], "--agent", "as", "--seeds", "1", "--train", world["list"], "--out", mnt / "a.pt",
                  "--set", "epochs=1", "--quiet"), "disk full writing agent checkpoint", mnt / "a.pt")
     assert not (mnt / "a.pt").exists() and not (mnt / "a.pt.tmp").exists()
     fill()

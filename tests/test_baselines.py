@@ -163,3 +163,32 @@ def test_top_m_mask_breaks_ties_by_lowest_position(T, mode):
             for k in range(3):
                 kept = set(torch.nonzero(keep[v, :, k]).flatten().tolist())
                 assert kept == _first_m_by_rule(scores[v, :, k].tolist(), m), (v, k, m)
+
+
+def test_key_oracle_keeps_key_positions_evenly_then_uniform():
+    st = _states(V=3, T=10)
+    key = torch.zeros(3, 10, dtype=torch.bool)
+    key[0, 2:8] = True          # 6 key positions: m = 3 takes the 2nd, 4th, 6th (TSN centres): 3, 5, 7
+    key[1, [1, 9]] = True       # 2 key positions: both, then 1 evenly spaced of the other 8
+    st.key = key                # video 2: a negative, uniform's positions
+    sel = selector_class("key_oracle")().select(st, 3)
+    kept = sel.keep.any(2)
+    assert torch.nonzero(kept[0]).flatten().tolist() == [3, 5, 7]
+    assert torch.nonzero(kept[1]).flatten().tolist() == [1, 5, 9]     # outside: [0, 2..8], middle of 8 -> 5
+    assert torch.nonzero(kept[2]).flatten().tolist() == evenly_spaced(10, 3).tolist()
+    assert sel.num_kept.tolist() == [3, 3, 3] and bool(selector_class("key_oracle")().select(st, None).keep.all())
+    with pytest.raises(InputError, match="--truth"):
+        selector_class("key_oracle")().select(_states(), 3)
+
+
+def test_cut_detector_finds_a_feature_jump_without_truth():
+    V, T, K, D = 2, 8, 2, 6
+    f = torch.zeros(V, T, K, D)
+    f[:, :5, :, 0] = 1.0            # segment A: positions 0-4
+    f[:, 5:, :, 1] = 1.0            # segment B: positions 5-7 (a cut between 4 and 5)
+    f += 0.01 * torch.randn(V, T, K, D, generator=torch.Generator().manual_seed(0))
+    st = States(features=f, logits=torch.zeros(V, T, K, 3), labels=torch.zeros(V, dtype=torch.long))
+    cut = selector_class("cut")()
+    assert cut.score(st).shape == (V, T, K)
+    kept = cut.select(st, 2).keep.any(2)
+    assert [torch.nonzero(k).flatten().tolist() for k in kept] == [[4, 5], [4, 5]]
