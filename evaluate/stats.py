@@ -94,6 +94,20 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
+def _seed_pairs(correct_a, correct_b) -> tuple[np.ndarray, np.ndarray]:
+    """(S, N) correctness of the agent and of its reference, the reference broadcast over the
+    seeds when it does not depend on them ((N,)); each seed's pair checked as one paired test's."""
+    a, b = np.atleast_2d(np.asarray(correct_a)), np.asarray(correct_b)
+    if b.ndim == 1 and b.shape[0] == a.shape[1]:
+        b = np.broadcast_to(b, a.shape)
+    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
+        raise InputError(f"correct_a (S, N) and correct_b (S, N) or (N,) must agree, got {a.shape} and "
+                         f"{np.shape(correct_b)}")
+    for row_a, row_b in zip(a, b):
+        _check_pair(row_a, row_b)
+    return a, b
+
+
 def bootstrap_ci_seeds(correct_a, correct_b, *, n: int = 10000, alpha: float = 0.05,
                        seed: int = 0, chunk: int = 500) -> tuple[float, float, float]:
     """Two-level paired bootstrap of the seed-mean accuracy difference: each resample draws
@@ -105,14 +119,7 @@ def bootstrap_ci_seeds(correct_a, correct_b, *, n: int = 10000, alpha: float = 0
     that does not depend on the seed). Returns ``(diff, lo, hi)``: the observed seed-mean
     difference and the ``alpha/2`` and ``1 - alpha/2`` quantiles. With S = 1 only videos
     vary (the same distribution as :func:`bootstrap_ci`)."""
-    a, b = np.atleast_2d(np.asarray(correct_a)), np.asarray(correct_b)
-    if b.ndim == 1 and b.shape[0] == a.shape[1]:
-        b = np.broadcast_to(b, a.shape)
-    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
-        raise InputError(f"correct_a (S, N) and correct_b (S, N) or (N,) must agree, got {a.shape} and "
-                         f"{np.shape(correct_b)}")
-    for row_a, row_b in zip(a, b):
-        _check_pair(row_a, row_b)
+    a, b = _seed_pairs(correct_a, correct_b)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"n (bootstrap resamples) must be a positive integer, got {n!r}")
     d = a.astype(np.float64) - b.astype(np.float64)                # (S, N) in {-1, 0, 1}
@@ -150,14 +157,7 @@ def seeds_videos_ci(correct_a, correct_b, *, alpha: float = 0.05) -> tuple[float
     the video term (a paired t-interval over videos)."""
     from scipy.stats import t as student_t
 
-    a, b = np.atleast_2d(np.asarray(correct_a)), np.asarray(correct_b)
-    if b.ndim == 1 and b.shape[0] == a.shape[1]:
-        b = np.broadcast_to(b, a.shape)
-    if a.ndim != 2 or a.shape != b.shape or a.size == 0:
-        raise InputError(f"correct_a (S, N) and correct_b (S, N) or (N,) must agree, got {a.shape} and "
-                         f"{np.shape(correct_b)}")
-    for row_a, row_b in zip(a, b):
-        _check_pair(row_a, row_b)
+    a, b = _seed_pairs(correct_a, correct_b)
     if not 0 < alpha < 1:
         raise InputError(f"alpha must lie in (0, 1), got {alpha!r}")
     d = a.astype(np.float64) - b.astype(np.float64)                 # (S, N)
