@@ -139,12 +139,14 @@ def tvl1_section(args, device: torch.device) -> None:
 # ----------------------------------------------------------------------------- backbone
 
 
-def backbone_rates(name: str, stream: str, batches, device: torch.device, frames: int | None = None) -> list[dict]:
+def backbone_rates(name: str, stream: str, batches, device: torch.device, frames: int | None = None,
+                   checkpoint=None) -> list[dict]:
     """frames/s of backbone ``name`` (``stream``'s stem) per batch size at its input size over
     ``frames`` frames (default max(4 x batch, 64)):
     preprocessed input already on the device, features copied back to the CPU (what
-    BackboneRunner does in extraction), timed after a warm-up batch."""
-    bb = backbones.create_backbone(name, stream=stream, flow_stack=5)
+    BackboneRunner does in extraction), timed after a warm-up batch. ``checkpoint``: weights
+    for a backbone that ships none (an image tower's folder)."""
+    bb = backbones.create_backbone(name, stream=stream, flow_stack=5, checkpoint=checkpoint)
     size = bb.spec.input_size
     rows = []
     for b in batches:

@@ -36,6 +36,7 @@ from agents.base import States, consensus_scores
 from data.layout import CENTRE_CROP
 from evaluate import metrics, stats
 from evaluate.compute import selector_observer
+from evaluate.methods import MethodFailed, check_selection
 from evaluate.pairing import TSN_WEIGHTS
 
 PROTOCOL = "select_classify"
@@ -63,9 +64,12 @@ def centre_only(states: States) -> States:
 
 def kept_positions(selector, observed: States, m) -> torch.Tensor:
     """(V, T) bool: the positions ``selector`` keeps at budget m, seeing only the centre crop
-    of ``observed`` (its stream's states, with its observer)."""
+    of ``observed`` (its stream's states, with its observer). MethodFailed when its scores are
+    not finite (a diverged agent: evaluate fails its rows, predict its videos)."""
     with torch.no_grad():
-        return selector.select(centre_only(observed), m).keep.any(2).cpu()
+        sel = selector.select(centre_only(observed), m)
+    check_selection(selector, sel)
+    return sel.keep.any(2).cpu()
 
 
 def fusion_weights(streams, weights=TSN_WEIGHTS) -> dict:
@@ -139,8 +143,13 @@ def select_classify_rows(run, score_metrics, weights_label):
             for m in run.ms(method):
                 run.show(method, stream)
                 plain = method.label == "uniform" and not method.learned
-                out = reference(stream, m) if plain else _outcome(run, method, stream, m)
-                ref = None if plain else reference(stream, m if m is not None else run.T)
+                try:
+                    out = reference(stream, m) if plain else _outcome(run, method, stream, m)
+                    ref = None if plain else reference(stream, m if m is not None else run.T)
+                except MethodFailed as err:        # its rows fail, the report goes on
+                    yield {"split": run.split, "protocol": PROTOCOL, "method": method.label, "seed": method.seed,
+                           "stream": stream, "m": m, "failed": str(err)}
+                    continue
                 yield _row(run, method, stream, m, out, ref, label, score_metrics)
 
 
