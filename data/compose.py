@@ -23,8 +23,8 @@ Decisions (each is recorded in ``compose.json`` beside the videos):
   would mark the boundaries), no audio: deterministic bytes from one encoder build.
 * **Reuse.** Clips are drawn least-used first (ties broken by the seeded generator), never
   twice in one composite, so within each pool use counts differ by at most about one. The
-  counts are in ``compose.json`` (``reuse``): the cluster bootstrap over source clips needs
-  them (evaluate/stats.py).
+  counts are in ``compose.json`` (``reuse``): evaluate's shared-clip intervals need them
+  (evaluate/stats.shared_clip_variance).
 * **No leakage** is the caller's: compose the train list and the test list separately
   (the composer only ever reads the clips of the list it is given).
 * A source clip that does not decode is recorded in ``compose.json`` (``failed_sources``)

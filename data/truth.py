@@ -68,7 +68,7 @@ class Truth:
         return len(self.videos)
 
     def sources(self) -> list[str]:
-        """Every source clip named, sorted (the clusters of the cluster bootstrap)."""
+        """Every source clip named, sorted (the clusters of the shared-clip intervals)."""
         return sorted({s.source for v in self.videos.values() for s in v.segments})
 
 
@@ -188,7 +188,7 @@ def position_labels(truth: Truth, paths, classes, frame_index, num_frames=None) 
 
 def memberships(truth: Truth, paths) -> tuple[np.ndarray, list[str]]:
     """((V, N) int32 count of each source clip's segments in each video, the N clip names):
-    the clusters a cluster bootstrap over source clips resamples (evaluate/stats.py)."""
+    the clusters of the shared-clip intervals (evaluate/stats.shared_clip_variance)."""
     missing = [p for p in paths if p not in truth]
     if missing:
         raise InputError(f"truth file {truth.source} has no entry for {', '.join(missing[:3])}")

@@ -10,9 +10,11 @@ report's truth facts.
 - **Row columns**: ``key_precision`` (share of the kept positions that are key, mean over
   positives) and ``key_recall``; a fused pair's kept positions are those kept on either
   stream. Chance level: the meta's ``key_fraction``.
-- **Clusters**: (V, G) source-clip memberships; every paired difference also gets a
-  cluster bootstrap interval (evaluate/stats.cluster_bootstrap_ci), ``vs_<ref>_cluster_ci_lo``
-  and ``_hi``, in the rows and the seed means.
+- **Clusters**: (V, G) source-clip memberships; every paired difference also gets an
+  interval and a p-value robust to the clips videos share (evaluate/stats.seeds_videos_test
+  with ``members``: videos sharing a clip may be dependent, the rest independent),
+  ``vs_<ref>_cluster_ci_lo``/``_hi``/``_p``, in the rows and the seed means. The verdicts
+  (evaluate/verdicts.py) then need both this p and McNemar's below the line.
 - **Head AUC**: per stream (and TSN-fused 1 : 1.5), the ROC AUC of each position's
   target-class margin (crop-mean logit of the target class minus the best other class)
   inside vs outside key positions, over every position of every test video; below ~0.8 the
@@ -66,10 +68,11 @@ def key_fields(run, method, stream, m, mode, pair: bool) -> dict:
             "key_recall": metrics.key_recall(kept, run.key, positive)}
 
 
-def cluster_fields(ref: str, a, b, members, *, n: int, seed: int) -> dict:
-    """``vs_<ref>_cluster_ci_lo``/``_hi`` of per-video correctness a, b ((N,) or (S, N))."""
-    _, lo, hi = stats.cluster_bootstrap_ci(a, b, members, n=n, seed=seed)
-    return {f"vs_{ref}_cluster_ci_lo": lo, f"vs_{ref}_cluster_ci_hi": hi}
+def cluster_fields(ref: str, a, b, members) -> dict:
+    """``vs_<ref>_cluster_ci_lo``/``_hi``/``_p`` of per-video correctness a, b ((N,) or (S, N))
+    with the videos' (N, G) source-clip ``members``."""
+    _, lo, hi, p = stats.seeds_videos_test(a, b, members=members)
+    return {f"vs_{ref}_cluster_ci_lo": lo, f"vs_{ref}_cluster_ci_hi": hi, f"vs_{ref}_cluster_p": p}
 
 
 def _frame_logits(st) -> np.ndarray:
@@ -126,8 +129,9 @@ def truth_meta(truth: dict, states: dict) -> dict:
             "num_source_clips": int(len(truth["sources"])),
             "reuse": {s: int(c) for s, c in zip(truth["sources"], reuse)},
             "reuse_range": [int(reuse.min()), int(reuse.max())], "head_auc": head_auc(states, key),
-            "intervals": "cluster bootstrap over source clips (evaluate/stats.cluster_bootstrap_ci) in the "
-                         "vs_<ref>_cluster_ci_lo/_hi fields; ci_lo/ci_hi stay the paired video bootstrap"}
+            "intervals": "shared-clip-robust t intervals and p-values (evaluate/stats.seeds_videos_test with the "
+                         "source-clip memberships) in the vs_<ref>_cluster_ci_lo/_hi/_p fields; ci_lo/ci_hi "
+                         "stay the paired video bootstrap (seed means: the seeds-and-videos t interval)"}
 
 
 def truth_section(rows: list[dict], meta: dict) -> tuple[list[str], list[str], list[list]] | None:
@@ -135,7 +139,7 @@ def truth_section(rows: list[dict], meta: dict) -> tuple[list[str], list[str], l
     Lines: per split the key fraction (chance level of key precision), positives, reuse and
     the head's AUC; the table: accuracy_vs_m rows of each method (seed means where there
     are several seeds) with key precision and recall and the difference from uniform with
-    both intervals (video and cluster bootstrap)."""
+    both intervals (videos independent; videos sharing a clip dependent)."""
     truth = meta.get("truth")
     if not truth:
         return None

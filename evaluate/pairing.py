@@ -72,7 +72,7 @@ def compare(run, method, scores, stream, m, mode, weights, frac) -> dict:
                     f"vs_{ref}_top1": metrics.top_k_accuracy(ref_scores, run.labels, 1)
                     if not run.multilabel else float(b.mean())})
         if run.clusters is not None:
-            out.update(keys.cluster_fields(ref, a, b, run.clusters, n=run.cfg.bootstrap, seed=run.cfg.seed))
+            out.update(keys.cluster_fields(ref, a, b, run.clusters))
         paired[ref] = b
     out["_paired"] = paired
     return out
@@ -92,21 +92,21 @@ SEED_MEAN_KEYS = ("top1", "top5", "mean_class", "map", "fraction_kept", "gflops_
                   "uniform_m") + tuple(f"vs_{r}_top1" for r in REFERENCES) + keys.KEY_COLUMNS
 
 
-def summarize_seeds(rows: list[dict], *, clusters=None, n: int = 2000, seed: int = 0) -> list[dict]:
+def summarize_seeds(rows: list[dict], *, clusters=None) -> list[dict]:
     """``rows`` of one split plus a ``seed = "mean"`` row per group of rows of one method that
     differ only in their seed (two or more seeds); every row's ``_paired`` is dropped.
-    ``clusters``: (V, G) source-clip memberships: the means also get cluster intervals."""
+    ``clusters``: (V, G) source-clip memberships: the means also get shared-clip intervals."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("seed") is not None:
             groups.setdefault(tuple(r.get(k) for k in SEED_GROUP_KEYS), []).append(r)
-    means = [_seed_mean(g, clusters, n, seed) for g in groups.values() if len({r["seed"] for r in g}) > 1]
+    means = [_seed_mean(g, clusters) for g in groups.values() if len({r["seed"] for r in g}) > 1]
     for r in rows:
         r.pop("_paired", None)
     return rows + means
 
 
-def _seed_mean(group: list[dict], clusters=None, n: int = 2000, seed: int = 0) -> dict:
+def _seed_mean(group: list[dict], clusters=None) -> dict:
     row = {**{k: v for k, v in group[0].items() if k != "_paired"}, "seed": "mean", "num_seeds": len(group),
            "seeds": sorted(r["seed"] for r in group)}
     for k in SEED_MEAN_KEYS + tuple(ref_fields(r)[0] for r in REFERENCES):
@@ -122,7 +122,7 @@ def _seed_mean(group: list[dict], clusters=None, n: int = 2000, seed: int = 0) -
         b = np.stack([p[ref] for p in pairs])
         _, row[f_lo], row[f_hi] = stats.seeds_videos_ci(a, b)
         if clusters is not None:
-            row.update(keys.cluster_fields(ref, a, b, clusters, n=n, seed=seed))
+            row.update(keys.cluster_fields(ref, a, b, clusters))
     return row
 
 

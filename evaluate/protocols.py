@@ -361,7 +361,7 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
     costs: per-video GFLOPs model, or None to leave the GFLOPs fields null; bar: a tqdm
     bar advanced by one per protocol (and told the method and stream at work), or None;
     clusters: (V, G) source-clip memberships of the videos (untrimmed truth, evaluate/keys.py)
-    for a cluster bootstrap of every paired difference, or None. States with a ``key`` mask
+    for a shared-clip interval and p of every paired difference, or None. States with a ``key`` mask
     give every row key precision and recall.
     """
     check_states(states)
@@ -373,8 +373,7 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
         if bar is not None:
             bar.update(1)
     failed = [r for r in rows if "failed" in r]
-    return summarize_seeds([r for r in rows if "failed" not in r], clusters=clusters, n=config.bootstrap,
-                           seed=config.seed) + failed
+    return summarize_seeds([r for r in rows if "failed" not in r], clusters=clusters) + failed
 
 
 __all__ = ["PROTOCOLS", "ProtocolConfig", "Method", "build_methods", "agent_label", "run_protocols",

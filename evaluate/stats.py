@@ -134,7 +134,7 @@ def bootstrap_ci_seeds(correct_a, correct_b, *, n: int = 10000, alpha: float = 0
     return float(d.mean()), float(lo), float(hi)
 
 
-def seeds_videos_ci(correct_a, correct_b, *, alpha: float = 0.05) -> tuple[float, float, float]:
+def seeds_videos_ci(correct_a, correct_b, *, alpha: float = 0.05, members=None) -> tuple[float, float, float]:
     """Interval for the seed-mean accuracy difference of a method trained with S seeds,
     tested on the same N videos, that holds both the training-seed and the test-video
     variance (the one evaluate prints over seeds).
@@ -154,7 +154,21 @@ def seeds_videos_ci(correct_a, correct_b, *, alpha: float = 0.05) -> tuple[float
     themselves and covered 0.92 in the simulation's worst case at S = 3; the two-level
     bootstrap, :func:`bootstrap_ci_seeds`, ~0.80-0.90: resampling 3 seeds from 3 understates
     their spread.) benchmarks/seed_coverage.py simulates the coverage of each. S = 1: only
-    the video term (a paired t-interval over videos)."""
+    the video term (a paired t-interval over videos).
+
+    ``members``: (N, G) counts of each source clip in each video (data.truth.memberships)
+    when videos share clips (untrimmed composites): B becomes :func:`shared_clip_variance`
+    (benchmarks/cluster_coverage.py simulates its coverage)."""
+    return seeds_videos_test(correct_a, correct_b, alpha=alpha, members=members)[:3]
+
+
+def seeds_videos_test(correct_a, correct_b, *, alpha: float = 0.05,
+                      members=None) -> tuple[float, float, float, float]:
+    """:func:`seeds_videos_ci`'s ``(diff, lo, hi)`` and the p-value of "no difference" that
+    inverts it: the α at which the interval's half-width equals |diff| (p < α exactly when
+    the 1 − α interval leaves 0 out). diff = 0 gives p = 1; a nonzero diff with no
+    variance at all, p = 0."""
+    from scipy.optimize import brentq
     from scipy.stats import t as student_t
 
     a, b = _seed_pairs(correct_a, correct_b)
@@ -163,83 +177,72 @@ def seeds_videos_ci(correct_a, correct_b, *, alpha: float = 0.05) -> tuple[float
     d = a.astype(np.float64) - b.astype(np.float64)                 # (S, N)
     S, N = d.shape
     A = d.mean(1).var(ddof=1) / S if S > 1 else 0.0
-    B = d.mean(0).var(ddof=1) / N if N > 1 else 0.0
+    if members is not None:
+        B = shared_clip_variance(d.mean(0), members)
+    else:
+        B = d.mean(0).var(ddof=1) / N if N > 1 else 0.0
     mean = float(d.mean())
-    q = lambda df: float(student_t.ppf(1 - alpha / 2, df)) if df > 0 else 0.0  # noqa: E731
-    half = math.sqrt(q(S - 1) ** 2 * A + q(N - 1) ** 2 * B)
-    return mean, mean - half, mean + half
+
+    def half(al: float) -> float:
+        q = lambda df: float(student_t.isf(al / 2, df)) if df > 0 else 0.0  # noqa: E731
+        return math.hypot(q(S - 1) * math.sqrt(A), q(N - 1) * math.sqrt(B))     # no overflow at tiny α
+
+    h = half(alpha)
+    if mean == 0.0 or A + B == 0.0:
+        return mean, mean - h, mean + h, float(mean == 0.0)
+    lo_x, hi_x = math.log(1e-300), math.log1p(-1e-12)       # solved in log α: p can be tiny
+    if half(math.exp(hi_x)) >= abs(mean):
+        p = 1.0
+    elif half(math.exp(lo_x)) <= abs(mean):
+        p = 1e-300
+    else:
+        p = math.exp(brentq(lambda x: half(math.exp(x)) - abs(mean), lo_x, hi_x, xtol=1e-12))
+    return mean, mean - h, mean + h, float(p)
 
 
-def cluster_bootstrap_ci(correct_a, correct_b, members, *, n: int = 10000, alpha: float = 0.05,
-                         seed: int = 0, chunk: int = 500) -> tuple[float, float, float]:
-    """Paired bootstrap interval of accuracy(a) − accuracy(b) over *clusters* (source clips)
-    that videos share, each video holding several (untrimmed composites, data/compose.py).
+def shared_clip_variance(D, members) -> float:
+    """Variance of mean_v D_v when videos share source clips (untrimmed composites): the
+    multiple-membership random-effects model (Browne, Goldstein & Rasbash 2001, "Multiple
+    membership multiple classification models", Statistical Modelling 1)
+    ``D_v = μ + Σ_g w_vg c_g + ε_v`` with w_vg = members[v, g] / Σ_g members[v, g] (each video
+    the mean of its clips' effects), clip effects c_g of variance σ²_c and video noise ε_v of
+    variance σ²_e, all independent. Then ``Var(mean D) = (N σ²_e + σ²_c 1ᵀK1) / N²`` with
+    K = W Wᵀ: two videos covary by the share of clips they hold in common.
 
-    correct_a: (N,) or (S, N) bool per-video correctness (S training seeds); correct_b: the
-    same shape, or (N,) for a reference that does not depend on the seed; members: (N, G)
-    count of each cluster's pieces in each video (data.truth.memberships). Returns
-    ``(diff, lo, hi)``: the observed (seed-mean) difference and the ``alpha/2``, ``1 −
-    alpha/2`` quantiles.
+    σ²_e and σ²_c are estimated by the method of moments on e = P D (P = I − J/N, the
+    centring): E[eᵀe] = σ²_e tr P + σ²_c tr PK and E[eᵀKe] = σ²_e tr KP + σ²_c tr PKPK, a
+    2 × 2 linear system (least squares when one video per clip makes it singular: the total
+    is what counts), each component truncated at 0. The result is floored at the ordinary
+    var(D)/N: shared clips never make an interval narrower than taking the videos as
+    independent. One clip per video gives exactly var(D)/N.
 
-    The scheme: each resample draws the G clusters with replacement (counts W_g, multinomial,
-    mean 1), gives video v the weight ``w_v = 1 + Σ_g members[v, g] (W_g − 1)``, i.e. it
-    moves with *every* cluster it holds, and takes ``d̄ + Σ_v (w_v − 1)(d_v − d̄) / N`` for
-    per-video differences d (with seeds: each seed's, weighted by drawn seeds as in
-    :func:`bootstrap_ci_seeds`). Its variance is Σ_g (Σ_v members[v, g](d_v − d̄))² / N²: the
-    cluster-robust variance with every video counted in each of its clusters. Consequences:
+    Why not simpler rules: counting a pair of videos once per shared clip (a bootstrap that
+    draws clips and moves each video with every clip it holds) counts each composite's own
+    variance 6-12 times; summing e_v e_w over pairs that share a clip (the dyadic estimator)
+    collapses to ~0 when nearly every pair shares one (91 % in the benchmark's test design).
+    benchmarks/cluster_coverage.py measures all three: this one covers 0.94-0.98, the
+    per-clip one 1.00 at ~2.7× the width, the pair sum 0.90.
 
-    - each video its own cluster (members = I): exactly the paired video bootstrap;
-      disjoint clusters of equal size: exactly the classic cluster bootstrap;
-    - any dependence carried by a shared clip is in the interval, whatever its form (a
-      clip that fools the classifier in every composite it is in moves them together);
-    - conservative: a video holding n clips counts its own variance up to n times (the
-      interval is at most ~√n wider than needed when clips carry no effect). Weighting a
-      video by the *mean* of its clips' draws instead would divide the shared effects by n
-      and understate the variance about n-fold, so it is not used.
-
-    The resample is linear (a video whose clips were all left out weighs below zero), so
-    with few videos its quantiles can pass ±1; the bounds are clipped to [−1, 1], the range
-    of an accuracy difference.
-    """
-    a = np.atleast_2d(np.asarray(correct_a))
-    b = np.asarray(correct_b)
-    if b.ndim == 1 and b.shape[0] == a.shape[1]:
-        b = np.broadcast_to(b, a.shape)
-    if a.ndim != 2 or a.shape != np.atleast_2d(b).shape or a.size == 0:
-        raise InputError(f"correct_a (N,) or (S, N) and correct_b must agree, got {np.shape(correct_a)} and "
-                         f"{np.shape(correct_b)}")
-    for row_a, row_b in zip(a, np.atleast_2d(b)):
-        _check_pair(row_a, row_b)
+    D: (N,) per-video differences; members: (N, G) non-negative integer counts."""
+    D = np.asarray(D, np.float64)
     m = np.asarray(members)
-    S, N = a.shape
+    N = D.shape[0]
     if m.ndim != 2 or m.shape[0] != N or m.shape[1] == 0 or not np.issubdtype(m.dtype, np.integer) or (m < 0).any():
         raise InputError(f"members must be (N, G) = ({N}, G) non-negative integer counts, got {m.shape} {m.dtype}")
     if (m.sum(1) == 0).any():
         raise InputError(f"{int((m.sum(1) == 0).sum())} videos belong to no cluster")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"n (bootstrap resamples) must be a positive integer, got {n!r}")
-    if not 0 < alpha < 1:
-        raise InputError(f"alpha must lie in (0, 1), got {alpha!r}")
-    d = a.astype(np.float64) - np.atleast_2d(b).astype(np.float64)        # (S, N)
-    G, rng, diffs = m.shape[1], np.random.default_rng(seed), []
-    for start in range(0, int(n), chunk):
-        k = min(chunk, int(n) - start)
-        seed_w = rng.multinomial(S, np.full(S, 1.0 / S), size=k) / S               # (k, S)
-        draws = rng.multinomial(G, np.full(G, 1.0 / G), size=k)                    # (k, G)
-        diffs.append((seed_w * cluster_resample(d, m, draws)).sum(1))
-    lo, hi = np.clip(np.quantile(np.concatenate(diffs), [alpha / 2, 1 - alpha / 2]), -1.0, 1.0)
-    return float(d.mean()), float(lo), float(hi)
-
-
-def cluster_resample(d, members, draws) -> np.ndarray:
-    """The resampled mean differences of :func:`cluster_bootstrap_ci` for given draws.
-
-    d: (S, N) float per-seed per-video differences; members: (N, G) counts; draws: (k, G)
-    how often each cluster was drawn in each of k resamples. Returns (k, S): per resample
-    and seed, ``d̄ + Σ_v (w_v − 1)(d_v − d̄) / N`` with ``w_v − 1 = Σ_g members[v, g](W_g − 1)``.
-    A linear (multiplier) resample: a video whose clusters were all left out weighs below
-    zero, so with a handful of videos a resample may leave [−1, 1]."""
-    d = np.atleast_2d(np.asarray(d, np.float64))
-    moved = (np.asarray(draws, np.float64) - 1.0) @ np.asarray(members, np.float64).T     # (k, N)
-    dev = d - d.mean(1, keepdims=True)
-    return d.mean(1)[None, :] + moved @ dev.T / d.shape[1]
+    if N < 2:
+        return 0.0
+    e = D - D.mean()
+    W = m / m.sum(1, keepdims=True)
+    K = W @ W.T                                                      # (N, N)
+    PKP = K - (K.sum(0)[None, :] + K.sum(1)[:, None]) / N + K.sum() / N**2
+    tr_P, tr_PK = N - 1.0, float(np.trace(K) - K.sum() / N)
+    A = np.array([[tr_P, tr_PK], [tr_PK, float((PKP * PKP).sum())]])
+    q = np.array([e @ e, e @ K @ e])
+    var_e, var_c = np.linalg.lstsq(A, q, rcond=None)[0]
+    if var_c < 0:
+        var_e, var_c = q[0] / tr_P, 0.0
+    elif var_e < 0:
+        var_e, var_c = 0.0, q[1] / A[1, 1]
+    return float(max((N * var_e + var_c * K.sum()) / N**2, e @ e / (N * (N - 1))))

@@ -8,7 +8,10 @@ is one verdict. A cell's p-value is the largest McNemar p over the method's trai
 over seeds is needed), and its direction must agree across the seeds (else p = 1). Holm's
 step-down adjustment (:func:`evaluate.stats.holm`) then runs once over every cell of the
 report, so a report of 6 agents × 5 budgets × 3 streams × 4 references corrects over all of
-them, and says how many. A cell is a win (loss) when its adjusted p is below
+them, and says how many. Where the test videos share source clips (``evaluate --truth``:
+untrimmed composites) a seed's p is the larger of McNemar's, which takes the videos as
+independent, and the shared-clip test's (``vs_<ref>_cluster_p``,
+evaluate/stats.seeds_videos_test with the clips): a win must hold under both. A cell is a win (loss) when its adjusted p is below
 :data:`SIGNIFICANCE` and every seed's difference is positive (negative).
 """
 from __future__ import annotations
@@ -67,8 +70,8 @@ def verdict_family(rows) -> dict:
             f_diff, _, _, f_p = ref_fields(ref)
             if r.get(f_p) is None or r.get(f_diff) is None:
                 continue
-            per_cell.setdefault((r["method"], ref, r["split"], r["stream"], r["m"]), []).append(
-                (r[f_diff], float(r[f_p])))
+            p = max(float(r[f_p]), float(r.get(f"vs_{ref}_cluster_p") or 0.0))
+            per_cell.setdefault((r["method"], ref, r["split"], r["stream"], r["m"]), []).append((r[f_diff], p))
     keys = list(per_cell)
     raw = []
     for k in keys:

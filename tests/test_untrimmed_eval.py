@@ -122,7 +122,7 @@ def test_seed_means_average_the_key_columns():
 
     rows = [{"split": "1", "protocol": "accuracy_vs_m", "method": "as", "stream": "rgb", "m": 3, "seed": s,
              "top1": 0.5, "key_precision": p, "key_recall": 0.5} for s, p in ((0, 0.2), (1, 0.4))]
-    mean = [r for r in summarize_seeds(rows, n=10) if r["seed"] == "mean"][0]
+    mean = [r for r in summarize_seeds(rows) if r["seed"] == "mean"][0]
     assert mean["key_precision"] == pytest.approx(0.3) and mean["key_precision_std"] == pytest.approx(0.1414, abs=1e-3)
 
 

@@ -241,3 +241,14 @@ def test_each_agents_prediction_hook_is_what_select_predicts(name, extra, own):
             again = agent.video_scores(st, sel.keep)
         assert torch.allclose(again, sel.video_scores, atol=1e-5), (name, m)
     assert classifier_name(agent) == (f"own:{name}" if own else "head")
+
+
+def test_with_shared_source_clips_a_win_needs_the_clip_test_too():
+    # evaluate --truth: composites share clips; McNemar (videos independent) says 0.001 but
+    # the shared-clip test says 0.3: no win. Both small: a win, at the larger p.
+    rows = [_row(2, "rgb", 0.001)]
+    rows[0]["vs_uniform_cluster_p"] = 0.3
+    assert holds(rows, "agent", "uniform")["wins"] == {}
+    assert verdict_family(rows)["cells"][("agent", "uniform", "1", "rgb", 2)]["p"] == 0.3
+    rows[0]["vs_uniform_cluster_p"] = 0.004
+    assert holds(rows, "agent", "uniform")["wins"] == {("1", "rgb", 2): pytest.approx(0.004)}
