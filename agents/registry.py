@@ -7,13 +7,15 @@ time the registry is asked for a name, so what is registered never depends on wh
 caller happened to import first (GUIDE §6: no import-order-dependent registry).
 
 Add a selector: decorate its class with ``@register("name")`` and, for a new module, add
-the module's name to :data:`SELECTOR_MODULES`.
+the module's name to :data:`SELECTOR_MODULES` (or, outside framesel, name its file in
+``FRAMESEL_PLUGINS``: data/plugins.py).
 """
 from __future__ import annotations
 
 import importlib
 
 from data.errors import UnknownNameError
+from data.plugins import load_plugins
 
 # Every module that registers selectors, imported on first use of the registry.
 SELECTOR_MODULES = ("agents.baselines", "agents.as_agent", "agents.dsn", "agents.tattn", "agents.rtsae",
@@ -41,6 +43,7 @@ def _load_all() -> None:
         for module in SELECTOR_MODULES:
             importlib.import_module(module)
         _loaded = True
+    load_plugins()          # FRAMESEL_PLUGINS: a researcher's own agents (data/plugins.py)
 
 
 def selector_names(*, learned: bool | None = None) -> list[str]:

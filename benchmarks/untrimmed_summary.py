@@ -4,8 +4,8 @@ Reads OUT/report/results.json and OUT/timings.json of ``python benchmarks/untrim
 OUT`` and prints, per stream and budget m: top-1 and key precision of uniform, the key oracle,
 the label oracle, random, the shortcut baselines (cut, motion) and every agent and partner
 (means over seeds); each agent against uniform and against its partner: the seed-mean
-difference, the seeds-and-videos interval, the cluster-bootstrap interval over source clips,
-and the Holm-adjusted p of the report's one family (evaluate/verdicts.py) with its verdict.
+difference, the seeds-and-videos interval, the interval over shared source clips
+(evaluate/stats.shared_clip_variance) and its p, and the Holm-adjusted p of the report's one family (evaluate/verdicts.py) with its verdict.
 
     python benchmarks/untrimmed_summary.py --run /tmp/untrimmed-full [--json benchmarks/results/untrimmed_full.json]
 """
@@ -45,6 +45,7 @@ def versus(r, ref: str, cell) -> dict:
     lost = bool(cell and cell["sign"] < 0 and cell["adjusted"] < 0.05)
     cl_lo, cl_hi = r.get(f"vs_{ref}_cluster_ci_lo"), r.get(f"vs_{ref}_cluster_ci_hi")
     return {"diff": r.get(diff), "ci": [r.get(lo), r.get(hi)], "cluster_ci": [cl_lo, cl_hi],
+            "cluster_p": r.get(f"vs_{ref}_cluster_p"),
             "holm_p": None if cell is None else cell["adjusted"], "max_seed_p": None if cell is None else cell["p"],
             "verdict": "win" if won else "loss" if lost else "no difference",
             "cluster_excludes_0": bool(cl_lo is not None and (cl_lo > 0 or cl_hi < 0))}

@@ -1,8 +1,9 @@
 """The flow algorithms' registry: each entry one :class:`Algorithm` (name, defaults, the
 pair function, parameter rules, cost model, abilities), filled by ``@register_flow`` in
 :mod:`extract.flow_algorithms`. Add an algorithm: one function there (or in a file of its
-own listed in ``extract.flow.ALGORITHM_MODULES``) decorated with ``@register_flow``; the
-CLI's choices, the store's record and the report's cost read the registry."""
+own imported by ``extract/flow.py``, or outside framesel named in ``FRAMESEL_PLUGINS``:
+data/plugins.py) decorated with ``@register_flow``; the CLI's choices, the store's record
+and the report's cost read the registry."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 
 from data.errors import UnknownNameError
+from data.plugins import load_plugins
 from extract.flow_cost import FlowCost
 
 __all__ = ["Algorithm", "PairFn", "flow_algorithms", "get_algorithm", "opencv_version", "register_flow"]
@@ -64,7 +66,8 @@ def register_flow(name: str, defaults: Callable[[], dict], *, cost: FlowCost, de
 
 
 def flow_algorithms() -> list[str]:
-    """Names of the registered flow algorithms, sorted."""
+    """Names of the registered flow algorithms (FRAMESEL_PLUGINS' among them), sorted."""
+    load_plugins()
     return sorted(_ALGORITHMS)
 
 
@@ -74,6 +77,8 @@ def opencv_version() -> str:
 
 
 def get_algorithm(name: str) -> Algorithm:
+    if name not in _ALGORITHMS:
+        load_plugins()
     try:
         return _ALGORITHMS[name]
     except KeyError:

@@ -16,8 +16,8 @@ import click
 
 from pipeline import cli_files
 from pipeline.edge import command_line, device_option, domain_errors, load_option, quiet_option, shard_option
-from pipeline.options import (AgentPaths, SpreadCommand, backbones, checkpoints, flatten, fusion_weights, int_list,
-                              slurm_extra)
+from pipeline.options import (AgentPaths, RegistryChoice, SpreadCommand, backbones, checkpoints, flatten, flow_names,
+                              fusion_weights, int_list, slurm_extra)
 from pipeline.predict_cli import predict_command
 
 
@@ -32,6 +32,13 @@ def main(verbose):
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from data.errors import InputError
+    from data.plugins import load_plugins
+
+    try:
+        load_plugins()        # FRAMESEL_PLUGINS (data/plugins.py): a broken one is named before any work
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
 
 
 @main.command()
@@ -48,7 +55,7 @@ def main(verbose):
 @click.option("--frames", default=25, show_default=True, help="T positions per video (TSN segments).")
 @click.option("--flow-stack", default=5, show_default=True, help="L flow pairs per position.")
 @click.option("--flow", "flow_algo", default=None,
-              type=click.Choice(["tvl1", "farneback", "dis", "tvl1-torch", "tvl1-cuda", "auto", "none"]),
+              type=RegistryChoice(flow_names, extra=("auto", "none")),
               help="TV-L1 backends: tvl1 (OpenCV, CPU), tvl1-torch (batched, GPU or CPU), tvl1-cuda "
                    "(needs OpenCV built with CUDA); auto: tvl1-cuda, else tvl1-torch on a GPU, else tvl1. "
                    "[default: tvl1; auto with --device cuda, said on stderr]")

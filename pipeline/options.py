@@ -95,6 +95,34 @@ class AgentPaths(click.Path):
         return (super().convert(value, param, ctx),)
 
 
+class RegistryChoice(click.Choice):
+    """A click.Choice whose names a registry gives the first time they are needed (``--help``
+    or parsing the option), so importing the CLI loads no registry (torch, OpenCV) and a
+    name registered anywhere (FRAMESEL_PLUGINS included) is a choice. ``names``: a callable
+    returning the registered names; ``extra``: choices that are not registry entries."""
+
+    def __init__(self, names, extra=()):
+        self._names, self._extra, self._cache = names, tuple(extra), None
+        super().__init__((), case_sensitive=True)
+
+    @property
+    def choices(self):
+        if self._cache is None:
+            self._cache = tuple(self._names()) + self._extra
+        return self._cache
+
+    @choices.setter
+    def choices(self, value):
+        pass          # click.Choice.__init__ assigns the (empty) tuple: the registry decides
+
+
+def flow_names() -> list[str]:
+    """Every registered flow algorithm (extract/flow_registry.py)."""
+    from extract.flow import flow_algorithms
+
+    return flow_algorithms()
+
+
 def flatten(ctx, param, values) -> tuple:
     """A multiple option of :class:`AgentPaths`: one flat tuple of paths, each once, in order."""
     return tuple(dict.fromkeys(p for group in values for p in group))

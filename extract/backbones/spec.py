@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from data.errors import InputError, UnknownNameError
+from data.plugins import load_plugins
 from extract.backbones.presets import Preset, get_preset
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,8 @@ def register_backbone(name: str) -> Callable[[Builder], Builder]:
 
 
 def backbone_names() -> list[str]:
-    """Sorted names of every registered backbone."""
+    """Sorted names of every registered backbone (FRAMESEL_PLUGINS' among them)."""
+    load_plugins()
     return sorted(_BUILDERS)
 
 
@@ -174,6 +176,8 @@ def create_backbone(name: str, *, stream: str = "rgb", flow_stack: int = 5,
         UnknownNameError: no backbone called ``name``.
         InputError: bad stream, flow_stack, preset or checkpoint.
     """
+    if name not in _BUILDERS:
+        load_plugins()
     if name not in _BUILDERS:
         raise UnknownNameError("backbone", name, _BUILDERS)
     if stream not in STREAMS:
