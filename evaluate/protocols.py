@@ -48,7 +48,6 @@ from evaluate.pairing import TSN_WEIGHTS, summarize_seeds
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("accuracy_vs_m", "frame_vs_region", "alpha", "state_ablation", "dsn_mn", "fusion", "select_classify")
 DEFAULT_MS = (4, 8, 12, 16, 20, 25)
 DEFAULT_ALPHAS = (0.0, 0.1, 0.2, 0.3)
 TATTN_WEIGHTS = (("rgb", 1 / 3), ("flow", 2 / 3))
@@ -66,13 +65,14 @@ class ProtocolConfig:
     alphas: tuple = DEFAULT_ALPHAS
     fusion: tuple = (TSN_WEIGHTS, TATTN_WEIGHTS)
     before_softmax: bool = True
-    protocols: tuple = PROTOCOLS
+    protocols: tuple = ()          # () = every one of PROTOCOLS, in its order
     bootstrap: int = 2000
     seed: int = 0
     flop_videos: int = 2          # videos the agent FLOP count runs on (then averaged)
     device: str = "cpu"           # where selections run (methods.select_in_blocks); results come back to the CPU
 
     def __post_init__(self):
+        object.__setattr__(self, "protocols", tuple(self.protocols) or PROTOCOLS)
         unknown = set(self.protocols) - set(PROTOCOLS)
         if unknown:
             raise InputError(f"unknown protocols {sorted(unknown)}; available: {', '.join(PROTOCOLS)}")
@@ -333,9 +333,12 @@ def _fusion(run: ProtocolRun):
                 yield _row(run, "fusion", method, "fused", m, weights=w)
 
 
+# The protocols' registry, in report order: name -> fn(run) yielding rows. Add a protocol: a
+# function above and one entry here (PROTOCOLS, the CLI's --protocols and the config read it).
 _PROTOCOL_FNS = {"accuracy_vs_m": _accuracy_vs_m, "frame_vs_region": _frame_vs_region, "alpha": _alpha,
                  "state_ablation": _state_ablation, "dsn_mn": _dsn_mn, "fusion": _fusion,
                  "select_classify": lambda run: select_classify.select_classify_rows(run, score_metrics, weights_label)}
+PROTOCOLS = tuple(_PROTOCOL_FNS)
 
 
 def check_states(states: dict) -> None:
