@@ -120,15 +120,28 @@ def consensus_scores(rule: str, logits: torch.Tensor, keep: torch.Tensor, alpha:
 def consensus_of(selector) -> str:
     """The rule a selector's predictions follow: ``own:<name>`` for one that predicts with its
     own network (``own_classifier``), else its head consensus (:data:`CONSENSUS_RULES`)."""
-    return f"own:{selector.name}" if getattr(selector, "own_classifier", False) else selector.consensus
+    return f"own:{selector.name}" if selector.own_classifier else selector.consensus
 
 
 class Selector:
-    """Base of every selection method. Subclasses implement :meth:`score`."""
+    """Base of every selection method. Subclasses implement :meth:`score`.
+
+    What a selector can do and needs is declared here, once, as class attributes with
+    their defaults (a subclass sets its own; nobody probes for them): ``learned``,
+    ``variable_m``, ``needs``, ``own_classifier``, ``needs_feature_maps``,
+    ``uses_features``, ``needs_key``, and for agents the training abilities of
+    :class:`Agent`."""
 
     name: ClassVar[str] = ""
     learned: ClassVar[bool] = False
     variable_m: ClassVar[bool] = False   # True when the method decides how many it keeps
+    # What it must compute before it can choose, for the deployable cost (evaluate/compute.py):
+    # "none" (chooses blind), "motion", "observer" (a cheap stream), "full" (everything)
+    needs: ClassVar[str] = "full"
+    own_classifier: ClassVar[bool] = False      # predicts with its own network, not the head
+    needs_feature_maps: ClassVar[bool] = False  # reads <stream>/feature_maps (extract --feature-maps)
+    uses_features: ClassVar[bool] = False       # a baseline that reads the features (evaluate loads them)
+    needs_key: ClassVar[bool] = False           # reads the key mask: offered only with evaluate --truth
     # The consensus of :meth:`video_scores` (CONSENSUS_RULES); an instance may set its own
     # (evaluate builds the head baselines under each rule a compared method uses).
     consensus: str = "logit_mean"

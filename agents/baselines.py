@@ -82,6 +82,8 @@ def uniform_keep(shape: tuple[int, int, int], m: int | None, device=None) -> tor
 class Uniform(Selector):
     """Evenly spaced m positions (TSN); m=None keeps every position (the dense baseline)."""
 
+    needs = "none"          # chooses without computing anything (evaluate/compute.py)
+
     def score(self, states: States) -> torch.Tensor:
         V, T, K, _, _ = states.shape
         return torch.ones(V, T, K, dtype=torch.float32, device=states.logits.device)
@@ -98,6 +100,8 @@ class Uniform(Selector):
 @register("random")
 class Random(Selector):
     """m positions at random (seeded; uniform over positions, or over cells in region mode)."""
+
+    needs = "none"          # chooses without computing anything (evaluate/compute.py)
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -120,6 +124,8 @@ class Constant(Selector):
     with m given it is ``random``. A draw that keeps nothing falls back to every position,
     the same convention as the ``as`` reward (no selection = no change).
     """
+
+    needs = "none"          # chooses without computing anything (evaluate/compute.py)
 
     variable_m = True
 
@@ -164,6 +170,8 @@ class Entropy(Selector):
 class Motion(Selector):
     """The positions with the most motion (mean flow magnitude, ``states.motion``) first."""
 
+    needs = "motion"        # reads the motion score only (evaluate/compute.py)
+
     def score(self, states: States) -> torch.Tensor:
         if states.motion is None:
             raise InputError("the 'motion' baseline needs the store's `motion` node (mean flow magnitude, "
@@ -190,6 +198,8 @@ def coarse_to_fine_order(T: int) -> list[int]:
 @register("fixed_order")
 class FixedOrder(Selector):
     """A fixed coarse-to-fine order, the same for every video (an anytime uniform)."""
+
+    needs = "none"          # chooses without computing anything (evaluate/compute.py)
 
     def score(self, states: States) -> torch.Tensor:
         T = states.shape[1]

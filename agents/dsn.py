@@ -137,6 +137,11 @@ class DSN(Agent):
 
     Config = DSNConfig
     partner = "dsn_nosampler"    # 003 Table I's baseline classifier, here alternating DSN's head
+
+    @property
+    def needs(self) -> str:
+        """A cheap stream when it observes one (``observe = "observer"``), else everything."""
+        return "observer" if self.config.observe == "observer" else "full"
     departures = (
         "the observation network is a 2-layer MLP on the cached features (or a cheap observer stream) "
         "trained from scratch, standing in for 003 §V-B's Kinetics-pretrained ResNet2D-18; eq. 3's fc "

@@ -90,7 +90,7 @@ def run_train_seeds(cfg: TrainStageConfig, seeds: int = 1, together: bool = Fals
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise InputError(f"--seeds must be a positive integer, got {seeds!r}")
     cls = selector_class(cfg.agent)
-    if together and not getattr(cls, "trains_seeds_together", False):
+    if together and not cls.trains_seeds_together:
         raise InputError(f"--together: {cfg.agent} trains its seeds one after another (agents that "
                          f"train seeds together: {', '.join(_capable('trains_seeds_together'))})")
     partner_cfg = partner_config(cfg) if partner else None      # before any training: bad --set fails first
@@ -169,7 +169,7 @@ def _training_inputs(cls, config, cfg: TrainStageConfig):
         rows = rows_for_list(store, videos)
         load = _training_load(cls, cfg.load)
         states = load_states(store, cfg.stream, rows, observer=cfg.observer,
-                             feature_maps=getattr(cls, "needs_feature_maps", False), load=load)
+                             feature_maps=cls.needs_feature_maps, load=load)
         second = _second_stream(config, cfg.stream, store)
         flow = None if second is None else load_states(store, second, rows, load=load)
         read = [cfg.stream] + ([second] if second is not None else [])
@@ -231,7 +231,7 @@ def _train_states(cls, config, cfg: TrainStageConfig, states, flow, identity: di
 def _training_load(cls, load: str) -> str:
     """``load`` for an agent whose epochs read mini-batches (``streams_training``); the
     others read all their states at once: ``stream`` is refused, ``auto`` holds them."""
-    if getattr(cls, "streams_training", False) or load == "memory":
+    if cls.streams_training or load == "memory":
         return load
     if load == "stream":
         raise InputError(f"--load stream: {cls.name} reads all of its training states at once; "
@@ -308,7 +308,7 @@ def check_agent_matches(agent: Agent, store) -> None:
             if mine.get(key) != theirs.get(key):
                 raise InputError(f"agent {agent.name} was trained on a store with {key} {mine.get(key)!r}, "
                                  f"{store.path} has {theirs.get(key)!r}")
-    if getattr(agent, "reads_logits", True) and mine.get("logits"):
+    if agent.reads_logits and mine.get("logits"):
         now = store_logits_identity(store, list(mine["logits"]))
         require_same(mine["logits"], now,
                      what=f"agent {agent.name} was trained against per-frame logits that {store.path} no "

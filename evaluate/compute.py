@@ -70,10 +70,6 @@ SECONDS_CONVENTION = ("measured per-unit seconds x units: the extraction's wall 
 _SHARED = ("flow", "observer", "decode")   # computed once per video when streams are fused
 CONVENTION = "GFLOPs per video; FLOPs = 2 x MACs (torch.utils.flop_counter convention)"
 NEEDS = ("none", "motion", "observer", "full")
-# What a baseline must compute before it can choose (module docstring). Selectors may
-# declare ``needs`` themselves; anything unknown defaults to "full" (never undercount).
-BASELINE_NEEDS = {"uniform": "none", "random": "none", "fixed_order": "none", "constant": "none",
-                  "motion": "motion", "max_response": "full", "entropy": "full", "oracle": "full"}
 
 # ----------------------------------------------------------------------------- agents
 
@@ -134,15 +130,9 @@ def selector_seen(selector, T: int, m: int | None) -> int | None:
 
 
 def selector_needs(selector) -> str:
-    """What ``selector`` must compute before choosing: one of :data:`NEEDS`."""
-    need = getattr(selector, "needs", None)
-    if need is None:
-        name = getattr(selector, "name", "")
-        if name == "dsn":
-            cfg = getattr(selector, "config", None)
-            need = "observer" if getattr(cfg, "observe", "") == "observer" else "full"
-        else:
-            need = BASELINE_NEEDS.get(name, "full")
+    """What ``selector`` must compute before choosing (its declared ``Selector.needs``,
+    "full" by default: never undercount): one of :data:`NEEDS`."""
+    need = selector.needs
     if need not in NEEDS:
         raise InputError(f"selector {getattr(selector, 'name', selector)!r} declares needs={need!r}; "
                          f"valid: {', '.join(NEEDS)}")

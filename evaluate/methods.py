@@ -119,7 +119,7 @@ def baseline_method(name: str, streams, rule: str = "logit_mean", *, seed: int =
 
 def classifier_name(selector) -> str:
     """"own:<name>" for a selector with its own classifier (``own_classifier``), else "head"."""
-    return f"own:{selector.name}" if getattr(selector, "own_classifier", False) else "head"
+    return f"own:{selector.name}" if selector.own_classifier else "head"
 
 
 class SameClassifier(Selector):
@@ -355,7 +355,7 @@ def reads_features(selector) -> bool:
     """Whether ``selector`` reads the features: every learned agent and its same-classifier
     baselines, and a baseline that says so (``uses_features``: ``cut``); the head's other
     baselines read logits (and motion) only."""
-    return bool(getattr(selector, "learned", False) or getattr(selector, "uses_features", False)) \
+    return bool(selector.learned or selector.uses_features) \
         or isinstance(selector, SameClassifier)
 
 

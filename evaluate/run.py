@@ -68,7 +68,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         cfg = dataclasses.replace(cfg, protocol=dataclasses.replace(
             cfg.protocol, ms=fit_budgets(cfg.protocol.ms, store.T, clamp=cfg.clamp_m)))
         baselines = pick_baselines(cfg.baselines, store, truth=cfg.truth is not None)
-        maps = any(getattr(a, "needs_feature_maps", False) for a in agents)
+        maps = any(a.needs_feature_maps for a in agents)
         splits, first, costs, evaluated, clusters, truths = {}, None, {}, [], {}, {}
         for name, list_path in zip(split_names(cfg.test_lists), cfg.test_lists):
             rows = rows_for_list(store, read_list(list_path))
@@ -150,12 +150,12 @@ def pick_baselines(wanted, store, *, truth: bool = False) -> tuple[str, ...]:
     if "motion" in wanted and not store.has("motion"):
         raise InputError(f"--baselines motion: {store.path} has no `motion` node (mean flow magnitude; "
                          "extracted with --flow none, or imported features)")
-    needy = [b for b in wanted if getattr(selector_class(b), "needs_key", False)]
+    needy = [b for b in wanted if selector_class(b).needs_key]
     if needy and not truth:
         raise InputError(f"--baselines {','.join(wanted)}: {', '.join(needy)} needs the segment truth: add --truth FILE")
     if wanted:
         return tuple(wanted)
-    names = tuple(b for b in selector_names(learned=False) if truth or not getattr(selector_class(b), "needs_key", False))
+    names = tuple(b for b in selector_names(learned=False) if truth or not selector_class(b).needs_key)
     if not store.has("motion"):
         log.info("%s has no motion node: the motion baseline is left out", store.path)
         names = tuple(n for n in names if n != "motion")

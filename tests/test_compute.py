@@ -221,18 +221,15 @@ def test_needs_of_the_registered_baselines():
     assert selector_needs(selector_class("oracle")()) == "full"
     assert selector_needs(_LinearPolicy(3)) == "full"              # unknown: never undercount
 
-    @dataclass(frozen=True)
-    class Cfg:
-        observe: str = "observer"
-
-    dsn_like = _LinearPolicy(3)
-    dsn_like.name, dsn_like.config = "dsn", Cfg()
-    assert selector_needs(dsn_like) == "observer"
-    dsn_like.config = Cfg("features")
-    assert selector_needs(dsn_like) == "full"
-    dsn_like.needs = "clairvoyant"
+    dsn = selector_class("dsn")
+    assert selector_needs(dsn(dsn.Config(), num_classes=3, feature_dim=4)) == "observer"
+    assert selector_needs(dsn(dsn.Config(observe="features"), num_classes=3, feature_dim=4)) == "full"
+    assert selector_needs(selector_class("dsn_nosampler")(selector_class("dsn_nosampler").Config(), num_classes=3,
+                                                           feature_dim=4)) == "none"
+    odd = _LinearPolicy(3)
+    odd.needs = "clairvoyant"
     with pytest.raises(InputError, match="clairvoyant"):
-        selector_needs(dsn_like)
+        selector_needs(odd)
 
 
 def test_no_nan_in_views(model):
