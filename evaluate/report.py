@@ -159,7 +159,9 @@ def check_report_dir(out_dir) -> Path:
 RULE = (f"How to read: Δ = agent top-1 − reference top-1 on the same test videos, with its paired 95% interval "
         f"(one seed: a paired bootstrap over videos; several: mean ± std over seeds and an interval holding both "
         f"the seed and the video variance). A verdict counts a gain only when McNemar's p, Holm-corrected once over "
-        f"every verdict test of the report, is below {SIGNIFICANCE} for every training seed. 'no selection' and "
+        f"every verdict test of the report, is below {SIGNIFICANCE} for every training seed (with --truth, the larger "
+        f"of McNemar's and the shared-clip test's p: composites that share source clips are not independent). "
+        f"'no selection' and "
         f"'uniform-m' with the same classifier are the agent's own prediction on every position and on the "
         f"evenly spaced m positions; uniform, max_response and oracle use the head's logits under the agent's "
         f"consensus rule.")
