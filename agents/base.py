@@ -150,6 +150,13 @@ class Selector:
         """(V, T, K) float32 importance of every cell."""
         raise NotImplementedError
 
+    def label(self) -> str:
+        """The method's row label in reports: its name, plus what of its config makes it
+        another method (dsn's ``dsn-f[1:3]``; a ``state`` option other than "both", 000's
+        state ablation, ``as[state=features]``)."""
+        state = getattr(getattr(self, "config", None), "state", "both")
+        return self.name if state == "both" else f"{self.name}[state={state}]"
+
     def select(self, states: States, m: int | None, *, mode: str = "frame", alpha: float = 0.0) -> Selection:
         """Keep the top m positions by :meth:`score` and predict from them."""
         with torch.no_grad():

@@ -138,6 +138,10 @@ class DSN(Agent):
     Config = DSNConfig
     partner = "dsn_nosampler"    # 003 Table I's baseline classifier, here alternating DSN's head
 
+    def label(self) -> str:
+        """``dsn[M:N]`` (alternating) or ``dsn-f[M:N]`` (fixed head): M:N trained sections and clips."""
+        return f"{'dsn-f' if self.config.mode == 'fixed' else 'dsn'}[{self.config.sections}:{self.config.clips_per_section}]"
+
     @property
     def needs(self) -> str:
         """A cheap stream when it observes one (``observe = "observer"``), else everything."""

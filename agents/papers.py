@@ -30,6 +30,10 @@ class NoSelection:
     its own network's ``video_scores(states, keep, alpha, **inputs)``; ``inputs`` are the
     agent's extra streams (rtsae's ``flow``). It reads only what it keeps: no full pass."""
 
+    def label(self) -> str:
+        """Its registered name (not its agent's label: dsn_nosampler is no dsn[M:N])."""
+        return self.name
+
     partner: ClassVar[str | None] = None     # a partner has none of its own
     partner_of: ClassVar[str] = ""           # the agent whose paper defines it
     needs: ClassVar[str] = "none"            # evaluate/compute.py: it chooses without looking

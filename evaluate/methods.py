@@ -150,14 +150,8 @@ def same_classifier_method(method: Method, which: str) -> Method:
 
 
 def agent_label(agent) -> str:
-    """Row label of an agent from its config: ``as[state=features]``, ``dsn-f[1:3]``, …"""
-    cfg = _config(agent)
-    if agent.name == "dsn":
-        base = "dsn-f" if cfg.get("mode") == "fixed" else "dsn"
-        return f"{base}[{cfg.get('sections')}:{cfg.get('clips_per_section')}]"
-    if "state" in cfg and cfg["state"] != "both":
-        return f"{agent.name}[state={cfg['state']}]"
-    return agent.name
+    """Row label of an agent (``Agent.label``: ``as[state=features]``, ``dsn-f[1:3]``, …)."""
+    return agent.label()
 
 
 def _config(agent) -> dict:
