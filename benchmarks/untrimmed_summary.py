@@ -71,6 +71,11 @@ def summarize(run: Path) -> dict:
                 "key_precision": r.get("key_precision"), "key_recall": r.get("key_recall"),
                 "fraction_kept": r.get("fraction_kept"), "learned": bool(r.get("learned")),
                 "consensus": r.get("consensus"), "partner": r.get("partner")}
+        if not r.get("learned") and method != "uniform" and r.get("vs_uniform_diff") is not None:
+            cell["vs_uniform"] = {"diff": r["vs_uniform_diff"], "ci": [r.get("ci_lo"), r.get("ci_hi")],
+                                  "mcnemar_p": r.get("mcnemar_p"), "cluster_p": r.get("vs_uniform_cluster_p"),
+                                  "cluster_ci": [r.get("vs_uniform_cluster_ci_lo"), r.get("vs_uniform_cluster_ci_hi")],
+                                  "holm_p": None, "verdict": "baseline (not in the verdict family)"}
         if r.get("learned"):
             for ref in ("uniform", "partner"):
                 c = family["cells"].get((method, ref, "test", stream, m))
@@ -99,6 +104,32 @@ def markdown(s: dict) -> str:
     return "\n".join(lines)
 
 
+ORDER = ("uniform", "random", "key_oracle", "oracle", "cut", "motion")
+
+
+def wide_table(s: dict) -> str:
+    """benchmarks/README.md's one table: per m and method, top-1 and key precision on every
+    stream, and the rgb difference from uniform with both intervals and the shared-clip p."""
+    by = {(c["method"], c["stream"], c["m"]): c for c in s["cells"]}
+    methods = sorted({c["method"] for c in s["cells"]}, key=lambda m: (ORDER.index(m) if m in ORDER else 9, m))
+    ms = sorted({c["m"] for c in s["cells"] if c["m"] is not None}) + [None]
+    lines = ["| method | m | top-1 rgb | flow | fused | key precision rgb | flow | fused | vs uniform, rgb: diff "
+             "[seeds×videos] [shared clips] p |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in ms:
+        for method in methods:
+            cells = [by.get((method, st, m)) for st in ("rgb", "flow", "fused")]
+            if not any(cells):
+                continue
+            v = (cells[0] or {}).get("vs_uniform")
+            vs = "" if not v else (f"{v['diff']:+.3f} [{_f(v['ci'][0])}, {_f(v['ci'][1])}] "
+                                   f"[{_f(v['cluster_ci'][0])}, {_f(v['cluster_ci'][1])}] {_f(v.get('cluster_p'))}")
+            top = " | ".join(_f(c and c["top1"]) for c in cells)
+            key = " | ".join(_f(c and c["key_precision"]) for c in cells)
+            name = "oracle (label)" if method == "oracle" else method
+            lines.append(f"| {name} | {'var' if m is None else m} | {top} | {key} | {vs} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True)
@@ -111,6 +142,7 @@ def main(argv=None):
     print(json.dumps({k: s[k] for k in ("wall_seconds", "total_seconds", "family_size", "seeds")}, default=str))
     print(json.dumps((s.get("truth") or {}).get("test", {}).get("head_auc")))
     print(markdown(s))
+    print("\n" + wide_table(s))
     return s
 
 

@@ -182,7 +182,8 @@ def write_report(out_dir, rows, meta: dict, extras: dict | None = None) -> dict:
             "correction": {"method": "Holm", "level": SIGNIFICANCE, "family_size": family["size"],
                            "family": "every accuracy_vs_m test of a learned method against same_uniform, "
                                      "uniform, random and its partner, over splits, streams and budgets; a "
-                                     "cell's p is the largest over the method's training seeds",
+                                     "cell's p is the largest over the method's training seeds (with --truth, of McNemar's "
+                                     "and the shared-clip test's)",
                            "seeds": family["seeds"]},
             "chance_top1": chance}
     (out / "results.json").write_text(json.dumps(plain({"meta": meta, "rows": rows}), indent=1, allow_nan=False))
