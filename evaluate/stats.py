@@ -183,11 +183,13 @@ def seeds_videos_test(correct_a, correct_b, *, alpha: float = 0.05,
         B = d.mean(0).var(ddof=1) / N if N > 1 else 0.0
     mean = float(d.mean())
 
-    def half(al: float) -> float:
-        q = lambda df: float(student_t.isf(al / 2, df)) if df > 0 else 0.0  # noqa: E731
-        return math.hypot(q(S - 1) * math.sqrt(A), q(N - 1) * math.sqrt(B))     # no overflow at tiny α
+    def half(al: float, upper=lambda al, df: student_t.isf(al / 2, df)) -> float:
+        """Half-width at level al: each variance term with its t quantile (terms of zero
+        variance add nothing; q * q is inf, not an OverflowError, at a tiny al)."""
+        terms = [(float(upper(al, df)), var) for df, var in ((S - 1, A), (N - 1, B)) if df > 0 and var > 0]
+        return math.sqrt(sum(q * q * var for q, var in terms))
 
-    h = half(alpha)
+    h = half(alpha, lambda al, df: student_t.ppf(1 - al / 2, df))
     if mean == 0.0 or A + B == 0.0:
         return mean, mean - h, mean + h, float(mean == 0.0)
     lo_x, hi_x = math.log(1e-300), math.log1p(-1e-12)       # solved in log α: p can be tiny
