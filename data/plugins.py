@@ -15,6 +15,7 @@ A file that is missing or fails to import is an InputError naming it and the cau
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -38,7 +39,7 @@ def _import(entry: str):
         path = Path(entry).expanduser().resolve()
         if not path.is_file():
             raise InputError(f"{ENV}: plugin file {path} not found")
-        name = f"framesel_plugin_{path.stem}_{abs(hash(str(path))) % 10**8}"
+        name = f"framesel_plugin_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
