@@ -74,3 +74,31 @@ def test_a_plugin_that_is_missing_or_broken_is_named(tmp_path):
     r = _framesel("extract", "--help", plugins=(broken,), check=False)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"Error: FRAMESEL_PLUGINS: plugin {broken} failed to import: RuntimeError: no GPU here" in r.stderr
+
+
+def test_load_plugins_reads_files_and_modules_once_and_names_failures(tmp_path, monkeypatch):
+    from data.errors import InputError
+    from data.plugins import load_plugins, plugin_entries
+
+    counter = tmp_path / "counter.py"
+    counter.write_text("import builtins\nbuiltins.framesel_test_imports = getattr(builtins, 'framesel_test_imports', 0) + 1\n")
+    monkeypatch.setenv("FRAMESEL_PLUGINS", f"{counter}{os.pathsep} json ,")
+    assert plugin_entries() == [str(counter), "json"]
+    assert {str(counter), "json"} <= set(load_plugins())
+    load_plugins()                                   # a second call imports nothing again
+    import builtins
+    assert builtins.framesel_test_imports == 1
+    del builtins.framesel_test_imports
+    monkeypatch.setenv("FRAMESEL_PLUGINS", str(tmp_path / "missing.py"))
+    with pytest.raises(InputError, match="missing.py not found"):
+        load_plugins()
+    broken = tmp_path / "broken_in_process.py"
+    broken.write_text("import no_such_module_anywhere\n")
+    monkeypatch.setenv("FRAMESEL_PLUGINS", str(broken))
+    with pytest.raises(InputError, match="broken_in_process.py failed to import: ModuleNotFoundError"):
+        load_plugins()
+    with pytest.raises(InputError, match="failed to import"):         # tried again, failing again
+        load_plugins()
+    monkeypatch.setenv("FRAMESEL_PLUGINS", "no_such_plugin_module")
+    with pytest.raises(InputError, match="plugin no_such_plugin_module failed to import"):
+        load_plugins()
