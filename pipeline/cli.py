@@ -16,8 +16,8 @@ import click
 
 from pipeline import cli_files
 from pipeline.edge import command_line, device_option, domain_errors, load_option, quiet_option, shard_option
-from pipeline.options import (AgentPaths, RegistryChoice, SpreadCommand, backbones, checkpoints, flatten, flow_names,
-                              fusion_weights, int_list, slurm_extra)
+from pipeline.options import (AgentPaths, RegistryChoice, SpreadCommand, agent_names, backbones, checkpoints, flatten,
+                              flow_names, fusion_weights, int_list, slurm_extra)
 from pipeline.predict_cli import predict_command
 
 
@@ -174,8 +174,8 @@ def head(store_path, train_list, streams, hidden, epochs, lr, seed, truth, devic
 
 @main.command()
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
-@click.option("--agent", "agent_name", required=True,
-              help="as | dsn | tattn | rtsae | glimpse (or a partner alone: tattn_noatt, rtsae_nogate, ...)")
+@click.option("--agent", "agent_name", required=True, type=RegistryChoice(agent_names),
+              help="A registered agent (its paper's partner trains beside it), or a partner alone.")
 @click.option("--train", "train_list", required=True, type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(), help="Checkpoint to write (resumed if present).")
 @click.option("--stream", default="rgb", show_default=True)

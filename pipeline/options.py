@@ -116,6 +116,13 @@ class RegistryChoice(click.Choice):
         pass          # click.Choice.__init__ assigns the (empty) tuple: the registry decides
 
 
+def agent_names() -> list[str]:
+    """Every registered learned agent, partners included (agents/registry.py)."""
+    from agents.registry import selector_names
+
+    return selector_names(learned=True)
+
+
 def flow_names() -> list[str]:
     """Every registered flow algorithm (extract/flow_registry.py)."""
     from extract.flow import flow_algorithms
