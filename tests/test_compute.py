@@ -1,6 +1,5 @@
 """Compute accounting on hand-made numbers, and FLOP counting of real torch modules."""
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
