@@ -9,6 +9,11 @@ import pytest
 # ../shared/data beside the checkout; FRAMESEL_SHARED_DATA names it elsewhere (a worktree)
 SHARED_DATA = Path(os.environ.get("FRAMESEL_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
+# Plumbing tests (stores, shards, resume, reports, the CLI) extract with a seeded random
+# network (extract/backbones/tiny.py): what they check does not depend on the features, and
+# it runs ~10x faster than EfficientNet-Lite0. Faithfulness tests keep the real weights.
+TINY = ["--backbone", "tiny_random"]
+
 
 def shared_data(*parts) -> Path:
     """A path under ../shared/data, or skip the test with the reason."""

@@ -17,9 +17,10 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from conftest import TINY
 
 TORCH_THREADS = 1
-E = ["--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "farneback", "--no-thumbnails", "--quiet"]
+E = [*TINY, "--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "farneback", "--no-thumbnails", "--quiet"]
 
 
 def cli(*args):
@@ -171,9 +172,9 @@ def test_extract_side_files_are_one_line(world, tmp_path, option, make, words):
     path = tmp_path / "bad ü"
     make(path)
     value = f"rgb={path}" if option == "--checkpoint" else path
-    extra = ["--backbone", "resnet18"] if option == "--checkpoint" else []
-    one_line(cli("extract", world["vlist"], "--root", world["videos"], "--out", tmp_path / "x.zarr", *E,
-                 option, value, *extra), path, words)
+    settings = [*E[len(TINY):], "--backbone", "resnet18"] if option == "--checkpoint" else E
+    one_line(cli("extract", world["vlist"], "--root", world["videos"], "--out", tmp_path / "x.zarr", *settings,
+                 option, value), path, words)
     assert not (tmp_path / "x.zarr").exists()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import shared_data
+from conftest import TINY, shared_data
 
 from data.errors import VideoError
 from data.store import DONE, FAILED, compare_stores, open_store
@@ -17,7 +17,7 @@ from extract.prepare import prepare_video
 from extract.video import Models, VideoSettings, extract_video
 from pipeline.cli import main
 
-FAST = ["--frames", "4", "--flow-stack", "2", "--crops", "3", "--flow", "farneback", "--quiet"]
+FAST = [*TINY, "--frames", "4", "--flow-stack", "2", "--crops", "3", "--flow", "farneback", "--quiet"]
 
 
 def test_grayscale_is_opencvs_on_every_colour():

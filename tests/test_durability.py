@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from data.errors import StoreError
 from data.store import DONE, PENDING, compare_stores, create_store, open_store
 from pipeline.cli import main
+from conftest import TINY
 
 FORMATS = [".zarr", ".h5"]
 V = 12
@@ -273,7 +274,7 @@ def test_unopenable_hdf5_files_give_clear_errors(tmp_path):
 
 # -- extraction, end to end: real videos, a real `framesel extract` killed, filled, stopped ----
 
-CHEAP = ["--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "farneback", "--no-thumbnails"]
+CHEAP = [*TINY, "--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "farneback", "--no-thumbnails"]
 
 
 @pytest.fixture

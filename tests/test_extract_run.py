@@ -13,9 +13,11 @@ from click.testing import CliRunner
 
 from data.store import DONE, FAILED, PENDING, compare_stores, open_store
 from pipeline.cli import main
+from conftest import TINY
 
-# Fast but real settings: 4 positions, 2 flow pairs, 1 crop, Farneback (TV-L1 has its own test).
-FAST = ["--frames", "4", "--flow-stack", "2", "--crops", "1", "--flow", "farneback", "--quiet"]
+# Fast but real settings: 4 positions, 2 flow pairs, 1 crop, Farneback (TV-L1 has its own test),
+# the tiny random backbone (tests/conftest.py: TINY; the first test extracts with the default).
+FAST = [*TINY, "--frames", "4", "--flow-stack", "2", "--crops", "1", "--flow", "farneback", "--quiet"]
 
 
 def extract(args, **kw):
@@ -35,9 +37,13 @@ def assert_cost_recorded(store) -> None:
     assert (store.read_rows("cost/flow_fields", done) > 0).all()
 
 
+DEFAULT_BACKBONE = FAST[len(TINY):]    # the embedded EfficientNet-Lite0
+
+
 def test_extract_records_failures_and_goes_on(video_dir):
     out = video_dir / "s.zarr"
-    r = extract([str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), "--out", str(out), *FAST])
+    r = extract([str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), "--out", str(out),
+                 *DEFAULT_BACKBONE])
     assert r.exit_code == 1, r.output
     assert "4/6 done, 2 failed" in r.output
     assert "broken.mp4" in r.output and "missing.mp4" in r.output
@@ -64,7 +70,8 @@ def test_extract_records_failures_and_goes_on(video_dir):
         assert_cost_recorded(s)                                       # the sequential way
         assert a["cost"]["flow_gflops"]["kind"] == "counted" and "seconds" in a["cost"]
     # a second run does nothing new and still reports the failures
-    r2 = extract([str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), "--out", str(out), *FAST])
+    r2 = extract([str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), "--out", str(out),
+                  *DEFAULT_BACKBONE])
     assert r2.exit_code == 1 and "(0 processed" in r2.output
     info = CliRunner().invoke(main, ["info", str(out)])
     assert info.exit_code == 0 and "done 4  failed 2  pending 0" in info.output

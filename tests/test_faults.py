@@ -25,9 +25,11 @@ from click.testing import CliRunner
 
 from data.store import DONE, FAILED, PENDING, open_store
 from pipeline.cli import main
+from conftest import TINY
 
 TORCH_THREADS = 1
-CHEAP = ["--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "farneback", "--no-thumbnails", "--quiet"]
+CHEAP = [*TINY, "--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "farneback", "--no-thumbnails", "--quiet"]
+RESNET18 = [*CHEAP[len(TINY):], "--backbone", "resnet18"]     # the cheap settings on a user's ResNet-18
 SCHEDULERS = {"sequential": ["--workers", "1"], "whole-videos": ["--workers", "2", "--whole-videos"],
               "pipeline": ["--workers", "2", "--pipeline"]}
 
@@ -262,8 +264,8 @@ def test_nan_weights_are_refused_before_any_video(videos, tmp_path):
     root, lst = videos
     ck = _resnet18(tmp_path / "diverged.pth", nan="layer3.0.conv1.weight")
     out = tmp_path / "n.zarr"
-    r = cli("extract", lst(["v0.mp4", "v1.mp4"]), "--root", root, "--out", out, *CHEAP, "--streams", "rgb",
-            "--flow", "none", "--backbone", "resnet18", "--checkpoint", f"rgb={ck}")
+    r = cli("extract", lst(["v0.mp4", "v1.mp4"]), "--root", root, "--out", out, *RESNET18, "--streams", "rgb",
+            "--flow", "none", "--checkpoint", f"rgb={ck}")
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
     assert str(ck) in r.output and "NaN" in r.output and "layer3.0.conv1.weight" in r.output, r.output
     assert not out.exists()      # refused before the store is made: nothing to check
@@ -277,7 +279,7 @@ def test_features_that_overflow_float16_fail_their_video_and_stop_a_hopeless_run
     ck = _resnet18(tmp_path / "loud.pth", scale=1e7)
     out = tmp_path / "o.zarr"
     r = cli("extract", lst([f"v{k}.mp4" for k in range(5)]), "--root", root,
-            "--out", out, *CHEAP, "--streams", "rgb", "--flow", "none", "--backbone", "resnet18",
+            "--out", out, *RESNET18, "--streams", "rgb", "--flow", "none",
             "--checkpoint", f"rgb={ck}")
     assert r.exit_code == 1, r.output
     with open_store(out) as s:
@@ -335,8 +337,8 @@ def test_a_checkpoint_path_with_an_equals_sign(videos, tmp_path):
     (tmp_path / "runs" / "run=3").mkdir(parents=True)
     ck = _resnet18(tmp_path / "runs" / "run=3" / "tsn.pth")
     out = tmp_path / "e.zarr"
-    r = cli("extract", lst(["v0.mp4"]), "--root", root, "--out", out, *CHEAP, "--streams", "rgb",
-            "--flow", "none", "--backbone", "resnet18", "--checkpoint", f"rgb={ck}")
+    r = cli("extract", lst(["v0.mp4"]), "--root", root, "--out", out, *RESNET18, "--streams", "rgb",
+            "--flow", "none", "--checkpoint", f"rgb={ck}")
     assert r.exit_code == 0, r.output
     with open_store(out) as s:
         assert s.attrs["backbone"]["rgb"]["file"] == str(ck.resolve())

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from data.demo import DemoConfig, make_demo_dataset
 from pipeline.cli import main
+from conftest import TINY
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = DemoConfig(videos_per_class=5, test_per_class=2, frames=24)
-FAST = ["--frames", "6", "--flow-stack", "2", "--crops", "1", "--flow", "farneback", "--quiet"]
+FAST = [*TINY, "--frames", "6", "--flow-stack", "2", "--crops", "1", "--flow", "farneback", "--quiet"]
 AGENTS = {"as": ["epochs=3", "m=2"], "dsn": ["epochs=3"], "tattn": ["epochs=2", "hidden=16", "layers=1", "iterations=3", "test_last=2"],
           "rtsae": ["pretrain_epochs=1", "epochs=2"], "glimpse": ["epochs=2"]}
 

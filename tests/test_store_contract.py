@@ -5,6 +5,7 @@ import pytest
 from data.errors import SchemaError, StoreError
 from data.store import (DONE, FAILED, PENDING, Layout, StreamSpec, VideoCost, VideoResult, compare_stores,
                         create_store, open_store)
+from conftest import TINY
 
 T, K, D, C = 4, 2, 6, 3
 STAGES = ("decode", "flow", "flow_cost", "backbone:rgb", "backbone:flow")
@@ -309,7 +310,7 @@ def test_cli_made_hdf5_shards_merge_and_other_settings_are_named(video_dir, monk
 
     from pipeline.cli import main
 
-    fast = ["--frames", "2", "--flow-stack", "1", "--crops", "1", "--no-thumbnails", "--quiet"]
+    fast = [*TINY, "--frames", "2", "--flow-stack", "1", "--crops", "1", "--no-thumbnails", "--quiet"]
     final = video_dir / "m.h5"
     base = ["extract", str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), *fast,
             "--out", str(final), "--format", "hdf5"]

@@ -17,9 +17,11 @@ from extract.run import run_extraction
 from pipeline.cli import parse_extract_args as extract_config, submit
 from pipeline.submit import (DEFAULT_TIMEOUT_MIN, local_parameters, make_executor, slurm_parameters,
                              submit_extraction)
+from conftest import TINY
 
-# Fast but real settings (as tests/test_extract_run.py): 4 positions, 2 flow pairs, 1 crop, Farneback.
-FAST = ["--frames", "4", "--flow-stack", "2", "--crops", "1", "--flow", "farneback", "--quiet"]
+# Fast but real settings (as tests/test_extract_run.py): 4 positions, 2 flow pairs, 1 crop, Farneback,
+# the tiny random backbone (tests/conftest.py: TINY).
+FAST = [*TINY, "--frames", "4", "--flow-stack", "2", "--crops", "1", "--flow", "farneback", "--quiet"]
 
 
 def _args(video_dir, out, list_name="list.txt"):

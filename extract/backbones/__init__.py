@@ -13,12 +13,13 @@ Read in this order:
 5. One file per family: ``efficientnet_lite.py`` (the embedded ImageNet default, lite0/1/2),
    ``resnet.py`` (18–152, torchvision names), ``bninception.py`` (TSN's BN-Inception),
    ``towers.py`` (CLIP, SigLIP, DINOv2 image towers through transformers; their files as
-   the hubs publish them are read by ``tower_files.py``).
+   the hubs publish them are read by ``tower_files.py``); ``tiny.py`` (``tiny_random``, a
+   seeded random network for plumbing tests and smoke runs: its features mean nothing).
 
 Adding a backbone is one ``@register_backbone`` builder in a family module imported below
 (GUIDE §6.1).
 """
-from extract.backbones import bninception, efficientnet_lite, resnet, towers  # noqa: F401  (they register)
+from extract.backbones import bninception, efficientnet_lite, resnet, tiny, towers  # noqa: F401  (they register)
 from extract.backbones.checkpoints import detect_layout, load_strict, read_state_dict, sha256_file
 from extract.backbones.efficientnet_lite import LITE0_IMAGENET
 from extract.backbones.presets import PRESETS, Preset, get_preset, preprocess_flow, preprocess_rgb
