@@ -85,11 +85,16 @@ def test_checkpoint_from_another_store_is_refused(demo_store, tmp_path):
 
 
 def test_run_demo_small(tmp_path):
+    """The demo's whole run (dataset, extract, head, train with partners and seeds, evaluate,
+    report, predict) at test size: the tiny random backbone and Farneback flow, since what
+    is checked is the run, not the features (tests/test_demo_data.py checks those)."""
+    from extract.flow import FlowConfig
     from pipeline.demo import DEMO_SETTINGS, DemoRunConfig, run_demo
 
     overrides = {k: tuple((s.split("=")[0], json.loads(s.split("=")[1])) for s in v) for k, v in AGENTS.items()}
     cfg = DemoRunConfig(out=str(tmp_path / "d"), data=SMALL, agents=("dsn", "tattn"),
-                        overrides=overrides, settings=replace(DEMO_SETTINGS, frames=6), ms=(1, 2, 6), quiet=True)
+                        overrides=overrides, ms=(1, 2, 6), quiet=True,
+                        settings=replace(DEMO_SETTINGS, frames=6, backbone=TINY[1], flow=FlowConfig("farneback")))
     assert cfg.seeds == 3 and "tattn_noatt" not in DemoRunConfig().agents     # trained as tattn's partner
     lines = []
     result = run_demo(cfg, echo=lines.append)
