@@ -174,3 +174,24 @@ def test_import_refuses_what_it_cannot_read_before_writing(tmp_path):
     np.save(tmp_path / "empty" / "nofi001.npy", np.zeros((3, 4), np.float16))
     summary = import_features(ImportConfig(source=str(tmp_path / "empty"), **base))
     assert summary.done == 1 and "not a readable numpy file" in dict(summary.failures)["videos/fight/fi000.mp4"]
+
+
+def test_gflops_per_frame_is_recorded_and_a_bad_one_is_refused(tmp_path):
+    """``--gflops-per-frame STREAM=G``: what the features cost to compute, which evaluate
+    then counts; malformed or naming a stream not imported, it is refused before writing."""
+    paths = write_list(tmp_path, 4)
+    src = video_features(tmp_path, paths)
+    base = [src, "--list", tmp_path / "list.txt", "--classes", tmp_path / "classes.txt", "--streams", "rgb=clip",
+            "--quiet"]
+    r = cli("import", *base, "--out", tmp_path / "s.zarr", "--gflops-per-frame", "rgb=17.6")
+    assert r.exit_code == 0, r.output
+    with open_store(tmp_path / "s.zarr") as s:
+        assert s.attrs["backbone"]["rgb"]["gflops_per_frame"] == 17.6
+    for bad in ("rgb", "=3", "rgb=x"):
+        r = CliRunner().invoke(main, ["import", *map(str, base), "--out", str(tmp_path / "b.zarr"),
+                                      "--gflops-per-frame", bad])
+        assert r.exit_code == 2 and f"{bad!r}: expected STREAM=GFLOPS, e.g. rgb=17.6" in r.output, r.output
+    r = CliRunner().invoke(main, ["import", *map(str, base), "--out", str(tmp_path / "b.zarr"),
+                                  "--gflops-per-frame", "flow=3"])
+    assert r.exit_code == 1 and "--gflops-per-frame names streams not imported: flow" in r.output, r.output
+    assert not (tmp_path / "b.zarr").exists()
