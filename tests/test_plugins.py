@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -40,7 +41,7 @@ def test_the_plugin_flow_and_agent_run_extract_to_report(tmp_path):
     make_demo_dataset(data, DemoConfig(videos_per_class=3, test_per_class=1, frames=16))
     (data / "all.txt").write_text((data / "train.txt").read_text() + (data / "test.txt").read_text())
     store = tmp_path / "s.zarr"
-    _framesel("extract", data / "all.txt", "--root", data, "--classes", data / "classes.txt", "--out", store,
+    _framesel("extract", data / "all.txt", "--root", data, "--classes", data / "classes.txt", "--out", store, *TINY,
               "--frames", "4", "--flow-stack", "2", "--crops", "1", "--flow", "framediff", "--flow-param", "gain=0.25",
               "--quiet")
     _framesel("head", store, "--train", data / "train.txt", "--epochs", "5", "--quiet")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import shared_data
+from tests.conftest import TINY, shared_data
 
 TORCH_THREADS = 1
 CLIPS = ["videos/fight/fi013.mp4 1", "videos/fight/fi014.mp4 1", "videos/fight/fi015.mp4 1",
@@ -38,7 +38,7 @@ def world(tmp_path_factory):
     lst.write_text("\n".join(listed) + "\n")
     (tmp / "classes.txt").write_text((root / "classes.txt").read_text())
     store = tmp / "fight.zarr"
-    settings = VideoSettings(frames=T, flow_stack=L, crops=1, thumbnail_size=None,
+    settings = VideoSettings(frames=T, flow_stack=L, crops=1, thumbnail_size=None, backbone=TINY[1],
                              flow=FlowConfig(algorithm="farneback"))
     summary = run_extraction(ExtractConfig(list_path=str(lst), out=str(store), root=str(root),
                                            classes_file=str(tmp / "classes.txt"), settings=settings, quiet=True))
