@@ -244,6 +244,16 @@ class Agent(Selector):
     # -- the training template's hooks (agents/training.py; ctx is its TrainContext) ------
     fit_inputs: ClassVar[tuple[str, ...]] = ()   # extra keyword States fit accepts
 
+    def check_states(self, states: States, what: str) -> None:
+        """InputError unless ``states`` (``what``: "training", "validation") hold a video and
+        the (D, C) this agent was built for."""
+        V, _, _, D, C = states.shape
+        if V < 1:
+            raise InputError(f"no {what} videos")
+        if (D, C) != (self.feature_dim, self.num_classes):
+            raise InputError(f"{what} states have (D, C) = ({D}, {C}) but {self.name} was built for "
+                             f"({self.feature_dim}, {self.num_classes})")
+
     def stages(self) -> tuple[tuple[str, int], ...]:
         """(name, epochs) of each training stage, in order; one optimizer per stage."""
         return (("train", self.config.epochs),)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from agents.options import check_ranges
+from agents.training import fit
 from data.errors import InputError, StoreError
 from data.store_rows import is_streamed, prefetch
 
@@ -129,7 +129,7 @@ def _hits(video: torch.Tensor, y: torch.Tensor, multilabel: bool) -> int:
     return int((top == y).sum())
 
 
-def _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer=None, weight=None):
+def _pass(head, features, labels, order, cfg, multilabel, device, optimizer=None, weight=None):
     """One pass over the videos ``order``; trains when ``optimizer`` is given.
     Returns (mean loss, top-1 accuracy)."""
     head.train(optimizer is not None)
@@ -179,6 +179,60 @@ def position_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
+class HeadRun:
+    """The head as a trainee of the agents' one training template (agents/training.py
+    :func:`fit`): the template runs the epochs, the seeding, the progress bar and the history
+    rows (``epoch``, ``lr``, ``seconds`` beside the head's ``loss``, ``accuracy`` and, with
+    held-out videos, ``val_loss``, ``val_accuracy``); this holds what one epoch of the head
+    is. A fresh run draws the head's weights from the seed (``start_fresh``), then dropout
+    from torch's RNG and the video order from ``seed + 1`` (numpy), as the head always has."""
+
+    name = "head"
+    fit_inputs: tuple[str, ...] = ()
+
+    def __init__(self, features, labels: np.ndarray, num_classes: int, cfg: HeadConfig, *,
+                 multilabel: bool, per_position: bool):
+        self.features, self.labels, self.num_classes = features, labels, num_classes
+        self.config, self.seed, self.multilabel = cfg, cfg.seed, multilabel
+        self.train_idx, self.val_idx = _split(features.shape[0], cfg)
+        self.weights = position_weights(labels[self.train_idx], num_classes) if per_position else None
+        self.history, self.training_state = [], {}
+        self.module = build_head(features.shape[-1], num_classes, cfg)   # its weights: start_fresh's
+
+    def check_states(self, features, what: str) -> None:
+        """Checked once by :func:`_check` before the run."""
+
+    def stages(self) -> tuple[tuple[str, int], ...]:
+        return (("train", self.config.epochs),)
+
+    def total_epochs(self) -> int:
+        return self.config.epochs
+
+    def prepare(self, ctx) -> None:
+        self.shuffle = np.random.default_rng(self.seed + 1)
+        self.weight = None if self.weights is None else torch.from_numpy(self.weights).to(ctx.device)
+
+    def start_fresh(self, ctx) -> None:
+        self.module = build_head(self.features.shape[-1], self.num_classes, self.config).to(ctx.device)
+
+    def make_optimizer(self, stage: str) -> torch.optim.Optimizer:
+        return _optimizer(self.module, self.config)
+
+    def lr_at(self, epoch: int) -> None:
+        return None
+
+    def train_epoch(self, ctx, epoch: int) -> dict:
+        order = self.shuffle.permutation(self.train_idx)
+        loss, acc = _pass(self.module, self.features, self.labels, order, self.config, self.multilabel,
+                          ctx.device, ctx.optimizer, self.weight)
+        return {"loss": loss, "accuracy": acc}
+
+    def validate(self, ctx, epoch: int) -> dict:
+        loss, acc = _pass(self.module, self.features, self.labels, self.val_idx, self.config, self.multilabel,
+                          ctx.device, weight=self.weight)
+        return {"val_loss": loss, "val_accuracy": acc}
+
+
 def train_head(features, labels, num_classes: int, cfg: HeadConfig = HeadConfig(), *,
                multilabel: bool = False, device="cpu", progress: bool = False,
                train_list_sha256: str | None = None, per_position: bool = False):
@@ -198,29 +252,15 @@ def train_head(features, labels, num_classes: int, cfg: HeadConfig = HeadConfig(
     trimmed clips with the clip's label: the segments are those trimmed clips, in place.
     """
     labels = _check(features, labels, num_classes, multilabel, per_position)
-    V, T, K, D = features.shape
-    train_idx, val_idx = _split(V, cfg)
-    weights = position_weights(labels[train_idx], num_classes) if per_position else None
-    t0, history = time.perf_counter(), []
-    with torch.random.fork_rng(devices=[]):   # seed init/dropout without touching the caller's RNG
-        torch.manual_seed(cfg.seed)
-        head = build_head(D, num_classes, cfg).to(device)
-        optimizer = _optimizer(head, cfg)
-        shuffle = np.random.default_rng(cfg.seed + 1)
-        w = None if weights is None else torch.from_numpy(weights).to(device)
-        for epoch in tqdm(range(cfg.epochs), desc="head", disable=not progress):
-            order = shuffle.permutation(train_idx)
-            loss, acc = _run_epoch(head, features, labels, order, cfg, multilabel, device, optimizer, w)
-            row = {"epoch": epoch + 1, "loss": loss, "accuracy": acc}
-            if len(val_idx):
-                row["val_loss"], row["val_accuracy"] = _run_epoch(
-                    head, features, labels, val_idx, cfg, multilabel, device, weight=w)
-            history.append(row)
-            log.debug("head epoch %d: %s", epoch + 1, row)
-    head.eval()
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):   # the seeds are the template's; the caller's RNG stays as it was
+        run = HeadRun(features, labels, num_classes, cfg, multilabel=multilabel, per_position=per_position)
+        history = fit(run, features, device=device, progress=progress,
+                      val=features if len(run.val_idx) else None)
+    head, train_idx, val_idx, weights = run.module, run.train_idx, run.val_idx, run.weights
     provenance = {
         "config": dataclasses.asdict(cfg), "seed": cfg.seed, "multilabel": multilabel,
-        "num_classes": num_classes, "feature_dim": D, "num_train": int(len(train_idx)),
+        "num_classes": num_classes, "feature_dim": int(features.shape[-1]), "num_train": int(len(train_idx)),
         "num_val": int(len(val_idx)),
         "train_list_sha256": train_list_sha256 or _labels_sha(labels),
         "train_list_sha256_source": "list file" if train_list_sha256 else "labels array",

@@ -1,4 +1,5 @@
-"""The one training template of every learned agent (``Agent.fit`` runs :func:`fit`).
+"""The one training template of every learned agent (``Agent.fit`` runs :func:`fit`) and of
+the classes' head (agents/head.py: ``HeadRun``).
 
 The template owns everything a training run does besides the agent's own step: the epoch
 loop and its progress bar, the stages (each with its optimizer), the learning-rate
@@ -20,6 +21,7 @@ An agent fills in its pieces (defaults in :class:`agents.base.Agent`):
 - ``lr_at(epoch) -> float | None`` — the schedule (None: the optimizer's own lr);
 - ``start_fresh(ctx)`` — once, when the run does not resume (e.g. DSN's head init);
 - ``validate(ctx, epoch) -> dict`` — validation metrics when ``fit`` got ``val``;
+- ``check_states(states, what)`` — refuse inputs that do not fit (default: (D, C) as built);
 - ``fit_inputs`` — names of extra keyword inputs ``fit`` accepts (rtsae's ``flow``),
   found in ``ctx.inputs``.
 
@@ -70,9 +72,9 @@ def fit(agent, train: States, *, device="cpu", log_path=None, checkpoint_path=No
     unknown = sorted(set(inputs) - set(agent.fit_inputs))
     if unknown:
         raise TypeError(f"{agent.name}.fit() got unexpected inputs {', '.join(unknown)}")
-    _check_shapes(agent, train, "training")
+    agent.check_states(train, "training")
     if val is not None:
-        _check_shapes(agent, val, "validation")
+        agent.check_states(val, "validation")
     agent.module.to(device)
     ctx = TrainContext(train=train, device=device, generator=torch.Generator().manual_seed(agent.seed),
                        val=val, progress=progress, inputs=dict(inputs))
@@ -89,15 +91,6 @@ def fit(agent, train: States, *, device="cpu", log_path=None, checkpoint_path=No
         end_epoch(agent, ctx, row, log_path=log_path, checkpoint_path=checkpoint_path)
     agent.module.eval()
     return agent.history
-
-
-def _check_shapes(agent, states: States, what: str) -> None:
-    V, _, _, D, C = states.shape
-    if V < 1:
-        raise InputError(f"no {what} videos")
-    if (D, C) != (agent.feature_dim, agent.num_classes):
-        raise InputError(f"{what} states have (D, C) = ({D}, {C}) but {agent.name} was built for "
-                         f"({agent.feature_dim}, {agent.num_classes})")
 
 
 def stage_of(agent, epoch: int) -> str:
