@@ -1,8 +1,11 @@
 """One contract, every backend (GUIDE §6.6): subclass StoreContract per format."""
+import errno
+import re
+
 import numpy as np
 import pytest
 
-from data.errors import SchemaError, StoreError
+from data.errors import SchemaError, StoreError, UnknownNameError
 from data.store import (DONE, FAILED, PENDING, Layout, StreamSpec, VideoCost, VideoResult, compare_stores,
                         create_store, open_store)
 from conftest import TINY
@@ -86,6 +89,30 @@ class StoreContract:
         with open_store(p) as s:
             assert s.status()[2] == FAILED
             assert s.errors()[2] == "x.mp4: decoded 0 frames"
+
+    def test_a_failed_write_names_the_video_and_leaves_it_pending(self, tmp_path, monkeypatch):
+        """A write the disk refuses (ENOSPC) is a StoreError naming the video and the store;
+        its status is written last, so the video stays pending and a resume redoes it."""
+        p = self.path(tmp_path)
+        with create_store(p, make_layout()) as s:
+            write_row = type(s)._write_row
+
+            def full(self, name, i, value):
+                if name == "videos/error":
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return write_row(self, name, i, value)
+            monkeypatch.setattr(type(s), "_write_row", full)
+            with pytest.raises(StoreError, match=rf"disk full writing video 1 to {re.escape(str(p))}: No space left "
+                                                 r"on device \(errno 28\); video 1 stays pending"):
+                s.mark_failed(1, "x.mp4: broken")
+            monkeypatch.undo()
+        with open_store(p) as s:
+            assert s.status().tolist() == [PENDING] * 3
+
+    def test_no_rows_read_as_an_empty_array_of_the_node(self, tmp_path):
+        with create_store(self.path(tmp_path), make_layout()) as s:
+            rows = s.read_rows("rgb/features", [])
+            assert rows.shape == (0, T, K, D) and rows.dtype == np.float16
 
     def test_wrong_shape_rejected(self, tmp_path):
         with create_store(self.path(tmp_path), make_layout()) as s:
@@ -342,3 +369,8 @@ def test_cli_made_hdf5_shards_merge_and_other_settings_are_named(video_dir, monk
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
     assert "other settings" in r.output and "settings.flow.algorithm" in r.output
     assert final.read_bytes() == before
+
+
+def test_an_unknown_format_is_named_with_the_known_ones(tmp_path):
+    with pytest.raises(UnknownNameError, match="parquet"):
+        create_store(tmp_path / "s.x", make_layout(), format="parquet")
