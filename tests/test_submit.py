@@ -163,6 +163,12 @@ def test_executor_choice_and_bad_requests(video_dir, tmp_path):
     assert local_parameters({}, replace(cfg, device="cuda"))["gpus_per_node"] == 1
     with pytest.raises(InputError, match="--shards"):
         submit_extraction(cfg, shards=0, folder=tmp_path)
+    with pytest.raises(UnknownNameError, match="executor 'pbs'"):
+        submit_extraction(cfg, shards=2, executor="pbs", folder=tmp_path)
+    with pytest.raises(InputError, match="--max-retries must be an integer >= 0, got -1"):
+        submit_extraction(cfg, shards=2, max_retries=-1, folder=tmp_path)
+    with pytest.raises(InputError, match="cfg.shard is set per task by submit"):
+        submit_extraction(replace(cfg, shard=(1, 2)), shards=2, folder=tmp_path)
     with pytest.raises(InputError, match="none of the videos"):
         submit_extraction(replace(cfg, root=str(tmp_path)), shards=2, folder=tmp_path)
     assert not (tmp_path / "x.zarr").exists()   # nothing was submitted
