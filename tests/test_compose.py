@@ -1,6 +1,7 @@
 """The composer of untrimmed videos (data/compose.py): plans, real H.264 composites decoded
 again, every segment's frame range checked against the frames of its source clip."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -111,6 +112,7 @@ def test_compose_is_deterministic_and_idempotent(made, tmp_path):
 def test_plan_balances_reuse_and_places_targets():
     labels = [1] * 10 + [0] * 30
     from data.lists import VideoList
+
     vl = VideoList(tuple(f"c{i}.mp4" for i in range(40)), np.array(labels), ("noFight", "fight"), False, "t", "x")
     cfg = ComposeConfig(videos=20, seed=5)
     plans = plan(vl, cfg)
@@ -137,6 +139,18 @@ def test_plan_refuses_what_it_cannot_build():
         plan(vl, ComposeConfig(videos=2, target_class="punch"))
     with pytest.raises(InputError, match="even"):
         ComposeConfig(size=(65, 48))
+    for bad, words in (({"segments": (5, 3)}, "segments must be 1 <= low <= high, got (5, 3)"),
+                       ({"targets": (0, 1)}, "targets must be 1 <= low <= high"),
+                       ({"segments": (2, 4), "targets": (1, 3)}, "targets (1, 3) exceed the fewest segments 2"),
+                       ({"videos": 0}, "videos must be >= 1, got 0"), ({"fps": 0.5}, "fps must lie in [1, 120]")):
+        with pytest.raises(InputError, match=re.escape(words)):
+            ComposeConfig(**bad)
+    multi = VideoList(("a.mp4", "b.mp4"), np.array([[1, 0], [0, 1]]), ("noFight", "fight"), True, "t", "x")
+    with pytest.raises(InputError, match="composites need a single-label list"):
+        plan(multi, ComposeConfig(videos=2))
+    only = VideoList(("a.mp4", "b.mp4"), np.array([1, 1]), ("noFight", "fight"), False, "t", "x")
+    with pytest.raises(InputError, match="composites need clips of 'fight' and of other classes; usable: 2 and 0"):
+        plan(only, ComposeConfig(videos=2))
 
 
 def test_a_broken_source_is_recorded_and_left_out(tmp_path):
