@@ -99,7 +99,7 @@ def random_checkpoint(name: str, path, num_classes: int = 7, tiny: bool = False)
     """A bare state_dict of a randomly initialised registered backbone that ships no weights
     (torchvision's layout for ResNets, the caffe-converted one for BN-Inception; an image
     tower's save_pretrained folder, its standard size or with ``tiny`` a 2-layer one of
-    width 64); None for backbones with embedded weights."""
+    width 64); None for backbones with embedded weights or none (tiny_random)."""
     if name.startswith("resnet"):
         from extract.backbones.resnet import ResNet
         net = ResNet(int(name[len("resnet"):]), 3, num_classes)

@@ -95,6 +95,22 @@ def test_every_registered_backbone_honours_the_interface(name, stream, tmp_path)
     assert len(model.spec.sha256) == 64 and gflops_per_frame(model) > 0
 
 
+def test_tiny_random_is_one_network_everywhere_and_reads_no_weights(tmp_path):
+    """The plumbing tests' backbone (extract/backbones/tiny.py): drawn from a fixed seed
+    without touching the caller's RNG, so every build, here or on another machine, is the
+    same network with the same sha256 (the store's identity of its features)."""
+    before = torch.get_rng_state()
+    a, b = create_backbone("tiny_random"), create_backbone("tiny_random")
+    assert torch.equal(before, torch.get_rng_state())
+    assert a.spec.sha256 == b.spec.sha256 and all(torch.equal(x, y) for x, y in
+                                                  zip(a.state_dict().values(), b.state_dict().values()))
+    flow = create_backbone("tiny_random", stream="flow", flow_stack=2)
+    assert flow.in_channels == 4 and flow.spec.sha256 != a.spec.sha256
+    assert (a.feature_dim, a.num_classes, a.feature_map_shape, a.spec.input_size) == (32, 10, (4, 4, 32), 64)
+    with pytest.raises(InputError, match="tiny_random is drawn from a seed and reads no weights"):
+        create_backbone("tiny_random", checkpoint=str(tmp_path / "w.pt"))
+
+
 def test_create_rejects_bad_options():
     with pytest.raises(InputError, match="stream"):
         create_backbone("efficientnet_lite0", stream="depth")
