@@ -41,7 +41,7 @@ from data.store import DONE, FAILED, Layout, StreamSpec, create_store, format_fo
 from data.progress import show_progress
 from extract import schedule
 from extract.device import SECONDS_NOTE, cost_stages
-from extract.workers import set_threads, uses_device_pipeline
+from extract.workers import threads_of, uses_device_pipeline
 from extract.flow import cost_label
 from extract.lock import shard_lock
 from extract.video import Models, VideoSettings
@@ -150,12 +150,11 @@ def run_extraction(cfg: ExtractConfig) -> Summary:
     check_root(cfg, videos)
     path = store_path(cfg)
     _check_out(path, format_for(cfg.out, cfg.format))
-    with shard_lock(path, cfg.shard):
+    with shard_lock(path, cfg.shard), threads_of(cfg):
         return _run_locked(cfg, videos, path)
 
 
 def _run_locked(cfg: ExtractConfig, videos: VideoList, path: Path) -> Summary:
-    set_threads(cfg)
     C = len(videos.classes)
     in_process = cfg.workers <= 1 or uses_device_pipeline(cfg)
     models = Models(cfg.settings, cfg.device, C) if in_process else None

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -210,6 +211,23 @@ def uses_device_pipeline(cfg) -> bool:
     if cfg.pipeline is not None:
         return cfg.pipeline
     return cfg.device.startswith("cuda")
+
+
+@contextmanager
+def threads_of(cfg):
+    """:func:`set_threads` for the ``with`` block, and the caller's torch and OpenCV thread
+    counts back after it: an extraction run in a notebook or a test leaves its process's
+    settings as it found them."""
+    import cv2
+    import torch
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    set_threads(cfg)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
 
 
 def set_threads(cfg) -> None:

@@ -472,3 +472,21 @@ def test_resume_with_another_flow_batch_size_is_accepted(video_dir):
         assert s.attrs["settings"]["flow"]["params"]["batch_size"] == 4     # recorded, not compared
     refused(CliRunner().invoke(main, ["extract", *args, "--flow-param", "epsilon=0.05"]),
             "settings.flow.params.epsilon 0.01 vs 0.05")
+
+
+def test_a_run_leaves_the_callers_thread_counts_as_it_found_them(video_dir):
+    """run_extraction sets torch's and OpenCV's threads for its work (--threads, else the
+    cores shared out) and puts the caller's back: a library call, not a process setting."""
+    import cv2
+    import torch
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        extract([str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), "--out",
+                 str(video_dir / "t.zarr"), *FAST, "--threads", "2"])
+        assert (torch.get_num_threads(), cv2.getNumThreads()) == (1, 1)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
