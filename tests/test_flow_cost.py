@@ -18,6 +18,7 @@ from extract.prepare import prepare_video
 from extract.run import ExtractConfig, run_extraction
 from extract.video import Models, VideoSettings
 from pipeline.cli import main
+from conftest import TINY
 
 TORCH_THREADS = 1   # per-pixel TV-L1 steps (tests/conftest.py: _torch_threads)
 # OpenCV 5.0's TV-L1 defaults (what extract.flow.tvl1_defaults reads back)
@@ -103,7 +104,7 @@ def _real_pairs(tmp_path, size=SMALL, frames=2):
     from conftest import moving_texture, write_video
 
     path = write_video(tmp_path / "v.mp4", moving_texture(12, shift=(3, 1), seed=4))
-    settings = VideoSettings(frames=frames, flow_stack=1, crops=1, size=size, streams=("flow",), thumbnail_size=None,
+    settings = VideoSettings(frames=frames, flow_stack=1, crops=1, size=size, streams=("flow",), thumbnail_size=None, backbone=TINY[1],
                              flow=fl.FlowConfig("tvl1-torch", params=(("device", "cpu"), *QUICK)))
     prep = prepare_video(str(path), settings)
     gray = grayscale(torch.from_numpy(prep.frames))
@@ -149,7 +150,7 @@ def test_counts_are_per_pair_exact_in_a_batch_and_capped_without_stopping(tmp_pa
 # ----------------------------------------------------------------------------- end to end
 
 def _extract(root, lst, out, algorithm, params=()):
-    settings = VideoSettings(frames=2, flow_stack=1, crops=1, size=SMALL, streams=("flow",), thumbnail_size=None,
+    settings = VideoSettings(frames=2, flow_stack=1, crops=1, size=SMALL, streams=("flow",), thumbnail_size=None, backbone=TINY[1],
                              flow=fl.FlowConfig(algorithm, params=params))
     summary = run_extraction(ExtractConfig(list_path=str(lst), out=str(out), root=str(root), settings=settings,
                                            threads=1, quiet=True))
