@@ -6,13 +6,20 @@ selectors are named in :data:`SELECTOR_MODULES` and imported by name (importlib)
 time the registry is asked for a name, so what is registered never depends on what the
 caller happened to import first (GUIDE §6: no import-order-dependent registry).
 
+Each registered class declares its abilities once, as class attributes of ``agents.base``'s
+``Selector`` / ``Agent`` with their defaults (:data:`ABILITIES`); :func:`entry` reads them,
+with its options and the papers' defaults (its ``Config``), as one record: what
+``framesel agents`` lists and what the contract tests run over.
+
 Add a selector: decorate its class with ``@register("name")`` and, for a new module, add
 the module's name to :data:`SELECTOR_MODULES` (or, outside framesel, name its file in
 ``FRAMESEL_PLUGINS``: data/plugins.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+from dataclasses import dataclass
 
 from data.errors import UnknownNameError
 from data.plugins import load_plugins
@@ -58,3 +65,55 @@ def selector_class(name: str) -> type:
     if name not in _REGISTRY:
         raise UnknownNameError("selector", name, _REGISTRY)
     return _REGISTRY[name]
+
+
+# The declared abilities a record reads, in the order `framesel agents` shows them
+# (agents/base.py: Selector's and Agent's class attributes, with their defaults and meaning).
+ABILITIES = ("variable_m", "needs", "own_classifier", "needs_feature_maps", "uses_features", "needs_key",
+             "reads_logits", "streams_training", "trains_seeds_together", "fit_inputs", "partner", "partner_of")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered selector as one record: its name, whether it learns, what it is (the
+    first line of its docstring), its options with the papers' defaults (its ``Config``;
+    empty for a baseline without one) and its declared abilities."""
+
+    name: str
+    learned: bool
+    summary: str
+    options: dict
+    abilities: dict
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def entry(name: str) -> Entry:
+    """The record of the selector registered as ``name`` (UnknownNameError otherwise)."""
+    cls = selector_class(name)
+    config = getattr(cls, "Config", None)
+    options = {f.name: _default(f) for f in dataclasses.fields(config)} if config else {}
+    abilities = {a: _declared(cls, a) for a in ABILITIES if hasattr(cls, a)}
+    return Entry(name=name, learned=bool(cls.learned), summary=_first_sentence(cls.__doc__), options=options, abilities=abilities)
+
+
+def _first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, on one line."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[:end + 1]
+
+
+def _default(field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
+
+
+def _declared(cls, attribute: str):
+    """A class attribute's value; one that depends on the config (a property) says so."""
+    value = getattr(cls, attribute)
+    if isinstance(value, property):
+        return "per config: " + _first_sentence(value.__doc__)
+    return list(value) if isinstance(value, tuple) else value

@@ -113,6 +113,24 @@ def info(store_path, as_json):
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def agents(as_json):
+    """List the registered agents and baselines (FRAMESEL_PLUGINS' too): what each is, its
+    options with the papers' defaults (`framesel train --set NAME=VALUE`) and its abilities."""
+    from agents.registry import entry, selector_names
+
+    records = [entry(n) for n in selector_names()]
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in records], indent=2, default=str))
+        return
+    for r in records:
+        click.echo(f"{r.name} ({'agent' if r.learned else 'baseline'}): {r.summary}")
+        if r.options:
+            click.echo("  options: " + ", ".join(f"{k}={v}" for k, v in r.options.items()))
+        click.echo("  abilities: " + ", ".join(f"{k}={v}" for k, v in r.abilities.items() if v not in (None, False, [], "")))
+
+
+@main.command()
 @click.argument("store_path", metavar="STORE", type=click.Path(exists=True))
 @domain_errors
 def check(store_path):

@@ -250,3 +250,26 @@ def test_os_error_without_a_file_name_keeps_its_message():
     assert os_error_line(OSError(errno.EXDEV, "Invalid cross-device link", "a", None, "b")) == \
         "a -> b: Invalid cross-device link"
 
+
+
+def test_agents_lists_every_registered_selector_as_one_record():
+    """`framesel agents`: each registry entry as one record: options with the papers'
+    defaults (what `train --set` takes) and the abilities it declares."""
+    import dataclasses as dc
+
+    from agents.base import selector_class, selector_names
+
+    r = CliRunner().invoke(main, ["agents", "--json"])
+    assert r.exit_code == 0, r.output
+    records = {e["name"]: e for e in json.loads(r.output)}
+    assert sorted(records) == selector_names()
+    as_ = records["as"]
+    assert as_["learned"] and as_["options"]["lr"] == 1e-5 and as_["options"]["batch_size"] == 1
+    assert as_["options"] == json.loads(json.dumps(dc.asdict(selector_class("as").Config()), default=str))
+    assert records["tattn"]["abilities"]["partner"] == "tattn_noatt"
+    assert records["tattn_noatt"]["abilities"]["partner_of"] == "tattn"
+    assert records["dsn"]["abilities"]["needs"].startswith("per config: ")
+    assert not records["uniform"]["learned"] and records["uniform"]["options"] == {}
+    assert records["key_oracle"]["abilities"]["needs_key"] is True
+    text = CliRunner().invoke(main, ["agents"]).output
+    assert "glimpse (agent): Paper 001's hard spatial attention" in text and "partner=glimpse_soft" in text
