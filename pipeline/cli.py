@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from pipeline import cli_files
+from pipeline import cli_files, cli_registry
 from pipeline.edge import command_line, device_option, domain_errors, load_option, quiet_option, shard_option
 from pipeline.options import (AgentPaths, RegistryChoice, SpreadCommand, agent_names, backbones, checkpoints, flatten,
                               flow_names, fusion_weights, int_list, slurm_extra)
@@ -110,24 +110,6 @@ def info(store_path, as_json):
     with open_store(store_path) as store:
         summary = summarize(store)
     click.echo(json.dumps(summary, indent=2, default=str) if as_json else format_summary(summary))
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def agents(as_json):
-    """List the registered agents and baselines (FRAMESEL_PLUGINS' too): what each is, its
-    options with the papers' defaults (`framesel train --set NAME=VALUE`) and its abilities."""
-    from agents.registry import entry, selector_names
-
-    records = [entry(n) for n in selector_names()]
-    if as_json:
-        click.echo(json.dumps([r.as_dict() for r in records], indent=2, default=str))
-        return
-    for r in records:
-        click.echo(f"{r.name} ({'agent' if r.learned else 'baseline'}): {r.summary}")
-        if r.options:
-            click.echo("  options: " + ", ".join(f"{k}={v}" for k, v in r.options.items()))
-        click.echo("  abilities: " + ", ".join(f"{k}={v}" for k, v in r.abilities.items() if v not in (None, False, [], "")))
 
 
 @main.command()
@@ -395,6 +377,7 @@ def _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_re
 
 main.add_command(cli_files.import_command)
 main.add_command(cli_files.export_command)
+main.add_command(cli_registry.agents_command)
 main.add_command(predict_command(domain_errors, quiet_option, device_option, command_line))
 
 
