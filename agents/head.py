@@ -28,6 +28,7 @@ from agents.options import check_ranges
 from agents.training import fit
 from data.errors import InputError, StoreError
 from data.store_rows import is_streamed, prefetch
+from data.torchfile import state_sha256
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +278,7 @@ def train_head(features, labels, num_classes: int, cfg: HeadConfig = HeadConfig(
 
 def head_sha256(head: nn.Module) -> str:
     """sha256 of the head's weights (float32, in state_dict order): its logits' identity."""
-    digest = hashlib.sha256()
-    for name, value in head.state_dict().items():
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().numpy().astype(np.float32).tobytes())
-    return digest.hexdigest()
+    return state_sha256(head.state_dict())
 
 
 def stored_head(store, stream: str) -> nn.Module:

@@ -9,7 +9,7 @@ caller happened to import first (GUIDE §6: no import-order-dependent registry).
 Each registered class declares its abilities once, as class attributes of ``agents.base``'s
 ``Selector`` / ``Agent`` with their defaults (:data:`ABILITIES`); :func:`entry` reads them,
 with its options and the papers' defaults (its ``Config``), as one record: what
-``framesel agents`` lists and what the contract tests run over.
+``framesel agents`` lists.
 
 Add a selector: decorate its class with ``@register("name")`` and, for a new module, add
 the module's name to :data:`SELECTOR_MODULES` (or, outside framesel, name its file in
@@ -76,7 +76,7 @@ ABILITIES = ("variable_m", "needs", "own_classifier", "needs_feature_maps", "use
 @dataclass(frozen=True)
 class Entry:
     """One registered selector as one record: its name, whether it learns, what it is (the
-    first line of its docstring), its options with the papers' defaults (its ``Config``;
+    first sentence of its docstring), its options with the papers' defaults (its ``Config``;
     empty for a baseline without one) and its declared abilities."""
 
     name: str
@@ -95,7 +95,8 @@ def entry(name: str) -> Entry:
     config = getattr(cls, "Config", None)
     options = {f.name: _default(f) for f in dataclasses.fields(config)} if config else {}
     abilities = {a: _declared(cls, a) for a in ABILITIES if hasattr(cls, a)}
-    return Entry(name=name, learned=bool(cls.learned), summary=_first_sentence(cls.__doc__), options=options, abilities=abilities)
+    return Entry(name=name, learned=bool(cls.learned), summary=_first_sentence(cls.__doc__), options=options,
+                 abilities=abilities)
 
 
 def _first_sentence(doc: str | None) -> str:

@@ -118,6 +118,20 @@ def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
     tmp.replace(path)
 
 
+def state_sha256(state: dict) -> str:
+    """sha256 of a module's weights: each name, then its values as float32 bytes, in
+    ``state_dict`` order (a trained head's identity in a store; a seeded network's spec)."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for name, value in state.items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().numpy().astype(np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def _check_file(path, what: str) -> None:
     path = Path(path)
     if not path.exists():

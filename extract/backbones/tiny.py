@@ -10,12 +10,11 @@ default and the one the faithfulness tests and the benchmarks run.
 """
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import Tensor, nn
 
 from data.errors import InputError
+from data.torchfile import state_sha256
 from extract.backbones.presets import PRESETS
 from extract.backbones.spec import Backbone, WeightSpec, register_backbone
 
@@ -35,8 +34,8 @@ class TinyRandom(Backbone):
             body = nn.Sequential(nn.Conv2d(in_channels, 16, STRIDE, STRIDE), nn.ReLU(),
                                  nn.Conv2d(16, FEATURE_DIM, STRIDE, STRIDE), nn.ReLU())
             head = nn.Linear(FEATURE_DIM, NUM_CLASSES)
-        side = INPUT_SIZE // STRIDE ** 2
-        spec = WeightSpec(name="tiny_random", file="(none: drawn from a seed)", sha256=_sha256(body, head),
+        side, weights = INPUT_SIZE // STRIDE ** 2, nn.ModuleDict({"body": body, "head": head}).state_dict()
+        spec = WeightSpec(name="tiny_random", file="(none: drawn from a seed)", sha256=state_sha256(weights),
                           input_size=INPUT_SIZE, num_classes=NUM_CLASSES, preset=PRESETS["framesel"],
                           source=f"random initialisation, torch seed {SEED} + in_channels (plumbing only)",
                           feature="spatial mean of random convolutional maps (meaningless)")
@@ -51,15 +50,6 @@ class TinyRandom(Backbone):
     def forward_head(self, feats: Tensor) -> Tensor:
         """(B, 32) float32 -> (B, 10) float32 logits."""
         return self.head(feats)
-
-
-def _sha256(*modules: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for i, module in enumerate(modules):
-        for name, value in module.state_dict().items():
-            digest.update(f"{i}.{name}".encode())
-            digest.update(value.detach().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @register_backbone("tiny_random")
