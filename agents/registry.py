@@ -8,8 +8,8 @@ caller happened to import first (GUIDE §6: no import-order-dependent registry).
 
 Each registered class declares its abilities once, as class attributes of ``agents.base``'s
 ``Selector`` / ``Agent`` with their defaults (:data:`ABILITIES`); :func:`entry` reads them,
-with its options and the papers' defaults (its ``Config``), as one record: what
-``framesel agents`` lists.
+with its options and the papers' defaults (its ``Config``), as one record
+(data/record.py, the shape every registry's entries share): what ``framesel agents`` lists.
 
 Add a selector: decorate its class with ``@register("name")`` and, for a new module, add
 the module's name to :data:`SELECTOR_MODULES` (or, outside framesel, name its file in
@@ -17,12 +17,11 @@ the module's name to :data:`SELECTOR_MODULES` (or, outside framesel, name its fi
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
-from dataclasses import dataclass
 
 from data.errors import UnknownNameError
 from data.plugins import load_plugins
+from data.record import Record, field_defaults, first_sentence
 
 # Every module that registers selectors, imported on first use of the registry.
 SELECTOR_MODULES = ("agents.baselines", "agents.as_agent", "agents.dsn", "agents.tattn", "agents.rtsae",
@@ -73,48 +72,28 @@ ABILITIES = ("variable_m", "needs", "own_classifier", "needs_feature_maps", "use
              "reads_logits", "streams_training", "trains_seeds_together", "fit_inputs", "partner", "partner_of")
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One registered selector as one record: its name, whether it learns, what it is (the
-    first sentence of its docstring), its options with the papers' defaults (its ``Config``;
-    empty for a baseline without one) and its declared abilities."""
-
-    name: str
-    learned: bool
-    summary: str
-    options: dict
-    abilities: dict
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+AGENT_COST = ("counted: FlopCounterMode on its real select at each row's budget and mode, every forward "
+              "pass it makes, its LSTMs analytically (evaluate/compute.py: selector_gflops)")
+BASELINE_COST = "0: no matrix product"
 
 
-def entry(name: str) -> Entry:
-    """The record of the selector registered as ``name`` (UnknownNameError otherwise)."""
+def entry(name: str) -> Record:
+    """The record (data/record.py) of the selector registered as ``name``: what it is (its
+    docstring's first sentence), its options with the papers' defaults (its ``Config``; empty
+    for a baseline without one), its cost model and its declared abilities. UnknownNameError
+    for an unknown name."""
     cls = selector_class(name)
     config = getattr(cls, "Config", None)
-    options = {f.name: _default(f) for f in dataclasses.fields(config)} if config else {}
     abilities = {a: _declared(cls, a) for a in ABILITIES if hasattr(cls, a)}
-    return Entry(name=name, learned=bool(cls.learned), summary=_first_sentence(cls.__doc__), options=options,
-                 abilities=abilities)
-
-
-def _first_sentence(doc: str | None) -> str:
-    """The first sentence of a docstring's first paragraph, on one line."""
-    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
-    end = paragraph.find(". ")
-    return paragraph if end < 0 else paragraph[:end + 1]
-
-
-def _default(field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
+    learned = bool(cls.learned)
+    return Record(kind="agent" if learned else "baseline", name=name, summary=first_sentence(cls.__doc__),
+                  options=field_defaults(config) if config else {}, cost=AGENT_COST if learned else BASELINE_COST,
+                  abilities=abilities)
 
 
 def _declared(cls, attribute: str):
     """A class attribute's value; one that depends on the config (a property) says so."""
     value = getattr(cls, attribute)
     if isinstance(value, property):
-        return "per config: " + _first_sentence(value.__doc__)
+        return "per config: " + first_sentence(value.__doc__)
     return list(value) if isinstance(value, tuple) else value

@@ -7,25 +7,13 @@ agent belonging to the stream its checkpoint was trained on). Output: one flat d
 A method whose selection raises or scores NaN (:class:`evaluate.methods.MethodFailed`) gets
 failed rows instead: the same keys, no metrics, ``failed`` = the cause.
 
-Protocols (:data:`PROTOCOLS`):
-
-- ``accuracy_vs_m``: every method on every stream at each m (000 Table 3, 003 Fig. 4); m is
-  capped at T; methods that choose how many they keep (``variable_m``) run once with m=None.
-  Each row carries its paired comparisons (:mod:`evaluate.pairing`): with uniform, random
-  and max_response on the head, and, for an agent, with its own classifier on uniform-m and
-  on every position and with its paper's no-selection partner (agents/papers.py). Every row
-  names its ``classifier`` ("head" or "own:<agent>") and its training ``seed`` (a method
-  with several seeds also gets ``seed = "mean"`` rows: mean ± std over the seeds).
-- ``frame_vs_region``: frame- and region-based selection over the K crops (000 Table 3);
-  only when K > 1.
-- ``alpha``: dropped frames weighted by α (000 Table 4), for learned agents and ``uniform``.
-- ``state_ablation``: agents whose config has a ``state`` field, labelled by it (000 Table 2).
-- ``dsn_mn``: 003's test protocol for each dsn checkpoint — Fig. 4 and Table II rows
-  (:mod:`evaluate.dsn_protocol`).
-- ``fusion``: each stream alone and fused with explicit weights (scores before softmax,
-  TSN 1 : 1.5 and 002's 1/3 : 2/3) for every method present on both streams.
-- ``select_classify``: select on one stream's centre crop, classify every stream at those
-  positions, TSN-fused: what ``framesel predict`` computes (:mod:`evaluate.select_classify`).
+Protocols (:data:`PROTOCOLS`, in report order): each a function below decorated
+``@register_protocol`` (evaluate/protocol_registry.py), its docstring saying what it gives.
+Every ``accuracy_vs_m`` row carries its paired comparisons (:mod:`evaluate.pairing`): with
+uniform, random and max_response on the head, and, for an agent, with its own classifier on
+uniform-m and on every position and with its paper's no-selection partner (agents/papers.py).
+Every row names its ``classifier`` ("head" or "own:<agent>") and its training ``seed`` (a
+method with several seeds also gets ``seed = "mean"`` rows: mean ± std over the seeds).
 """
 from __future__ import annotations
 
@@ -38,6 +26,7 @@ import torch
 
 from agents.base import States
 from data.errors import InputError
+from data.record import Record
 from evaluate import dsn_protocol, keys, metrics, pairing, select_classify
 from evaluate.metrics import correct, score_metrics  # noqa: F401 (the protocols' scoring, re-exported)
 from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflops, selector_needs,
@@ -45,6 +34,7 @@ from evaluate.compute import (CONVENTION, CostModel, fuse_gflops, selector_gflop
 from evaluate.methods import (Method, MethodFailed, SelectionSummary, agent_label, baseline_method, build_methods,
                               same_classifier_method, select_in_blocks)
 from evaluate.pairing import TSN_WEIGHTS, summarize_seeds
+from evaluate.protocol_registry import get_protocol, protocol_names, protocol_record, register_protocol
 
 log = logging.getLogger(__name__)
 
@@ -284,14 +274,19 @@ def streams_of(method: Method, run: ProtocolRun) -> list[str]:
     return [s for s in method.selectors if s == "fused" or s in run.states]
 
 
+@register_protocol("accuracy_vs_m", source="000 Table 3, 003 Fig. 4", reads=("ms",))
 def _accuracy_vs_m(run: ProtocolRun):
+    """Every method on every stream at each m, capped at T (a method that chooses how many it
+    keeps, ``variable_m``, once with m = None)."""
     for method in run.methods:
         for stream in streams_of(method, run):
             for m in run.ms(method):
                 yield _row(run, "accuracy_vs_m", method, stream, m)
 
 
+@register_protocol("frame_vs_region", source="000 Table 3", reads=("ms",), needs="K > 1 crops")
 def _frame_vs_region(run: ProtocolRun):
+    """Frame- and region-based selection over the K crops, for every fixed-m method."""
     if run.K < 2:
         log.info("frame_vs_region skipped: the states have K=1 crop")
         return
@@ -302,7 +297,9 @@ def _frame_vs_region(run: ProtocolRun):
                     yield _row(run, "frame_vs_region", method, stream, m, mode)
 
 
+@register_protocol("alpha", source="000 Table 4", reads=("ms", "alphas"))
 def _alpha(run: ProtocolRun):
+    """Dropped frames weighted by alpha, for the learned agents and uniform."""
     for method in [run.uniform] + [x for x in run.methods if x.learned]:
         for stream in streams_of(method, run):
             for m in run.ms(method):
@@ -310,18 +307,26 @@ def _alpha(run: ProtocolRun):
                     yield _row(run, "alpha", method, stream, m, alpha=float(a), compare=method.learned)
 
 
+@register_protocol("state_ablation", source="000 Table 2", reads=("ms",), needs="an agent whose config has a state")
 def _state_ablation(run: ProtocolRun):
+    """Agents whose config has a ``state`` field, each row labelled by it."""
     for method in (x for x in run.methods if "state" in x.config):
         for stream in streams_of(method, run):
             for m in run.ms(method):
                 yield _row(run, "state_ablation", method, stream, m, state=method.config["state"])
 
 
+@register_protocol("dsn_mn", source="003 Fig. 4, Table II", needs="a dsn checkpoint")
 def _dsn_mn(run: ProtocolRun):
+    """003's test protocol for each dsn checkpoint: its M sections of N clips, at the paper's
+    budgets (:mod:`evaluate.dsn_protocol`)."""
     return dsn_protocol.dsn_mn_rows(run, _row, Method)
 
 
+@register_protocol("fusion", source="TSN's 1 : 1.5, 002's 1/3 : 2/3", reads=("ms", "fusion", "before_softmax"),
+                   needs="both rgb and flow")
 def _fusion(run: ProtocolRun):
+    """Each stream alone and fused with explicit weights, for every method present on both streams."""
     if not {"rgb", "flow"} <= set(run.states):
         log.info("fusion skipped: the states do not hold both rgb and flow")
         return
@@ -333,12 +338,20 @@ def _fusion(run: ProtocolRun):
                 yield _row(run, "fusion", method, "fused", m, weights=w)
 
 
-# The protocols' registry, in report order: name -> fn(run) yielding rows. Add a protocol: a
-# function above and one entry here (PROTOCOLS, the CLI's --protocols and the config read it).
-_PROTOCOL_FNS = {"accuracy_vs_m": _accuracy_vs_m, "frame_vs_region": _frame_vs_region, "alpha": _alpha,
-                 "state_ablation": _state_ablation, "dsn_mn": _dsn_mn, "fusion": _fusion,
-                 "select_classify": lambda run: select_classify.select_classify_rows(run, score_metrics, weights_label)}
-PROTOCOLS = tuple(_PROTOCOL_FNS)
+@register_protocol("select_classify", source="framesel predict", reads=("ms", "before_softmax"))
+def _select_classify(run: ProtocolRun):
+    """Select on one stream's centre crop, classify every stream at those positions, TSN-fused:
+    what ``framesel predict`` computes (:mod:`evaluate.select_classify`)."""
+    return select_classify.select_classify_rows(run, score_metrics, weights_label)
+
+
+PROTOCOLS = protocol_names()
+
+
+def protocol_records() -> list[Record]:
+    """Every protocol's record (data/record.py), in report order, with ProtocolConfig's defaults."""
+    defaults = {f.name: getattr(ProtocolConfig(), f.name) for f in dataclasses.fields(ProtocolConfig)}
+    return [protocol_record(name, defaults) for name in PROTOCOLS]
 
 
 def check_states(states: dict) -> None:
@@ -372,12 +385,12 @@ def run_protocols(states: dict, methods, *, split="1", config: ProtocolConfig = 
     rows = []
     for name in config.protocols:
         run.protocol = name
-        rows.extend(_PROTOCOL_FNS[name](run))
+        rows.extend(get_protocol(name).rows(run))
         if bar is not None:
             bar.update(1)
     failed = [r for r in rows if "failed" in r]
     return summarize_seeds([r for r in rows if "failed" not in r], clusters=clusters) + failed
 
 
-__all__ = ["PROTOCOLS", "ProtocolConfig", "Method", "build_methods", "agent_label", "run_protocols",
+__all__ = ["PROTOCOLS", "ProtocolConfig", "protocol_records", "Method", "build_methods", "agent_label", "run_protocols",
            "score_metrics", "correct", "weights_label"]

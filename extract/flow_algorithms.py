@@ -80,6 +80,7 @@ def _tvl1_create(params: dict):
 
 @register_flow("tvl1", tvl1_defaults, cost=flow_cost.TVL1_OPENCV, rules=flow_params.TVL1)
 def _tvl1(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    """OpenCV's dual TV-L1 on the CPU (opencv-contrib optflow), TSN's and denseflow's flow, pair by pair."""
     # One object per call, not per pair and not per process: calc() permanently lowers the
     # object's scale count when an image is too small for it, so a process-wide cache could
     # silently carry that into later, larger videos.
@@ -96,6 +97,7 @@ def _farneback_defaults() -> dict:
 
 @register_flow("farneback", _farneback_defaults, cost=flow_cost.FARNEBACK, rules=flow_params.FARNEBACK)
 def _farneback(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    """OpenCV's Farneback polynomial-expansion flow: cheap and coarse, not the papers' TV-L1."""
     p = params
     out = np.empty(prev.shape + (2,), np.float32)
     for i in range(prev.shape[0]):
@@ -138,6 +140,7 @@ def _dis_describe(params: dict) -> dict:
 @register_flow("dis", lambda: {"preset": "medium"}, cost=flow_cost.DIS, describe=_dis_describe,
                rules={"preset": flow_params.one_of(*_DIS_PRESETS)})
 def _dis(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    """OpenCV's DIS (dense inverse search) at a preset: fast, not the papers' TV-L1."""
     return _pairwise(_dis_create(params).calc, prev, nxt)
 
 
@@ -160,6 +163,7 @@ def _tvl1_torch_describe(params: dict) -> dict:
 @register_flow("tvl1-torch", _tvl1_torch_defaults, cost=flow_cost.TVL1_TORCH,
                describe=_tvl1_torch_describe, rules=flow_params.TVL1_TORCH, tensors=True, reports=True)
 def _tvl1_torch(prev, nxt, params: dict):
+    """OpenCV's TV-L1 step for step in torch, pairs batched on the CPU or a GPU, iterations counted."""
     from extract.flow_torch import tvl1_tensors
 
     return tvl1_tensors(prev, nxt, params)
@@ -207,6 +211,7 @@ def _tvl1_cuda_describe(params: dict) -> dict:
 @register_flow("tvl1-cuda", _tvl1_cuda_defaults, cost=flow_cost.TVL1_CUDA,
                describe=_tvl1_cuda_describe, rules=flow_params.TVL1_CUDA)
 def _tvl1_cuda(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    """OpenCV's CUDA TV-L1 (needs an OpenCV built with CUDA; PyPI's wheels are not)."""
     _require_opencv_cuda()
     cv2.cuda.setDevice(params["device_id"])
     # positional: the binding's keyword for lambda differs between OpenCV versions

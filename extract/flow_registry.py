@@ -14,9 +14,10 @@ import numpy as np
 
 from data.errors import UnknownNameError
 from data.plugins import load_plugins
+from data.record import Record, first_sentence
 from extract.flow_cost import FlowCost
 
-__all__ = ["Algorithm", "PairFn", "flow_algorithms", "get_algorithm", "opencv_version", "register_flow"]
+__all__ = ["Algorithm", "PairFn", "flow_algorithms", "flow_record", "get_algorithm", "opencv_version", "register_flow"]
 
 PairFn = Callable[[np.ndarray, np.ndarray, dict], np.ndarray]
 
@@ -83,3 +84,15 @@ def get_algorithm(name: str) -> Algorithm:
         return _ALGORITHMS[name]
     except KeyError:
         raise UnknownNameError("flow algorithm", name, _ALGORITHMS) from None
+
+
+def flow_record(name: str) -> Record:
+    """The record (data/record.py) of flow algorithm ``name``: what it is (its pair function's
+    docstring), its parameters with their defaults, its cost model's label at those defaults
+    and what it declares (tensors in and out, iterations reported, tunable parameters)."""
+    alg = get_algorithm(name)
+    defaults = alg.defaults()
+    kind, how = alg.cost.label(defaults)
+    return Record(kind="flow", name=name, summary=first_sentence(alg.compute.__doc__), options=defaults,
+                  cost=f"{kind}: {how}", abilities={"tensors": alg.tensors, "reports_iterations": alg.reports,
+                                                   "checked_parameters": sorted(alg.rules)})

@@ -377,7 +377,8 @@ def _submit_and_report(cfg, shards, executor_kind, folder, options, wait, max_re
 
 main.add_command(cli_files.import_command)
 main.add_command(cli_files.export_command)
-main.add_command(cli_registry.agents_command)
+for _command in cli_registry.REGISTRY_COMMANDS:
+    main.add_command(_command)
 main.add_command(predict_command(domain_errors, quiet_option, device_option, command_line))
 
 

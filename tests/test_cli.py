@@ -264,12 +264,62 @@ def test_agents_lists_every_registered_selector_as_one_record():
     records = {e["name"]: e for e in json.loads(r.output)}
     assert sorted(records) == selector_names()
     as_ = records["as"]
-    assert as_["learned"] and as_["options"]["lr"] == 1e-5 and as_["options"]["batch_size"] == 1
+    assert as_["kind"] == "agent" and as_["options"]["lr"] == 1e-5 and as_["options"]["batch_size"] == 1
     assert as_["options"] == json.loads(json.dumps(dc.asdict(selector_class("as").Config()), default=str))
     assert records["tattn"]["abilities"]["partner"] == "tattn_noatt"
     assert records["tattn_noatt"]["abilities"]["partner_of"] == "tattn"
     assert records["dsn"]["abilities"]["needs"].startswith("per config: ")
-    assert not records["uniform"]["learned"] and records["uniform"]["options"] == {}
+    assert records["uniform"]["kind"] == "baseline" and records["uniform"]["options"] == {}
     assert records["key_oracle"]["abilities"]["needs_key"] is True
     text = CliRunner().invoke(main, ["agents"]).output
     assert "glimpse (agent): Paper 001's hard spatial attention" in text and "partner=glimpse_soft" in text
+
+
+def _listing(command: str) -> dict:
+    r = CliRunner().invoke(main, [command, "--json"])
+    assert r.exit_code == 0, r.output
+    return {e["name"]: e for e in json.loads(r.output)}
+
+
+def test_every_registry_lists_its_entries_as_one_record_shape():
+    """`framesel agents | flows | backbones | protocols`: every entry of every registry is one
+    record of the same shape (data/record.py), read from the registry: a summary, options
+    with their defaults, a cost model and what it declares."""
+    from data.record import Record
+    from evaluate.protocols import PROTOCOLS, ProtocolConfig
+    from extract.backbones import backbone_names
+    from extract.flow import flow_algorithms, tvl1_defaults
+
+    listings = {c: _listing(c) for c in ("agents", "flows", "backbones", "protocols")}
+    assert sorted(listings["flows"]) == flow_algorithms() and sorted(listings["backbones"]) == backbone_names()
+    assert list(listings["protocols"]) == list(PROTOCOLS)                  # report order
+    fields = {f for f in Record.__dataclass_fields__}
+    for command, records in listings.items():
+        for name, r in records.items():
+            assert set(r) == fields and r["summary"] and r["cost"], (command, name)
+    flows, backbones, protocols = listings["flows"], listings["backbones"], listings["protocols"]
+    assert flows["tvl1"]["options"] == tvl1_defaults() and flows["tvl1"]["cost"].startswith("estimated: ")
+    assert flows["tvl1-torch"]["abilities"]["reports_iterations"] and flows["farneback"]["cost"].startswith("counted")
+    assert backbones["clip_vit_b16"]["abilities"]["streams"] == ["rgb"]
+    assert backbones["efficientnet_lite0"]["abilities"]["weights"].startswith("ImageNet weights shipped")
+    assert backbones["resnet50"]["abilities"]["weights"].startswith("none shipped")
+    assert backbones["tiny_random"]["options"] == {"stream": "rgb", "flow_stack": 5, "checkpoint": None,
+                                                   "preset": None}
+    assert protocols["alpha"]["options"]["alphas"] == list(ProtocolConfig().alphas)
+    assert protocols["fusion"]["abilities"]["needs"] == "both rgb and flow"
+    text = CliRunner().invoke(main, ["backbones"]).output
+    assert "tiny_random (backbone): A seeded random network" in text and "streams=['rgb']" in text
+
+
+def test_a_registry_refuses_an_entry_it_cannot_describe():
+    """Registration checks what a record would say: a backbone's weights and streams, a
+    protocol's name registered twice."""
+    from evaluate.protocol_registry import register_protocol
+    from extract.backbones import register_backbone
+
+    with pytest.raises(ValueError, match="weights must be one of"):
+        register_backbone("nowhere", weights="downloaded")
+    with pytest.raises(ValueError, match="streams of rgb, flow"):
+        register_backbone("depth_only", streams=("depth",))
+    with pytest.raises(ValueError, match="'alpha' is already registered"):
+        register_protocol("alpha", source="none")(lambda run: [])

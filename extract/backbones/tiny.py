@@ -52,7 +52,7 @@ class TinyRandom(Backbone):
         return self.head(feats)
 
 
-@register_backbone("tiny_random")
+@register_backbone("tiny_random", weights="seeded")
 def tiny_random(in_channels: int, checkpoint: str | None) -> Backbone:
     """A seeded random network of 64 px crops and D = 32 (plumbing and smoke runs only)."""
     if checkpoint is not None:

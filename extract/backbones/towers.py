@@ -141,9 +141,7 @@ def build_tower(variant: str, in_channels: int, checkpoint: str | None) -> Backb
     """The tower ``variant`` (VARIANTS) with the weights at ``checkpoint`` (tower_files.py)."""
     family_name, patch, _ = VARIANTS[variant]
     family = FAMILIES[family_name]
-    if in_channels != 3:
-        raise InputError(f"{variant} is an image tower: RGB only; give the flow stream its own backbone, "
-                         f"e.g. --backbone rgb={variant} --backbone flow=efficientnet_lite0")
+    # RGB only: registered with streams=("rgb",), so create_backbone refuses a flow stream.
     if checkpoint is None:
         raise InputError(f"{variant} ships no weights: pass --checkpoint rgb=PATH, a model.safetensors or its "
                          f"folder (e.g. a download of {family.hub})")
@@ -266,7 +264,7 @@ def _register(variant: str) -> None:
         return build_tower(variant, in_channels, checkpoint)
     build.__doc__ = (f"{FAMILIES[family].model_class} (patch {patch}, standard width {std['hidden_size']}) from "
                      "the user's --checkpoint (transformers or OpenCLIP layout).")
-    register_backbone(variant)(build)
+    register_backbone(variant, streams=("rgb",))(build)
 
 
 for _variant in VARIANTS:

@@ -19,5 +19,6 @@ FRAMEDIFF_COST = FlowCost(
 
 @register_flow("framediff", lambda: {"gain": 0.5}, cost=FRAMEDIFF_COST)
 def framediff(prev: np.ndarray, nxt: np.ndarray, params: dict) -> np.ndarray:
+    """The temporal difference of two frames, scaled by ``gain``, in both channels (not optical flow)."""
     d = (nxt.astype(np.float32) - prev.astype(np.float32)) * float(params["gain"])
     return np.stack([d, d], axis=-1)
