@@ -112,8 +112,9 @@ def compare(a: Path, b: Path, exact: bool) -> dict:
             "differences": diffs[:8], "relative_l2": rel, "tolerance": 0.0 if exact else REL_TOL}
 
 
-# --cpu: one clip, 2 positions x 1 pair, 1 crop, one pyramid level: seconds on 2 cores
-TINY = ["--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "tvl1-torch", "--flow-param", "nscales=1",
+# --cpu: one clip, 2 positions x 1 pair, 1 crop, one pyramid level, the seeded random
+# backbone (the plumbing only): seconds on 2 cores
+TINY = ["--backbone", "tiny_random", "--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "tvl1-torch", "--flow-param", "nscales=1",
         "--flow-param", "warps=1", "--flow-param", "outer_iterations=2", "--flow-param", "epsilon=0.05"]
 SMALL = ["--frames", "4", "--flow-stack", "2", "--crops", "1", "--flow", "tvl1-torch", "--flow-param", "nscales=3",
          "--flow-param", "warps=2", "--flow-param", "epsilon=0.05"]

@@ -3,7 +3,14 @@ import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
+# Under pytest-xdist (the README's `-n auto`) each worker gets its share of the cores for
+# OpenMP (torch) and BLAS, here and in the subprocesses it starts, set before numpy and torch
+# start their pools: 2 workers on 2 cores run 1 thread each, not 4 threads spinning on 2 cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
+import numpy as np  # noqa: E402  (after the thread share above)
 import pytest
 
 # ../shared/data beside the checkout; FRAMESEL_SHARED_DATA names it elsewhere (a worktree)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,9 +72,14 @@ def writer(tmp_path):
     sys.modules.pop("writer", None)
 
 
-def _env():
+SLOW_FLOW = Path(__file__).parent / "plugins" / "slow_flow.py"
+
+
+def _env(plugin: Path | None = None):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("CI", None)
+    if plugin is not None:
+        env["FRAMESEL_PLUGINS"] = str(plugin)
     return env
 
 
@@ -315,8 +321,8 @@ class Progress:
         return self.seen >= n
 
 
-def _extract_proc(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "extract", *args], env=_env(),
+def _extract_proc(args, env=None, **kw):
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "extract", *args], env=env or _env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
 
 
@@ -363,7 +369,10 @@ def test_sigterm_closes_the_store_and_prints_the_summary(video_dir, long_list, w
     queued videos are cancelled, not waited for; what was computed is written first), closes
     the store, prints the summary with why it stopped, exits 1; the store resumes."""
     out = video_dir / f"term{workers.replace(' ', '')}.h5"
-    proc = _extract_proc([*long_list, "--out", str(out), "--workers", *workers.split()])
+    # each video sleeps 0.2 s in its 2 flow pairs (tests/plugins/slow_flow.py): the signal, sent
+    # after the first video, finds the run with videos left even on a loaded machine
+    slow = [*long_list, "--flow", "sleepy", "--flow-param", "seconds=0.1", "--out", str(out)]
+    proc = _extract_proc([*slow, "--workers", *workers.split()], env=_env(SLOW_FLOW))
     progress = Progress(proc)
     assert progress.wait_for(1), progress.text
     proc.send_signal(signal.SIGTERM)
@@ -375,8 +384,9 @@ def test_sigterm_closes_the_store_and_prints_the_summary(video_dir, long_list, w
     with open_store(out) as s:
         done = len(s.done())
     assert done >= progress.seen >= 1
-    r = CliRunner().invoke(main, ["extract", *long_list, "--out", str(out), "--quiet"])
-    assert r.exit_code == 0 and f"({8 - done} processed" in r.output, r.output
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "extract", *slow, "--quiet"], env=_env(SLOW_FLOW),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and f"({8 - done} processed" in r.stdout + r.stderr, r.stdout + r.stderr
 
 
 def test_extraction_on_a_full_disk_ends_with_a_clear_error(video_dir, long_list):
