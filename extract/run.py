@@ -64,7 +64,7 @@ class ExtractConfig:
     device: str = "cpu"
     pipeline: bool | None = None         # workers > 1 as decode workers feeding this process's
                                          # device; None: on a GPU (extract.schedule)
-    threads: int = 0                     # torch/OpenCV threads per worker; 0 = cores / workers
+    threads: int = 0                     # torch/OpenCV threads per worker; 0 = budget / workers (workers.py)
     retry_failed: bool = False
     quiet: bool = False
     command: str = ""

@@ -230,13 +230,28 @@ def threads_of(cfg):
         cv2.setNumThreads(before[1])
 
 
+def thread_budget() -> int:
+    """The threads this process may use: ``OMP_NUM_THREADS`` when the environment sets it
+    (a batch script's or the user's choice, as torch itself reads it), else the cores it may
+    run on, its CPU affinity (what Slurm's cgroup, taskset or a container's cpuset leave it;
+    ``os.cpu_count()`` counts the whole node), else ``os.cpu_count()``."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):      # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def set_threads(cfg) -> None:
-    """torch and OpenCV threads of this process: ``cfg.threads``, else the cores shared out
-    among whole-video workers (all of them for the one process of the device pipeline)."""
+    """torch and OpenCV threads of this process: ``cfg.threads``, else the thread budget
+    (:func:`thread_budget`) shared out among whole-video workers (all of it for the one
+    process of the device pipeline)."""
     import cv2
     import torch
 
     share = 1 if uses_device_pipeline(cfg) else max(1, cfg.workers)
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // share)
+    threads = cfg.threads or max(1, thread_budget() // share)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)

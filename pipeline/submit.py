@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +31,7 @@ from typing import Callable, Mapping, Sequence
 
 from data.errors import FrameselError, InputError, UnknownNameError
 from extract.run import ExtractConfig, Summary, load_list, run_extraction, store_path
+from extract.workers import thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +166,15 @@ def _check_request(cfg: ExtractConfig, shards: int, executor: str, max_retries: 
 
 def _task_threads(cfg: ExtractConfig, options: Mapping, executor: str, shards: int) -> int:
     """Threads per worker of a task: N local tasks share this machine's cores; a Slurm task
-    owns its --cpus-per-task (os.cpu_count() there would count the whole node)."""
+    owns its --cpus-per-task (os.cpu_count() there would count the whole node); local tasks share
+    this process's thread budget (extract/workers.py: thread_budget)."""
     if cfg.threads:
         return cfg.threads
     workers = max(1, cfg.workers)
     if options.get("cpus_per_task"):
         return max(1, int(options["cpus_per_task"]) // workers)
     if executor == "local":
-        cores = os.cpu_count() or 1
+        cores = thread_budget()
         return max(1, cores // (min(shards, cores) * workers))
     return 0
 

@@ -490,3 +490,25 @@ def test_a_run_leaves_the_callers_thread_counts_as_it_found_them(video_dir):
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+def test_threads_default_to_the_budget_the_environment_gives(monkeypatch):
+    """Without --threads a run uses OMP_NUM_THREADS when set, else the cores this process may
+    run on (its affinity: inside a Slurm job or a cpuset, not the whole node's os.cpu_count()),
+    shared out among whole-video workers."""
+    import os
+
+    import torch
+
+    from extract.run import ExtractConfig
+    from extract.workers import thread_budget, threads_of
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert thread_budget() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert thread_budget() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})     # a job given one core of a node
+    assert thread_budget() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    with threads_of(ExtractConfig(list_path="x", out="y", workers=2)):
+        assert torch.get_num_threads() == 2                           # 4 threads, 2 whole-video workers
