@@ -21,6 +21,24 @@ SHARED_DATA = Path(os.environ.get("FRAMESEL_SHARED_DATA") or Path(__file__).reso
 # it runs ~10x faster than EfficientNet-Lite0. Faithfulness tests keep the real weights.
 TINY = ["--backbone", "tiny_random"]
 
+# Tests that interrupt a run (kill, SIGTERM, a second process on its shard) need it still
+# going when they act: with tiny_random 8 videos take < 1 s. This flow plugin sleeps a fixed
+# time per pair (zero flow, 0 FLOPs), so such a run lasts as long as the test needs.
+SLOW_FLOW = Path(__file__).parent / "plugins" / "slow_flow.py"
+
+
+def slow_flow(seconds_per_pair: float) -> list[str]:
+    """`framesel extract` options for the sleeping flow (run with ``cli_env(SLOW_FLOW)``)."""
+    return ["--flow", "sleepy", "--flow-param", f"seconds={seconds_per_pair}"]
+
+
+def cli_env(*plugins) -> dict:
+    """The environment of a `framesel` subprocess in a test: one OpenMP thread, progress shown
+    (CI unset: tests read it), and FRAMESEL_PLUGINS = ``plugins`` (none: no plugin)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", FRAMESEL_PLUGINS=",".join(str(p) for p in plugins))
+    env.pop("CI", None)
+    return env
+
 
 def shared_data(*parts) -> Path:
     """A path under ../shared/data, or skip the test with the reason."""

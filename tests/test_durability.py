@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from click.testing import CliRunner
 from data.errors import StoreError
 from data.store import DONE, PENDING, compare_stores, create_store, open_store
 from pipeline.cli import main
-from conftest import TINY
+from conftest import SLOW_FLOW, TINY, cli_env, slow_flow
 
 FORMATS = [".zarr", ".h5"]
 V = 12
@@ -72,17 +71,6 @@ def writer(tmp_path):
     sys.modules.pop("writer", None)
 
 
-SLOW_FLOW = Path(__file__).parent / "plugins" / "slow_flow.py"
-
-
-def _env(plugin: Path | None = None):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("CI", None)
-    if plugin is not None:
-        env["FRAMESEL_PLUGINS"] = str(plugin)
-    return env
-
-
 def _reference(path, mod, result=None):
     """The store an uninterrupted writer makes (``result(i)``: video i's rows)."""
     with create_store(path, mod.layout()) as s:
@@ -109,7 +97,7 @@ def test_sigkill_at_random_moments_keeps_every_written_video(tmp_path, writer, s
     path, rng = tmp_path / f"k{suffix}", random.Random(10)
     kept = 0
     for _ in range(8):
-        p = subprocess.Popen([sys.executable, str(script), str(path)], env=_env(), cwd=tmp_path,
+        p = subprocess.Popen([sys.executable, str(script), str(path)], env=cli_env(), cwd=tmp_path,
                              stdout=subprocess.PIPE, text=True)
         reported = [p.stdout.readline()]              # it is writing: kill it a little later
         import time
@@ -128,7 +116,7 @@ def test_sigkill_at_random_moments_keeps_every_written_video(tmp_path, writer, s
         kept = done
         if kept == V:
             break
-    r = subprocess.run([sys.executable, str(script), str(path)], env=_env(), cwd=tmp_path,
+    r = subprocess.run([sys.executable, str(script), str(path)], env=cli_env(), cwd=tmp_path,
                        capture_output=True, text=True)                      # ... and so does a resume
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.split()) == V - kept
@@ -156,7 +144,7 @@ def test_hdf5_full_disk_stops_cleanly_and_resumes(tmp_path, writer, bypass):
     create_store(path, mod.layout()).close()
     limit = path.stat().st_size + (200_000 if bypass else 1_300_000)   # a few videos' worth
     args = [sys.executable, str(script), str(path)] + (["bypass", "1,2,3,4,5,6,7"] if bypass else [])
-    r = subprocess.run(args, env=_env(), cwd=tmp_path, capture_output=True, text=True,
+    r = subprocess.run(args, env=cli_env(), cwd=tmp_path, capture_output=True, text=True,
                        preexec_fn=_limited(limit))
     assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
     stop = int(r.stdout.split("disk full writing video ")[1].split()[0])
@@ -165,7 +153,7 @@ def test_hdf5_full_disk_stops_cleanly_and_resumes(tmp_path, writer, bypass):
     assert stop >= 1
     run = CliRunner().invoke(main, ["extract", "--help"])   # the CLI is importable; now resume
     assert run.exit_code == 0
-    r = subprocess.run([sys.executable, str(script), str(path)], env=_env(), cwd=tmp_path,
+    r = subprocess.run([sys.executable, str(script), str(path)], env=cli_env(), cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == str(stop)         # the video being written had stayed pending
@@ -181,7 +169,7 @@ def test_full_disk_while_creating_leaves_nothing(tmp_path, writer):
     """Creating an HDF5 store on a full disk: "disk full creating PATH", no half-made file."""
     script, _ = writer
     path = tmp_path / "new.h5"
-    r = subprocess.run([sys.executable, str(script), str(path)], env=_env(), cwd=tmp_path,
+    r = subprocess.run([sys.executable, str(script), str(path)], env=cli_env(), cwd=tmp_path,
                        capture_output=True, text=True, preexec_fn=_limited(4096))
     assert r.returncode == 1 and f"disk full creating {path}: File too large" in r.stderr, r.stderr
     assert [p.name for p in tmp_path.iterdir() if "new" in p.name] == []
@@ -193,17 +181,17 @@ def test_zarr_full_disk_stops_cleanly_and_resumes(tmp_path, writer):
     script, mod = writer
     path = tmp_path / "full.zarr"
     create_store(path, mod.layout()).close()
-    r = subprocess.run([sys.executable, str(script), str(path), "bypass", "4"], env=_env(),
+    r = subprocess.run([sys.executable, str(script), str(path), "bypass", "4"], env=cli_env(),
                        cwd=tmp_path, capture_output=True, text=True, preexec_fn=_limited(30_000))
     assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
     assert f"disk full writing video 4 to {path}" in r.stdout and "File too large" in r.stdout
     with open_store(path) as s:
         assert s.status().tolist()[:5] == [DONE] * 4 + [PENDING]
     # the room check refuses before writing when even one row exceeds the limit
-    r = subprocess.run([sys.executable, str(script), str(path)], env=_env(), cwd=tmp_path,
+    r = subprocess.run([sys.executable, str(script), str(path)], env=cli_env(), cwd=tmp_path,
                        capture_output=True, text=True, preexec_fn=_limited(30_000))
     assert r.returncode == 3 and "file size limit" in r.stdout
-    r = subprocess.run([sys.executable, str(script), str(path)], env=_env(), cwd=tmp_path,
+    r = subprocess.run([sys.executable, str(script), str(path)], env=cli_env(), cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.split()[0] == "4"
     ref = _reference(tmp_path / "ref.zarr", mod, lambda i: mod.result(i, False if i < 4 else None))
@@ -226,7 +214,7 @@ def test_real_enospc_on_a_small_tmpfs(tmp_path, writer):
             subprocess.run(["mount", "-o", f"remount,size={size}", str(mnt)], check=True)
             for suffix in FORMATS:
                 path = mnt / f"s{suffix}"
-                r = subprocess.run([sys.executable, str(script), str(path), *bypass], env=_env(),
+                r = subprocess.run([sys.executable, str(script), str(path), *bypass], env=cli_env(),
                                    cwd=tmp_path, capture_output=True, text=True)
                 assert r.returncode == 3 and "disk full writing video" in r.stdout, (suffix, size, r.stdout, r.stderr)
                 with open_store(path) as s:
@@ -245,10 +233,10 @@ def test_two_writers_on_one_hdf5_file(tmp_path, writer):
     first.write_video(0, mod.result(0))
     code = ("import sys\nfrom data.store import open_store\nfrom data.errors import StoreError\n"
             "try:\n    open_store(sys.argv[1], 'a')\nexcept StoreError as e:\n    print(e); sys.exit(3)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(path)], env=_env(), capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code, str(path)], env=cli_env(), capture_output=True, text=True)
     assert r.returncode == 3, r.stdout + r.stderr
     assert str(path) in r.stdout and "another process" in r.stdout and "one writer" in r.stdout
-    info = subprocess.run([sys.executable, "-m", "pipeline.cli", "info", str(path)], env=_env(),
+    info = subprocess.run([sys.executable, "-m", "pipeline.cli", "info", str(path)], env=cli_env(),
                           capture_output=True, text=True)
     assert info.returncode == 0 and "done 1  failed 0  pending 11" in info.stdout, info.stderr
     first.close()
@@ -264,7 +252,7 @@ def test_unopenable_hdf5_files_give_clear_errors(tmp_path):
     flagged = tmp_path / "flagged.h5"
     code = (f"import os, signal, h5py\nf = h5py.File({str(flagged)!r}, 'w', libver='latest')\n"
             "f['x'] = [1]\nf.flush()\nos.kill(os.getpid(), signal.SIGKILL)\n")
-    subprocess.run([sys.executable, "-c", code], env=_env())
+    subprocess.run([sys.executable, "-c", code], env=cli_env())
     cut = tmp_path / "cut.h5"
     with h5py.File(cut, "w") as f:
         f.create_dataset("x", data=np.arange(100000))
@@ -322,7 +310,7 @@ class Progress:
 
 
 def _extract_proc(args, env=None, **kw):
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "extract", *args], env=env or _env(),
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "extract", *args], env=env or cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
 
 
@@ -371,8 +359,8 @@ def test_sigterm_closes_the_store_and_prints_the_summary(video_dir, long_list, w
     out = video_dir / f"term{workers.replace(' ', '')}.h5"
     # each video sleeps 0.2 s in its 2 flow pairs (tests/plugins/slow_flow.py): the signal, sent
     # after the first video, finds the run with videos left even on a loaded machine
-    slow = [*long_list, "--flow", "sleepy", "--flow-param", "seconds=0.1", "--out", str(out)]
-    proc = _extract_proc([*slow, "--workers", *workers.split()], env=_env(SLOW_FLOW))
+    slow = [*long_list, *slow_flow(0.1), "--out", str(out)]
+    proc = _extract_proc([*slow, "--workers", *workers.split()], env=cli_env(SLOW_FLOW))
     progress = Progress(proc)
     assert progress.wait_for(1), progress.text
     proc.send_signal(signal.SIGTERM)
@@ -384,7 +372,7 @@ def test_sigterm_closes_the_store_and_prints_the_summary(video_dir, long_list, w
     with open_store(out) as s:
         done = len(s.done())
     assert done >= progress.seen >= 1
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "extract", *slow, "--quiet"], env=_env(SLOW_FLOW),
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "extract", *slow, "--quiet"], env=cli_env(SLOW_FLOW),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and f"({8 - done} processed" in r.stdout + r.stderr, r.stdout + r.stderr
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from data.store import DONE, FAILED, PENDING, compare_stores, open_store
 from pipeline.cli import main
-from conftest import TINY
+from conftest import SLOW_FLOW, TINY, cli_env, slow_flow
 
 # Fast but real settings: 4 positions, 2 flow pairs, 1 crop, Farneback (TV-L1 has its own test),
 # the tiny random backbone (tests/conftest.py: TINY; the first test extracts with the default).
@@ -100,17 +100,10 @@ def _cli(*args):
     return [sys.executable, "-m", "pipeline.cli", "extract", *args]
 
 
-def _env():
-    env = dict(os.environ)
-    env.pop("CI", None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def test_concurrent_shards_into_one_zarr_store(video_dir):
     base = [str(video_dir / "list.txt"), "--root", str(video_dir / "videos"), *FAST]
     shared, single = video_dir / "shared.zarr", video_dir / "single.zarr"
-    procs = [subprocess.Popen(_cli(*base, "--out", str(shared), "--shard", f"{k}/2"), env=_env(),
+    procs = [subprocess.Popen(_cli(*base, "--out", str(shared), "--shard", f"{k}/2"), env=cli_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for k in (1, 2)]
     outs = [p.communicate(timeout=300)[0].decode() for p in procs]
     # shard 1 holds rows 0, 2, 4 (two bad videos), shard 2 rows 1, 3, 5 (all good)
@@ -136,7 +129,8 @@ def test_hdf5_shards_and_merge(video_dir):
 
 
 def _long_list(video_dir, n: int = 8) -> list[str]:
-    """Extract arguments for ``n`` 16-frame videos: long enough to interrupt a run."""
+    """Extract arguments for ``n`` 16-frame videos whose flow sleeps 0.03 s per pair (0.24 s a
+    video, conftest.slow_flow): a run long enough to interrupt. Run them with ``_slow``."""
     from conftest import moving_texture, write_video
 
     root = video_dir / "videos"
@@ -145,7 +139,16 @@ def _long_list(video_dir, n: int = 8) -> list[str]:
         write_video(root / "left" / f"long{k}.mp4", moving_texture(16, shift=(1, k % 3), seed=10 + k))
         lines.append(f"left/long{k}.mp4 0")
     (video_dir / "long.txt").write_text("\n".join(lines) + "\n")
-    return [str(video_dir / "long.txt"), "--root", str(root), *FAST]
+    return [str(video_dir / "long.txt"), "--root", str(root), *FAST, *slow_flow(0.03)]
+
+
+def _slow(*args, wait=True):
+    """`framesel extract *args` of a ``_long_list`` in a subprocess (the flow plugin loaded
+    there, not in the test process): finished (CompletedProcess), or running (Popen)."""
+    if wait:
+        return subprocess.run(_cli(*args), env=cli_env(SLOW_FLOW), capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(_cli(*args), env=cli_env(SLOW_FLOW), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def _wait_done(store, count: int, proc, timeout: float = 240) -> None:
@@ -164,18 +167,17 @@ def _wait_done(store, count: int, proc, timeout: float = 240) -> None:
 def test_killed_run_resumes_to_the_same_store(tmp_path, video_dir):
     base = _long_list(video_dir)
     killed = video_dir / "killed.zarr"
-    proc = subprocess.Popen(_cli(*base, "--out", str(killed)), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _slow(*base, "--out", str(killed), wait=False)
     _wait_done(killed, 3, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with open_store(killed) as s:
         partial = s.status()
     assert 3 <= (partial == DONE).sum() < 8 and (partial == PENDING).any()
-    r = subprocess.run(_cli(*base, "--out", str(killed)), env=_env(), capture_output=True, text=True)
+    r = _slow(*base, "--out", str(killed))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"({(partial == PENDING).sum()} processed" in r.stdout
-    extract([*base, "--out", str(video_dir / "straight.zarr")])
+    assert _slow(*base, "--out", str(video_dir / "straight.zarr")).returncode == 0
     with open_store(killed) as a, open_store(video_dir / "straight.zarr") as b:
         assert compare_stores(a, b) == []
 
@@ -400,8 +402,7 @@ def test_killing_the_parent_kills_its_workers_and_a_resume_finishes(video_dir, m
         pytest.skip("finding the workers needs Linux's /proc")
     base = _long_list(video_dir)
     store = video_dir / "w.zarr"
-    proc = subprocess.Popen(_cli(*base, "--out", str(store), "--workers", "2", mode), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _slow(*base, "--out", str(store), "--workers", "2", mode, wait=False)
     kids = []
     try:
         _wait_done(store, 1, proc)
@@ -421,8 +422,8 @@ def test_killing_the_parent_kills_its_workers_and_a_resume_finishes(video_dir, m
                 os.kill(k, signal.SIGKILL)
     with open_store(store) as s:
         assert (s.status() == PENDING).any()
-    r = extract([*base, "--out", str(store)])
-    assert r.exit_code == 0, r.output
+    r = _slow(*base, "--out", str(store))
+    assert r.returncode == 0, r.stdout + r.stderr
     with open_store(store) as s:
         assert (s.status() == DONE).all()
 
@@ -433,12 +434,10 @@ def test_a_second_process_on_the_same_shard_stops_at_once(video_dir):
 
     base = _long_list(video_dir)
     store = video_dir / "l.zarr"
-    first = subprocess.Popen(_cli(*base, "--out", str(store)), env=_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = _slow(*base, "--out", str(store), wait=False)
     try:
         _wait_done(store, 1, first)
-        second = subprocess.run(_cli(*base, "--out", str(store)), env=_env(), capture_output=True,
-                                text=True, timeout=300)
+        second = _slow(*base, "--out", str(store))
         assert second.returncode == 1, second.stdout + second.stderr
         assert "Traceback" not in second.stderr
         last = second.stderr.strip().splitlines()[-1]

@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from data.store import DONE, FAILED, PENDING, open_store
 from pipeline.cli import main
-from conftest import TINY
+from conftest import TINY, cli_env
 
 TORCH_THREADS = 1
 CHEAP = [*TINY, "--frames", "2", "--flow-stack", "1", "--crops", "1", "--flow", "farneback", "--no-thumbnails", "--quiet"]
@@ -42,12 +42,6 @@ def check_ok(store) -> None:
     """`framesel check STORE` finds nothing wrong."""
     r = cli("check", store)
     assert r.exit_code == 0 and "OK" in r.output, r.output
-
-
-def env():
-    e = dict(os.environ, OMP_NUM_THREADS="1")
-    e.pop("CI", None)
-    return e
 
 
 @pytest.fixture
@@ -148,7 +142,7 @@ def test_a_killed_worker_costs_at_most_its_video(poison, tmp_path, mode, times):
     root, lst = poison
     out = tmp_path / "k.zarr"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "extract", lst, "--root", root, "--out", out,
-                             *CHEAP, "--streams", "rgb", "--flow", "none", "--workers", "2", mode], env=env(),
+                             *CHEAP, "--streams", "rgb", "--flow", "none", "--workers", "2", mode], env=cli_env(),
                             stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     killer = WorkerKiller(proc.pid, "poison.mp4", times)
@@ -189,14 +183,14 @@ def test_a_second_train_on_a_checkpoint_being_trained_stops_at_once(small_store,
     out = tmp_path / "as.pt"
     args = [sys.executable, "-m", "pipeline.cli", "train", str(store), "--agent", "as", "--train", str(lst),
             "--out", str(out), "--seeds", "1", "--set", "epochs=100000", "--quiet"]
-    first = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(args, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while not out.with_suffix(".jsonl").exists() and time.time() < deadline:   # it is training
             assert first.poll() is None
             time.sleep(0.1)
         t0 = time.time()
-        second = subprocess.run(args, env=env(), capture_output=True, text=True, timeout=60)
+        second = subprocess.run(args, env=cli_env(), capture_output=True, text=True, timeout=60)
         assert time.time() - t0 < 60
         assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
         last = second.stderr.strip().splitlines()[-1]

@@ -12,19 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import TINY, cli_env
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FLOW, AGENT = HERE / "plugins" / "dummy_flow.py", HERE / "plugins" / "dummy_agent.py"
 
 
-def _env(*plugins) -> dict:
-    return {**os.environ, "FRAMESEL_PLUGINS": ",".join(str(p) for p in plugins), "OMP_NUM_THREADS": "1"}
-
-
 def _framesel(*args, plugins=(FLOW, AGENT), check=True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO, env=_env(*plugins),
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO, env=cli_env(*plugins),
                        capture_output=True, text=True, timeout=600)
     if check:
         assert r.returncode == 0, r.stdout + r.stderr
@@ -63,7 +59,7 @@ def test_the_plugin_flow_and_agent_run_extract_to_report(tmp_path):
 
 def test_the_plugin_agent_keeps_the_agent_contract():
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "dummy_attend",
-                        str(REPO / "tests" / "test_agent_contract.py")], cwd=REPO, env=_env(AGENT),
+                        str(REPO / "tests" / "test_agent_contract.py")], cwd=REPO, env=cli_env(AGENT),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "6 passed" in r.stdout, r.stdout[-2000:]      # resume x2, rebuild, seeds, learns, refuses
