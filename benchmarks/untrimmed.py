@@ -57,9 +57,12 @@ class RunSettings:
     head_epochs: int = 60
     ms: tuple[int, ...] = (1, 3, 5)
     bootstrap: int = 2000
+    segments: tuple[int, int] | None = None     # source clips per composite; None: ComposeConfig's
 
 
-QUICK = RunSettings(train_videos=4, test_videos=4, frames=10, flow_stack=2, agents=("as",), seeds=1,
+# --quick: the whole benchmark's path in seconds (the test suite rehearses it), composites of
+# 4-6 clips
+QUICK = RunSettings(train_videos=4, test_videos=4, frames=10, flow_stack=2, agents=("as",), seeds=1, segments=(4, 6),
                     agent_overrides=(("as", (("m", 3), ("epochs", 2), ("lr_milestones", (1,)))),),
                     head_epochs=20, ms=(1, 3, 5), bootstrap=200)
 
@@ -110,7 +113,8 @@ def compose_splits(args, run: RunSettings, out: Path) -> dict:
     records, truth, lists = {}, {}, {"train": [], "test": []}
     for split, source, n, seed in (("train", args.train_list, run.train_videos, args.seed),
                                    ("test", args.test_list, run.test_videos, args.seed + 1)):
-        cfg = ComposeConfig(videos=n, seed=seed, target_class=args.target_class)
+        cfg = ComposeConfig(videos=n, seed=seed, target_class=args.target_class,
+                            **({"segments": run.segments} if run.segments else {}))
         records[split] = compose(source, args.root, out / split, cfg, classes=args.classes,
                                  progress=show_progress(args.quiet))
         print(f"{split}: {summary(records[split])}", flush=True)

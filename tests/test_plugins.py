@@ -33,7 +33,6 @@ def test_the_plugin_flow_and_agent_run_extract_to_report(tmp_path):
     help_text = _framesel("extract", "--help").stdout
     assert "framediff" in help_text
     assert "dummy_attend (agent)" in _framesel("agents").stdout      # the registry's record of the plugin
-    assert "framediff (flow): The temporal difference" in _framesel("flows").stdout
     assert "framediff" not in _framesel("extract", "--help", plugins=()).stdout
     data = tmp_path / "data"
     make_demo_dataset(data, DemoConfig(videos_per_class=3, test_per_class=1, frames=16))
