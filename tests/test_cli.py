@@ -323,3 +323,26 @@ def test_a_registry_refuses_an_entry_it_cannot_describe():
         register_backbone("depth_only", streams=("depth",))
     with pytest.raises(ValueError, match="'alpha' is already registered"):
         register_protocol("alpha", source="none")(lambda run: [])
+
+
+def test_a_record_reads_defaults_and_names_what_it_does_not_know():
+    """data/record.py: a config's defaults (a default factory called, none given: None), the
+    kinds a record may have; an unknown protocol is named with the known ones."""
+    import dataclasses as dc
+
+    from data.errors import UnknownNameError
+    from data.record import Record, field_defaults
+    from evaluate.protocol_registry import get_protocol
+
+    @dc.dataclass
+    class Config:
+        required: int
+        ms: tuple = (1, 2)
+        weights: list = dc.field(default_factory=lambda: [1.0])
+
+    assert field_defaults(Config) == {"required": None, "ms": (1, 2), "weights": [1.0]}
+    assert Record("agent", "x", "", {}, "", {}).learned and not Record("flow", "x", "", {}, "", {}).learned
+    with pytest.raises(ValueError, match="record kind must be one of"):
+        Record("metric", "x", "", {}, "", {})
+    with pytest.raises(UnknownNameError, match="accuracy_vs_m"):
+        get_protocol("accuracy_vs_n")
