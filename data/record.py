@@ -8,7 +8,8 @@ a notebook, a test over every entry) reads every kind the same way:
 - ``name``: what the CLI takes (``--agent``, ``--flow``, ``--backbone``, ``--protocols``);
 - ``summary``: what it is, one sentence (its docstring's first);
 - ``options``: each option with its default, the papers' where a paper fixes it;
-- ``cost``: its cost model in words (what a report's GFLOPs count for it), "" where it has none;
+- ``cost``: its cost model in words (what a report's GFLOPs count for it; a protocol says it has
+  none of its own);
 - ``abilities``: what it declares it can do or needs.
 """
 from __future__ import annotations
