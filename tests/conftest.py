@@ -3,12 +3,15 @@ import os
 import subprocess
 from pathlib import Path
 
-# Under pytest-xdist (the README's `-n auto`) each worker gets its share of the cores for
-# OpenMP (torch) and BLAS, here and in the subprocesses it starts, set before numpy and torch
-# start their pools: 2 workers on 2 cores run 1 thread each, not 4 threads spinning on 2 cores.
+from extract.workers import thread_budget  # imports neither numpy nor torch
+
+# Under pytest-xdist (the README's `-n auto`) each worker gets its share of the thread budget
+# (extract/workers.py: the cores this process may run on) for OpenMP (torch) and BLAS, here
+# and in the subprocesses it starts, set before numpy and torch start their pools: 2 workers
+# on 2 cores run 1 thread each, not 4 threads spinning on 2 cores.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
 if _WORKERS > 1:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, thread_budget() // _WORKERS))
 
 import numpy as np  # noqa: E402  (after the thread share above)
 import pytest
